@@ -1,0 +1,110 @@
+"""Language-model head: output projection tied to the token embedding, shifted cross-entropy,
+and the step protocol over the causal backbone's KV cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.base import Head
+from zoo.features import Features
+from zoo.layers.attention import KVCache
+from zoo.registry import HEADS
+
+
+@dataclass
+class LMState:
+    """Generation state: the KV cache, or (without cache) every token so far and its mask."""
+
+    start: torch.Tensor                 # (B, T0) prompt fed by the first step
+    start_mask: torch.Tensor            # (B, T0) bool, False = left padding
+    cache: KVCache | None
+    tokens: torch.Tensor | None = None  # uncached: (B, T) so far
+    mask: torch.Tensor | None = None
+    started: bool = False               # the prompt has been fed
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.start, self.start_mask = self.start[index], self.start_mask[index]
+        if self.cache is not None:
+            self.cache.reorder(index)
+        if self.tokens is not None:
+            self.tokens, self.mask = self.tokens[index], self.mask[index]
+
+
+class LMHead(Head):
+    """Next-token logits through the (tied) embedding matrix."""
+
+    accepts = ("text",)
+    requires_causal = True
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embedding.embedding_dim, embedding.num_embeddings, bias=False)
+        self.proj.weight = embedding.weight  # tied: one tensor, saved once
+
+    def forward(self, features: Features, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"logits": self.proj(features.tokens)}  # (B, T, V)
+
+    def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Shifted cross-entropy: position t predicts token t+1; padding (mask False) is ignored.
+
+        ``batch["targets"]`` (B, T) may give the next tokens explicitly (packed blocks);
+        otherwise they are the inputs shifted by one.
+        """
+        logits = outputs["logits"].float()
+        if "targets" in batch:
+            targets = batch["targets"]
+            valid = batch.get("target_mask", torch.ones_like(targets, dtype=torch.bool))
+        else:
+            logits = logits[:, :-1]
+            targets = batch["inputs"][:, 1:]
+            mask = batch.get("mask")
+            valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask[:, 1:] & mask[:, :-1]
+        labels = targets.masked_fill(~valid, -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return {"loss": loss}
+
+    def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[list[int]]:
+        """The most likely next token after each position, per row."""
+        return outputs["logits"].argmax(dim=-1).tolist()
+
+    # ---- step protocol -------------------------------------------------------------------
+    def init_state(self, model: nn.Module, batch: dict[str, Any], use_cache: bool = True,
+                   static_cache: bool = False, max_new_tokens: int = 0) -> LMState:
+        """Prompts (B, T0), left-padded when their lengths differ (mask False on padding)."""
+        prompt = batch["inputs"]
+        mask = batch.get("mask")
+        if mask is None:
+            mask = torch.ones_like(prompt, dtype=torch.bool)
+        if mask.shape[1] and bool((~mask[:, -1]).any()):
+            raise ValueError("batched prompts must be left-padded (the last position real in every row)")
+        cache = None
+        if use_cache:
+            cache = model.backbone.new_cache(prompt.shape[1] + max_new_tokens if static_cache else None)
+        return LMState(prompt, mask, cache)
+
+    def step(self, model: nn.Module, tokens: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
+        """Feed (B, T) tokens; return the logits (B, V) of the last position."""
+        first = not state.started
+        state.started = True
+        mask = state.start_mask if first else torch.ones_like(tokens, dtype=torch.bool)
+        if state.cache is not None:
+            features = model.backbone(tokens, mask, cache=state.cache)
+        else:
+            state.tokens = tokens if first else torch.cat([state.tokens, tokens], dim=1)
+            state.mask = mask if first else torch.cat([state.mask, mask], dim=1)
+            features = model.backbone(state.tokens, state.mask)
+        return self.proj(features.tokens[:, -1]), state
+
+
+@HEADS.register("lm", accepts=("text",), causal=True)
+def lm(backbone: nn.Module) -> LMHead:
+    """Language-model head tied to the backbone's token embedding; refuses non-causal backbones."""
+    if not getattr(backbone, "causal", False):
+        raise ValueError("the lm head needs a causal backbone: a bidirectional one would learn to read the future")
+    head = LMHead(backbone.embed)
+    head.check_backbone(backbone)
+    return head

@@ -1,0 +1,1 @@
+"""Shared machinery of every task: data helpers, the trainer, the benchmark harness."""

@@ -1,0 +1,198 @@
+"""Data helpers shared by every task: the SPEC parser, the built-in cache, package fetching.
+
+A data SPEC is ``builtin``, ``builtin:NAME`` or ``FORMAT:PATH[?key=value&...]``
+(``csv:reviews.csv?text=review&label=stars``, ``pairs:train.en,train.es``).
+Built-in sets live under ``$ZOO_DATA`` (default ``~/.cache/zoo/data``), one folder per
+task and set, each written atomically by :func:`build_atomically` and stamped with a
+version so a changed preparation rebuilds instead of reading stale files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qsl
+
+STAMP = ".zoo-version"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` value: ``format`` ("builtin", "csv", ...), ``path`` and ``options``."""
+
+    format: str
+    path: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.format == "builtin"
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """Parse ``builtin``, ``builtin:NAME`` or ``FORMAT:PATH?k=v&k2=v2`` into a :class:`DataSpec`.
+
+    >>> parse_spec("csv:r.csv?text=review&label=stars")
+    DataSpec(format='csv', path='r.csv', options={'text': 'review', 'label': 'stars'})
+    """
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty --data SPEC; use 'builtin', 'builtin:NAME' or 'FORMAT:PATH'")
+    if ":" not in spec:
+        if spec == "builtin":
+            return DataSpec("builtin", "")
+        raise ValueError(f"--data {spec!r}: expected 'builtin', 'builtin:NAME' or 'FORMAT:PATH[?key=value]'")
+    fmt, rest = spec.split(":", 1)
+    path, _, query = rest.partition("?")
+    return DataSpec(fmt.lower(), path, dict(parse_qsl(query, keep_blank_values=True)))
+
+
+def data_root() -> Path:
+    """The built-in data cache: ``$ZOO_DATA`` or ``~/.cache/zoo/data``."""
+    return Path(os.environ.get("ZOO_DATA", Path.home() / ".cache" / "zoo" / "data")).expanduser()
+
+
+def builtin_dir(task: str, name: str, version: str) -> Path:
+    """The folder of a prepared built-in set; raises naming the command that prepares it."""
+    folder = data_root() / task / name
+    stamp = folder / STAMP
+    if not stamp.is_file() or stamp.read_text().strip() != version:
+        raise FileNotFoundError(
+            f"built-in data set '{task}:{name}' (version {version}) is not prepared in {folder}; "
+            f"run `zoo data prepare {task}` (or `make data`) first"
+        )
+    return folder
+
+
+def is_prepared(task: str, name: str, version: str) -> bool:
+    """True when the built-in set exists with this version stamp."""
+    stamp = data_root() / task / name / STAMP
+    return stamp.is_file() and stamp.read_text().strip() == version
+
+
+@contextmanager
+def build_atomically(task: str, name: str, version: str) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it is stamped and renamed into place.
+
+    A failure or an interruption leaves any previous version untouched and no half-built
+    folder behind the final name.
+    """
+    final = data_root() / task / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cache may be shared
+    try:
+        yield tmp
+        (tmp / STAMP).write_text(version + "\n")
+        old = final.parent / f".{name}-old-{os.getpid()}"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def debian_package_root(package: str, workdir: Path) -> Path:
+    """Return a folder holding ``package``'s files: ``/`` when it is installed, else an unpacked .deb.
+
+    Uses ``apt-get download`` + ``dpkg-deb -x`` (no root, no dependencies pulled in),
+    which is what packages like ``r-cran-janeaustenr`` need (installing it pulls in R).
+    """
+    if _dpkg_installed(package):
+        return Path("/")
+    workdir.mkdir(parents=True, exist_ok=True)
+    debs = list(workdir.glob(f"{package}_*.deb"))
+    if not debs:
+        result = subprocess.run(["apt-get", "download", package], cwd=workdir, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"could not fetch the Debian package {package!r} with `apt-get download {package}`:\n"
+                f"{result.stderr.strip()}\n(run `apt-get update` first, as root, if the package lists are empty)"
+            )
+        debs = list(workdir.glob(f"{package}_*.deb"))
+    root = workdir / f"{package}-root"
+    if not root.exists():
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+    return root
+
+
+def _dpkg_installed(package: str) -> bool:
+    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    return result.returncode == 0 and "install ok installed" in result.stdout
+
+
+def require_program(name: str, package: str) -> str:
+    """Path of an executable, or an error naming the Debian package that provides it."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"`{name}` is not installed; install the Debian package {package!r} (`make data` does it as root)")
+    return path
+
+
+def pip_download(requirement: str, workdir: Path, *extra: str) -> Path:
+    """``pip download --no-deps`` one requirement into ``workdir`` and return the downloaded file."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(workdir), *extra, requirement]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()}")
+    files = sorted(p for p in workdir.iterdir() if p.is_file())
+    if not files:
+        raise RuntimeError(f"pip download of {requirement} produced no file in {workdir}")
+    return files[-1]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows as JSON lines (UTF-8)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)``; a malformed line raises naming the file and line."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{number}: not UTF-8 text ({err.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+            yield number, obj
+
+
+def held_out_split(samples: list, split: str, fraction: float = 0.05, seed: int = 0) -> list:
+    """Carve a seeded hold-out from one user-supplied source.
+
+    ``split`` is "train" (everything but the hold-out), "validation" or "test" (both the
+    same hold-out: a single user file has no separate test set) or "all" (everything: what
+    `zoo eval --data FORMAT:PATH` evaluates).
+    """
+    if split == "all":
+        return samples
+    import random
+
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_held = max(1, int(round(len(samples) * fraction))) if len(samples) > 1 else 0
+    held = set(order[:n_held])
+    if split in ("validation", "test"):
+        return [samples[i] for i in sorted(held)]
+    if split == "train":
+        return [s for i, s in enumerate(samples) if i not in held]
+    raise ValueError(f"unknown split {split!r}; expected train, validation, test or all")

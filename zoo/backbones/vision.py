@@ -1,0 +1,117 @@
+"""Vision Transformer backbones (image and patch size configurable) with a small feature pyramid."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.features import Features
+from zoo.layers.attention import attention_mask
+from zoo.layers.block import BlockConfig
+from zoo.layers.norm import make_norm
+from zoo.layers.stack import Stack
+from zoo.registry import BACKBONES
+from zoo.stems import PatchEmbed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a ViT; the layout matches timm's so its weights convert by renaming."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    dim: int = 192
+    depth: int = 12
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    class_token: bool = True
+    dropout: float = 0.0
+    pyramid_levels: int = 3      # maps at strides p, 2p, 4p
+
+
+class VisionTransformer(nn.Module):
+    """Patch embedding + learned positions + blocks + final norm.
+
+    ``Features.tokens`` is (B, 1 + N, D) with the class token first; ``Features.maps`` are
+    the last layer's patch tokens as a (B, D, H/p, W/p) map and its 2x, 4x max-pooled copies.
+    Inputs of another size than ``img_size`` get bicubically resized position embeddings.
+    """
+
+    modality = "image"
+    causal = False
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg, self.dim = cfg, cfg.dim
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.dim)
+        grid = cfg.img_size // cfg.patch_size
+        prefix = 1 if cfg.class_token else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.randn(1, prefix + grid * grid, cfg.dim) * 0.02)
+        self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, dropout=cfg.dropout), cfg.depth)
+        self.norm = make_norm("layer", cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.apply(_init_weights)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+
+    def _positions(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch positions (1, N, D) resized to ``grid``, class-token position (1, 0|1, D))."""
+        prefix = 1 if self.cls_token is not None else 0
+        patch_pos = self.pos_embed[:, prefix:]
+        side = int(patch_pos.shape[1] ** 0.5)
+        if grid != (side, side):
+            patch_pos = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, D, s, s)
+            patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
+            patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+        return patch_pos, self.pos_embed[:, :prefix]
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None, *, cache: None = None) -> Features:
+        """inputs: (B, 3, H, W) normalised; mask: (B, H, W) bool True = real pixel, or None."""
+        x, grid = self.patch_embed(inputs)  # (B, N, D)
+        patch_pos, prefix_pos = self._positions(grid)
+        x = x + patch_pos
+        token_mask = None
+        if mask is not None:
+            p = self.cfg.patch_size
+            cells = mask[:, : grid[0] * p, : grid[1] * p].reshape(mask.shape[0], grid[0], p, grid[1], p)
+            token_mask = cells.any(dim=4).any(dim=2).flatten(1)  # (B, N): a patch with any real pixel
+        if self.cls_token is not None:
+            x = torch.cat([(self.cls_token + prefix_pos).expand(x.shape[0], -1, -1), x], dim=1)
+            if token_mask is not None:
+                token_mask = F.pad(token_mask, (1, 0), value=True)
+        attn_mask, _ = attention_mask(token_mask, x.shape[1], causal=False)
+        x = self.norm(self.stack(self.drop(x), mask=attn_mask))
+        prefix = 1 if self.cls_token is not None else 0
+        fmap = x[:, prefix:].transpose(1, 2).reshape(x.shape[0], self.dim, *grid)  # (B, D, H/p, W/p)
+        maps = [fmap]
+        for _ in range(self.cfg.pyramid_levels - 1):
+            maps.append(F.max_pool2d(maps[-1], 2, ceil_mode=True))
+        return Features(x, token_mask, maps)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _register(name: str, defaults: dict) -> None:
+    @BACKBONES.register(name, modality="image", causal=False, input=f"images (B, 3, {defaults.get('img_size', 224)}, ...)",
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD, config=asdict(ViTConfig(**defaults)))
+    def build(**overrides: object) -> VisionTransformer:
+        return VisionTransformer(ViTConfig(**{**defaults, **overrides}))
+
+    build.__doc__ = f"ViT {name}: {defaults}"
+
+
+_register("vit_tiny", dict(dim=192, depth=12, heads=3))
+_register("vit_small", dict(dim=384, depth=12, heads=6))
+_register("vit_base", dict(dim=768, depth=12, heads=12))

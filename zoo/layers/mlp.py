@@ -1,0 +1,31 @@
+"""Feed-forward layers: GELU MLP and SwiGLU."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """``gelu``: fc1 -> GELU -> fc2; ``swiglu``: (silu(w1 x) * w3 x) -> w2, hidden scaled by 2/3."""
+
+    def __init__(self, dim: int, hidden: int, kind: str = "gelu", dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "gelu":
+            self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        elif kind == "swiglu":
+            hidden = int(2 * hidden / 3)
+            self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)  # gate and value, fused
+        else:
+            raise ValueError(f"unknown mlp {kind!r}; expected 'gelu' or 'swiglu'")
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.kind == "gelu":
+            h = nn.functional.gelu(h)
+        else:
+            gate, value = h.chunk(2, dim=-1)
+            h = nn.functional.silu(gate) * value
+        return self.drop(self.fc2(self.drop(h)))

@@ -1,0 +1,110 @@
+"""Input stems: token embedding, patch embedding and the audio front end (log-mel + 4x subsampling)."""
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution: (B, C, H, W) -> (B, N, D)."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(images)  # (B, D, H/p, W/p)
+        grid = (x.shape[2], x.shape[3])
+        return x.flatten(2).transpose(1, 2), grid  # (B, N, D)
+
+
+class LogMel(nn.Module):
+    """Log-mel filterbank features computed on the device, normalised per utterance over real frames.
+
+    ``center=False`` framing means a frame only sees its own window of samples, so padding
+    a waveform never changes the features of its real frames.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 80) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop,
+                                                        n_mels=n_mels, center=False, power=2.0)
+
+    def frames(self, samples: torch.Tensor) -> torch.Tensor:
+        """Number of frames for each number of samples (B,) long."""
+        return torch.div(samples - self.n_fft, self.hop, rounding_mode="floor").clamp(min=0) + 1
+
+    def forward(self, waves: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """waves: (B, S) float -> (log-mel (B, T, n_mels), frame mask (B, T) or None)."""
+        with torch.autocast(waves.device.type, enabled=False):
+            feats = self.mel(waves.float()).clamp(min=1e-10).log().transpose(1, 2)  # (B, T, M)
+        if mask is None:
+            frame_mask = None
+            weights = torch.ones(feats.shape[:2], device=feats.device)
+        else:
+            counts = self.frames(mask.sum(dim=1))
+            frame_mask = torch.arange(feats.shape[1], device=feats.device)[None] < counts[:, None]  # (B, T)
+            weights = frame_mask.float()
+        denom = weights.sum(dim=1).clamp(min=1.0)[:, None, None]  # (B, 1, 1)
+        w = weights[..., None]  # (B, T, 1)
+        mean = (feats * w).sum(dim=1, keepdim=True) / denom  # per mel bin, (B, 1, M)
+        var = (((feats - mean) ** 2) * w).sum(dim=1, keepdim=True) / denom
+        feats = (feats - mean) / (var + 1e-5).sqrt()
+        if frame_mask is not None:
+            feats = feats * w
+        return feats, frame_mask
+
+
+def spec_augment(feats: torch.Tensor, mask: torch.Tensor | None, freq_masks: int, freq_width: int,
+                 time_masks: int, time_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment: zero ``freq_masks`` bands of up to ``freq_width`` mel bins and ``time_masks``
+    spans of up to ``time_ratio`` of each utterance's real length, independently per utterance."""
+    batch, steps, mels = feats.shape
+    device = feats.device
+    lengths = mask.sum(dim=1) if mask is not None else torch.full((batch,), steps, device=device)
+    keep = torch.ones(batch, steps, mels, dtype=torch.bool, device=device)
+    mel_idx = torch.arange(mels, device=device)
+    time_idx = torch.arange(steps, device=device)
+    for _ in range(freq_masks):
+        width = torch.randint(0, freq_width + 1, (batch,), device=device, generator=generator)
+        start = (torch.rand(batch, device=device, generator=generator) * (mels - width)).long()
+        band = (mel_idx[None] >= start[:, None]) & (mel_idx[None] < (start + width)[:, None])  # (B, M)
+        keep &= ~band[:, None, :]
+    for _ in range(time_masks):
+        max_width = (lengths.float() * time_ratio).long()
+        width = (torch.rand(batch, device=device, generator=generator) * (max_width + 1)).long()
+        start = (torch.rand(batch, device=device, generator=generator) * (lengths - width).clamp(min=1)).long()
+        span = (time_idx[None] >= start[:, None]) & (time_idx[None] < (start + width)[:, None])  # (B, T)
+        keep &= ~span[:, :, None]
+    return feats * keep.to(feats.dtype)
+
+
+class ConvSubsampling(nn.Module):
+    """Two 3x3 stride-2 convolutions over (time, mel): 4x fewer frames, then a linear to ``dim``."""
+
+    def __init__(self, n_mels: int, dim: int, channels: int | None = None) -> None:
+        super().__init__()
+        channels = channels or dim
+        self.conv = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
+                                  nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU())
+        mel_out = ((n_mels - 1) // 2 - 1) // 2
+        self.out = nn.Linear(channels * mel_out, dim)
+
+    @staticmethod
+    def lengths(frames: torch.Tensor) -> torch.Tensor:
+        """Output steps for input frame counts (each conv: (L - 3) // 2 + 1)."""
+        once = torch.div(frames - 3, 2, rounding_mode="floor") + 1
+        return (torch.div(once - 3, 2, rounding_mode="floor") + 1).clamp(min=0)
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """feats: (B, T, M) -> ((B, T', D), mask (B, T') or None)."""
+        x = self.conv(feats[:, None])  # (B, C, T', M')
+        batch, channels, steps, mels = x.shape
+        x = self.out(x.permute(0, 2, 1, 3).reshape(batch, steps, channels * mels))  # (B, T', D)
+        if mask is None:
+            return x, None
+        counts = self.lengths(mask.sum(dim=1))
+        return x, torch.arange(steps, device=x.device)[None] < counts[:, None]
