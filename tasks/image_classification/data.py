@@ -1,0 +1,456 @@
+"""Image classification data: adapters for the formats people have, and the built-in sets.
+
+Formats (``--data``):
+
+- ``imagefolder:DIR``: one sub-folder per class (sorted; numerically when every name is a
+  number), images anywhere below it.
+- ``csv:FILE[?path=COL&label=COL&classes=a,b,c]``: columns ``path,label``; paths are
+  relative to the CSV; ``classes`` fixes the class list and its order (else: the sorted labels).
+- ``cifar10:DIR`` / ``cifar100:DIR``: the python-pickle folder layout (DIR holds, or is,
+  ``cifar-10-batches-py`` / ``cifar-100-python``), read by torchvision with ``download=False``.
+  torchvision only unpickles files matching the published checksums (a pickle can run code).
+- :func:`from_arrays` for the Python API.
+- ``builtin`` / ``builtin:NAME``: see :data:`BUILTIN_SETS`; written once by :func:`prepare`
+  as ImageFolders of PNGs (``train/``, ``validation/``, ``test/``) and read back through the
+  ImageFolder adapter.
+
+Every dataset returns ``{"image": PIL RGB image, "label": int, "path": str}`` (untransformed)
+and has ``classes``, ``source`` and ``skipped``. Damaged, empty or non-image files in a folder
+or CSV are skipped with a warning naming them and counted in ``skipped``; images larger than
+Pillow's ``MAX_IMAGE_PIXELS`` are refused as possible decompression bombs.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import multiprocessing
+import os
+import struct
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from tasks.engine.data import (
+    build_atomically, builtin_dir, debian_package_root, held_out_split, is_prepared, parse_spec,
+)
+from tasks.image_classification.transforms import to_rgb
+
+TASK = "image_classification"
+VERSION = "1"
+BUILTIN_SETS: dict[str, str] = {
+    "default": "Fashion-MNIST (Debian dataset-fashion-mnist): 55,000 train / 5,000 validation / "
+               "10,000 test gray 28x28 images of 10 clothing classes",
+    "digits": "scikit-learn's handwritten digits: 1,437 train / 180 validation / 180 test gray 8x8 images",
+}
+QUICK_SET = "digits"
+# Arguments of transforms.default_transform_config for each built-in set (mean/std of its train split).
+BUILTIN_IMAGE_STATS: dict[str, dict] = {
+    "default": {"image_size": 28, "mean": [0.2862], "std": [0.3531], "grayscale_source": True},
+    "digits": {"image_size": 8, "mean": [0.3049], "std": [0.3757], "grayscale_source": True},
+}
+SPLITS = ("train", "validation", "test")
+# Label order of the Fashion-MNIST files; "/" cannot be in a folder name, hence "T-shirt_top".
+FASHION_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_VALIDATION = 5000
+MAX_WARNED = 10  # skipped files named one by one in the warning; the rest are counted
+
+
+class LabelledImages(Dataset):
+    """Base of the image datasets: ``labels`` (N,) int64 indexing ``classes``; ``source``; ``skipped``."""
+
+    def __init__(self, labels: np.ndarray, classes: list[str], source: str, skipped: int = 0) -> None:
+        self.labels = np.asarray(labels, dtype=np.int64)  # (N,)
+        self.classes = list(classes)
+        self.source = source
+        self.skipped = skipped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source}: {len(self)} images, {len(self.classes)} classes)"
+
+
+class ImageFiles(LabelledImages):
+    """Images on disk, decoded on access.
+
+    A file that fails to decode here (damage the cheap scan could not see, e.g. a truncated
+    JPEG) is reported with a warning, counted in ``skipped`` (per process: DataLoader workers
+    count their own) and replaced by the next readable sample, so batches keep their size.
+    """
+
+    def __init__(self, paths: list[str], labels: np.ndarray, classes: list[str], source: str,
+                 skipped: int = 0) -> None:
+        super().__init__(labels, classes, source, skipped)
+        self.paths = paths
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(len(self.paths)):
+            i = (index + offset) % len(self.paths)
+            try:
+                image = load_image(self.paths[i])
+            except (ValueError, FileNotFoundError) as err:
+                self.skipped += 1
+                warnings.warn(f"{self.source}: skipped {err}", stacklevel=2)
+                continue
+            return {"image": image, "label": int(self.labels[i]), "path": self.paths[i]}
+        raise ValueError(f"{self.source}: none of its {len(self.paths)} images can be decoded")
+
+    def take(self, indices: Sequence[int]) -> ImageFiles:
+        """The samples at ``indices`` (same classes, source and skipped count)."""
+        return ImageFiles([self.paths[i] for i in indices], self.labels[list(indices)], self.classes,
+                          self.source, self.skipped)
+
+
+class ImageArrays(LabelledImages):
+    """Images held in memory: ``images`` (N, H, W) or (N, H, W, C) uint8, C in 1, 3, 4."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str) -> None:
+        super().__init__(labels, classes, source)
+        self.images = images
+
+    def __getitem__(self, index: int) -> dict:
+        array = self.images[index]  # (H, W) or (H, W, C)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        return {"image": to_rgb(Image.fromarray(array)), "label": int(self.labels[index]),
+                "path": f"{self.source}[{index}]"}
+
+
+def prepare(names: list[str] | None = None, force: bool = False) -> None:
+    """Build the named built-in sets (all when None) into ``data_root()/image_classification/NAME``.
+
+    A set already prepared with this :data:`VERSION` is kept unless ``force``. Prints one line per set.
+    """
+    for name in names or list(BUILTIN_SETS):
+        if name not in BUILTIN_SETS:
+            raise ValueError(f"unknown built-in set {name!r} for {TASK}; choose from {sorted(BUILTIN_SETS)}")
+        if is_prepared(TASK, name, VERSION) and not force:
+            print(f"{TASK}:{name}: already prepared")
+            continue
+        start = time.perf_counter()
+        with build_atomically(TASK, name, VERSION) as folder:
+            count = _BUILDERS[name](folder)
+        print(f"{TASK}:{name}: wrote {count:,} PNGs in {time.perf_counter() - start:.1f} s")
+
+
+def read(spec: str, split: str) -> LabelledImages:
+    """The samples of ``split`` from a data SPEC (see the module docstring).
+
+    Built-in sets have fixed splits "train" | "validation" | "test". For imagefolder and csv,
+    the whole source is scanned and :func:`held_out_split` gives "all" or a seeded 95/5
+    "train"/"validation". For CIFAR folders, "train"/"validation" split the official training
+    batches 95/5, and "test" and "all" are the official test batch (what `zoo eval` reports).
+    """
+    parsed = parse_spec(spec)
+    if parsed.is_builtin:
+        return _read_builtin(parsed.path or "default", split)
+    if not parsed.path:
+        raise ValueError(f"--data {spec!r}: no path after '{parsed.format}:'")
+    path = Path(parsed.path).expanduser()
+    source = f"{spec} [{split}]"
+    if parsed.format == "imagefolder":
+        _check_options(spec, parsed.options, ())
+        whole = read_imagefolder(path, source)
+    elif parsed.format == "csv":
+        _check_options(spec, parsed.options, ("path", "label", "classes"))
+        whole = read_csv(path, source, **parsed.options)
+    elif parsed.format in _CIFAR:
+        _check_options(spec, parsed.options, ())
+        return read_cifar(path, parsed.format, split, source)
+    else:
+        raise ValueError(f"--data {spec!r}: unknown image format {parsed.format!r}; use builtin[:NAME], "
+                         "imagefolder:DIR, csv:FILE, cifar10:DIR or cifar100:DIR")
+    return whole.take(held_out_split(list(range(len(whole))), split))
+
+
+def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
+    """A dataset over in-memory images: ``images`` (N, H, W) or (N, H, W, C) uint8 with C in 1, 3, 4;
+    ``labels`` (N,) integers indexing ``classes``. Raises ``ValueError`` naming the bad field or index."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"from_arrays: images must be uint8 in 0-255, got {images.dtype}")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+        raise ValueError(f"from_arrays: images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
+                         f"got shape {images.shape}")
+    classes = [str(c) for c in classes]
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"from_arrays: classes must be non-empty and unique, got {classes}")
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),) or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"from_arrays: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+    bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
+    if bad.size:
+        raise ValueError(f"from_arrays: labels[{bad[0]}] = {labels[bad[0]]} is not a class index "
+                         f"0..{len(classes) - 1}")
+    return ImageArrays(images, labels, classes, "arrays")
+
+
+def align_classes(dataset: LabelledImages, classes: Sequence[str]) -> LabelledImages:
+    """Relabel ``dataset`` in place to index ``classes`` (e.g. a checkpoint's), matching by name.
+
+    Needed whenever a model meets data it was not built from: a folder missing one class
+    would otherwise shift every later label. Raises naming the classes the model lacks.
+    """
+    classes = list(classes)
+    unknown = [name for name in dataset.classes if name not in classes]
+    if unknown:
+        raise ValueError(f"{dataset.source}: classes {unknown} are not among the model's classes {classes}")
+    mapping = np.array([classes.index(name) for name in dataset.classes], dtype=np.int64)
+    dataset.labels = mapping[dataset.labels]
+    dataset.classes = classes
+    return dataset
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode one image file as RGB (EXIF rotation applied, transparency on white).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file when it is missing,
+    damaged, not an image, or larger than Pillow's decompression-bomb limit.
+    """
+    with _decoding(path), Image.open(path) as image:
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def read_imagefolder(folder: Path, source: str) -> ImageFiles:
+    """Every readable image below ``folder/<class>/``; classes are the sorted sub-folder names."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{source}: {folder} is not a folder")
+    classes = _sorted_names([entry.name for entry in os.scandir(folder)
+                             if entry.is_dir() and not entry.name.startswith(".")])
+    if not classes:
+        raise ValueError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+    paths, labels, problems = [], [], []
+    for label, name in enumerate(classes):
+        for path in _files_below(folder / name):
+            problem = _problem(path)
+            if problem:
+                problems.append(problem)
+            else:
+                paths.append(path)
+                labels.append(label)
+    _warn_skipped(source, problems)
+    if not paths:
+        raise ValueError(f"{source}: no readable image in the class folders of {folder}")
+    return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
+
+
+def read_csv(file: Path, source: str, path: str = "path", label: str = "label", classes: str = "") -> ImageFiles:
+    """The images listed in a CSV with columns ``path`` and ``label`` (names configurable).
+
+    A missing column, empty field, missing image file or label outside ``classes`` (a
+    comma-separated list, when given) raises naming the CSV and line; a damaged image is
+    skipped with a warning naming both.
+    """
+    if not file.is_file():
+        raise FileNotFoundError(f"{source}: no such file {file}")
+    fixed = [name.strip() for name in classes.split(",") if name.strip()]
+    paths, names, problems = [], [], []
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [column for column in (path, label) if column not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{file}:1: no column {missing} in header {reader.fieldnames}; "
+                                 "name them with ?path=COLUMN&label=COLUMN")
+            for row in reader:
+                where = f"{file}:{reader.line_num}"
+                if None in row:
+                    raise ValueError(f"{where}: more fields than the header has columns")
+                value, name = (row[path] or "").strip(), (row[label] or "").strip()
+                if not value or not name:
+                    raise ValueError(f"{where}: empty {path if not value else label!r} field")
+                if fixed and name not in fixed:
+                    raise ValueError(f"{where}: unknown label {name!r}; expected one of {fixed}")
+                image = file.parent / value
+                if not image.is_file():
+                    raise FileNotFoundError(f"{where}: image file {image} does not exist")
+                problem = _problem(str(image))
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                    continue
+                paths.append(str(image))
+                names.append(name)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise ValueError(f"{file}: malformed CSV ({err})") from None
+    _warn_skipped(source, problems)
+    if not paths:
+        raise ValueError(f"{source}: {file} lists no readable image")
+    class_list = fixed or _sorted_names(sorted(set(names)))
+    index = {name: i for i, name in enumerate(class_list)}
+    return ImageFiles(paths, np.array([index[n] for n in names]), class_list, source, skipped=len(problems))
+
+
+def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:
+    """A CIFAR-10/100 python-pickle folder through torchvision (``download=False``), split as in :func:`read`."""
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"unknown split {split!r}; expected train, validation, test or all")
+    reader = _CIFAR[variant]
+    root = folder.parent if folder.name == reader.base_folder else folder
+    base = root / reader.base_folder
+    expected = [name for name, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
+    for name in expected:
+        if not (base / name).is_file():
+            raise FileNotFoundError(f"{source}: {base / name} is missing; expected the python-pickle "
+                                    f"layout {base}/ with {', '.join(expected)}")
+    official_train = split in ("train", "validation")
+    try:
+        data = reader(str(root), train=official_train, download=False)
+    except RuntimeError:
+        raise ValueError(f"{source}: the files in {base} do not match the published {variant} checksums; "
+                         "torchvision refuses to unpickle them (a pickle can run code)") from None
+    images, labels = data.data, np.asarray(data.targets, dtype=np.int64)  # (N, 32, 32, 3) uint8, (N,)
+    if official_train:
+        keep = held_out_split(list(range(len(labels))), split)
+        images, labels = images[keep], labels[keep]
+    return ImageArrays(images, labels, list(data.classes), source)
+
+
+def _read_builtin(name: str, split: str) -> ImageFiles:
+    if name not in BUILTIN_SETS:
+        raise ValueError(f"unknown built-in set {name!r} for {TASK}; choose from {sorted(BUILTIN_SETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"built-in sets have the splits {SPLITS}, not {split!r}")
+    folder = builtin_dir(TASK, name, VERSION) / split
+    return read_imagefolder(folder, f"builtin:{name} [{split}]")
+
+
+def _check_options(spec: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"--data {spec!r}: unknown option(s) {unknown}; allowed: {list(allowed) or 'none'}")
+
+
+def _sorted_names(names: list[str]) -> list[str]:
+    """Class names sorted as numbers when they all are numbers ("2" < "10"), else as text."""
+    if names and all(name.isdigit() for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _files_below(folder: Path) -> Iterator[str]:
+    """Every non-hidden file below ``folder`` in a stable order (symlinks followed)."""
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield os.path.join(parent, name)
+
+
+@contextmanager
+def _decoding(path: str | Path) -> Iterator[None]:
+    """Turn what Pillow raises on a bad file into an error naming the file.
+
+    Images above ``Image.MAX_IMAGE_PIXELS`` (Pillow's warning threshold) are refused too;
+    the limit itself is never changed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ValueError(f"{path}: refused as a possible decompression bomb ({err})") from None
+        except Exception as err:  # Pillow's plugins raise many types on malformed files
+            raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+def _problem(path: str) -> str | None:
+    """Why ``path`` is not a usable image, or None; cheap: header and chunk checks, no decoding."""
+    try:
+        if os.path.getsize(path) == 0:
+            return f"{path}: empty file"
+        with _decoding(path), Image.open(path) as image:
+            image.verify()
+    except (ValueError, OSError) as err:
+        return str(err)
+    return None
+
+
+def _warn_skipped(source: str, problems: list[str]) -> None:
+    if problems:
+        more = f"; and {len(problems) - MAX_WARNED} more" if len(problems) > MAX_WARNED else ""
+        warnings.warn(f"{source}: skipped {len(problems)} damaged or non-image file(s): "
+                      + "; ".join(problems[:MAX_WARNED]) + more, stacklevel=3)
+
+
+def _build_fashion(folder: Path) -> int:
+    """Fashion-MNIST from the Debian package -> train/validation/test ImageFolders of PNGs."""
+    with tempfile.TemporaryDirectory(prefix="zoo-fashion-") as work:
+        files = debian_package_root(FASHION_PACKAGE, Path(work)) / "usr/share/datasets/fashion-mnist"
+        train_x, train_y = _read_idx(files / "train-images-idx3-ubyte.gz"), _read_idx(files / "train-labels-idx1-ubyte.gz")
+        test_x, test_y = _read_idx(files / "t10k-images-idx3-ubyte.gz"), _read_idx(files / "t10k-labels-idx1-ubyte.gz")
+    order = np.random.default_rng(0).permutation(len(train_y))
+    parts = {
+        "train": (train_x, train_y, np.sort(order[FASHION_VALIDATION:])),
+        "validation": (train_x, train_y, np.sort(order[:FASHION_VALIDATION])),
+        "test": (test_x, test_y, np.arange(len(test_y))),
+    }
+    for split, (images, labels, numbers) in parts.items():
+        _write_imagefolder(folder / split, images[numbers], labels[numbers], FASHION_CLASSES, numbers, processes=2)
+    return len(train_y) + len(test_y)
+
+
+def _build_digits(folder: Path) -> int:
+    """scikit-learn's 8x8 digits (bundled, no download) -> seeded 80/10/10 ImageFolders of PNGs."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8), values 0..16 -> 0..255
+    order = np.random.default_rng(0).permutation(len(images))
+    held = int(round(0.1 * len(images)))
+    parts = {"test": order[:held], "validation": order[held:2 * held], "train": order[2 * held:]}
+    for split, numbers in parts.items():
+        numbers = np.sort(numbers)
+        _write_imagefolder(folder / split, images[numbers], digits.target[numbers],
+                           [str(d) for d in range(10)], numbers, processes=1)
+    return len(images)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (the MNIST format), gzip-compressed, as an array."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
+    shape = struct.unpack(f">{raw[3]}I", raw[4:4 + 4 * raw[3]])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3])
+    if data.size != np.prod(shape):
+        raise ValueError(f"{path}: holds {data.size} bytes of data, its header promises {shape}")
+    return data.reshape(shape)
+
+
+def _write_imagefolder(folder: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                       numbers: np.ndarray, processes: int) -> None:
+    """Write ``images`` (N, H, W) uint8 as ``folder/<class>/<number:05d>.png`` with ``processes`` workers."""
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+    paths = [str(folder / classes[label] / f"{number:05d}.png") for label, number in zip(labels, numbers)]
+    chunks = [(paths[i::processes], images[i::processes]) for i in range(processes)]
+    if processes == 1:
+        _write_pngs(chunks[0])
+        return
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        pool.map(_write_pngs, chunks)
+
+
+def _write_pngs(chunk: tuple[list[str], np.ndarray]) -> None:
+    for path, image in zip(*chunk):
+        Image.fromarray(image).save(path, format="PNG", compress_level=1)  # tiny files: speed over size
+
+
+_BUILDERS = {"default": _build_fashion, "digits": _build_digits}
+_CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}

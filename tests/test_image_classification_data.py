@@ -1,0 +1,344 @@
+"""Image classification data: adapters on fixtures written here, bad inputs, built-in digits, transforms."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets.cifar
+from PIL import Image
+
+from tasks.image_classification import data
+from tasks.image_classification.transforms import build_transform, default_transform_config, mixup_cutmix
+
+RNG = np.random.default_rng(0)
+
+
+def _png(path: Path, value: int, size: tuple[int, int] = (6, 5)) -> Path:
+    """A gray PNG filled with ``value`` (so the test can tell images apart after loading)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
+    return path
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _bomb(path: Path) -> Path:
+    """A PNG whose header claims 30000x30000 pixels: a decompression bomb Pillow refuses to open."""
+    header = struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
+    return path
+
+
+def _damaged_folder(root: Path) -> Path:
+    """cat: 3 good, dog: 2 good + truncated, empty, text, bomb; plus a hidden file (ignored)."""
+    for i in range(3):
+        _png(root / "cat" / f"{i}.png", 10 + i)
+    for i in range(2):
+        _png(root / "dog" / f"{i}.png", 100 + i)
+    good = (root / "dog" / "0.png").read_bytes()
+    (root / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "dog" / "empty.png").write_bytes(b"")
+    (root / "dog" / "notes.txt").write_text("not an image\n")
+    _bomb(root / "dog" / "bomb.png")
+    (root / "dog" / ".DS_Store").write_bytes(b"\0\1")
+    return root
+
+
+def test_imagefolder_reads_classes_and_skips_damaged_files(tmp_path):
+    root = _damaged_folder(tmp_path / "images")
+    with pytest.warns(UserWarning) as caught:
+        ds = data.read(f"imagefolder:{root}", "all")
+    message = " ".join(str(w.message) for w in caught)
+    for name in ("truncated.png", "empty.png", "notes.txt", "bomb.png"):
+        assert name in message
+    assert "decompression bomb" in message and ".DS_Store" not in message
+    assert ds.classes == ["cat", "dog"] and ds.skipped == 4 and len(ds) == 5
+    samples = [ds[i] for i in range(len(ds))]
+    assert [s["label"] for s in samples] == [0, 0, 0, 1, 1]
+    assert [s["image"].getpixel((0, 0)) for s in samples] == [(10,) * 3, (11,) * 3, (12,) * 3, (100,) * 3, (101,) * 3]
+    assert all(s["image"].mode == "RGB" and s["image"].size == (5, 6) for s in samples)
+    assert samples[3]["path"] == str(root / "dog" / "0.png")
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's limit is never touched
+
+
+def test_imagefolder_splits_are_seeded_and_disjoint(tmp_path):
+    for i in range(40):
+        _png(tmp_path / ("even" if i % 2 == 0 else "odd") / f"{i:02d}.png", i)
+    spec = f"imagefolder:{tmp_path}"
+    train, validation, everything = data.read(spec, "train"), data.read(spec, "validation"), data.read(spec, "all")
+    assert (len(train), len(validation), len(everything)) == (38, 2, 40)
+    assert not set(train.paths) & set(validation.paths)
+    assert data.read(spec, "validation").paths == validation.paths
+    assert all(int(Path(p).stem) % 2 == label for p, label in zip(everything.paths, everything.labels))
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing"):
+        data.read(f"imagefolder:{tmp_path / 'missing'}", "all")
+    (tmp_path / "loose.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        data.read(f"imagefolder:{tmp_path}", "all")
+    with pytest.raises(ValueError, match="unknown option"):
+        data.read(f"imagefolder:{tmp_path}?label=x", "all")
+    with pytest.raises(ValueError, match="unknown image format"):
+        data.read(f"tfrecord:{tmp_path}", "all")
+
+
+def test_numeric_class_folders_sort_as_numbers(tmp_path):
+    for name in ("2", "10", "1"):
+        _png(tmp_path / name / "a.png", int(name))
+    assert data.read(f"imagefolder:{tmp_path}", "all").classes == ["1", "2", "10"]
+
+
+def test_truncated_jpeg_is_caught_at_load_time(tmp_path):
+    photo = tmp_path / "a" / "photo.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo, quality=90)
+    photo.write_bytes(photo.read_bytes()[:2000])  # the header survives, so the cheap scan passes it
+    _png(tmp_path / "a" / "z.png", 7)
+    ds = data.read(f"imagefolder:{tmp_path}", "all")
+    assert ds.skipped == 0 and len(ds) == 2
+    with pytest.warns(UserWarning, match="photo.jpg"):
+        sample = ds[0]
+    assert sample["path"].endswith("z.png") and ds.skipped == 1
+
+
+def test_load_image_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        data.load_image(tmp_path / "nope.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ValueError, match="text.png: not a readable image"):
+        data.load_image(tmp_path / "text.png")
+    with pytest.raises(ValueError, match="bomb.png: refused"):
+        data.load_image(_bomb(tmp_path / "bomb.png"))
+
+
+def test_load_image_puts_transparency_on_white(tmp_path):
+    Image.new("RGBA", (3, 3), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert data.load_image(tmp_path / "clear.png").getpixel((1, 1)) == (255, 255, 255)
+
+
+def _csv(tmp_path: Path, rows: list[str], header: str = "path,label") -> Path:
+    file = tmp_path / "list.csv"
+    file.write_text("\n".join([header, *rows]) + "\n")
+    return file
+
+
+def test_csv_round_trip(tmp_path):
+    _png(tmp_path / "img" / "a.png", 1)
+    _png(tmp_path / "img" / "b.png", 2)
+    _png(tmp_path / "img" / "c.png", 3)
+    file = _csv(tmp_path, ["img/a.png,shoe", "img/b.png, bag", "img/c.png,shoe"])
+    ds = data.read(f"csv:{file}", "all")
+    assert ds.classes == ["bag", "shoe"] and list(ds.labels) == [1, 0, 1] and ds.skipped == 0
+    assert ds[1]["image"].getpixel((0, 0)) == (2, 2, 2) and ds[1]["label"] == 0
+    renamed = _csv(tmp_path, ["shoe,img/a.png"], header="kind,file")
+    fixed = data.read(f"csv:{renamed}?path=file&label=kind&classes=shoe,bag", "all")
+    assert fixed.classes == ["shoe", "bag"] and list(fixed.labels) == [0]
+
+
+@pytest.mark.parametrize("rows, error, match", [
+    (["img/a.png,shoe", "img/missing.png,shoe"], FileNotFoundError, r"list.csv:3: image file .*missing.png"),
+    (["img/a.png,shoe", "img/a.png,"], ValueError, r"list.csv:3: empty 'label'"),
+    (["img/a.png,shoe", ",shoe"], ValueError, r"list.csv:3: empty 'path'"),
+    (["img/a.png,shoe,extra"], ValueError, r"list.csv:2: more fields"),
+])
+def test_csv_bad_lines_are_named(tmp_path, rows, error, match):
+    _png(tmp_path / "img" / "a.png", 1)
+    with pytest.raises(error, match=match):
+        data.read(f"csv:{_csv(tmp_path, rows)}", "all")
+
+
+def test_csv_bad_header_unknown_label_and_damaged_image(tmp_path):
+    _png(tmp_path / "a.png", 1)
+    with pytest.raises(ValueError, match=r"list.csv:1: no column \['label'\]"):
+        data.read(f"csv:{_csv(tmp_path, ['a.png'], header='path')}", "all")
+    with pytest.raises(ValueError, match=r"list.csv:2: unknown label 'hat'"):
+        data.read(f"csv:{_csv(tmp_path, ['a.png,hat'])}?classes=shoe,bag", "all")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
+    with pytest.warns(UserWarning, match=r"list.csv:3: .*bad.png"):
+        ds = data.read(f"csv:{_csv(tmp_path, ['a.png,shoe', 'bad.png,shoe'])}", "all")
+    assert len(ds) == 1 and ds.skipped == 1
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        data.read(f"csv:{tmp_path / 'nothing.csv'}", "all")
+
+
+def _fake_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The python-pickle layout (5 train batches of 4 images, a test batch of 3); returns the test batch."""
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+
+    def batch(name: str, n: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        images = RNG.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)  # rows of R, G, B planes
+        labels = (np.arange(n) + start) % 10
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": images, "labels": labels.tolist()}, f)
+        return images, labels
+
+    for k in range(1, 6):
+        batch(f"data_batch_{k}", 4, k)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return batch("test_batch", 3, 0)
+
+
+@pytest.fixture
+def trust_fake_cifar(monkeypatch):
+    """Stand in for the published checksums, which only the real CIFAR files match."""
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+
+
+def test_cifar10_folder(tmp_path, trust_fake_cifar):
+    images, labels = _fake_cifar10(tmp_path)
+    test = data.read(f"cifar10:{tmp_path}", "test")
+    assert len(test) == 3 and test.classes == [f"c{i}" for i in range(10)]
+    sample = test[2]
+    expected = images[2].reshape(3, 32, 32).transpose(1, 2, 0)  # (32, 32, 3)
+    assert np.array_equal(np.asarray(sample["image"]), expected) and sample["label"] == labels[2]
+    train = data.read(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", "train")
+    validation = data.read(f"cifar10:{tmp_path}", "validation")
+    assert (len(train), len(validation)) == (19, 1)
+    assert len(data.read(f"cifar10:{tmp_path}", "all")) == 3
+
+
+def test_cifar100_folder(tmp_path, trust_fake_cifar):
+    base = tmp_path / "cifar-100-python"
+    base.mkdir()
+    for name, n in (("train", 20), ("test", 5)):
+        with open(base / name, "wb") as f:
+            pickle.dump({"data": np.zeros((n, 3072), np.uint8), "fine_labels": [i % 100 for i in range(n)]}, f)
+    with open(base / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, f)
+    test = data.read(f"cifar100:{tmp_path}", "test")
+    assert len(test) == 5 and len(test.classes) == 100 and test[4]["label"] == 4
+
+
+def test_cifar_refuses_unpublished_files_and_names_missing_ones(tmp_path):
+    _fake_cifar10(tmp_path)
+    with pytest.raises(ValueError, match="published cifar10 checksums"):
+        data.read(f"cifar10:{tmp_path}", "test")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3 is missing"):
+        data.read(f"cifar10:{tmp_path}", "test")
+
+
+def test_from_arrays_and_align_classes():
+    images = RNG.integers(0, 256, (4, 5, 6), dtype=np.uint8)
+    ds = data.from_arrays(images, [0, 1, 1, 0], ["a", "b"])
+    assert np.array_equal(np.asarray(ds[2]["image"])[:, :, 1], images[2]) and ds[2]["label"] == 1
+    assert ds.skipped == 0 and ds.classes == ["a", "b"] and ds[3]["path"] == "arrays[3]"
+    rgba = data.from_arrays(np.zeros((1, 2, 2, 4), np.uint8), [0], ["a"])
+    assert rgba[0]["image"].getpixel((0, 0)) == (255, 255, 255)
+    data.align_classes(ds, ["z", "b", "a"])
+    assert list(ds.labels) == [2, 1, 1, 2] and ds.classes == ["z", "b", "a"]
+    with pytest.raises(ValueError, match=r"\['a'\] are not among"):
+        data.align_classes(data.from_arrays(images, [0, 1, 1, 0], ["a", "b"]), ["b"])
+
+
+@pytest.mark.parametrize("images, labels, match", [
+    (np.zeros((2, 4, 4), np.float32), [0, 1], "uint8"),
+    (np.zeros((2, 4, 4, 2), np.uint8), [0, 1], "shape"),
+    (np.zeros((2, 4, 4), np.uint8), [0], "2 integers"),
+    (np.zeros((2, 4, 4), np.uint8), [0, 2], r"labels\[1\] = 2"),
+])
+def test_from_arrays_rejects_bad_input(images, labels, match):
+    with pytest.raises(ValueError, match=match):
+        data.from_arrays(images, labels, ["a", "b"])
+
+
+def test_builtin_digits_prepare_and_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="zoo data prepare image_classification"):
+        data.read("builtin:digits", "train")
+    data.prepare([data.QUICK_SET])
+    assert capsys.readouterr().out.startswith("image_classification:digits: wrote 1,797 PNGs in ")
+    data.prepare(["digits"])
+    assert capsys.readouterr().out == "image_classification:digits: already prepared\n"
+    splits = {split: data.read("builtin:digits", split) for split in data.SPLITS}
+    assert [len(splits[s]) for s in data.SPLITS] == [1437, 180, 180]
+    numbers = [{Path(p).stem for p in splits[s].paths} for s in data.SPLITS]
+    assert not (numbers[0] & numbers[1] or numbers[0] & numbers[2] or numbers[1] & numbers[2])
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    sample = splits["test"][7]
+    k = int(Path(sample["path"]).stem)
+    assert sample["label"] == digits.target[k] and splits["test"].classes[sample["label"]] == str(digits.target[k])
+    expected = np.round(digits.images[k] * 255 / 16).astype(np.uint8)
+    assert np.array_equal(np.asarray(sample["image"])[:, :, 0], expected)
+    with pytest.raises(ValueError, match="unknown built-in set"):
+        data.read("builtin:imagenet", "train")
+    with pytest.raises(ValueError, match="splits"):
+        data.read("builtin:digits", "all")
+
+
+def test_read_idx(tmp_path):
+    raw = struct.pack(">BBBBIII", 0, 0, 8, 3, 2, 2, 3) + bytes(range(12))
+    (tmp_path / "ok.gz").write_bytes(gzip.compress(raw))
+    assert data._read_idx(tmp_path / "ok.gz").tolist() == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
+    (tmp_path / "short.gz").write_bytes(gzip.compress(raw[:-1]))
+    with pytest.raises(ValueError, match="short.gz: holds 11 bytes"):
+        data._read_idx(tmp_path / "short.gz")
+
+
+def test_transform_config_json_round_trip_gives_same_output():
+    config = default_transform_config(28, [0.286], [0.353], grayscale_source=True)
+    restored = json.loads(json.dumps(config))
+    assert restored == config
+    image = Image.fromarray(RNG.integers(0, 256, (30, 26, 3), dtype=np.uint8))
+    for train in (True, False):
+        torch.manual_seed(3)
+        a = build_transform(config, train)(image)
+        torch.manual_seed(3)
+        b = build_transform(restored, train)(image)
+        assert a.shape == (3, 28, 28) and a.dtype == torch.float32 and torch.equal(a, b)
+    rand = dict(config, augment="rand")
+    assert build_transform(rand, train=True)(image).shape == (3, 28, 28)
+
+
+def test_eval_transform_normalises_and_crops():
+    config = default_transform_config(224, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5])
+    image = Image.new("RGB", (320, 256), (51, 102, 204))
+    out = build_transform(config, train=False)(image)
+    expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor([0.5, 0.4, 0.3])) / torch.tensor([0.2, 0.25, 0.5])
+    assert out.shape == (3, 224, 224)
+    assert torch.allclose(out.mean(dim=(1, 2)), expected, atol=1e-4) and torch.allclose(out.std(dim=(1, 2)), torch.zeros(3), atol=1e-4)
+
+
+def test_grayscale_source_turns_colour_to_gray():
+    config = default_transform_config(16, [0.5], [0.5], grayscale_source=True)
+    out = build_transform(config, train=False)(Image.new("RGB", (16, 16), (255, 0, 0)))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+
+
+def test_train_transform_options_off_equal_eval():
+    config = dict(default_transform_config(12), scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=0.0, augment="none")
+    image = Image.fromarray(RNG.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    assert torch.allclose(build_transform(config, True)(image), build_transform(config, False)(image))
+
+
+def test_transform_config_errors():
+    config = default_transform_config(28)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        build_transform(dict(config, augment="auto"), train=True)
+    with pytest.raises(ValueError, match=r"missing fields \['hflip'\]"):
+        build_transform({k: v for k, v in config.items() if k != "hflip"}, train=True)
+
+
+def test_mixup_cutmix_is_off_by_default_and_gives_soft_labels():
+    config = default_transform_config(8)
+    assert mixup_cutmix(config, num_classes=5) is None
+    mix = mixup_cutmix(dict(config, mixup_alpha=0.2, cutmix_alpha=1.0), num_classes=5)
+    images, labels = mix(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert images.shape == (4, 3, 8, 8) and labels.shape == (4, 5)
+    assert torch.allclose(labels.sum(dim=1), torch.ones(4))
