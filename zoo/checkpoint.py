@@ -16,7 +16,9 @@ _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin", "che
 
 def _looks_like_pickle(path: Path) -> bool:
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
+        return False
     return head[:2] == b"PK" or head[:1] == b"\x80"  # torch zip archive or raw pickle protocol
 
 

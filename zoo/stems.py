@@ -32,6 +32,9 @@ class LogMel(nn.Module):
         self.n_fft, self.hop = n_fft, hop
         self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop,
                                                         n_mels=n_mels, center=False, power=2.0)
+        for module in self.mel.modules():  # window and filterbank are fixed: not checkpoint state
+            for name, buffer in list(module._buffers.items()):
+                module.register_buffer(name, buffer.clone(), persistent=False)
 
     def frames(self, samples: torch.Tensor) -> torch.Tensor:
         """Number of frames for each number of samples (B,) long."""

@@ -1,0 +1,31 @@
+"""Reduced-size arguments so every registered backbone can be built and run in tests."""
+from __future__ import annotations
+
+SMALL_ARGS = {
+    "text": dict(vocab_size=50, dim=32, depth=1, heads=2),
+    "image": dict(img_size=32, patch_size=8, dim=32, depth=1, heads=2),
+    "audio": dict(dim=32, depth=1, heads=2),
+}
+TEXT_GPT2 = dict(vocab_size=50, dim=32, depth=1, heads=2, max_len=64)
+
+# Adapters through the prefix resolvers: a few representative names with tiny configurations.
+ADAPTER_ARGS = {
+    "timm/resnet18": dict(),
+    "timm/test_vit": dict(),
+    "torchaudio/conformer": dict(dim=32, depth=1, heads=2, n_mels=40),
+    "torchaudio/wav2vec2_model": dict(
+        extractor_mode="group_norm", extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2)],
+        extractor_conv_bias=False, encoder_embed_dim=32, encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=16, encoder_pos_conv_groups=4, encoder_num_layers=1, encoder_num_heads=2,
+        encoder_attention_dropout=0.0, encoder_ff_interm_features=64, encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None),
+}
+
+
+def small_args(name: str, modality: str) -> dict:
+    """Reduced arguments for a registered backbone name."""
+    if name in ADAPTER_ARGS:
+        return dict(ADAPTER_ARGS[name])
+    if name == "text_decoder_gpt2":
+        return dict(TEXT_GPT2)
+    return dict(SMALL_ARGS[modality])
