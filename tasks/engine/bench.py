@@ -1,0 +1,372 @@
+"""Timing harness for benchmark workloads: warm-up, device sync, timed blocks, peak memory, OOM sweep.
+
+Following nanoGPT's ``bench.py`` and timm's ``benchmark.py``: warm up (this is where
+``torch.compile`` compiles), synchronise the device, then time blocks of several steps.
+Every step runs inside :func:`run_context` (bf16 autocast when asked, inference mode for
+inference workloads), so ours and the reference always run under the same conditions.
+
+Peak memory is the workload's parameters plus the peak transient allocation of one step:
+on CUDA from ``max_memory_allocated`` (reset first), on the CPU from the process's peak
+resident set (``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss`` elsewhere)
+over the first, cold warm-up step, when pages are still fresh.
+
+FLOP counting, peak device FLOP/s and the plain-matmul reference live in
+``benchmarks/flops.py``; interleaving ours against the reference is :func:`interleave`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import math
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from tasks.engine.task import Workload
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (1 gives the steadiest CPU figures)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (CUDA kernels run asynchronously); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def run_context(device: torch.device, precision: str, mode: str) -> Iterator[None]:
+    """The context every step runs in: bf16 autocast for ``bf16``, inference mode for inference."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), \
+            torch.inference_mode(mode == "inference"):
+        yield
+
+
+def maybe_compile(fn: Callable[..., Any], compile: bool | str) -> Callable[..., Any]:
+    """``torch.compile(fn)`` when ``compile`` is set, else ``fn`` (a module or a function).
+
+    ``compile`` may be a backend name (``"eager"`` exercises dynamo without code
+    generation, as the tests do); ``True`` means the default inductor backend.
+    """
+    if not compile:
+        return fn
+    return torch.compile(fn) if compile is True else torch.compile(fn, backend=compile)
+
+
+def prepare_model(model: nn.Module, *, compile: bool | str = False, channels_last: bool = False) -> nn.Module:
+    """Apply channels_last (in place: 4-D weights change layout) and :func:`maybe_compile`.
+
+    The compiled wrapper is returned; build the workload's step around it.
+    """
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return maybe_compile(model, compile)
+
+
+def parameter_count(model: nn.Module | None) -> int:
+    """Number of parameters (0 without a model)."""
+    return sum(p.numel() for p in model.parameters()) if model is not None else 0
+
+
+def parameter_bytes(model: nn.Module | None) -> int:
+    """Bytes held by the parameters and buffers (0 without a model)."""
+    if model is None:
+        return 0
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+# ---- peak memory ------------------------------------------------------------------------------
+
+class _HostMemory:
+    """Peak resident memory of this process: ``VmHWM`` (resettable) or ``ru_maxrss``."""
+
+    status = Path("/proc/self/status")
+    clear_refs = Path("/proc/self/clear_refs")
+
+    def __init__(self) -> None:
+        self.resettable = self.status.is_file() and self._try_reset()
+
+    def _try_reset(self) -> bool:
+        try:
+            self.clear_refs.write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
+        except OSError:
+            return False
+        return True
+
+    def _status_bytes(self, key: str) -> int:
+        for line in self.status.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024  # the file reports kB
+        raise KeyError(key)
+
+    def start(self) -> int:
+        """Reset the peak where possible; return the baseline to subtract from :meth:`peak`."""
+        if self.resettable:
+            self._try_reset()
+            return self._status_bytes("VmRSS")
+        return self._maxrss()
+
+    def peak(self) -> int:
+        return self._status_bytes("VmHWM") if self.resettable else self._maxrss()
+
+    @staticmethod
+    def _maxrss() -> int:
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+@functools.lru_cache(maxsize=1)
+def _host_memory() -> _HostMemory:
+    return _HostMemory()
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, int | str]]:
+    """Measure the peak allocation above the starting level inside the block.
+
+    Yields a dict filled on exit with ``bytes`` and ``kind`` (``cuda_max_allocated`` or
+    ``rss_peak``).
+    """
+    result: dict[str, int | str] = {}
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield result
+        synchronize(device)
+        result.update(bytes=torch.cuda.max_memory_allocated(device) - start, kind="cuda_max_allocated")
+    else:
+        host = _host_memory()
+        start = host.start()
+        yield result
+        result.update(bytes=max(0, host.peak() - start), kind="rss_peak")
+
+
+def available_host_memory() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes, or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+# ---- timing --------------------------------------------------------------------------------------
+
+@dataclass
+class WarmUp:
+    """What warming a workload up taught: seconds per step (last step) and peak memory."""
+
+    step_s: float
+    peak_memory_bytes: int
+    memory_kind: str
+
+
+def warm_up(workload: Workload, device: torch.device, precision: str, steps: int = 3) -> WarmUp:
+    """Run ``steps`` (>= 1) untimed steps; compile happens here. Returns the last step's time.
+
+    Peak memory is taken over the first step on the CPU (fresh pages) and over the last
+    on CUDA (exact allocator statistics, compilation done).
+    """
+    steps = max(1, steps)
+    measured = 0 if device.type == "cpu" else steps - 1
+    memory: dict[str, int | str] = {}
+    step_s = 0.0
+    for index in range(steps):
+        if index == measured:
+            with peak_memory(device) as memory:
+                step_s = time_block(workload, device, precision, 1)
+        else:
+            step_s = time_block(workload, device, precision, 1)
+    return WarmUp(step_s, int(memory["bytes"]) + parameter_bytes(workload.model), str(memory["kind"]))
+
+
+def time_block(workload: Workload, device: torch.device, precision: str, steps: int) -> float:
+    """Seconds for ``steps`` consecutive steps, with the device synchronised on both ends."""
+    with run_context(device, precision, workload.mode):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            workload.step()
+        synchronize(device)
+    return time.perf_counter() - start
+
+
+def steps_for(step_s: float, target_s: float, max_steps: int = 1000) -> int:
+    """Steps per timed block so that one block lasts about ``target_s`` seconds."""
+    if step_s <= 0:
+        return max_steps
+    return max(1, min(max_steps, math.ceil(target_s / step_s)))
+
+
+@dataclass
+class Rounds:
+    """Interleaved timing: ``items_per_s[r][w]`` for round ``r`` and workload ``w``."""
+
+    steps: list[int]
+    items_per_s: list[list[float]] = field(default_factory=list)
+    step_s: list[list[float]] = field(default_factory=list)
+
+    def of(self, index: int) -> list[float]:
+        """Items/s of workload ``index`` in every round."""
+        return [row[index] for row in self.items_per_s]
+
+    def median_step_s(self, index: int) -> float:
+        """Median seconds per step of workload ``index``."""
+        return statistics.median(row[index] for row in self.step_s)
+
+    def ratios(self, numerator: int, denominator: int, scale: Sequence[float] = (1.0, 1.0)) -> list[float]:
+        """Per-round ratios of (items/s x scale) between two workloads (same round each)."""
+        return [row[numerator] * scale[0] / (row[denominator] * scale[1]) for row in self.items_per_s]
+
+
+def interleave(workloads: Sequence[Workload], steps: Sequence[int], rounds: int,
+               device: torch.device, precision: str) -> Rounds:
+    """Time the workloads in turn, A B A B ... (A B C A B C ... for three), ``rounds`` times.
+
+    Each turn is one timed block of ``steps[i]`` steps, so a slow spell on a shared machine
+    hits both sides of a ratio taken within a round.
+    """
+    if len(steps) != len(workloads):
+        raise ValueError("one step count per workload")
+    result = Rounds(list(steps))
+    for _ in range(rounds):
+        speeds, times = [], []
+        for workload, count in zip(workloads, steps):
+            seconds = time_block(workload, device, precision, count)
+            speeds.append(count * workload.items / seconds)
+            times.append(seconds / count)
+        result.items_per_s.append(speeds)
+        result.step_s.append(times)
+    return result
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, min, max) of per-round values."""
+    return statistics.median(values), min(values), max(values)
+
+
+# ---- batch-size sweep -----------------------------------------------------------------------------
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for ``torch.OutOfMemoryError``, ``MemoryError`` and RuntimeErrors saying memory ran out."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+
+
+def release_memory(device: torch.device) -> None:
+    """Free what a failed attempt left behind on CUDA (garbage cycles, then the allocator's cache).
+
+    On the CPU reference counting already returned the memory, and a full collection of a
+    large interpreter heap costs seconds.
+    """
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class SweepPoint:
+    """One batch size tried by the sweep: throughput or out-of-memory."""
+
+    batch_size: int
+    items_per_s: float | None
+    step_s: float | None
+    peak_memory_bytes: int | None
+    fits: bool
+
+
+@dataclass
+class Sweep:
+    """Largest batch that fits (None if even the first failed), why the sweep stopped, the curve."""
+
+    largest: int | None
+    stopped_by: str                # "out of memory" | "max batch" | "host memory"
+    points: list[SweepPoint]
+
+
+def _try_batch(factory: Callable[[int], Workload], batch_size: int, device: torch.device,
+               precision: str, target_s: float) -> SweepPoint:
+    """Build and time the workload at ``batch_size``; an OOM anywhere gives a failed point."""
+    workload = None
+    try:
+        workload = factory(batch_size)
+        warm = warm_up(workload, device, precision, steps=2)
+        steps = steps_for(warm.step_s, target_s)
+        seconds = time_block(workload, device, precision, steps)
+        return SweepPoint(batch_size, steps * workload.items / seconds, seconds / steps,
+                          warm.peak_memory_bytes, fits=True)
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+    del workload  # the failed attempt's tensors must go before the next try
+    release_memory(device)
+    return SweepPoint(batch_size, None, None, None, fits=False)
+
+
+def sweep_batch_size(factory: Callable[[int], Workload], device: torch.device, precision: str, *,
+                     start: int = 1, max_batch: int = 4096, target_s: float = 0.5,
+                     memory_headroom: float = 0.8) -> Sweep:
+    """Double the batch from ``start`` until it no longer fits, then bisect down to the largest that does.
+
+    Out of memory (``torch.OutOfMemoryError`` or a RuntimeError saying so) is caught and
+    the batch shrunk, as timm's benchmark does. On the CPU, where running out of memory
+    means swapping or being killed rather than an exception, doubling also stops when the
+    next batch's expected peak (twice the last) would pass ``memory_headroom`` of the
+    available host memory.
+    """
+    points: list[SweepPoint] = []
+    good, bad = None, None
+    stopped_by = "max batch"
+    size = max(1, start)
+    while size <= max_batch:
+        point = _try_batch(factory, size, device, precision, target_s)
+        points.append(point)
+        if not point.fits:
+            bad, stopped_by = size, "out of memory"
+            break
+        good = size
+        available = available_host_memory() if device.type == "cpu" else None
+        if available is not None and 2 * (point.peak_memory_bytes or 0) > memory_headroom * available:
+            stopped_by = "host memory"
+            break
+        size *= 2
+    while good is not None and bad is not None and bad - good > max(1, good // 8):
+        middle = (good + bad) // 2
+        point = _try_batch(factory, middle, device, precision, target_s)
+        points.append(point)
+        good, bad = (middle, bad) if point.fits else (good, middle)
+    points.sort(key=lambda p: p.batch_size)
+    return Sweep(good, stopped_by, points)

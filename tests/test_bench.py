@@ -1,0 +1,270 @@
+"""The benchmark harness (tasks/engine/bench.py), FLOP counting, reports and the runner, on tiny models."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import flops, report, run
+from tasks.engine import bench
+from tasks.engine.task import Workload
+
+CPU = torch.device("cpu")
+
+
+def linear_workload(batch: int = 4, name: str = "tiny", log: list[str] | None = None,
+                    oom_above: int | None = None, scale: int = 1) -> Workload:
+    """A tiny MLP forward; ``log`` records each step; ``oom_above`` simulates running out of memory."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32 * scale), nn.GELU(), nn.Linear(32 * scale, 8)).eval()
+    x = torch.randn(batch, 16)
+
+    def step() -> torch.Tensor:
+        if log is not None:
+            log.append(name)
+        if oom_above is not None and batch > oom_above:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (simulated at batch {batch})")
+        return model(x)
+
+    return Workload(name=name, unit="images", items=batch, step=step, model=model, batch_size=batch,
+                    factory=lambda size: linear_workload(size, name, log, oom_above, scale))
+
+
+# ---- harness -------------------------------------------------------------------------------------
+
+def test_items_per_s_is_consistent_with_the_measured_time() -> None:
+    pause = 0.01
+
+    def step() -> None:
+        time.sleep(pause)
+
+    workload = Workload("sleep", "images", items=8, step=step)
+    start = time.perf_counter()
+    rounds = bench.interleave([workload], [3], rounds=3, device=CPU, precision="fp32")
+    wall = time.perf_counter() - start
+    speeds = rounds.of(0)
+    assert len(speeds) == 3 and all(s > 0 for s in speeds)
+    for speed, step_s in zip(speeds, (r[0] for r in rounds.step_s)):
+        assert speed * step_s == pytest.approx(8)          # items/s x s/step = items per step
+        assert speed <= 8 / pause                            # a step sleeps at least `pause`
+    assert 9 * 8 / wall <= max(speeds)                       # 9 steps inside the wall time
+    assert rounds.median_step_s(0) >= pause
+
+
+def test_interleaving_alternates_ours_and_reference() -> None:
+    log: list[str] = []
+    a, b = linear_workload(name="A", log=log), linear_workload(name="B", log=log)
+    rounds = bench.interleave([a, b], [1, 1], rounds=5, device=CPU, precision="fp32")
+    assert log == ["A", "B"] * 5
+    assert len(rounds.ratios(0, 1)) == 5
+    log.clear()
+    bench.interleave([a, b, linear_workload(name="M", log=log)], [2, 1, 1], rounds=2, device=CPU, precision="fp32")
+    assert log == ["A", "A", "B", "M"] * 2
+
+
+def test_run_context_applies_bf16_autocast_and_inference_mode() -> None:
+    layer = nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    with bench.run_context(CPU, "bf16", "inference"):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16 and out.is_inference()
+    with bench.run_context(CPU, "fp32", "train"):
+        out = layer(x)
+    assert out.dtype == torch.float32 and out.requires_grad
+    with pytest.raises(ValueError, match="precision"):
+        with bench.run_context(CPU, "fp8", "train"):
+            pass
+
+
+def test_channels_last_and_compile_paths_run_on_cpu() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    reference = copy.deepcopy(model)
+    images = torch.randn(2, 3, 8, 8)
+    prepared = bench.prepare_model(model, compile="eager", channels_last=True)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(prepared(images), reference(images), atol=1e-6)
+    assert bench.maybe_compile(reference, False) is reference
+
+
+def test_warm_up_reports_peak_memory_of_a_step() -> None:
+    def step() -> torch.Tensor:
+        return torch.ones(8_000_000).sum()  # 32 MB transient
+
+    warm = bench.warm_up(Workload("alloc", "items", 1, step), CPU, "fp32", steps=2)
+    assert warm.memory_kind == "rss_peak" and warm.step_s > 0
+    assert warm.peak_memory_bytes >= 16_000_000
+    model = nn.Linear(100, 100)
+    assert bench.parameter_bytes(model) == (100 * 100 + 100) * 4
+    assert bench.parameter_count(model) == 100 * 100 + 100
+
+
+def test_threads_and_device_options() -> None:
+    before = torch.get_num_threads()
+    try:
+        bench.set_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        bench.set_threads(0)
+    assert bench.resolve_device("cpu") == CPU
+    assert bench.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---- FLOPs ---------------------------------------------------------------------------------------
+
+def test_flops_of_a_linear_layer_match_a_hand_count() -> None:
+    layer = nn.Linear(24, 10, bias=False)
+    x = torch.randn(6, 24)
+    assert flops.count_flops(lambda: layer(x)) == 2 * 24 * 10 * 6
+    workload = Workload("linear", "rows", items=6, step=lambda: layer(x), model=layer)
+    assert flops.workload_flops_per_item(workload, CPU, "fp32") == 2 * 24 * 10
+
+
+def test_cpu_attention_kernel_formula() -> None:
+    b, h, t, hd = 2, 3, 16, 8
+    q, k, v = (torch.randn(b, h, t, hd) for _ in range(3))
+    with FlopCounterMode(display=False) as plain:
+        F.scaled_dot_product_attention(q, k, v)
+    assert plain.get_total_flops() == 0  # the gap this module fills
+    with FlopCounterMode(display=False, custom_mapping=flops.extra_flop_mapping()) as counter:
+        F.scaled_dot_product_attention(q, k, v)
+    counts = counter.get_flop_counts()["Global"]
+    assert [str(op) for op in counts] == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert counter.get_total_flops() == 4 * b * h * t * t * hd
+
+    q.requires_grad_(True)
+    total = flops.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert total == 4 * b * h * t * t * hd + 10 * b * h * t * t * hd  # backward is 2.5x forward
+
+
+def test_peak_flops_table() -> None:
+    assert flops.peak_flops_by_name("NVIDIA H200", "bf16") == 989e12
+    assert flops.peak_flops_by_name("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert flops.peak_flops_by_name("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert flops.peak_flops_by_name("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert flops.peak_flops_by_name("NVIDIA GeForce RTX 4090", "bf16") == 165e12
+    assert flops.peak_flops_by_name("Some Future GPU", "bf16") is None
+    assert flops.peak_flops(CPU, "fp32") is None
+
+
+def test_matmul_workload_counts_its_flops() -> None:
+    workload = flops.matmul_workload(CPU, "fp32", 32)
+    assert workload.items == 2 * 32 ** 3
+    assert flops.workload_flops_per_item(workload, CPU, "fp32") == 1.0
+    with bench.run_context(CPU, "bf16", "inference"):
+        assert flops.matmul_workload(CPU, "bf16", 8).step().dtype == torch.bfloat16
+
+
+# ---- batch-size sweep ----------------------------------------------------------------------------
+
+def test_out_of_memory_shrinks_the_batch() -> None:
+    sweep = bench.sweep_batch_size(lambda size: linear_workload(size, oom_above=24), CPU, "fp32",
+                                   start=1, max_batch=4096, target_s=0.001)
+    assert sweep.largest == 24 and sweep.stopped_by == "out of memory"
+    tried = {p.batch_size: p.fits for p in sweep.points}
+    assert tried[16] and tried[24] and not tried[32] and not tried[28]
+    assert all(p.items_per_s > 0 for p in sweep.points if p.fits)
+    assert [p.batch_size for p in sweep.points] == sorted(tried)
+
+
+def test_sweep_stops_at_max_batch_and_reraises_other_errors() -> None:
+    sweep = bench.sweep_batch_size(lambda size: linear_workload(size), CPU, "fp32", start=2, max_batch=8,
+                                   target_s=0.001)
+    assert sweep.largest == 8 and sweep.stopped_by == "max batch"
+
+    def broken(size: int) -> Workload:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        bench.sweep_batch_size(broken, CPU, "fp32")
+    assert bench.is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not bench.is_out_of_memory(ValueError("out of memory"))
+
+
+# ---- runner and reports --------------------------------------------------------------------------
+
+def toy_pairs(device: torch.device, precision: str, quick: bool, compile: bool) -> list:
+    return [(linear_workload(8, "zoo tiny"), linear_workload(8, "ref tiny", scale=4)),
+            (linear_workload(4, "zoo solo"), None)]
+
+
+def run_toy(tmp_path, monkeypatch, *extra: str) -> dict:
+    monkeypatch.setattr(run, "sources", lambda args: [("tasks", "toy", toy_pairs)])
+    monkeypatch.setattr(flops, "matmul_size", lambda device, quick: 64)
+    status = run.main(["--quick", "--rounds", "5", "--block-seconds", "0.005", "--warmup", "1",
+                       "--out", str(tmp_path), *extra])
+    assert status == 0
+    [path] = tmp_path.glob("*.json")
+    return report.read_json(path)
+
+
+def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> None:
+    result = run_toy(tmp_path, monkeypatch, "--sweep", "--sweep-max", "16")
+    assert {p.suffix for p in tmp_path.iterdir()} == {".json", ".md", ".png"}
+    paired, solo = result["rows"]
+    assert paired["ours"]["name"] == "zoo tiny" and paired["reference"]["name"] == "ref tiny"
+    assert len(paired["ratios"]) == 5
+    assert paired["ratio"] == pytest.approx(sorted(paired["ratios"])[2])
+    assert paired["ratio_min"] <= paired["ratio"] <= paired["ratio_max"]
+    assert paired["ours"]["flops_per_item"] == 2 * (16 * 32 + 32 * 8)
+    assert 0 < paired["ours"]["matmul_fraction"] and paired["ours"]["mfu"] is None
+    assert solo["reference"] is None and solo["ratio"] is None
+    assert paired["sweep"]["ours"]["largest"] == 16
+    assert result["machine"]["cpu"] and result["machine"]["versions"]["torch"]
+    table = next(tmp_path.glob("*.md")).read_text()
+    assert "| toy | inference | fp32 | zoo tiny" in table and "sweep toy zoo tiny" in table
+
+
+def test_result_file_round_trip_and_compare(tmp_path) -> None:
+    machine = report.machine_info(CPU)
+    side = {"name": "zoo tiny", "parameters": 10, "config": "", "items_per_s": 100.0, "items_per_s_min": 95.0,
+            "items_per_s_max": 104.0, "step_s": 0.01, "steps_per_round": 3, "peak_memory_bytes": 1024,
+            "memory_kind": "rss_peak", "flops_per_item": 1e6, "flops_per_s": 1e8, "matmul_fraction": 0.5,
+            "mfu": None}
+    row = {"suite": "tasks", "task": "toy", "precision": "fp32", "compile": False, "channels_last": False,
+           "mode": "inference", "unit": "images", "batch_size": 8, "ours": side,
+           "reference": {**side, "name": "ref tiny"}, "ratio": 1.0, "ratio_min": 0.97, "ratio_max": 1.03,
+           "ratios": [0.97, 1.0, 1.03, 1.0, 1.0], "rounds": 5, "matmul": {"name": "mm", "flops_per_s": 2e8}}
+    old_path, same_path, bad_path = tmp_path / "old.json", tmp_path / "same.json", tmp_path / "bad.json"
+    report.write_json(old_path, machine, [row], {"quick": True})
+    loaded = report.read_json(old_path)
+    assert loaded == json.loads(json.dumps({"format": report.FORMAT_VERSION, "machine": machine,
+                                            "options": {"quick": True}, "rows": [row]}))
+    report.write_json(same_path, machine, [row], {"quick": True})
+    slower = {**row, "ratio": 0.8, "ratio_min": 0.78, "ratio_max": 0.82, "ours": {**side, "items_per_s": 80.0,
+                                                                               "items_per_s_min": 78.0,
+                                                                               "items_per_s_max": 82.0}}
+    report.write_json(bad_path, machine, [slower], {"quick": True})
+
+    assert report.compare(loaded, report.read_json(same_path)) == ([], [])
+    regressions, _ = report.compare(loaded, report.read_json(bad_path))
+    assert len(regressions) == 2 and "ratio 1.000 -> 0.800" in regressions[0]
+    noisy = {**slower, "ratio_min": 0.5, "ratio_max": 1.2, "ours": {**side, "items_per_s_min": 50.0,
+                                                                    "items_per_s_max": 120.0}}
+    assert report.compare(loaded, {"machine": machine, "rows": [noisy]})[0] == []  # within the noise
+    assert run.main(["compare", str(old_path), str(same_path)]) == 0
+    assert run.main(["compare", str(old_path), str(bad_path)]) == 1
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ValueError, match="junk.json"):
+        report.read_json(tmp_path / "junk.json")
+
+
+def test_a_failing_task_becomes_an_error_row_and_a_failed_exit(tmp_path, monkeypatch) -> None:
+    def broken(device: torch.device, precision: str, quick: bool, compile: bool) -> list:
+        raise ModuleNotFoundError("No module named 'tasks.toy.bench'")
+
+    monkeypatch.setattr(run, "sources", lambda args: [("tasks", "broken", broken), ("tasks", "toy", toy_pairs)])
+    monkeypatch.setattr(flops, "matmul_size", lambda device, quick: 64)
+    status = run.main(["--quick", "--block-seconds", "0.005", "--warmup", "1", "--out", str(tmp_path)])
+    assert status == 1
+    rows = report.read_json(next(tmp_path.glob("*.json")))["rows"]
+    assert "tasks.toy.bench" in rows[0]["error"] and rows[1]["ratio"] is not None
+    assert "error: ModuleNotFoundError" in next(tmp_path.glob("*.md")).read_text()
