@@ -1,0 +1,1 @@
+"""Speech recognition: the audio pipeline, data adapters and built-in synthesized speech sets."""

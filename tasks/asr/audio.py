@@ -1,0 +1,135 @@
+"""The audio pipeline of the ASR task: read, check, resample, write and batch waveforms.
+
+Files are read with soundfile (wav, flac, ogg, mp3: whatever libsndfile reads); torchaudio
+2.11 has no file I/O and is used only for resampling. Every waveform leaves this module
+as mono float32 at 16 kHz. A missing file raises FileNotFoundError; a file that cannot be
+used (empty, header-only, corrupt, absurdly long, non-finite samples) raises
+:class:`AudioError` naming the file and the reason, so a data set can skip it with a
+warning or a user sees what is wrong.
+"""
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the reason."""
+
+
+def probe_audio(path: str | Path, max_seconds: float = 60.0) -> float:
+    """Cheaply check an audio file from its header and return its duration in seconds.
+
+    Raises FileNotFoundError for a missing file and :class:`AudioError` for an unreadable,
+    empty (0 frames) or too long file. Damage past the header shows only in :func:`load_audio`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.SoundFileError) as err:
+        raise AudioError(f"{path}: unreadable audio ({_reason(err)})") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: empty audio (0 frames)")
+    seconds = info.frames / info.samplerate
+    if seconds > max_seconds:
+        raise AudioError(f"{path}: {seconds:.1f} s long, over the limit of {max_seconds:g} s")
+    return seconds
+
+
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float = 60.0) -> torch.Tensor:
+    """Read an audio file as a mono float32 waveform (S,) at ``target_rate`` Hz.
+
+    Channels are averaged; other sample rates are resampled with torchaudio.
+    """
+    path = Path(path)
+    probe_audio(path, max_seconds)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S0, C)
+    except (RuntimeError, soundfile.SoundFileError) as err:
+        raise AudioError(f"{path}: corrupt audio ({_reason(err)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (header only, no samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    wave = torch.from_numpy(data).mean(dim=1)  # (S0,)
+    if rate != target_rate:
+        wave = _resampler(rate, target_rate)(wave)  # (S,)
+    return wave.contiguous()
+
+
+def save_flac(path: str | Path, wave: torch.Tensor, rate: int = SAMPLE_RATE) -> None:
+    """Write a mono waveform (S,) in [-1, 1] as 16-bit FLAC (samples beyond ±1 are clipped)."""
+    samples = wave.detach().to(torch.float32).clamp(-1.0, 1.0).cpu().numpy()
+    soundfile.write(str(path), samples, rate, format="FLAC", subtype="PCM_16")
+
+
+def collate_audio(samples: list[dict]) -> dict:
+    """Pad sample dicts into a batch: ``inputs`` (B, Smax) float, ``mask`` (B, Smax) bool, ``texts``.
+
+    ``mask`` is True on real samples, False on padding (zeros).
+    """
+    if not samples:
+        raise ValueError("collate_audio: empty batch")
+    lengths = torch.tensor([s["audio"].shape[0] for s in samples])  # (B,)
+    inputs = torch.zeros(len(samples), int(lengths.max()))  # (B, Smax)
+    for row, sample in enumerate(samples):
+        inputs[row, : sample["audio"].shape[0]] = sample["audio"]
+    mask = torch.arange(inputs.shape[1])[None, :] < lengths[:, None]  # (B, Smax)
+    return {"inputs": inputs, "mask": mask, "texts": [s["text"] for s in samples]}
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_seconds_or_size: int | float, seed: int = 0, shuffle: bool = True
+) -> list[list[int]]:
+    """Group utterance indices into batches of similar length (little padding).
+
+    ``lengths`` are in samples at 16 kHz. An ``int`` is a batch size (utterances per batch);
+    a ``float`` is a budget of padded audio seconds per batch (count x longest <= budget,
+    and an utterance longer than the budget gets a batch of its own). Indices are sorted by
+    length (ties broken by the seed when shuffling), cut into consecutive batches, and the
+    batch order is shuffled with ``seed`` when ``shuffle``. Every index appears exactly once.
+    """
+    if isinstance(batch_seconds_or_size, bool) or batch_seconds_or_size <= 0:
+        raise ValueError(f"batch size or seconds must be a positive number, got {batch_seconds_or_size!r}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order)
+    order.sort(key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    if isinstance(batch_seconds_or_size, int):
+        batches = [order[i : i + batch_seconds_or_size] for i in range(0, len(order), batch_seconds_or_size)]
+    else:
+        budget = batch_seconds_or_size * SAMPLE_RATE
+        for index in order:  # ascending, so the newest index is the batch's longest
+            if batches and (len(batches[-1]) + 1) * lengths[index] <= budget:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
+    """A resampler per rate pair: building the windowed-sinc kernel costs several times the filtering."""
+    return torchaudio.transforms.Resample(orig_rate, new_rate)
+
+
+def _reason(err: Exception) -> str:
+    """libsndfile's message without soundfile's 'Error opening ...' prefix and file name."""
+    text = str(err)
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text

@@ -1,0 +1,272 @@
+"""ASR audio pipeline and data adapters, on small fixtures written here (tones as audio)."""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from tasks.asr import data
+from tasks.asr.audio import AudioError, collate_audio, length_grouped_batches, load_audio, save_flac
+from tasks.engine.data import write_jsonl
+
+
+def tone(path, seconds=0.5, rate=16000, freq=440.0, channels=1, amplitude=0.5, **kwargs):
+    """Write a sine tone and return its path."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = amplitude * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    soundfile.write(str(path), np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate, **kwargs)
+    return path
+
+
+def dominant_frequency(wave: torch.Tensor, rate: int) -> float:
+    spectrum = torch.fft.rfft(wave).abs()
+    return float(torch.argmax(spectrum)) * rate / wave.shape[0]
+
+
+@pytest.fixture(autouse=True)
+def zoo_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "cache"))
+
+
+# ---- audio ------------------------------------------------------------------------------------
+
+def test_load_audio_downmixes_and_resamples(tmp_path):
+    t = np.arange(44100) / 44100
+    left, right = 0.6 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 440 * t)
+    soundfile.write(str(tmp_path / "stereo.wav"), np.stack([left, right], axis=1), 44100)
+    wave = load_audio(tmp_path / "stereo.wav")
+    assert wave.dtype == torch.float32 and wave.shape == (16000,)
+    assert dominant_frequency(wave, 16000) == pytest.approx(440, abs=2)
+    assert float(wave[1000:-1000].abs().max()) == pytest.approx(0.4, abs=0.01)  # mean of 0.6 and 0.2
+
+
+def test_load_audio_upsamples_narrowband_flac_and_ogg(tmp_path):
+    wave = load_audio(tone(tmp_path / "phone.flac", seconds=0.25, rate=8000, freq=1000))
+    assert wave.shape == (4000,) and dominant_frequency(wave, 16000) == pytest.approx(1000, abs=4)
+    assert load_audio(tone(tmp_path / "a.ogg", seconds=0.5)).shape == (8000,)
+
+
+def test_save_flac_round_trip_clips(tmp_path):
+    wave = torch.linspace(-1.5, 1.5, 1600)
+    save_flac(tmp_path / "x.flac", wave)
+    back = load_audio(tmp_path / "x.flac")
+    assert soundfile.info(str(tmp_path / "x.flac")).samplerate == 16000
+    assert torch.allclose(back, wave.clamp(-1, 1), atol=1 / 16384)
+
+
+def test_bad_audio_files_raise_naming_the_file(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    soundfile.write(str(tmp_path / "header_only.wav"), np.zeros(0, np.float32), 16000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF" + bytes(range(256)) * 8)
+    flac = tone(tmp_path / "good.flac", seconds=1.0).read_bytes()
+    (tmp_path / "truncated.flac").write_bytes(flac[:100])
+    tone(tmp_path / "long.wav", seconds=3.0, rate=8000)
+    for name, reason in [("empty.wav", "empty"), ("header_only.wav", "0 frames"), ("corrupt.wav", "unreadable"),
+                         ("truncated.flac", "corrupt")]:
+        with pytest.raises(AudioError, match=reason) as err:
+            load_audio(tmp_path / name)
+        assert str(tmp_path / name) in str(err.value)
+    with pytest.raises(AudioError, match=r"long.wav: 3.0 s long, over the limit of 2 s"):
+        load_audio(tmp_path / "long.wav", max_seconds=2)
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        load_audio(tmp_path / "missing.wav")
+
+
+def test_collate_audio_pads_with_mask():
+    batch = collate_audio([{"audio": torch.ones(3), "text": "a"}, {"audio": torch.full((5,), 2.0), "text": "b c"}])
+    assert batch["inputs"].shape == (2, 5) and batch["mask"].dtype == torch.bool
+    assert batch["inputs"][0].tolist() == [1, 1, 1, 0, 0]
+    assert batch["mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert batch["texts"] == ["a", "b c"]
+
+
+def test_length_grouped_batches_cover_every_index_once():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(8000, 160000, size=103)]
+    for size in (8, 40.0):  # utterances per batch, then seconds of padded audio per batch
+        batches = length_grouped_batches(lengths, size, seed=1, shuffle=True)
+        assert sorted(i for b in batches for i in b) == list(range(103))
+        assert batches == length_grouped_batches(lengths, size, seed=1, shuffle=True)
+        assert batches != length_grouped_batches(lengths, size, seed=2, shuffle=True)
+    fixed = length_grouped_batches(lengths, 8, seed=0, shuffle=False)
+    assert [len(b) for b in fixed] == [8] * 12 + [7]
+    flat = [lengths[i] for b in fixed for i in b]
+    assert flat == sorted(lengths)  # unshuffled: ascending buckets
+    for batch in length_grouped_batches(lengths, 40.0, seed=0, shuffle=True):
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 40 * 16000
+    assert length_grouped_batches([16000 * 50, 100], 10.0, 0, False) == [[1], [0]]  # too long: alone
+    with pytest.raises(ValueError, match="positive"):
+        length_grouped_batches(lengths, 0, 0, True)
+
+
+def test_normalize_text():
+    assert data.normalize_text("  \u201cWell-known,\u201d she said: 'Don\u2019t!' ") == "well known she said don't"
+    assert data.normalize_text("CHAPTER 12.  The END") == "chapter 12 the end"
+    assert data.normalize_text("Café--naïve  ") == "café naïve"
+    assert data.normalize_text("?! '' ") == ""
+
+
+# ---- adapters ---------------------------------------------------------------------------------
+
+def test_manifest_jsonl_round_trip_and_split(tmp_path):
+    (tmp_path / "clips").mkdir()
+    rows = [{"audio_filepath": str(tone(tmp_path / "clips" / f"{i}.wav", seconds=0.1 * (i + 1), freq=300 + 50 * i)
+                                   .relative_to(tmp_path)), "text": f"Utterance, number {i}!", "duration": 0.1 * (i + 1)}
+            for i in range(20)]
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    everything = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    assert len(everything) == 20 and everything.skipped == 0
+    sample = everything[3]
+    assert sample["text"] == "utterance number 3" and sample["path"] == str(tmp_path / "clips" / "3.wav")
+    assert sample["audio"].shape == (6400,) and everything.lengths[3] == 6400
+    assert dominant_frequency(sample["audio"], 16000) == pytest.approx(450, abs=5)
+    train = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "train")
+    held = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "validation")
+    assert len(held) == 1 and len(train) == 19
+    assert {s.text for s in train.entries} | {s.text for s in held.entries} == {s.text for s in everything.entries}
+
+
+def test_manifest_csv_and_its_errors(tmp_path):
+    tone(tmp_path / "a.flac")
+    (tmp_path / "m.csv").write_text('audio_filepath,text,duration\na.flac,"Hello, world",0.5\na.flac,Again,\n')
+    dataset = data.read(f"manifest:{tmp_path / 'm.csv'}", "all")
+    assert [e.text for e in dataset.entries] == ["hello world", "again"]
+    (tmp_path / "bad.csv").write_text("file,text\na.flac,hi\n")
+    with pytest.raises(ValueError, match=r"bad.csv:1: missing column\(s\) audio_filepath"):
+        data.read(f"manifest:{tmp_path / 'bad.csv'}", "all")
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"text": "hi"}, r"m.jsonl:2: missing field 'audio_filepath'"),
+    ({"audio_filepath": "a.wav"}, r"m.jsonl:2: missing field 'text'"),
+    ({"audio_filepath": "a.wav", "text": " ... "}, r"m.jsonl:2: empty text"),
+    ({"audio_filepath": "a.wav", "text": 5}, r"m.jsonl:2: 'text' must be a string"),
+    ({"audio_filepath": "nope.wav", "text": "hi"}, r"m.jsonl:2: audio file .*nope.wav not found"),
+    ({"audio_filepath": "a.wav", "text": "hi", "duration": "long"}, r"m.jsonl:2: 'duration' must be a number"),
+])
+def test_manifest_bad_rows_name_file_and_line(tmp_path, row, message):
+    tone(tmp_path / "a.wav")
+    write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "a.wav", "text": "fine"}, row])
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+
+
+def test_damaged_audio_in_a_set_is_skipped_with_a_warning(tmp_path):
+    tone(tmp_path / "good.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all" * 10)
+    (tmp_path / "empty.flac").write_bytes(b"")
+    write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": name, "text": "x"} for name in ("good.wav", "bad.wav", "empty.flac")])
+    with pytest.warns(UserWarning) as caught:
+        dataset = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    assert len(dataset) == 1 and dataset.skipped == 2
+    assert any("bad.wav" in str(w.message) for w in caught) and any("empty.flac" in str(w.message) for w in caught)
+    (tmp_path / "good.wav").write_bytes(b"RIFF")  # damaged after the check: the load names the file
+    with pytest.raises(AudioError, match="good.wav"):
+        dataset[0]
+
+
+def librispeech_fixture(root):
+    chapter = root / "LibriSpeech" / "dev-clean" / "84" / "121123"
+    chapter.mkdir(parents=True)
+    for i in range(3):
+        tone(chapter / f"84-121123-000{i}.flac", seconds=0.2, freq=200 + 100 * i)
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO DO YOU HEAR\n84-121123-0001 BUT IN LESS THAN FIVE MINUTES\n")
+    return chapter
+
+
+def test_librispeech_layout(tmp_path):
+    chapter = librispeech_fixture(tmp_path)
+    with pytest.warns(UserWarning, match="84-121123-0002.flac: no line for it"):
+        dataset = data.read(f"librispeech:{tmp_path}", "all")
+    assert [e.text for e in dataset.entries] == ["go do you hear", "but in less than five minutes"]
+    assert dataset.skipped == 1 and dataset[1]["audio"].shape == (3200,)
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO\n84-121123-0009 MISSING AUDIO\n")
+    with pytest.raises(FileNotFoundError, match=r"84-121123.trans.txt:2: audio file .*84-121123-0009.flac not found"):
+        data.read(f"librispeech:{tmp_path}", "all")
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO\n84-121123-0001\n")
+    with pytest.raises(ValueError, match=r"84-121123.trans.txt:2: expected 'UTTERANCE-ID TEXT'"):
+        data.read(f"librispeech:{tmp_path}", "all")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no \\*.trans.txt transcripts"):
+        data.read(f"librispeech:{tmp_path / 'empty'}", "all")
+    with pytest.raises(FileNotFoundError, match="nothing: no such LibriSpeech folder"):
+        data.read(f"librispeech:{tmp_path / 'nothing'}", "all")
+
+
+def test_commonvoice_layout(tmp_path):
+    (tmp_path / "clips").mkdir()
+    for name in ("a", "b", "c"):
+        tone(tmp_path / "clips" / f"{name}.flac", seconds=0.1)
+    header = "client_id\tpath\tsentence\tup_votes\n"
+    (tmp_path / "train.tsv").write_text(header + 'x\ta.flac\t"Quoted" words here.\t2\ny\tb.flac\tSecond one\t1\n')
+    (tmp_path / "dev.tsv").write_text(header + "z\tc.flac\tThe dev clip\t3\n")
+    train = data.read(f"commonvoice:{tmp_path}", "all")
+    assert [e.text for e in train.entries] == ["quoted words here", "second one"]
+    dev = data.read(f"commonvoice:{tmp_path}?split=dev", "all")
+    assert [e.path.name for e in dev.entries] == ["c.flac"] and dev[0]["text"] == "the dev clip"
+    with pytest.raises(FileNotFoundError, match=r"test.tsv: no such Common Voice table .*dev, train"):
+        data.read(f"commonvoice:{tmp_path}?split=test", "all")
+    (tmp_path / "other.tsv").write_text("client_id\tpath\ttext\nx\ta.flac\thi\n")
+    with pytest.raises(ValueError, match=r"other.tsv:1: missing column\(s\) sentence"):
+        data.read(f"commonvoice:{tmp_path}?split=other", "all")
+    (tmp_path / "other.tsv").write_text(header + "x\ta.flac\n")
+    with pytest.raises(ValueError, match=r"other.tsv:2: expected 4 tab-separated columns, got 2"):
+        data.read(f"commonvoice:{tmp_path}?split=other", "all")
+    with pytest.raises(ValueError, match="unknown option"):
+        data.read(f"commonvoice:{tmp_path}?lang=en", "all")
+
+
+def test_unknown_format_and_unprepared_builtin(tmp_path):
+    with pytest.raises(ValueError, match="unknown ASR format 'wav'"):
+        data.read(f"wav:{tmp_path}", "all")
+    with pytest.raises(FileNotFoundError, match="zoo data prepare asr"):
+        data.read("builtin:digits", "train")
+    with pytest.raises(ValueError, match="unknown built-in set asr:nope"):
+        data.read("builtin:nope", "train")
+
+
+# ---- built-in sets ----------------------------------------------------------------------------
+
+def test_speakable_sentences_keep_only_what_is_said_as_written():
+    prose = ("It is a truth universally acknowledged. Mr. Darcy bowed to them all.\n"
+             "She was born in 1775, they say. Yes. \u201cWhat a very fine day it is!\u201d\n\n"
+             "CHAPTER TWELVE began here with words. Do you not think so?")
+    assert data.speakable_sentences([prose]) == [
+        "It is a truth universally acknowledged.", "What a very fine day it is!", "Do you not think so?"]
+
+
+def test_voices_of_the_splits_are_disjoint():
+    plan = data._plan(data._digit_strings(3000, 0), (2000, 500, 500), 0)
+    voices = {split: {(u.engine, u.voice) for u in plan if u.file.startswith(split + "/")} for split in data.SPLITS}
+    assert not voices["train"] & voices["validation"] and not voices["train"] & voices["test"]
+    assert not voices["validation"] & voices["test"]
+    assert ("flite", "slt") in voices["test"] and len(voices["train"]) > 20
+    digits = [u.text for u in plan]
+    assert all(1 <= len(t.split()) <= 7 and set(t.split()) <= {*data._DIGIT_WORDS, "oh"} for t in digits)
+    assert {"oh", "zero"} <= {w for t in digits for w in t.split()}
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
+                    reason="needs Debian's espeak-ng and flite (apt-get install espeak-ng flite)")
+def test_tiny_synthesis_reads_back_through_the_manifest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(data._SIZES, "digits", (4, 2, 2))
+    data.prepare(["digits"])
+    assert "asr:digits: 4 / 2 / 2 utterances" in capsys.readouterr().out
+    folder = tmp_path / "cache" / "asr" / "digits"
+    for split, n in zip(data.SPLITS, (4, 2, 2)):
+        dataset = data.read("builtin:digits", split)
+        assert len(dataset) == n and dataset.skipped == 0
+        sample = dataset[0]
+        assert sample["audio"].dtype == torch.float32 and 0.2 < sample["audio"].shape[0] / 16000 < 10
+        assert float(sample["audio"].abs().max()) > 0.05
+        rows = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+        assert sample["text"] == rows[0]["text"] and soundfile.info(sample["path"]).samplerate == 16000
+    data.prepare(["digits"])
+    assert "already prepared" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.read("builtin:digits", "test")
