@@ -64,6 +64,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
     task.add_arguments(parser)
     args = parser.parse_args(argv)
     split = args.split or ("test" if args.data.startswith("builtin") else "all")

@@ -57,6 +57,7 @@ class Task:
     default_head: str = ""
     metric: Metric = Metric("loss", higher_is_better=False)
     quick_data: str = "builtin"      # the fastest built-in set (make demo, tests)
+    demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
 
     # ---- data -------------------------------------------------------------------------
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:

@@ -1,0 +1,169 @@
+"""The run folder's checkpoints: crash-safe ``step-N/`` folders, atomic ``best``/``last`` pointers.
+
+A save writes everything into a hidden ``.tmp-step-N`` folder, fsyncs it, renames it to
+``step-N`` and only then switches the pointers. The pointers are relative symlinks
+(``best -> step-200``) replaced with ``os.replace``, so at every instant each pointer names a
+complete checkpoint, and ``runs/x/best`` works as a model folder with any tool. Old step
+folders that no pointer names are pruned (the newest ``keep`` stay).
+
+The trainer's own state is pickle-free: tensors (optimizer moments, RNG states, raw weights
+under EMA) in ``trainer_state.safetensors``, scalars in ``trainer_state.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+POINTERS = ("best", "last")
+TRAINER_TENSORS = "trainer_state.safetensors"
+TRAINER_JSON = "trainer_state.json"
+_STEP = re.compile(r"step-(\d+)$")
+_TMP_PREFIX = ".tmp-step-"
+
+
+def write_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], *, best: bool, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` with ``write(folder)``, then point ``last`` (and ``best``) at it.
+
+    If ``write`` raises, the half-written folder stays hidden and the pointers keep naming
+    the previous complete checkpoint. Returns the new ``step-N`` folder.
+    """
+    run_dir = Path(run_dir)
+    final = run_dir / f"step-{step}"
+    if final.name in _pointer_targets(run_dir):
+        raise FileExistsError(f"{final} is already a checkpoint named by a pointer; refusing to overwrite it")
+    tmp = run_dir / f"{_TMP_PREFIX}{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    _fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)   # complete but never pointed at: a crash hit between rename and switch
+    os.rename(tmp, final)
+    _fsync(run_dir)
+    _point(run_dir, "last", final.name)
+    if best:
+        _point(run_dir, "best", final.name)
+    prune(run_dir, keep)
+    return final
+
+
+def point_best(run_dir: Path, step: int) -> None:
+    """Switch ``best`` to the existing checkpoint ``step-N`` (atomically)."""
+    _point(Path(run_dir), "best", f"step-{step}")
+
+
+def prune(run_dir: Path, keep: int = 2) -> None:
+    """Delete step folders no pointer names, except the newest ``keep``; delete stale temporaries."""
+    run_dir = Path(run_dir)
+    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
+    protected = _pointer_targets(run_dir) | {p.name for _, p in steps[-keep:]}
+    for _, path in steps:
+        if path.name not in protected:
+            shutil.rmtree(path)
+    for path in run_dir.glob(f"{_TMP_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A model folder -> itself; a run folder -> the folder its ``prefer`` pointer names.
+
+    ``prefer`` is "best" (evaluation, prediction, transfer) or "last" (resume); a run with
+    only the other pointer falls back to it.
+    """
+    if prefer not in POINTERS:
+        raise ValueError(f"prefer={prefer!r}: expected one of {POINTERS}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if (path / "config.json").is_file():
+        return path
+    for name in (prefer, *[p for p in POINTERS if p != prefer]):
+        if (path / name).exists():
+            return (path / name).resolve()
+    raise FileNotFoundError(
+        f"{path} is neither a model folder (no config.json) nor a run folder with a 'best' or 'last' checkpoint"
+    )
+
+
+def save_trainer_state(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    """Write the trainer's tensors (safetensors) and JSON-able scalars next to the model."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(Path(folder) / TRAINER_TENSORS))
+    (Path(folder) / TRAINER_JSON).write_text(json.dumps(state))
+
+
+def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read what :func:`save_trainer_state` wrote; a missing or damaged file raises naming it."""
+    tensors_file, json_file = Path(folder) / TRAINER_TENSORS, Path(folder) / TRAINER_JSON
+    for file in (tensors_file, json_file):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing: {folder} is a model folder, not a resumable checkpoint")
+    try:
+        tensors = load_file(str(tensors_file))
+    except SafetensorError as err:
+        raise ValueError(f"{tensors_file}: not a readable safetensors file ({err})") from None
+    try:
+        state = json.loads(json_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_file}: not valid JSON ({err.msg})") from None
+    return tensors, state
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states: torch CPU/CUDA as uint8 tensors, python and numpy as JSON lists."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    state["python"] = [version, list(internal), gauss]
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = [name, keys.tolist(), pos, has_gauss, cached]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available():
+        for key, value in state.items():
+            if key.startswith("cuda.") and int(key[5:]) < torch.cuda.device_count():
+                torch.cuda.set_rng_state(value, int(key[5:]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _point(run_dir: Path, name: str, target: str) -> None:
+    tmp = run_dir / f".{name}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, run_dir / name)
+    _fsync(run_dir)
+
+
+def _pointer_targets(run_dir: Path) -> set[str]:
+    return {os.readlink(run_dir / name) for name in POINTERS if (run_dir / name).is_symlink()}
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):   # files before the folders holding them
+        _fsync(path)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

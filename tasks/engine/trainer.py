@@ -1,0 +1,586 @@
+"""The training engine every task shares: one plain PyTorch loop and its command-line flags.
+
+``train(task, args)`` reads data and builds the model only through the :class:`Task` object,
+then runs the loop in :meth:`_Run.run` (nanoGPT/DETR style: explicit zero_grad, backward,
+clip, step). Choices worth knowing:
+
+- AdamW, betas (0.9, 0.95); weight decay only on parameters with 2+ dims (matrices and
+  embedding tables), never on biases and norm weights.
+- Linear warm-up over ``--warmup-steps`` (default: 5% of the plan), then cosine decay to
+  10% of ``--lr`` over the planned steps (``--max-steps``, or ``--epochs`` x optimizer steps
+  per epoch, the smaller of the two). With only ``--time-budget`` the cosine runs on the
+  elapsed fraction of the budget instead (warm-up: 20 steps). With none of the three, one
+  epoch is planned. A time budget also stops a planned run early.
+- ``--precision`` defaults to fp32 for exactness; bf16 autocast is several times faster on
+  CPUs with bf16 matrix units and on GPUs, and task entry points may set it as their default.
+- A step whose loss or gradient norm is NaN/inf changes nothing (no optimizer step, gradients
+  zeroed) and is counted (``skipped`` in ``metrics.jsonl`` and in the summary);
+  ``MAX_BAD_STEPS`` in a row save the last good weights and abort.
+- ``--ema DECAY`` keeps an exponential moving average of the trainable parameters (decay
+  warmed up as ``min(DECAY, (1+t)/(10+t))``); evaluation and the saved model use it, the raw
+  weights travel in the trainer state for resuming.
+- Evaluation runs with the RNG states put back afterwards, so how often one evaluates never
+  changes the training trajectory, and ``--resume`` continues with exactly the losses of an
+  uninterrupted run (CPU, fp32): model, optimizer, schedule, step, epoch and position in it,
+  EMA, best metric, patience and every RNG state are restored. ``--resume`` reuses the
+  run's ``args.json``; flags given with a non-default value override it (``--max-steps``
+  to extend a run). The model is rebuilt from the checkpoint itself (``zoo.load``).
+- Under ``torchrun`` each global batch of ``--batch-size`` x world size items is split into
+  disjoint per-rank slices (the same global order as one process would see); only rank 0
+  writes files; losses and the stop decisions are all-reduced, rank 0 evaluates.
+- The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
+  on evaluation steps), ``curves.png`` (redrawn at evaluations, at most every ``PLOT_EVERY``
+  seconds, and at the end) and the checkpoints of :mod:`tasks.engine.checkpoints`.
+- ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
+  (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from tqdm import tqdm
+
+from tasks.engine import distributed
+from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
+                                      save_trainer_state, set_rng_state, write_checkpoint)
+from tasks.engine.curves import plot_curves
+from tasks.engine.task import Task
+
+__all__ = ["EMA", "TrainState", "add_train_arguments", "build_optimizer", "lr_at", "resolve_checkpoint", "train"]
+
+MAX_BAD_STEPS = 20          # consecutive non-finite steps before the run aborts
+LR_FLOOR = 0.1              # the cosine ends at this fraction of --lr
+PLOT_EVERY = 30.0           # seconds between redraws of curves.png (at evaluations, and always at the end)
+_NOT_RESTORED = ("resume", "out", "init_backbone")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags every task's trainer shares (tasks add theirs with ``task.add_arguments``)."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--data", default="builtin", help="training data SPEC: builtin, builtin:NAME or FORMAT:PATH[?k=v]")
+    g.add_argument("--val-data", default=None, help="validation SPEC (default: the validation split of --data)")
+    g.add_argument("--out", default=None, help="run folder (default: runs/<task>-<timestamp>)")
+    g.add_argument("--backbone", default=None, help="backbone registry name (default: the task's)")
+    g.add_argument("--head", default=None, help="head registry name (default: the task's)")
+    g.add_argument("--backbone-args", type=_json_object, default=None, metavar="JSON", help="backbone arguments")
+    g.add_argument("--head-args", type=_json_object, default=None, metavar="JSON", help="head arguments")
+    g.add_argument("--batch-size", type=int, default=32, help="items per batch per process")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay on matrices")
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warm-up steps (default: 5%% of the planned steps; 20 with only --time-budget)")
+    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps to train")
+    g.add_argument("--epochs", type=float, default=None, help="passes over the training set")
+    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop cleanly after this long")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
+    g.add_argument("--accumulate", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast or plain fp32")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY", help="evaluate and save an EMA of the weights")
+    g.add_argument("--eval-every", type=int, default=0, metavar="N", help="evaluate every N steps (0: at the end only)")
+    g.add_argument("--patience", type=int, default=0, metavar="N", help="stop after N evaluations without improvement")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    g.add_argument("--init-backbone", default=None, metavar="DIR", help="start from this checkpoint's backbone")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also save every N steps (checkpoints are always saved at evaluations)")
+    g.add_argument("--workers", type=int, default=0, metavar="N", help="data loading processes")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train(task: Task, args: argparse.Namespace) -> Path:
+    """Train ``task``'s model as ``args`` say; returns the run folder (on every rank)."""
+    ctx = distributed.setup(args.device)
+    try:
+        return _Run(task, args, ctx).run()
+    finally:
+        ctx.close()
+
+
+def lr_at(step: int, base_lr: float, warmup: int, progress: float, floor: float = LR_FLOOR) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    Linear warm-up reaching ``base_lr`` at step ``warmup - 1``; afterwards cosine from
+    ``base_lr`` down to ``floor * base_lr`` as ``progress`` goes from 0 to 1 (clamped).
+    """
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(max(progress, 0.0), 1.0)
+    return base_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; decay on matrices only (not biases, norms, 1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (is everything frozen?)")
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95),
+                             fused=device.type == "cuda")
+
+
+class EMA:
+    """Exponential moving average of a model's trainable parameters."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Blend the current weights in, with the decay warmed up over the first steps."""
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for shadow, param in zip(self.shadow, self.params):
+            shadow.lerp_(param.detach(), 1.0 - decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Inside the block the model holds the averaged weights; the raw ones come back after."""
+        raw = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for param, shadow in zip(self.params, self.shadow):
+                param.copy_(shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, value in zip(self.params, raw):
+                    param.copy_(value)
+
+
+@dataclass
+class TrainState:
+    """The scalars a resumed run needs (saved in ``trainer_state.json``)."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0               # batches of ``epoch`` already consumed
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0              # evaluations since the best one (patience)
+    skipped: int = 0                # non-finite steps skipped in total
+    consecutive_bad: int = 0
+    elapsed: float = 0.0            # seconds of training up to this checkpoint
+
+
+class _Run:
+    """One training run: set-up in ``__init__``, the loop in :meth:`run`."""
+
+    def __init__(self, task: Task, args: argparse.Namespace, ctx: distributed.Dist) -> None:
+        resume = resolve_checkpoint(args.resume, "last") if args.resume else None
+        if resume is not None:
+            args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
+        self.task, self.args, self.ctx, self.device = task, args, ctx, ctx.device
+        self.out = Path(ctx.broadcast(str(args.out or (resume.parent if resume else _default_out(task)))))
+        args.out = str(self.out)     # the task's evaluate writes its files (confusion matrix...) here
+        self.state = TrainState()
+        if ctx.is_main and resume is None and any(self.out.glob("step-*")):
+            raise FileExistsError(f"{self.out} already holds checkpoints; pass --resume {self.out} or another --out")
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        _seed_all(args.seed + ctx.rank)
+        self.train_set = task.datasets(args.data, "train")
+        self.val_set = task.datasets(args.val_data or args.data, "validation")
+        self.model = self._model(resume)
+        self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
+        rng = self._restore(resume) if resume is not None else None
+        self.saved_step = self.state.step if resume is not None else None
+        self.stream = _Stream(task, self.train_set, task.make_collate(self.model, train=True), args, ctx,
+                              self.state.epoch, self.state.position)
+        self.planned = _planned_steps(args, self.stream.batches_per_epoch)
+        self.warmup = (args.warmup_steps if args.warmup_steps is not None
+                       else max(1, self.planned // 20) if self.planned is not None else 20)
+        self.ddp = ctx.wrap(self.model)
+        self.net = torch.compile(self.ddp) if args.compile else self.ddp
+        if ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "args.json").write_text(json.dumps(vars(args), indent=1, default=str) + "\n")
+            _truncate_metrics(self.out / "metrics.jsonl", self.state.step)
+        self.bar = tqdm(total=self.planned, initial=self.state.step, disable=args.no_progress or not ctx.is_main,
+                        unit="step", dynamic_ncols=True)
+        self.started, self.elapsed_before = time.perf_counter(), self.state.elapsed
+        self.plotted = -math.inf
+        if rng is not None:
+            set_rng_state(rng)      # last: nothing above may shift the random streams of the loop
+
+    def run(self) -> Path:
+        """Train until the planned steps, the time budget or patience run out; returns the run folder."""
+        args, s, keys = self.args, self.state, None
+        reason = "already finished" if self.planned is not None and s.step >= self.planned else None
+        try:
+            while reason is None:
+                started, lr = time.perf_counter(), self._lr()
+                sums, items = 0, 0
+                for micro in range(args.accumulate):
+                    batch, n = self.stream.next()
+                    with self.ctx.no_sync(self.ddp, micro < args.accumulate - 1), self._autocast():
+                        losses = self.model.loss(self.net(batch), batch)
+                    (losses["loss"] / args.accumulate).backward()
+                    keys = keys or ["loss", *sorted(k for k in losses if k != "loss")]
+                    sums = sums + torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device)
+                                               for k in keys]) / args.accumulate
+                    items += n
+                grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None]).to(self.device)
+                bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
+                time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
+                flags = self.ctx.all_reduce_sum(torch.cat([sums, grad_norm.reshape(1), bad.float().reshape(1),
+                                                           torch.tensor([float(time_up)], device=self.device)]))
+                *means, norm, bad_ranks, up_ranks = (flags / self.ctx.world_size).tolist()
+                if bad_ranks > 0:
+                    s.skipped, s.consecutive_bad = s.skipped + 1, s.consecutive_bad + 1
+                else:
+                    if args.grad_clip > 0:
+                        clip_grads_with_norm_(self.params, args.grad_clip, grad_norm)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    self.optimizer.step()
+                    s.consecutive_bad = 0
+                    if self.ema is not None:
+                        self.ema.update(s.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                s.step += 1
+                train_row = {f"train_{k}": (None if bad_ranks > 0 else v) for k, v in zip(keys, means)}
+                train_row.update(lr=lr, grad_norm=None if bad_ranks > 0 else norm,
+                                 items_per_s=items * self.ctx.world_size / (time.perf_counter() - started))
+                reason = self._after_step(train_row, time_up=up_ranks > 0)
+        finally:
+            self.bar.close()
+        self._summary(reason)
+        return self.out
+
+    # ---- after each step: log, evaluate, save, decide -----------------------------------------
+    def _after_step(self, row: dict[str, Any], time_up: bool) -> str | None:
+        args, s = self.args, self.state
+        if s.consecutive_bad >= MAX_BAD_STEPS:
+            self._checkpoint(best=False)
+            raise RuntimeError(
+                f"{MAX_BAD_STEPS} steps in a row had a NaN/inf loss or gradient (up to step {s.step}); "
+                f"the last good weights are saved in {self.out / 'last'}. Try a lower --lr, --grad-clip, "
+                f"or --precision fp32.")
+        reason = None
+        if self.planned is not None and s.step >= self.planned:
+            reason = "planned steps done"
+        elif time_up:
+            reason = "time budget reached"
+        evaluate = reason is not None or (args.eval_every > 0 and s.step % args.eval_every == 0)
+        improved = False
+        if evaluate:
+            metrics = self._evaluate()
+            value = metrics[self.task.metric.name]
+            improved = self.task.metric.better(value, s.best)
+            if improved:
+                s.best, s.best_step, s.bad_evals = value, s.step, 0
+            else:
+                s.bad_evals += 1
+            if reason is None and args.patience > 0 and s.bad_evals >= args.patience:
+                reason = f"no improvement in {args.patience} evaluations"
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            self._print(f"step {s.step}: " + ", ".join(f"{k}={_short(v)}" for k, v in metrics.items()))
+        row = {"step": s.step, "epoch": round(self.stream.epoch_fraction, 4), **row,
+               "elapsed": round(self._elapsed(), 3), "skipped": s.skipped}
+        if self.ctx.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if evaluate or (args.checkpoint_every > 0 and s.step % args.checkpoint_every == 0):
+            self._checkpoint(best=improved)
+        if evaluate and self.ctx.is_main and (reason is not None or time.perf_counter() > self.plotted + PLOT_EVERY):
+            plot_curves(self.out, self.task.metric.name)
+            self.plotted = time.perf_counter()
+        self.bar.update(1)
+        self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
+        return reason
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Rank 0 evaluates (EMA weights when on, RNG untouched); every rank gets the metrics."""
+        metrics = None
+        if self.ctx.is_main:
+            self.model.eval()
+            with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
+                metrics = {k: _plain(v) for k, v in self.task.evaluate(self.model, self.val_set, self.args).items()}
+            self.model.train()
+            if self.task.metric.name not in metrics:
+                raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
+                               f"metric {self.task.metric.name!r}")
+        return self.ctx.broadcast(metrics)
+
+    # ---- checkpoints and resume --------------------------------------------------------------
+    def _checkpoint(self, best: bool) -> None:
+        """Save ``step-N`` (model + trainer state) and switch the pointers; rank 0 writes."""
+        s = self.state
+        s.epoch, s.position, s.elapsed = self.stream.epoch, self.stream.position, self._elapsed()
+        rngs = self.ctx.gather(rng_state())
+        if not self.ctx.is_main:
+            return
+        if s.step == self.saved_step:       # these weights are on disk already
+            if best:
+                point_best(self.out, s.step)
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        for index, slots in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optim.{index}.{name}": value for name, value in slots.items()})
+        if self.ema is not None:
+            tensors.update({f"model.{name}": p.detach().clone()       # raw weights (the model file gets the EMA)
+                            for name, p in self.model.named_parameters() if p.requires_grad})
+        json_rngs = []
+        for rank, rng in enumerate(rngs):
+            tensors.update({f"rng.{rank}.{k}": v for k, v in rng.items() if isinstance(v, torch.Tensor)})
+            json_rngs.append({k: v for k, v in rng.items() if not isinstance(v, torch.Tensor)})
+        info = {"format": 1, "state": asdict(s), "world_size": self.ctx.world_size, "rng": json_rngs}
+
+        def write(folder: Path) -> None:
+            with self._ema_weights():
+                self.model.save(folder)
+            save_trainer_state(folder, tensors, info)
+
+        write_checkpoint(self.out, s.step, write, best=best)
+        self.saved_step = s.step
+
+    def _model(self, resume: Path | None) -> torch.nn.Module:
+        if resume is not None:
+            import zoo
+
+            model = zoo.load(resume)
+        else:
+            model = self.task.build_model(self.args, self.train_set)
+            if self.args.init_backbone:
+                source = resolve_checkpoint(self.args.init_backbone, "best")
+                self._print(f"backbone from {source}: {model.load_backbone_from(source)}")
+        model.to(self.device).train()
+        if self.args.freeze_backbone:
+            model.backbone.requires_grad_(False)
+        return model
+
+    def _restore(self, folder: Path) -> dict[str, Any]:
+        """Load optimizer, raw weights (under EMA) and scalars; returns this rank's RNG state."""
+        tensors, info = load_trainer_state(folder)
+        self.state = TrainState(**info["state"])
+        with torch.no_grad():
+            for key, value in tensors.items():
+                if key.startswith("model."):
+                    self.model.get_parameter(key[len("model."):]).copy_(value)
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                slots.setdefault(int(index), {})[name] = value
+        optimizer_state = self.optimizer.state_dict()
+        optimizer_state["state"] = slots
+        self.optimizer.load_state_dict(optimizer_state)
+        rank = self.ctx.rank
+        if rank >= len(info["rng"]):
+            self._print(f"resuming with more processes than {folder} was saved with: fresh RNG streams")
+            _seed_all(self.args.seed + rank + self.state.step)
+            return rng_state()
+        prefix = f"rng.{rank}."
+        return {**info["rng"][rank], **{k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}}
+
+    # ---- small helpers -------------------------------------------------------------------------
+    def _lr(self) -> float:
+        step = self.state.step
+        if self.planned is not None:
+            progress = (step - self.warmup) / max(1, self.planned - self.warmup)
+        else:
+            progress = self._elapsed() / self.args.time_budget
+        return lr_at(step, self.args.lr, self.warmup, progress)
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.precision == "bf16")
+
+    def _ema_weights(self):
+        return self.ema.applied() if self.ema is not None else nullcontext()
+
+    def _print(self, message: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(message)
+
+    def _summary(self, reason: str | None) -> None:
+        s, metric = self.state, self.task.metric.name
+        best = f"best {metric} {_short(s.best)} at step {s.best_step}" if s.best is not None else "not evaluated"
+        self._print(f"{self.task.name}: {reason} at step {s.step} (epoch {self.stream.epoch_fraction:.2f}, "
+                    f"{self._elapsed():.1f}s); {best}; {s.skipped} non-finite steps skipped; run folder {self.out}")
+
+
+class _Stream:
+    """Endless training batches in a seeded order, resumable at (epoch, position).
+
+    Each epoch's order of global batches comes from ``task.batch_sampler`` or a permutation,
+    with a generator seeded ``seed + epoch``; each rank collates its slice of every batch.
+    """
+
+    def __init__(self, task: Task, dataset: Dataset, collate: Callable[[list[dict]], dict],
+                 args: argparse.Namespace, ctx: distributed.Dist, epoch: int, position: int) -> None:
+        self.task, self.dataset, self.collate, self.args, self.ctx = task, dataset, collate, args, ctx
+        self.epoch, self.position = epoch, position
+        first = self._order(0)
+        self.batches_per_epoch = len(first)
+        self._start(first if epoch == 0 else None)
+
+    @property
+    def epoch_fraction(self) -> float:
+        return self.epoch + self.position / len(self.order)
+
+    def next(self) -> tuple[dict, int]:
+        """The next batch (on the device) and its number of items on this rank."""
+        if self.position >= len(self.order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._start()
+        batch, n = next(self.loader)
+        self.position += 1
+        return _to_device(batch, self.ctx.device), n
+
+    def _order(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        size = self.args.batch_size * self.ctx.world_size
+        custom = self.task.batch_sampler(self.dataset, size, generator, train=True)
+        if custom is None:
+            permutation = torch.randperm(len(self.dataset), generator=generator).tolist()
+            custom = (permutation[i:i + size] for i in range(0, len(permutation), size))
+        order = [list(b) for b in custom if len(b) >= self.ctx.world_size]
+        if not order:
+            raise ValueError(f"the training set ({len(self.dataset)} items) gives no batch for "
+                             f"{self.ctx.world_size} process(es)")
+        return order
+
+    def _start(self, order: list[list[int]] | None = None) -> None:
+        self.order = order if order is not None else self._order(self.epoch)
+        rest = range(min(self.position, len(self.order)), len(self.order))
+        seeds = [hash((self.args.seed, self.epoch, i, self.ctx.rank)) % 2**32 for i in rest]
+        batches = _Batches(self.dataset, [self.ctx.shard(self.order[i]) for i in rest], self.collate, seeds)
+        self.loader = iter(DataLoader(batches, batch_size=None, num_workers=self.args.workers,
+                                      collate_fn=_unchanged, pin_memory=self.ctx.device.type == "cuda",
+                                      generator=torch.Generator().manual_seed(self.args.seed + self.epoch)))
+
+
+class _Batches(Dataset):
+    """Collated batches of index lists; in a loader worker each batch reseeds the RNGs first."""
+
+    def __init__(self, dataset: Dataset, batches: list[list[int]], collate: Callable, seeds: list[int]) -> None:
+        self.dataset, self.batches, self.collate, self.seeds = dataset, batches, collate, seeds
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[dict, int]:
+        if get_worker_info() is not None:
+            _seed_all(self.seeds[i])
+        return self.collate([self.dataset[j] for j in self.batches[i]]), len(self.batches[i])
+
+
+def _unchanged(item: Any) -> Any:
+    return item
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@contextmanager
+def _rng_kept(device: torch.device) -> Iterator[None]:
+    """Run a block (evaluation) without moving any RNG stream the training loop draws from."""
+    python, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy_state)
+
+
+def _planned_steps(args: argparse.Namespace, batches_per_epoch: int) -> int | None:
+    """Optimizer steps the schedule plans for; None when only a time budget bounds the run."""
+    plans = []
+    if args.max_steps is not None:
+        plans.append(args.max_steps)
+    epochs = args.epochs
+    if epochs is None and args.max_steps is None and args.time_budget is None:
+        epochs = 1
+    if epochs is not None:
+        plans.append(max(1, int(epochs * batches_per_epoch) // args.accumulate))
+    return min(plans) if plans else None
+
+
+def _resumed_args(task: Task, args: argparse.Namespace, run_dir: Path) -> argparse.Namespace:
+    """The run's saved ``args.json``, overridden by every flag given here with a non-default value."""
+    saved_file = run_dir / "args.json"
+    if not saved_file.is_file():
+        return args
+    saved = json.loads(saved_file.read_text())
+    parser = argparse.ArgumentParser(add_help=False)
+    add_train_arguments(parser)
+    task.add_arguments(parser)
+    merged = vars(args).copy()
+    for key, value in saved.items():
+        if key in merged and key not in _NOT_RESTORED and merged[key] == parser.get_default(key):
+            merged[key] = value
+    return argparse.Namespace(**merged)
+
+
+def _run_folder_of(path: Path) -> Path:
+    """A run folder, or the run folder holding the checkpoint folder ``path``."""
+    return path.parent if (path / "config.json").is_file() else path
+
+
+def _default_out(task: Task) -> Path:
+    return Path("runs") / f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (a resumed run rewrites them); create the file if missing."""
+    rows = path.read_text().splitlines() if path.is_file() else []
+    kept = [line for line in rows if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"dim\": 128}}', got {text!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A metric value as a JSON-able Python scalar (tensors and numpy numbers unwrapped)."""
+    return value.item() if isinstance(value, (torch.Tensor, np.generic)) else value
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,376 @@
+"""The training engine on a toy task: resume exactness, crash safety, NaN skipping, DDP, schedule, run folder.
+
+The toy model implements the ZooModel surface the trainer uses (forward, loss, save,
+load_backbone_from, ``backbone``); ``zoo.load`` is pointed at its loader while resuming.
+It has dropout and its training collate adds noise, so resuming must restore RNG streams.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
+
+import zoo
+from zoo.model import LoadReport
+from tasks.engine import trainer
+from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
+from tasks.engine.curves import plot_curves
+from tasks.engine.task import Metric, Task
+from tasks.engine.trainer import add_train_arguments, lr_at, train
+
+
+class Crash(Exception):
+    """Stands for the process being killed."""
+
+
+class ToyModel(nn.Module):
+    """A two-layer classifier of 4-d points; ``backbone`` + ``head`` like a ZooModel."""
+
+    def __init__(self, hidden: int = 8, dropout: float = 0.1, noise: float = 0.05) -> None:
+        super().__init__()
+        self.config = {"hidden": hidden, "dropout": dropout, "noise": noise}   # noise: training augmentation
+        self.backbone = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.head = nn.Linear(hidden, 3)
+        self.crash_at: int | None = None        # training forward call that raises Crash
+        self.nan_at: set[int] = set()           # loss calls that return NaN
+        self.fail_save_step: int | None = None  # save() of this step dies after config.json
+        self.forwards = self.losses = 0
+
+    def forward(self, batch: dict) -> dict:
+        if self.training:
+            self.forwards += 1
+            if self.forwards == self.crash_at:
+                raise Crash(f"killed at forward {self.forwards}")
+        return {"logits": self.head(self.backbone(batch["inputs"]))}   # (B, 3)
+
+    def loss(self, outputs: dict, batch: dict) -> dict:
+        self.losses += 1
+        ce = F.cross_entropy(outputs["logits"], batch["labels"])
+        total = ce * float("nan") if self.losses in self.nan_at else ce
+        return {"loss": total, "ce": ce.detach()}
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        (directory / "config.json").write_text(json.dumps(self.config))
+        if self.fail_save_step is not None and directory.name.endswith(f"step-{self.fail_save_step}"):
+            raise Crash(f"killed while saving {directory}")
+        save_model(self, str(directory / "model.safetensors"))
+
+    def load_backbone_from(self, directory: Path) -> LoadReport:
+        state = load_file(str(Path(directory) / "model.safetensors"))
+        mine = self.state_dict()
+        loaded = [k for k in state if k.startswith("backbone.") and state[k].shape == mine[k].shape]
+        self.load_state_dict({k: state[k] for k in loaded}, strict=False)
+        return LoadReport(loaded=loaded, skipped=[k for k in state if k not in loaded])
+
+
+def load_toy(directory: Path) -> ToyModel:
+    """What ``zoo.load`` does for a ZooModel, for the toy."""
+    model = ToyModel(**json.loads((Path(directory) / "config.json").read_text()))
+    load_model(model, str(Path(directory) / "model.safetensors"))
+    return model
+
+
+class ToyTask(Task):
+    """Three Gaussian blobs in 4-d; accuracy is the primary metric."""
+
+    name = "toy"
+    metric = Metric("accuracy", higher_is_better=True)
+
+    def __init__(self, n: int = 40) -> None:
+        g = torch.Generator().manual_seed(123)
+        centers = torch.randn(3, 4, generator=g) * 2
+        labels = torch.arange(n) % 3
+        points = centers[labels] + torch.randn(n, 4, generator=g)
+        self.samples = [{"x": points[i], "y": int(labels[i])} for i in range(n)]
+        self.faults: dict = {}
+
+    def datasets(self, spec: str, split: str) -> list[dict]:
+        return self.samples if split == "train" else self.samples[:12]
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--hidden", type=int, default=8)
+        parser.add_argument("--dropout", type=float, default=0.1)
+        parser.add_argument("--noise", type=float, default=0.05)
+
+    def make_collate(self, model: nn.Module, train: bool):
+        noise = model.config["noise"] if train else 0.0
+
+        def collate(samples: list[dict]) -> dict:
+            x = torch.stack([s["x"] for s in samples])
+            return {"inputs": x + noise * torch.randn_like(x), "labels": torch.tensor([s["y"] for s in samples])}
+        return collate
+
+    def build_model(self, args: argparse.Namespace, train_set) -> ToyModel:
+        model = ToyModel(args.hidden, args.dropout, args.noise)
+        for key, value in self.faults.items():
+            setattr(model, key, value)
+        return model
+
+    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+        batch = self.make_collate(model, train=False)(list(dataset))
+        logits = model(batch)["logits"]
+        return {"accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item(),
+                "loss": F.cross_entropy(logits, batch["labels"]).item(), "n": len(dataset)}
+
+
+def make_args(task: Task, *flags: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    task.add_arguments(parser)
+    return parser.parse_args(["--no-progress", "--device", "cpu", *map(str, flags)])
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    """Drawing a PNG costs ~0.5 s of CPU; only the run-folder test puts the real drawing back."""
+    monkeypatch.setattr(trainer, "plot_curves", lambda run_dir, metric: None)
+
+
+@pytest.fixture
+def toy_loader(monkeypatch):
+    """Resuming rebuilds the model with ``zoo.load``; for the toy that is ``load_toy``."""
+    monkeypatch.setattr(zoo, "load", load_toy)
+
+
+COMMON = ("--batch-size", 8, "--lr", 0.05, "--warmup-steps", 2, "--max-steps", 12, "--eval-every", 6, "--ema", 0.9,
+          "--workers", 1)   # collate (with random noise) runs in a worker process
+
+
+def test_resume_after_interruption_repeats_the_same_losses(tmp_path, toy_loader):
+    task = ToyTask()
+    train(task, make_args(task, *COMMON, "--out", tmp_path / "a"))
+
+    task.faults = {"crash_at": 8}            # dies during step 8, after step 6 was saved
+    with pytest.raises(Crash):
+        train(task, make_args(task, *COMMON, "--out", tmp_path / "b"))
+    assert resolve_checkpoint(tmp_path / "b", "last").name == "step-6"
+    task.faults = {}
+    train(task, make_args(task, "--resume", tmp_path / "b"))   # every other flag comes from args.json
+
+    a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    for key in ("train_loss", "lr", "grad_norm", "val_accuracy", "val_loss", "epoch"):
+        assert [r.get(key) for r in a] == [r.get(key) for r in b], key
+    final_a, final_b = (load_file(str(run / "last" / "model.safetensors")) for run in (tmp_path / "a", tmp_path / "b"))
+    assert final_a.keys() == final_b.keys() and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    state_a, _ = load_trainer_state(tmp_path / "a" / "last")
+    state_b, _ = load_trainer_state(tmp_path / "b" / "last")
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a if not k.startswith("rng"))
+
+
+def test_resume_extends_a_finished_run(tmp_path, toy_loader):
+    task = ToyTask()
+    flags = ("--batch-size", 8, "--warmup-steps", 0, "--out", tmp_path / "run")
+    train(task, make_args(task, *flags, "--max-steps", 4))
+    train(task, make_args(task, "--resume", tmp_path / "run", "--max-steps", 7))
+    assert [r["step"] for r in rows(tmp_path / "run")] == list(range(1, 8))
+    tensors, info = load_trainer_state(tmp_path / "run" / "last")
+    assert info["state"]["step"] == 7 and tensors["optim.0.step"].item() == 7
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["max_steps"] == 7
+
+
+def test_checkpoint_killed_midway_keeps_previous(tmp_path, toy_loader):
+    task = ToyTask()
+    task.faults = {"fail_save_step": 12}
+    run = tmp_path / "run"
+    with pytest.raises(Crash):
+        train(task, make_args(task, "--batch-size", 8, "--max-steps", 12, "--checkpoint-every", 6, "--out", run))
+    last = resolve_checkpoint(run, "last")
+    assert last == (run / "step-6").resolve() and resolve_checkpoint(run) == last   # no 'best' yet: falls back
+    assert not (run / "step-12").exists()
+    model = load_toy(last)
+    _, info = load_trainer_state(last)
+    assert info["state"]["step"] == 6 and isinstance(model, ToyModel)
+    task.faults = {}
+    train(task, make_args(task, "--resume", run))
+    assert resolve_checkpoint(run, "last").name == "step-12"
+    assert not list(run.glob(".tmp-*"))                           # the half-written folder is cleaned up
+
+
+def test_nan_step_is_skipped_and_counted(tmp_path, capsys):
+    task = ToyTask()
+    task.faults = {"nan_at": {3}}
+    run = tmp_path / "run"
+    train(task, make_args(task, "--batch-size", 8, "--max-steps", 6, "--out", run))
+    log = rows(run)
+    assert log[2]["train_loss"] is None and log[2]["grad_norm"] is None
+    assert [r["skipped"] for r in log] == [0, 0, 1, 1, 1, 1]
+    assert all(math.isfinite(r["train_loss"]) for i, r in enumerate(log) if i != 2)
+    tensors, _ = load_trainer_state(run / "last")
+    assert tensors["optim.0.step"].item() == 5                    # five real optimizer steps
+    assert "1 non-finite steps skipped" in capsys.readouterr().out
+
+
+def test_too_many_nan_steps_abort_after_saving(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "MAX_BAD_STEPS", 3)
+    task = ToyTask()
+    task.faults = {"nan_at": {3, 4, 5}}
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="3 steps in a row"):
+        train(task, make_args(task, "--batch-size", 8, "--max-steps", 20, "--out", run))
+    tensors, info = load_trainer_state(resolve_checkpoint(run, "last"))
+    assert info["state"]["step"] == 5 and info["state"]["skipped"] == 3 and tensors["optim.0.step"].item() == 2
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)        # a forked child must not reuse the parent's OpenMP pool
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        task = ToyTask()
+        train(task, make_args(task, "--batch-size", 8, *DDP_FLAGS, "--out", out))
+    finally:
+        dist.destroy_process_group()
+
+
+DDP_FLAGS = ("--max-steps", 1, "--lr", 0.1, "--warmup-steps", 0, "--dropout", 0, "--noise", 0)
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2,
+                       start_method="fork")   # fork: no re-import of torch in each child (seconds on 2 cores)
+    task = ToyTask()
+    train(task, make_args(task, "--batch-size", 16, *DDP_FLAGS, "--out", tmp_path / "one"))
+    torch.manual_seed(0)
+    initial = ToyModel(dropout=0).state_dict()
+    one = load_file(str(tmp_path / "one" / "last" / "model.safetensors"))
+    ddp = load_file(str(tmp_path / "ddp" / "last" / "model.safetensors"))
+    for key in one:
+        assert not torch.allclose(one[key], initial[key]), key          # the step did happen
+        torch.testing.assert_close(ddp[key], one[key], atol=1e-6, rtol=0)
+    assert rows(tmp_path / "ddp")[0]["train_loss"] == pytest.approx(rows(tmp_path / "one")[0]["train_loss"], abs=1e-6)
+
+
+def test_lr_schedule_values():
+    assert lr_at(0, 1.0, 4, 0.0) == pytest.approx(0.25)
+    assert lr_at(3, 1.0, 4, 0.0) == pytest.approx(1.0)
+    assert lr_at(4, 1.0, 4, 0.0) == pytest.approx(1.0)
+    assert lr_at(10, 1.0, 4, 0.5) == pytest.approx(0.55)
+    assert lr_at(10, 1.0, 4, 1.0) == pytest.approx(0.1)
+    assert lr_at(10, 1.0, 4, 3.0) == pytest.approx(0.1)           # past the plan: stays at the floor
+    assert lr_at(0, 2e-3, 0, 0.0) == pytest.approx(2e-3)
+
+
+def test_run_folder_contents_and_logged_schedule(tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "plot_curves", plot_curves)
+    task = ToyTask()
+    run, started = tmp_path / "run", time.perf_counter()
+    out = train(task, make_args(task, "--batch-size", 8, "--lr", 0.01, "--warmup-steps", 3, "--max-steps", 9,
+                                "--eval-every", 3, "--checkpoint-every", 2, "--precision", "bf16", "--out", run))
+    assert out == run
+    assert json.loads((run / "args.json").read_text())["max_steps"] == 9
+    log = rows(run)
+    assert [r["step"] for r in log] == list(range(1, 10))
+    expected = [lr_at(s, 0.01, 3, (s - 3) / 6) for s in range(9)]
+    assert [r["lr"] for r in log] == pytest.approx(expected)
+    assert all(math.isfinite(r["train_loss"]) and r["items_per_s"] > 0 for r in log)
+    elapsed = [r["elapsed"] for r in log]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= time.perf_counter() - started
+    assert [r["step"] for r in log if "val_accuracy" in r] == [3, 6, 9]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "best").is_symlink() and (run / "last").is_symlink()
+    assert resolve_checkpoint(run, "last") == (run / "step-9").resolve()
+    best = resolve_checkpoint(run)
+    assert (best / "config.json").is_file() and (best / "model.safetensors").is_file()
+    assert resolve_checkpoint(best) == best
+    steps = {p.name for p in run.glob("step-*")}
+    assert steps <= {"step-8", "step-9", best.name} and {"step-8", "step-9"} <= steps
+
+
+def test_freeze_and_init_backbone(tmp_path):
+    task = ToyTask()
+    train(task, make_args(task, "--batch-size", 8, "--max-steps", 3, "--out", tmp_path / "src"))
+    source = load_toy(resolve_checkpoint(tmp_path / "src"))
+    train(task, make_args(task, "--batch-size", 8, "--max-steps", 3, "--freeze-backbone", "--seed", 5,
+                          "--init-backbone", tmp_path / "src", "--out", tmp_path / "dst"))
+    result = load_toy(resolve_checkpoint(tmp_path / "dst"))
+    for key, value in source.state_dict().items():
+        same = torch.equal(value, result.state_dict()[key])
+        assert same == key.startswith("backbone."), key          # backbone copied and frozen, head trained
+
+
+def test_patience_and_time_budget_stop_cleanly(tmp_path, capsys):
+    task = ToyTask()
+    train(task, make_args(task, "--batch-size", 8, "--lr", 0, "--eval-every", 1, "--patience", 2,
+                          "--max-steps", 50, "--out", tmp_path / "patience"))
+    assert len(rows(tmp_path / "patience")) == 3                  # lr 0: nothing improves after step 1
+    train(task, make_args(task, "--batch-size", 8, "--time-budget", 0.5, "--out", tmp_path / "budget"))
+    log = rows(tmp_path / "budget")
+    assert log[-1]["elapsed"] >= 0.5 and "val_accuracy" in log[-1]
+    assert resolve_checkpoint(tmp_path / "budget", "last").name == f"step-{log[-1]['step']}"
+    assert "time budget reached" in capsys.readouterr().out
+
+
+class TextTask(Task):
+    """Token sequences classified by their first token mod 3, with a real ZooModel (zoo.create_model)."""
+
+    name = "toy_text"
+    metric = Metric("accuracy", higher_is_better=True)
+
+    def __init__(self) -> None:
+        ids = torch.randint(1, 50, (32, 6), generator=torch.Generator().manual_seed(7))   # (N, T)
+        self.samples = [{"ids": ids[i], "y": int(ids[i, 0]) % 3} for i in range(len(ids))]
+        self.crash_at_batch: int | None = None
+        self.batches = 0
+
+    def datasets(self, spec: str, split: str) -> list[dict]:
+        return self.samples if split == "train" else self.samples[:8]
+
+    def make_collate(self, model: nn.Module, train: bool):
+        def collate(samples: list[dict]) -> dict:
+            if train:
+                self.batches += 1
+                if self.batches == self.crash_at_batch:
+                    raise Crash(f"killed while loading batch {self.batches}")
+            ids = torch.stack([s["ids"] for s in samples])                  # (B, T)
+            return {"inputs": ids, "mask": torch.ones_like(ids, dtype=torch.bool),
+                    "labels": torch.tensor([s["y"] for s in samples])}
+        return collate
+
+    def build_model(self, args: argparse.Namespace, train_set) -> nn.Module:
+        return zoo.create_model("text_encoder_tiny", "classification", num_classes=3, dropout=0.2,
+                                backbone_args=dict(vocab_size=50, dim=32, depth=1, heads=2, dropout=0.1))
+
+    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+        batch = self.make_collate(model, train=False)(list(dataset))
+        accuracy = (model(batch)["logits"].argmax(-1) == batch["labels"]).float().mean().item()
+        return {"accuracy": accuracy}
+
+
+def test_resume_of_a_real_zoo_model(tmp_path):
+    flags = ("--batch-size", 8, "--max-steps", 8, "--checkpoint-every", 4, "--warmup-steps", 2)
+    task = TextTask()
+    train(task, make_args(task, *flags, "--out", tmp_path / "a"))
+    task = TextTask()
+    task.crash_at_batch = 6
+    with pytest.raises(Crash):
+        train(task, make_args(task, *flags, "--out", tmp_path / "b"))
+    task.crash_at_batch = None
+    train(task, make_args(task, "--resume", tmp_path / "b"))
+    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(tmp_path / "b")]
+    a, b = (zoo.load(tmp_path / run / "last").state_dict() for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_accumulation_matches_one_big_batch(tmp_path):
+    task = ToyTask()
+    train(task, make_args(task, "--batch-size", 16, *DDP_FLAGS, "--out", tmp_path / "big"))
+    train(task, make_args(task, "--batch-size", 8, "--accumulate", 2, *DDP_FLAGS, "--out", tmp_path / "acc"))
+    big = load_file(str(tmp_path / "big" / "last" / "model.safetensors"))
+    acc = load_file(str(tmp_path / "acc" / "last" / "model.safetensors"))
+    for key in big:
+        torch.testing.assert_close(acc[key], big[key], atol=1e-6, rtol=0)
