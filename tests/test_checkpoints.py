@@ -68,3 +68,15 @@ def test_config_format_version_checked(tmp_path):
     config.write_text(config.read_text().replace('"format_version": 1', '"format_version": 99'))
     with pytest.raises(ValueError, match="format_version"):
         zoo.load(tmp_path)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = _classifier()
+    batch = {"inputs": torch.randint(4, 40, (2, 6)), "labels": torch.tensor([0, 2])}
+    model.loss(model(batch), batch)["loss"].backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model.loss(model(batch), batch)["loss"].backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, plain[name], atol=1e-6, rtol=1e-5)

@@ -74,6 +74,14 @@ class ZooModel(nn.Module):
 
         return generate(self, batch, **options)
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in the backward pass (less memory, more compute)."""
+        from zoo.layers.stack import Stack
+
+        for module in self.modules():
+            if isinstance(module, Stack):
+                module.grad_checkpointing = enabled
+
     def reset_head(self, head: str | nn.Module, **args: Any) -> None:
         """Replace the head (a name from the registry, or a built module) keeping the backbone."""
         new = create_head(head, self.backbone, **args) if isinstance(head, str) else head
