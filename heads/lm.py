@@ -1,5 +1,13 @@
 """Language-model head: output projection tied to the token embedding, shifted cross-entropy,
-and the step protocol over the causal backbone's KV cache."""
+and the step protocol over the causal backbone's KV cache.
+
+Three ways to decode, all giving the same tokens: a dynamic cache (grows by concatenation),
+a static cache preallocated for prompt + ``max_new_tokens`` positions (fixed shapes, so
+``torch.compile`` of the backbone captures one graph for the prompt and one for every
+decode position: the write position is the only value that changes), or no cache (every
+step reruns the backbone over the whole sequence; the reference the caches are tested
+against).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,0 +1,277 @@
+"""Text-generation benchmark workloads: our decoder + LM head against Hugging Face GPT-2.
+
+The reference is ``transformers.GPT2LMHeadModel`` with random weights of the same shape as
+ours (``text_decoder_gpt2`` + ``lm``: learned positions, pre-norm blocks, exact GELU, tied
+output projection; a smaller GPT-2 shape for the prefill/decode rows when quick). Rows:
+
+- ``prefill`` at batch 1 and 8: one forward over a prompt that fills the KV cache and gives
+  the last position's logits (tokens/s = prompt tokens).
+- ``decode`` at batch 1 and 8, with and without the KV cache: ``model.generate`` against
+  ``GPT2LMHeadModel.generate(use_cache=...)``, greedy, exactly ``new_tokens`` new tokens per
+  row (our stop tokens off, the reference's EOS held back by ``min_new_tokens``); tokens/s
+  counts new tokens, the prompt's prefill included as in real use.
+- ``kv cache``: decode steps alone (the 256-token prompt fed once, outside the timing), batch
+  1, with our cache against without it (every step reruns the whole sequence); the row's
+  ratio is the cache's speed-up per generated token.
+- ``weight read``: batch-1 decode steps alone of the GPT-2-small shape with the cache,
+  counted as GB of weights read per second, against a copy of a buffer as
+  large as the weights on the same device, counted as GB read + written per second (the
+  STREAM convention). The row's ratio is decode's fraction of the copy bandwidth.
+
+At ``bf16`` the inference models hold bf16 weights (as one serves them), not fp32 weights
+cast by autocast on every step. With ``compile`` our backbone runs under ``torch.compile``
+and decodes with the static (preallocated) KV cache; the reference's forward is compiled too.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+import zoo
+from tasks.engine.bench import maybe_compile
+from tasks.engine.task import Workload
+from heads.lm import LMState
+from zoo.layers.attention import KVCache
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A GPT-2 shape and the lengths the rows use."""
+
+    vocab: int
+    dim: int
+    depth: int
+    heads: int
+    positions: int
+    prompt: int           # prompt tokens of the prefill and decode rows
+    new_tokens: int       # tokens decoded per row with the cache
+    uncached_new_tokens: int  # ... and without it (each of those steps reruns the whole sequence)
+
+    def describe(self, batch: int, new_tokens: int | None = None) -> str:
+        size = f"V={self.vocab} d={self.dim} L={self.depth} h={self.heads}"
+        lengths = f"prompt={self.prompt}" + (f" new={new_tokens}" if new_tokens is not None else "")
+        return f"{size}, B={batch} {lengths}"
+
+
+GPT2 = dict(vocab=50257, dim=768, depth=12, heads=12, positions=1024)
+GPT2_SMALLER = dict(vocab=8192, dim=256, depth=4, heads=4, positions=512)
+BANDWIDTH_PROMPT, BANDWIDTH_STEPS = 16, 4      # the weight-read row: short prompt, a few decode steps
+BATCHES = (1, 8)
+KV_PROMPT = 256                                # prompt of the cache speed-up row
+
+
+def shapes(device: torch.device, quick: bool) -> Shape:
+    """The GPT-2-small shape with a 256-token prompt; smaller shapes and lengths on a CPU and when quick."""
+    if device.type == "cuda":
+        return Shape(**(GPT2_SMALLER if quick else GPT2), prompt=256, new_tokens=32 if quick else 128,
+                     uncached_new_tokens=32 if quick else 128)
+    if quick:
+        return Shape(**GPT2_SMALLER, prompt=64, new_tokens=8, uncached_new_tokens=4)
+    return Shape(**GPT2, prompt=256, new_tokens=16, uncached_new_tokens=4)
+
+
+def workloads(device: torch.device, precision: str, quick: bool,
+              compile: bool | str = False) -> list[tuple[Workload, Workload | None]]:
+    """Every (ours, reference) pair of the text-generation benchmark."""
+    shape = shapes(device, quick)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    ours = _ours(shape, device, dtype, compile)
+    reference = _reference(shape, device, dtype, compile)
+    pairs: list[tuple[Workload, Workload | None]] = []
+    for batch in BATCHES:
+        pairs.append((prefill_ours(ours, shape, device, batch),
+                      prefill_reference(reference, shape, device, batch) if reference is not None else None))
+    for use_cache in (True, False):
+        for batch in BATCHES:
+            theirs = decode_reference(reference, shape, device, use_cache, batch) if reference is not None else None
+            pairs.append((decode_ours(ours, shape, device, use_cache, compile, batch), theirs))
+    long = replace(shape, prompt=KV_PROMPT)
+    pairs.append((decode_steps(ours, long, device, True, compile, "kv cache: decode steps with it"),
+                  decode_steps(ours, long, device, False, compile, "kv cache: decode steps without it")))
+    full = Shape(**GPT2, prompt=BANDWIDTH_PROMPT, new_tokens=BANDWIDTH_STEPS, uncached_new_tokens=0)
+    is_gpt2 = all(getattr(shape, key) == value for key, value in GPT2.items())
+    weights = ours if is_gpt2 else _ours(full, device, dtype, compile)
+    pairs.append((weight_read(weights, full, device, compile), memory_copy(device, weight_bytes(weights))))
+    return pairs
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+def _ours(shape: Shape, device: torch.device, dtype: torch.dtype, compile: bool | str) -> nn.Module:
+    """``text_decoder_gpt2`` + ``lm`` of ``shape`` (compiled backbone when asked)."""
+    torch.manual_seed(0)
+    model = zoo.create_model("text_decoder_gpt2", "lm", backbone_args=dict(
+        vocab_size=shape.vocab, dim=shape.dim, depth=shape.depth, heads=shape.heads, max_len=shape.positions))
+    model = model.to(device=device, dtype=dtype).eval()
+    if compile:
+        model.backbone.forward = maybe_compile(model.backbone.forward, compile)
+    return model
+
+
+def _reference(shape: Shape, device: torch.device, dtype: torch.dtype, compile: bool | str) -> nn.Module | None:
+    """``GPT2LMHeadModel`` of ``shape`` with random weights; None without ``transformers`` (the bench extra)."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    config = GPT2Config(vocab_size=shape.vocab, n_positions=shape.positions, n_embd=shape.dim, n_layer=shape.depth,
+                        n_head=shape.heads, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).to(device=device, dtype=dtype).eval()
+    if compile:
+        model.forward = maybe_compile(model.forward, compile)
+    return model
+
+
+def _tokens(batch: int, length: int, vocab: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(batch * 1000 + length)
+    return torch.randint(4, vocab, (batch, length), generator=generator).to(device)
+
+
+# ---- prefill --------------------------------------------------------------------------------
+
+def prefill_ours(model: nn.Module, shape: Shape, device: torch.device, batch: int) -> Workload:
+    """One cache-filling forward over ``batch`` prompts, the last position's logits."""
+    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
+
+    def step() -> torch.Tensor:
+        features = model.backbone(prompt, cache=model.backbone.new_cache())
+        return model.head.proj(features.tokens[:, -1])
+
+    return Workload("prefill (zoo decoder)", "tokens", batch * shape.prompt, step, model, "inference", batch,
+                    shape.describe(batch), functools.partial(prefill_ours, model, shape, device))
+
+
+def prefill_reference(model: nn.Module, shape: Shape, device: torch.device, batch: int) -> Workload:
+    """The same forward of ``GPT2LMHeadModel`` (``use_cache=True``, logits of the last position)."""
+    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
+
+    def step() -> torch.Tensor:
+        return model(input_ids=prompt, use_cache=True, logits_to_keep=1).logits
+
+    return Workload("prefill (transformers GPT-2)", "tokens", batch * shape.prompt, step, model, "inference",
+                    batch, shape.describe(batch), functools.partial(prefill_reference, model, shape, device))
+
+
+# ---- decode ---------------------------------------------------------------------------------
+
+def _new_tokens(shape: Shape, use_cache: bool) -> int:
+    return shape.new_tokens if use_cache else shape.uncached_new_tokens
+
+
+def decode_ours(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool,
+                compile: bool | str, batch: int) -> Workload:
+    """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache when compiled)."""
+    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
+    new = _new_tokens(shape, use_cache)
+    options = dict(max_new_tokens=new, stop_tokens=(), use_cache=use_cache, static_cache=bool(compile) and use_cache)
+
+    def step() -> list[list[int]]:
+        return model.generate({"inputs": prompt}, **options)
+
+    cache = "with" if use_cache else "without"
+    return Workload(f"decode {cache} cache (zoo generate)", "tokens", batch * new, step, model, "inference",
+                    batch, shape.describe(batch, new),
+                    functools.partial(decode_ours, model, shape, device, use_cache, compile))
+
+
+def decode_reference(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool,
+                     batch: int) -> Workload:
+    """``GPT2LMHeadModel.generate(use_cache=...)``, greedy, EOS held back: the same number of steps."""
+    from transformers import GenerationConfig
+
+    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
+    mask = torch.ones_like(prompt)
+    new = _new_tokens(shape, use_cache)
+    config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1,
+                              use_cache=use_cache, pad_token_id=0, eos_token_id=0)
+
+    def step() -> torch.Tensor:
+        return model.generate(input_ids=prompt, attention_mask=mask, generation_config=config)
+
+    cache = "with" if use_cache else "without"
+    return Workload(f"decode {cache} cache (transformers generate)", "tokens", batch * new, step, model,
+                    "inference", batch, shape.describe(batch, new),
+                    functools.partial(decode_reference, model, shape, device, use_cache))
+
+
+# ---- decode steps alone: the cache's speed-up and the weight-read bandwidth ----------------------------
+
+def decode_steps(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool, compile: bool | str,
+                 name: str) -> Workload:
+    """``shape.new_tokens`` greedy batch-1 steps of the LM head's step protocol after a prompt fed once,
+    at build time; every ``step()`` starts again from that prefilled state."""
+    prompt = _tokens(1, shape.prompt, shape.vocab, device)
+    head = model.head
+    with torch.inference_mode():
+        state = head.init_state(model, {"inputs": prompt}, use_cache=use_cache,
+                                static_cache=bool(compile) and use_cache, max_new_tokens=shape.new_tokens)
+        logits, state = head.step(model, state.start, state)
+    rewind = _rewinder(state)
+    first = logits.argmax(dim=-1, keepdim=True)  # (1, 1)
+
+    def step() -> torch.Tensor:
+        fresh, token = rewind(), first
+        for _ in range(shape.new_tokens):
+            logits, fresh = head.step(model, token, fresh)
+            token = logits.argmax(dim=-1, keepdim=True)
+        return token
+
+    return Workload(name, "tokens", shape.new_tokens, step, model, "inference", 1,
+                    shape.describe(1, shape.new_tokens) + (", decode steps only" if use_cache else
+                                                           ", decode steps only, each over the whole sequence"))
+
+
+def _rewinder(state: LMState) -> Callable[[], LMState]:
+    """A function giving a generation state equal to ``state`` now, however far it is decoded since.
+
+    Dynamic caches and uncached states grow by concatenation (new tensors), so the saved
+    references stay valid; a static cache is written in place only past ``length``, which
+    the rewound copy resets.
+    """
+    cache = state.cache
+    if cache is not None:
+        keys, values, length = list(cache.keys), list(cache.values), cache.length
+        key_mask, position = cache.key_mask.clone(), cache.next_position.clone()
+
+    def rewind() -> LMState:
+        fresh = None
+        if cache is not None:
+            fresh = KVCache(len(keys), cache.capacity)
+            fresh.keys, fresh.values, fresh.length = list(keys), list(values), length
+            fresh.key_mask, fresh.next_position = key_mask.clone(), position.clone()
+        return LMState(state.start, state.start_mask, fresh, state.tokens, state.mask, started=True)
+
+    return rewind
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of weights one decode step reads: every parameter once (tied ones once), except the
+    position table, of which it reads one row."""
+    skip = {id(model.backbone.pos_embed.weight)} if getattr(model.backbone, "pos_embed", None) is not None else set()
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
+def weight_read(model: nn.Module, shape: Shape, device: torch.device, compile: bool | str) -> Workload:
+    """Cached batch-1 decode steps counted as GB of weights read (:func:`decode_steps`)."""
+    steps = decode_steps(model, shape, device, True, compile, "weight read: batch-1 decode steps (zoo)")
+    nbytes = weight_bytes(model)
+    return Workload(steps.name, "GB", shape.new_tokens * nbytes / 1e9, steps.step, model, "inference", 1,
+                    f"{steps.config}, {nbytes / 1e6:.0f} MB of weights per step")
+
+
+def memory_copy(device: torch.device, nbytes: int) -> Workload:
+    """Copy a buffer of ``nbytes`` into another: items = GB read + written."""
+    source = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    target = torch.empty_like(source)
+
+    def step() -> torch.Tensor:
+        return target.copy_(source)
+
+    return Workload("weight read: memory copy", "GB", 2 * source.numel() * 4 / 1e9, step, None, "inference", 1,
+                    f"copy of {source.numel() * 4 / 1e6:.0f} MB")

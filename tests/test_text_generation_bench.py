@@ -1,0 +1,58 @@
+"""Benchmark workloads on a tiny GPT-2 shape: same shapes as the reference, real work, exact rewinding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.engine.bench import run_context
+from tasks.text_generation import bench
+from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
+
+TINY = bench.Shape(vocab=64, dim=32, depth=2, heads=2, positions=64, prompt=12, new_tokens=5, uncached_new_tokens=3)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def models():
+    pytest.importorskip("transformers")
+    return bench._ours(TINY, CPU, torch.float32, False), bench._reference(TINY, CPU, torch.float32, False)
+
+
+def run(workload):
+    with run_context(CPU, "fp32", workload.mode):
+        return workload.step()
+
+
+def test_ours_and_the_reference_have_the_same_shape(models) -> None:
+    ours, reference = models
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert bench.weight_bytes(ours) == 4 * (sum(p.numel() for p in ours.parameters()) - 64 * 32)
+
+
+def test_prefill_and_decode_do_the_same_work_on_both_sides(models) -> None:
+    ours, reference = models
+    for batch in (1, 3):
+        mine, theirs = bench.prefill_ours(ours, TINY, CPU, batch), bench.prefill_reference(reference, TINY, CPU, batch)
+        assert mine.items == theirs.items == batch * TINY.prompt
+        assert run(mine).shape == (batch, TINY.vocab) and run(theirs).shape == (batch, 1, TINY.vocab)
+        for use_cache in (True, False):
+            new = TINY.new_tokens if use_cache else TINY.uncached_new_tokens
+            mine = bench.decode_ours(ours, TINY, CPU, use_cache, False, batch)
+            theirs = bench.decode_reference(reference, TINY, CPU, use_cache, batch)
+            assert mine.items == theirs.items == batch * new
+            assert [len(row) for row in run(mine)] == [new] * batch
+            assert run(theirs).shape == (batch, TINY.prompt + new)
+
+
+def test_decode_steps_rewind_to_the_prompt_every_time(models) -> None:
+    ours, _ = models
+    prompt = bench._tokens(1, TINY.prompt, TINY.vocab, CPU)
+    greedy = ours.generate({"inputs": prompt}, max_new_tokens=TINY.new_tokens + 1, stop_tokens=())[0]
+    for use_cache, static in ((True, False), (True, "eager"), (False, False)):  # a compile flag means static cache
+        workload = bench.decode_steps(ours, TINY, CPU, use_cache, static, "steps")
+        assert [run(workload).item() for _ in range(3)] == [greedy[-1]] * 3
+    read = bench.weight_read(ours, TINY, CPU, False)
+    assert run(read).item() == greedy[-1] and read.items == TINY.new_tokens * bench.weight_bytes(ours) / 1e9
+    copy = bench.memory_copy(CPU, bench.weight_bytes(ours))
+    run(copy)
+    assert copy.items == pytest.approx(2 * bench.weight_bytes(ours) / 1e9, rel=1e-6)

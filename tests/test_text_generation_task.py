@@ -1,0 +1,145 @@
+"""The text-generation Task: tokenizer, block packing, batches, metrics, save/load, the commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from tasks.engine.trainer import add_train_arguments
+from tasks.text_generation.metrics import detokenized_characters
+from tasks.text_generation.prompts import generate_texts
+from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
+
+TINY = json.dumps(dict(dim=32, depth=1, heads=2))
+SENTENCES = ["the cat sat on the mat.", "a dog ran to the park.", "my hat is red and old.",
+             "we saw the sea at noon.", "it is a truth we all know."]
+
+
+def corpus(folder: Path, paragraphs: int = 60) -> Path:
+    """A small text file of blank-line separated paragraphs cycling through a few sentences."""
+    path = folder / "corpus.txt"
+    text = "\n\n".join(" ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(3)) for i in range(paragraphs))
+    path.write_text(text + "\n")
+    return path
+
+
+def train_args(*argv: str) -> argparse.Namespace:
+    """The flags ``zoo train text_generation`` would parse."""
+    task = zoo.get_task("text_generation")
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    task.add_arguments(parser)
+    parser.set_defaults(backbone="text_decoder_tiny", head="lm")
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture()
+def built(tmp_path: Path):
+    """A task, its training blocks and a tiny model built from them (tokenizer trained on the text)."""
+    task = zoo.get_task("text_generation")
+    data = f"text:{corpus(tmp_path)}"
+    args = train_args("--data", data, "--vocab-size", "60", "--block-size", "16", "--backbone-args", TINY)
+    train = task.datasets(data, "train")
+    model = task.build_model(args, train).eval()
+    return task, train, model, args
+
+
+def test_blocks_are_the_token_stream_and_batches_are_shifted(built) -> None:
+    task, train, model, _ = built
+    tokenizer = model.tokenizer
+    assert tokenizer.vocab_size <= 60 and model.backbone.embed.num_embeddings == tokenizer.vocab_size
+    assert model.preprocessing == {"block_size": 16}
+    stream = [token for text in train.texts for token in tokenizer.encode(text) + [tokenizer.eos_id]]
+    blocks = torch.stack([train[i]["block"] for i in range(len(train))])  # (N, 17)
+    assert blocks.shape == (len(train), 17) and len(train) == (len(stream) - 1) // 16
+    assert torch.cat([blocks[:1, 0], blocks[:, 1:].flatten()]).tolist() == stream[:16 * len(train) + 1]
+    batch = task.make_collate(model, train=True)([train[0], train[1]])
+    assert set(batch) == {"inputs", "targets"}
+    assert torch.equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+
+
+def test_bits_per_char_counts_the_characters_of_the_detokenized_text(built, tmp_path: Path) -> None:
+    task, _, model, args = built
+    tokenizer = model.tokenizer
+    raw = "the  cat\nsat   on the mat."          # the tokenizer folds the runs of spaces and the line break
+    doc = tokenizer.encode(raw)
+    assert tokenizer.decode(doc) == "the cat sat on the mat."
+    ids = torch.tensor(doc + [tokenizer.eos_id] + doc + [tokenizer.eos_id])
+    assert detokenized_characters(tokenizer, ids) == 2 * len("the cat sat on the mat.") + 2  # + one per EOS
+
+    one_doc = tmp_path / "one.txt"
+    one_doc.write_text(raw)
+    metrics = task.evaluate(model, task.datasets(f"text:{one_doc}?sample_by=document", "all"), args)
+    targets = doc[1:]                            # the first token is context only; then EOS is predicted too
+    assert metrics["tokens"] == len(targets) + 1
+    assert metrics["characters"] == len(tokenizer.decode(targets)) + 1
+    nats = metrics["loss"] * metrics["tokens"]
+    assert metrics["bits_per_char"] == pytest.approx(nats / metrics["characters"] / math.log(2))
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+
+
+def test_save_load_gives_the_same_metrics_and_texts(built, tmp_path: Path) -> None:
+    task, _, model, args = built
+    model.save(tmp_path / "model")
+    loaded = zoo.load(tmp_path / "model")
+    assert loaded.tokenizer.proto == model.tokenizer.proto and loaded.preprocessing == model.preprocessing
+    validation = task.datasets(args.data, "validation")
+    assert task.evaluate(loaded, validation, args) == pytest.approx(task.evaluate(model, validation, args))
+    prompts = ["the cat", "we saw the sea at", ""]
+    assert generate_texts(loaded, prompts, max_new_tokens=6) == generate_texts(model, prompts, max_new_tokens=6)
+
+
+def test_the_task_refuses_a_non_causal_backbone(tmp_path: Path) -> None:
+    task = zoo.get_task("text_generation")
+    data = f"text:{corpus(tmp_path)}"
+    args = train_args("--data", data, "--vocab-size", "60", "--backbone", "text_encoder_tiny", "--backbone-args", TINY)
+    with pytest.raises(ValueError, match="causal"):
+        task.build_model(args, task.datasets(data, "train"))
+
+
+def test_train_eval_and_predict_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    task = zoo.get_task("text_generation")
+    data = f"text:{corpus(tmp_path)}"
+    run = task.command("train", ["--data", data, "--vocab-size", "60", "--block-size", "16", "--batch-size", "8",
+                                 "--max-steps", "3", "--backbone", "text_decoder_tiny", "--backbone-args", TINY,
+                                 "--out", str(tmp_path / "run"), "--no-progress"])
+    assert (run / "best" / "tokenizer.model").is_file()
+    capsys.readouterr()
+
+    zoo.get_task("text_generation").command("eval", ["--checkpoint", str(run), "--data", data, "--split", "validation"])
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"loss", "perplexity", "bits_per_char", "split", "n"} <= set(metrics) and metrics["bits_per_char"] > 0
+
+    predict = zoo.get_task("text_generation")
+    plain = predict.command("predict", ["--checkpoint", str(run), "the cat", "a dog", "--max-new-tokens", "5"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"the cat{plain[0]}", f"a dog{plain[1]}"]
+
+    streamed = zoo.get_task("text_generation").command(
+        "predict", ["--checkpoint", str(run), "the cat", "--max-new-tokens", "5", "--stream"])
+    assert streamed == plain[:1] and capsys.readouterr().out == f"the cat{plain[0]}\n"
+
+    zoo.get_task("text_generation").command(
+        "predict", ["--checkpoint", str(run), "the cat", "--max-new-tokens", "5", "--json", "--beams", "2"])
+    row = json.loads(capsys.readouterr().out)
+    assert row["input"] == "the cat" and isinstance(row["prediction"], str)
+
+
+@pytest.mark.slow
+def test_loss_falls_on_a_small_text(tmp_path: Path) -> None:
+    task = zoo.get_task("text_generation")
+    data = f"text:{corpus(tmp_path, paragraphs=120)}"
+    run = task.command("train", ["--data", data, "--vocab-size", "60", "--block-size", "32", "--batch-size", "16",
+                                 "--max-steps", "80", "--warmup-steps", "10", "--lr", "1e-2", "--eval-every", "0",
+                                 "--backbone", "text_decoder_tiny", "--backbone-args", TINY,
+                                 "--out", str(tmp_path / "run"), "--no-progress"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0]["train_loss"], rows[-1]
+    assert last["train_loss"] < 0.5 * first
+    # five sentences cycling: far better than the ~3 bits per character of guessing letters by frequency
+    assert last["val_bits_per_char"] < 1.0
