@@ -1,1 +1,7 @@
 """Task packages. Importing this package registers every task (it is the ``zoo.plugins`` entry point)."""
+from tasks.sentiment import task as _sentiment  # noqa: F401
+from tasks.translation import task as _translation  # noqa: F401
+from tasks.text_generation import task as _text_generation  # noqa: F401
+from tasks.image_classification import task as _image_classification  # noqa: F401
+from tasks.asr import task as _asr  # noqa: F401
+from tasks.detection import task as _detection  # noqa: F401

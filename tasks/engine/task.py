@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -58,15 +59,16 @@ class Task:
     metric: Metric = Metric("loss", higher_is_better=False)
     quick_data: str = "builtin"      # the fastest built-in set (make demo, tests)
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
+    data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force) and read(spec, split)
 
     # ---- data -------------------------------------------------------------------------
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
         """Build this task's built-in data sets into the cache (the only code that fetches)."""
-        raise NotImplementedError
+        self.data_module.prepare(names, force)
 
     def datasets(self, spec: str, split: str) -> Dataset:
         """Samples of ``split`` ("train" | "validation" | "test" | "all") from a data SPEC."""
-        raise NotImplementedError
+        return self.data_module.read(spec, split)
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """A collate function turning sample dicts into the batch dict of DESIGN.md."""

@@ -1,0 +1,136 @@
+"""The speech recognition Task: a speech encoder + the CTC head (or the seq2seq head), WER/CER.
+
+Defaults (``zoo train asr``): ``speech_encoder_tiny`` (log-mel on the device, SpecAugment,
+4x subsampling, 4 Conformer blocks) narrowed for a CPU by ``BACKBONE_DEFAULTS`` (width 96, 40 mel
+bins; ``--backbone-args`` overrides them, other backbones keep their registered configuration) and
+a CTC head over characters whose alphabet is read from the training transcripts and stored in the
+head's arguments. ``--units sentencepiece``
+switches to sentencepiece units; ``--head seq2seq`` decodes by attention over the same features
+(``model.generate``, greedy or ``--beams``), with a sentencepiece tokenizer stored with the model.
+Batches group utterances of similar length. The primary metric is WER (jiwer, on
+``normalize_text``-ed transcripts), with CER beside it.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+import zoo
+from tasks.asr import data
+from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
+from tasks.asr.evaluation import error_rates, transcribe
+from tasks.asr.units import UNITS, build_units, encode_targets
+from tasks.engine.commands import generation_options
+from tasks.engine.task import Metric, Task, Workload
+
+BUCKET_BATCHES = 20   # training batches are cut from pools of this many batches sorted by length
+TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300,
+                                      ema=0.999)
+# the default encoder made cheaper for a CPU: 96 wide, 40 mel bins (SpecAugment bands scaled to them), no dropout
+BACKBONE_DEFAULTS: dict[str, Any] = dict(dim=96, n_mels=40, freq_width=7, dropout=0.0)
+HEAD_DEFAULTS: dict[str, dict[str, Any]] = {"seq2seq": dict(depth=2, heads=4)}
+
+
+@zoo.register_task("asr")
+class AsrTask(Task):
+    """Transcribe speech (16 kHz after resampling); primary metric WER, lower is better."""
+
+    name = "asr"
+    default_backbone = "speech_encoder_tiny"
+    default_head = "ctc"
+    metric = Metric("wer", higher_is_better=False)
+    quick_data = f"builtin:{data.QUICK_SET}"
+
+    # ---- data -------------------------------------------------------------------------
+    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
+        data.prepare(names, force)
+
+    def datasets(self, spec: str, split: str) -> data.SpeechDataset:
+        return data.read(spec, split)
+
+    def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
+        """Padded waveforms + mask (:func:`collate_audio`) and the transcripts as unit ``targets``."""
+        def collate(samples: list[dict]) -> dict:
+            batch = collate_audio(samples)
+            batch["targets"], batch["target_mask"] = encode_targets(model, batch["texts"])
+            return batch
+
+        return collate
+
+    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
+                      train: bool) -> Iterable[list[int]] | None:
+        """Shuffled pools of ``BUCKET_BATCHES`` batches, each pool cut into batches of similar length."""
+        if not train:
+            return None
+        lengths = dataset.lengths
+        permutation = torch.randperm(len(lengths), generator=generator).tolist()
+        pool = batch_size * BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(permutation), pool):
+            chunk = permutation[start:start + pool]
+            grouped = length_grouped_batches([lengths[i] for i in chunk], batch_size, shuffle=False)
+            batches += [[chunk[i] for i in batch] for batch in grouped]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    # ---- model ------------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Unit and evaluation flags; sets this task's training defaults."""
+        group = parser.add_argument_group("asr")
+        group.add_argument("--units", choices=UNITS, default="char",
+                           help="output units: characters (CTC alphabet in the head) or sentencepiece pieces")
+        group.add_argument("--vocab-size", type=int, default=256,
+                           help="sentencepiece pieces with --units sentencepiece")
+        group.add_argument("--eval-beams", type=int, default=1, help="beam size of evaluation (1 = greedy)")
+        parser.set_defaults(**TRAIN_DEFAULTS)
+
+    def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
+        """Backbone + head with units learnt from the training transcripts."""
+        head_name = args.head or self.default_head
+        texts = [entry.text for entry in train_set.entries]
+        head_args, tokenizer = build_units(head_name, args.units, texts, args.vocab_size)
+        name = args.backbone or self.default_backbone
+        defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
+        backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
+        if backbone.modality != "audio":
+            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; asr needs an audio one")
+        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **head_args, **(args.head_args or {})}
+        head = zoo.create_head(head_name, backbone, **head_args)
+        sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
+        return zoo.ZooModel(backbone, head, tokenizer, {"sample_rate": sample_rate}, task=self.name)
+
+    # ---- evaluation and prediction -----------------------------------------------------
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+        """WER and CER of the transcripts of every utterance (greedy unless ``--eval-beams``)."""
+        hypotheses = transcribe(model, lambda i: dataset[i]["audio"], dataset.lengths,
+                                batch_size=getattr(args, "batch_size", 32),
+                                precision=getattr(args, "precision", "fp32"), beams=getattr(args, "eval_beams", 1))
+        return error_rates(hypotheses, [entry.text for entry in dataset.entries])
+
+    def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 16,
+                **options: Any) -> list[str]:
+        """Transcripts of audio files (wav, flac, ogg, mp3; any rate and channels); ``options`` are
+        generation options (``beams``; attention decoding also takes ``max_new_tokens``, sampling...)."""
+        rate = model.preprocessing.get("sample_rate", SAMPLE_RATE)
+        lengths = [round(probe_audio(path) * rate) for path in inputs]
+        return transcribe(model, lambda i: load_audio(inputs[i], rate), lengths, batch_size=batch_size, **options)
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--batch-size``; ``--max-new-tokens`` defaults to a budget sized from the audio."""
+        parser.set_defaults(max_new_tokens=None)
+        parser.add_argument("--batch-size", type=int, default=16, help="clips transcribed together")
+
+    def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {**generation_options(args), "batch_size": args.batch_size}
+
+    def format_prediction(self, item: Any, prediction: Any) -> str:
+        return str(prediction)
+
+    # ---- benchmark ----------------------------------------------------------------------
+    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
+                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
+        from tasks.asr.bench import workloads
+
+        return workloads(device, precision, quick, compile)

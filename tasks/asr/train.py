@@ -1,0 +1,15 @@
+"""``python -m tasks.asr.train [flags]``: the same as ``zoo train asr [flags]``."""
+from __future__ import annotations
+
+import sys
+
+import zoo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the speech recognition task with the shared trainer's flags (``--help`` lists them)."""
+    zoo.get_task("asr").command("train", sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Detection on image files: read, detect, scale boxes back to the original pixels, draw them on a PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.utils import draw_bounding_boxes
+
+from tasks.detection.evaluation import detect
+
+PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"]
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as uint8 (3, H, W) RGB; a missing or undecodable file raises naming it."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.array(image.convert("RGB"))  # (H, W, 3)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{path}: cannot decode the image ({err})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def predict_files(model: torch.nn.Module, paths: Sequence[str], collate: Callable[[list[dict]], dict],
+                  labels: Sequence[str], *, batch_size: int, score_threshold: float, max_detections: int,
+                  out: str | Path | None) -> list[dict[str, Any]]:
+    """Per file: ``detections`` [{label, score, box [x1, y1, x2, y2] in the file's pixels}], its ``width``,
+    ``height`` and, with ``out``, the ``drawn`` PNG (the image with its boxes, labels and scores).
+
+    Overlapping boxes of different classes are suppressed too (class-agnostic NMS): one label per object.
+    """
+    images = [read_image(path) for path in paths]
+    samples = [{"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                "image_id": i, "path": str(path)} for i, (image, path) in enumerate(zip(images, paths))]
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    results, used_names = [], set()
+    found = detect(model, samples, collate, batch_size, score_threshold=score_threshold,
+                   max_detections=max_detections, class_agnostic=True)
+    for image, path, (fed, detections) in zip(images, paths, found):
+        height, width = image.shape[-2:]
+        fed_height, fed_width = fed["image_size"]
+        scale = torch.tensor([width / fed_width, height / fed_height] * 2)
+        boxes = detections["boxes"] * scale  # (N, 4) in the file's pixels
+        names = [labels[int(i)] for i in detections["labels"]]
+        result: dict[str, Any] = {
+            "detections": [{"label": name, "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}
+                           for name, score, box in zip(names, detections["scores"], boxes)],
+            "width": width, "height": height,
+        }
+        if folder is not None:
+            result["drawn"] = str(draw(image, boxes, names, detections["scores"], detections["labels"],
+                                       _unique(folder, Path(path).stem, used_names)))
+        results.append(result)
+    return results
+
+
+def draw(image: torch.Tensor, boxes: torch.Tensor, names: list[str], scores: torch.Tensor,
+         label_ids: torch.Tensor, path: Path) -> Path:
+    """Write ``image`` (3, H, W) uint8 with its boxes and "label score" captions to ``path`` (PNG)."""
+    captions = [f"{name} {float(score):.2f}" for name, score in zip(names, scores)]
+    colours = [PALETTE[int(i) % len(PALETTE)] for i in label_ids]
+    width = max(1, round(max(image.shape[-2:]) / 200))
+    drawn = draw_bounding_boxes(image, boxes, captions, colors=colours, width=width) if len(boxes) else image
+    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
+def _unique(folder: Path, stem: str, used: set[str]) -> Path:
+    """``folder/<stem>.png``, numbered when two inputs share a stem."""
+    name, number = f"{stem}.png", 1
+    while name in used:
+        number += 1
+        name = f"{stem}-{number}.png"
+    used.add(name)
+    return folder / name

@@ -1,0 +1,15 @@
+"""``python -m tasks.detection.train [flags]``: the same as ``zoo train detection [flags]``."""
+from __future__ import annotations
+
+import sys
+
+import zoo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the detection task with the shared trainer's flags (``--help`` lists them)."""
+    zoo.get_task("detection").command("train", sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The sentiment Task: a text backbone + the classification head, trained from scratch or transferred.
+
+From scratch, a sentencepiece tokenizer is trained on the training texts and saved with the
+checkpoint. With ``--init-backbone RUN_DIR`` (a trainer flag) the backbone is rebuilt exactly as
+that checkpoint describes it (registry name and arguments, e.g. the text-generation task's causal
+decoder) with that checkpoint's tokenizer; the trainer then copies its weights in. A causal
+backbone is pooled at its last token (the classification head's ``pool="auto"``), so texts get an
+EOS appended: that last position has read the whole sentence.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+import zoo
+from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.task import Metric, Task, Workload
+from tasks.sentiment import data
+from tasks.sentiment.evaluation import classify, label_mapping, metrics
+from zoo.checkpoint import read_config
+from zoo.registry import BACKBONES
+from zoo.tokenizer import Tokenizer, pad_ids
+
+BUCKET_BATCHES = 50     # training batches are cut from pools of this many batches sorted by length
+TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=1e-3, weight_decay=0.1, epochs=4, eval_every=125)
+REGULARIZATION: dict[str, Any] = dict(dropout=0.3)      # backbone and head, new or transferred
+NEW_BACKBONE: dict[str, Any] = dict(position="learned")  # a new backbone's positions (BERT's layout)
+
+
+@zoo.register_task("sentiment")
+class SentimentTask(Task):
+    """Label texts (reviews, sentences) with a class such as negative/positive; primary metric accuracy."""
+
+    name = "sentiment"
+    default_backbone = "text_encoder_tiny"
+    default_head = "classification"
+    metric = Metric("accuracy", higher_is_better=True)
+    quick_data = f"builtin:{data.QUICK_SET}"
+    demo_args = ("--epochs", "1")   # the cosine schedule ends within the demo's minute
+    data_module = data
+
+    # ---- data -------------------------------------------------------------------------
+    def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
+        token_dropout = model.preprocessing.get("token_dropout", 0.0) if train else 0.0
+
+        def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+            inputs, mask = encode(model, [s["text"] for s in samples])
+            if token_dropout > 0:         # word dropout: hide random tokens behind <unk>
+                hidden = (torch.rand(inputs.shape) < token_dropout) & mask & (inputs != model.tokenizer.eos_id)
+                inputs = inputs.masked_fill(hidden, model.tokenizer.unk_id)
+            batch = {"inputs": inputs, "mask": mask}
+            if "label" in samples[0]:       # texts to predict have none
+                batch["labels"] = torch.tensor([s["label"] for s in samples])
+            return batch
+
+        return collate
+
+    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
+                      train: bool) -> Iterable[list[int]] | None:
+        """Shuffled batches of similar lengths (less padding): sort pools of batches by text length."""
+        if not train:
+            return None
+        lengths = [len(dataset[i]["text"]) for i in range(len(dataset))]
+        permutation = torch.randperm(len(lengths), generator=generator).tolist()
+        pool = batch_size * BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(permutation), pool):
+            chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
+            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    # ---- model ------------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--vocab-size``, ``--max-len``, ``--token-dropout``; sets this task's training defaults (4 epochs...)."""
+        group = parser.add_argument_group("sentiment")
+        group.add_argument("--vocab-size", type=int, default=8000,
+                           help="tokenizer vocabulary trained from scratch (ignored with --init-backbone)")
+        group.add_argument("--max-len", type=int, default=128, help="tokens kept per text")
+        group.add_argument("--token-dropout", type=float, default=0.15,
+                           help="while training, replace this fraction of tokens by <unk> (word dropout)")
+        parser.set_defaults(**TRAIN_DEFAULTS)
+
+    def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
+        """Tokenizer + backbone (new, or the architecture of ``--init-backbone``) + classification head."""
+        labels = list(train_set.classes)
+        if getattr(args, "init_backbone", None):
+            name, backbone_args, tokenizer = self._transferred(args)
+        else:
+            name, backbone_args, tokenizer = self._new(args, train_set)
+        backbone = zoo.create_backbone(name, **backbone_args)
+        if backbone.modality != "text":
+            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; sentiment needs a text one")
+        head_args = {**REGULARIZATION, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
+        head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
+        max_len = args.max_len
+        if getattr(backbone, "pos_embed", None) is not None:
+            max_len = min(max_len, backbone.pos_embed.num_embeddings)
+        preprocessing = {"max_len": max_len, "eos": bool(backbone.causal), "token_dropout": args.token_dropout}
+        return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
+
+    def _new(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer]:
+        texts = (train_set[i]["text"] for i in range(len(train_set)))
+        tokenizer = Tokenizer.train(texts, vocab_size=args.vocab_size)
+        name = args.backbone or self.default_backbone
+        defaults = {"vocab_size": tokenizer.vocab_size, **NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
+        return name, {**_known(name, defaults), **(args.backbone_args or {})}, tokenizer
+
+    def _transferred(self, args: argparse.Namespace) -> tuple[str, dict, Tokenizer]:
+        """The backbone name, arguments and tokenizer of the ``--init-backbone`` checkpoint.
+
+        ``--backbone-args`` still apply on top (e.g. ``{"dropout": 0.1}``); shapes they change
+        are then not loaded, which the trainer reports.
+        """
+        source = resolve_checkpoint(args.init_backbone, "best")
+        config = read_config(source)
+        name = config["backbone"]["name"]
+        if args.backbone not in (None, self.default_backbone, name):
+            raise ValueError(f"--backbone {args.backbone} conflicts with --init-backbone {args.init_backbone}, "
+                             f"whose backbone is {name!r} (omit --backbone to reuse it)")
+        if not config.get("tokenizer"):
+            raise ValueError(f"{Path(source) / 'config.json'}: this checkpoint stores no tokenizer, "
+                             f"so its backbone cannot read sentiment texts")
+        tokenizer = Tokenizer.load(Path(source) / config["tokenizer"])
+        backbone_args = {**config["backbone"]["args"], **_known(name, REGULARIZATION), **(args.backbone_args or {})}
+        return name, backbone_args, tokenizer
+
+    # ---- evaluation and prediction -----------------------------------------------------
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+        """Accuracy, macro-F1 and loss; the confusion matrix goes to ``args.out`` when set."""
+        labels = model.head.labels
+        samples = [dataset[i] for i in range(len(dataset))]
+        logits = classify(model, samples, self.make_collate(model, train=False),
+                          getattr(args, "batch_size", 64), getattr(args, "precision", "fp32"))
+        mapping = label_mapping(dataset.classes, labels, getattr(dataset, "source", "data set"))
+        target = mapping[torch.tensor([s["label"] for s in samples], dtype=torch.long)]
+        return metrics(logits, target, labels, getattr(args, "out", None))
+
+    def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 64,
+                **options: Any) -> list[dict[str, Any]]:
+        """Per text ``{"label", "probability", "probabilities": {label: p}}``."""
+        for number, text in enumerate(inputs, 1):
+            if not text.strip():
+                raise ValueError(f"input {number} is an empty text")
+        logits = classify(model, [{"text": t} for t in inputs], self.make_collate(model, train=False), batch_size)
+        labels = model.head.labels
+        results = []
+        for row in logits.softmax(dim=-1).tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"label": labels[best], "probability": row[best],
+                            "probabilities": dict(zip(labels, row))})
+        return results
+
+    def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
+        return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"
+
+    # ---- benchmark ----------------------------------------------------------------------
+    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
+                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
+        from tasks.sentiment.bench import workloads
+
+        return workloads(device, precision, quick, compile)
+
+
+def _known(backbone: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The defaults that are fields of ``backbone``'s registered config (timm backbones have none)."""
+    fields = BACKBONES.meta(backbone).get("config", {})
+    return {k: v for k, v in defaults.items() if k in fields}
+
+
+def encode(model: zoo.ZooModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, T) and mask (B, T) of texts, as the model's ``preprocessing`` says."""
+    if model.tokenizer is None:
+        raise ValueError("this model has no tokenizer; sentiment models store the one they were trained with")
+    eos = [model.tokenizer.eos_id] if model.preprocessing.get("eos", False) else []
+    keep = model.preprocessing.get("max_len", 10**9) - len(eos)    # a long text keeps its EOS
+    return pad_ids([model.tokenizer.encode(text)[:keep] + eos for text in texts], model.tokenizer.pad_id)

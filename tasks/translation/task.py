@@ -1,0 +1,172 @@
+"""The translation Task: a bidirectional text encoder + the seq2seq decoder head.
+
+Defaults (``zoo train translation``) are sized for a 2-core CPU and a 20-minute budget, where
+a small model seeing more sentences beats a large one seeing fewer: ``text_encoder_tiny`` (dim
+128, 2 layers) and a 3-layer decoder of the same width, sharing one joint 4,000-piece
+sentencepiece vocabulary (and so one embedding matrix: encoder input, decoder input and output
+projection; a small vocabulary keeps the output softmax from dominating a narrow model), fp32
+(bf16 autocast is slower than fp32 on CPUs without bf16 matrix units), batches of 32 pairs of
+similar length (more updates per sentence seen learn faster in a short budget), peak learning
+rate 2e-3, evaluation with beam 4. Scale up with ``--backbone text_encoder_small
+--head-args '{"depth": 4}' --vocab-size 8000`` where compute allows. The primary metric is
+corpus BLEU on detokenized text (sacrebleu), with chrF and exact match beside it.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+import zoo
+from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.commands import generation_options
+from tasks.engine.task import Metric, Task, Workload
+from tasks.translation import data
+from tasks.translation.evaluation import scores, translate
+from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, tokenizers,
+                                     train_tokenizers)
+from zoo.registry import BACKBONES
+from zoo.tokenizer import Tokenizer
+
+BUCKET_BATCHES = 50   # training batches are cut from pools of this many batches sorted by length
+TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=2e-3, warmup_steps=200)
+HEAD_DEFAULTS: dict[str, Any] = dict(depth=3, heads=2)
+
+
+@zoo.register_task("translation")
+class TranslationTask(Task):
+    """Translate sentences (English -> Spanish Bible verses by default); primary metric BLEU."""
+
+    name = "translation"
+    default_backbone = "text_encoder_tiny"
+    default_head = "seq2seq"
+    metric = Metric("bleu", higher_is_better=True)
+    quick_data = f"builtin:{data.QUICK_SET}"
+
+    # ---- data -------------------------------------------------------------------------
+    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
+        data.prepare(names, force)
+
+    def datasets(self, spec: str, split: str) -> data.TranslationDataset:
+        return data.read(spec, split)
+
+    def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
+        return collate_for(model)
+
+    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
+                      train: bool) -> Iterable[list[int]] | None:
+        """Shuffled batches of similar lengths: pools of batches sorted by the pair's characters."""
+        if not train:
+            return None
+        lengths = [len(pair[0]) + len(pair[1]) for pair in _pairs(dataset)]
+        permutation = torch.randperm(len(lengths), generator=generator).tolist()
+        pool = batch_size * BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(permutation), pool):
+            chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
+            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    # ---- model ------------------------------------------------------------------------
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Vocabulary, length and evaluation flags; sets this task's training defaults."""
+        group = parser.add_argument_group("translation")
+        group.add_argument("--vocab-size", type=int, default=4000, help="sentencepiece pieces (per side with --separate-vocab)")
+        group.add_argument("--separate-vocab", action="store_true",
+                           help="one tokenizer per side instead of one joint model (no embedding sharing)")
+        group.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="tokens kept per sentence")
+        group.add_argument("--eval-beams", type=int, default=4,
+                           help="beam size of evaluation, in training and `zoo eval` (1 = greedy, about 2x faster)")
+        parser.set_defaults(**TRAIN_DEFAULTS)
+
+    def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
+        """Tokenizer(s) + encoder backbone + seq2seq head; ``--init-backbone`` reuses that model's encoder and vocabulary."""
+        if getattr(args, "init_backbone", None):
+            name, backbone_args, source_tok, target_tok = self._transferred(args, train_set)
+        else:
+            source_tok, target_tok = train_tokenizers(_pairs(train_set), args.vocab_size, args.separate_vocab)
+            name = args.backbone or self.default_backbone
+            fields = BACKBONES.meta(name).get("config", {})
+            backbone_args = {**({"vocab_size": source_tok.vocab_size} if "vocab_size" in fields else {}),
+                             **(args.backbone_args or {})}
+        backbone = zoo.create_backbone(name, **backbone_args)
+        if backbone.modality != "text":
+            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; translation reads text")
+        head_args = {**HEAD_DEFAULTS, "vocab_size": target_tok.vocab_size, **(args.head_args or {})}
+        head_args.setdefault("share_embedding", _can_share(backbone, source_tok, target_tok, head_args))
+        head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
+        return zoo.ZooModel(backbone, head, source_tok, preprocessing(source_tok, target_tok, args.max_len),
+                            task=self.name)
+
+    def _transferred(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer, Tokenizer]:
+        """Backbone name/arguments and tokenizers of the ``--init-backbone`` checkpoint.
+
+        A translation checkpoint brings both tokenizers; any other text model brings its source
+        tokenizer, and a target tokenizer is trained on the targets.
+        """
+        source = resolve_checkpoint(args.init_backbone, "best")
+        donor = zoo.load(source)
+        if donor.tokenizer is None:
+            raise ValueError(f"{Path(source) / 'config.json'}: this checkpoint stores no tokenizer, "
+                             f"so its backbone cannot read text")
+        if donor.task == self.name:
+            source_tok, target_tok = tokenizers(donor)
+        else:
+            source_tok = donor.tokenizer
+            target_tok = Tokenizer.train([t for _, t in _pairs(train_set)], args.vocab_size)
+        spec = donor.backbone.zoo_spec
+        return spec["name"], {**spec["args"], **(args.backbone_args or {})}, source_tok, target_tok
+
+    # ---- evaluation and prediction -----------------------------------------------------
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+        """Corpus BLEU, chrF and exact match of the translations of every source (beam ``--eval-beams``)."""
+        pairs = _pairs(dataset)
+        precision = getattr(args, "precision", "fp32")
+        device_type = next(model.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            hypotheses = translate(model, [s for s, _ in pairs], batch_size=getattr(args, "batch_size", 32),
+                                   beams=getattr(args, "eval_beams", 1))
+        return scores(hypotheses, [t for _, t in pairs])
+
+    def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 32,
+                **options: Any) -> list[str]:
+        """Translations of the texts; ``options`` are generation options (``beams``, ``max_new_tokens``...)."""
+        return translate(model, list(inputs), batch_size=batch_size, **options)
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
+        parser.set_defaults(max_new_tokens=None)
+        parser.add_argument("--batch-size", type=int, default=32, help="sentences translated together")
+
+    def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {**generation_options(args), "batch_size": args.batch_size}
+
+    def format_prediction(self, item: Any, prediction: Any) -> str:
+        return str(prediction)
+
+    # ---- benchmark ----------------------------------------------------------------------
+    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
+                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
+        from tasks.translation.bench import workloads
+
+        return workloads(device, precision, quick, compile)
+
+
+def _pairs(dataset: Dataset) -> list[tuple[str, str]]:
+    """(source, target) pairs of a data set (``.pairs`` when it has them, else item by item)."""
+    pairs = getattr(dataset, "pairs", None)
+    if pairs is None:
+        pairs = [(item["source"], item["target"]) for item in (dataset[i] for i in range(len(dataset)))]
+    return pairs
+
+
+def _can_share(backbone: torch.nn.Module, source_tok: Tokenizer, target_tok: Tokenizer,
+               head_args: dict[str, Any]) -> bool:
+    """Share the encoder's embedding with the decoder: one joint vocabulary, same width."""
+    embed = getattr(backbone, "embed", None)
+    return (source_tok is target_tok and isinstance(embed, torch.nn.Embedding)
+            and embed.num_embeddings == head_args["vocab_size"]
+            and head_args.get("dim", backbone.dim) in (None, backbone.dim))
