@@ -121,7 +121,7 @@ def test_token_dropout_hides_tokens_only_while_training(task, train_set):
 
 
 def test_init_backbone_reuses_architecture_tokenizer_and_weights(task, train_set, lm_checkpoint):
-    model = task.build_model(_args(init_backbone=str(lm_checkpoint), backbone="text_encoder_small", backbone_args=None), train_set)
+    model = task.build_model(_args(init_backbone=str(lm_checkpoint), backbone=None, backbone_args=None), train_set)
     source = resolve_checkpoint(lm_checkpoint)
     stored_cfg = zoo.load(source).backbone.cfg
     assert model.backbone.causal and model.backbone.cfg == replace(stored_cfg, **REGULARIZATION)  # + dropout

@@ -51,7 +51,6 @@ def train_command(task: Task, argv: list[str]) -> Path:
     parser = argparse.ArgumentParser(prog=f"zoo train {task.name}")
     add_train_arguments(parser)
     task.add_arguments(parser)
-    parser.set_defaults(backbone=task.default_backbone, head=task.default_head)
     return train(task, parser.parse_args(argv))
 
 
