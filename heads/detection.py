@@ -60,6 +60,18 @@ def mask_on_map(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5  # (B, h, w)
 
 
+def grid_points(sizes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Points of every level, flattened finest first: centres (N, 2) xy pixels, strides (N,), levels (N,)."""
+    centres, point_strides, levels = [], [], []
+    for level, ((h, w), s) in enumerate(zip(sizes, strides)):
+        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        centres.append((torch.stack([xs.flatten(), ys.flatten()], dim=1).float() + 0.5) * s)  # (h*w, 2)
+        point_strides.append(torch.full((h * w,), float(s), device=device))
+        levels.append(torch.full((h * w,), level, device=device, dtype=torch.long))
+    return torch.cat(centres), torch.cat(point_strides), torch.cat(levels)
+
+
 def postprocess(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image_size: Sequence[int], *,
                 score_threshold: float, max_detections: int, nms_iou: float | None,
                 class_agnostic: bool = False) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from heads.detection import DetectionHead, image_sizes, mask_on_map, postprocess
+from heads.detection import DetectionHead, grid_points, image_sizes, mask_on_map, postprocess
 from zoo.features import Features
 from zoo.registry import HEADS
 
@@ -37,18 +37,6 @@ def _tower(dim: int, depth: int, groups: int) -> nn.Sequential:
     for _ in range(depth):
         layers += [nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(groups, dim), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
-
-
-def grid_points(sizes: Sequence[tuple[int, int]], strides: Sequence[int], device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Points of every level, flattened finest first: centres (N, 2) xy pixels, strides (N,), levels (N,)."""
-    centres, point_strides, levels = [], [], []
-    for level, ((h, w), s) in enumerate(zip(sizes, strides)):
-        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
-        centres.append((torch.stack([xs.flatten(), ys.flatten()], dim=1).float() + 0.5) * s)  # (h*w, 2)
-        point_strides.append(torch.full((h * w,), float(s), device=device))
-        levels.append(torch.full((h * w,), level, device=device, dtype=torch.long))
-    return torch.cat(centres), torch.cat(point_strides), torch.cat(levels)
 
 
 def distances_to_boxes(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:

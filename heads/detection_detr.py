@@ -16,7 +16,10 @@ its successors make it learn in a few on small data: every query owns a learned 
 predicts a change of its logit, and the next layer starts from the detached result: Deformable
 DETR's iterative refinement), and the current box, through a small MLP, is the query's
 position (DAB-DETR): a layer computes ``block(content + position) - position``, i.e. the
-position enters every sub-layer's input without piling up in the residual stream. A shared
+position enters every sub-layer's input without piling up in the residual stream; and the
+cross-attention of a query is biased towards the cells near its current box by adding
+``-((x - cx) / w)**2 - ((y - cy) / h)**2`` to its logits (SMCA-DETR's Gaussian prior, with
+cell centres normalised by each image's own size). A shared
 final norm, class linear (``num_classes`` + "no object") and 3-layer box MLP read every layer;
 the earlier layers' predictions are the auxiliary outputs of the set loss
 (:mod:`heads.detection_set_loss`). No NMS is needed when decoding.
@@ -29,7 +32,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert
 
-from heads.detection import DetectionHead, image_sizes, mask_on_map, postprocess
+from heads.detection import DetectionHead, grid_points, image_sizes, mask_on_map, postprocess
 from heads.detection_set_loss import SetLossWeights, set_loss
 from zoo.features import Features
 from zoo.layers.attention import attention_mask
@@ -71,8 +74,9 @@ class DETRHead(DetectionHead):
         nn.init.zeros_(self.box_embed[-1].bias)
 
     def memory(self, features: Features, mask: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(memory (B, S, dim), positions (1, S, dim), real cells (B, S) or None) over every chosen level."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(memory (B, S, dim), positions (1, S, dim), real cells (B, S) or None, cell centres (S, 2) xy pixels)
+        over every chosen level."""
         cells, positions, real = [], [], []
         maps = [proj(x) for proj, x in zip(self.input_proj, self.levels(features))]  # (B, dim, h_l, w_l)
         finest = sincos_2d_table(*maps[0].shape[-2:], maps[0].shape[1]).to(maps[0].device, maps[0].dtype)
@@ -86,30 +90,44 @@ class DETRHead(DetectionHead):
             on_map = mask_on_map(mask, (h, w))
             real.append(None if on_map is None else on_map.flatten(1))
         memory, pos = torch.cat(cells, dim=1), torch.cat(positions)[None]
-        return memory, pos, None if mask is None else torch.cat(real, dim=1)
+        centres, _, _ = grid_points([tuple(m.shape[-2:]) for m in maps], self.strides, memory.device)
+        return memory, pos, None if mask is None else torch.cat(real, dim=1), centres
+
+    @staticmethod
+    def locality(reference: torch.Tensor, centres: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention bias (B, 1, Q, S): ``-(dx / w)**2 - (dy / h)**2`` from each query's box (B, Q, 4)
+        cxcywh to every cell centre (B, S, 2) (normalised); padding cells get -inf."""
+        extent = reference[:, :, None, 2:].clamp(min=1e-3)  # (B, Q, 1, 2)
+        offset = (centres[:, None] - reference[:, :, None, :2]) / extent  # (B, Q, S, 2)
+        bias = -offset.square().sum(dim=-1)  # (B, Q, S)
+        if real is not None:
+            bias = bias.masked_fill(~real[:, None], float("-inf"))
+        return bias[:, None]
 
     def forward(self, features: Features, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``logits`` (B, Q, C+1), ``boxes`` (B, Q, 4) normalised cxcywh; earlier layers' ``aux_logits``,
         ``aux_boxes`` (L-1, B, Q, .); ``image_sizes`` (B, 2)."""
-        memory, pos, real = self.memory(features, batch.get("mask"))
+        memory, pos, real, centres = self.memory(features, batch.get("mask"))
         if self.encoder is not None:
             memory = self.encoder(memory + pos, mask=attention_mask(real, memory.shape[1], causal=False)[0])
+        sizes = image_sizes(batch)
+        centres = centres[None] / sizes.flip(-1)[:, None].to(centres.dtype)  # (B, S, 2) in each image's [0, 1]
         content = self.queries.weight[None].expand(memory.shape[0], -1, -1)  # (B, Q, dim)
         reference = self.anchors.sigmoid()[None].expand(memory.shape[0], -1, -1)  # (B, Q, 4)
-        context_mask = attention_mask(real, content.shape[1], causal=False)[0]  # (B, 1, Q, S) or None
         logits, boxes = [], []
         for block in self.decoder:
             keys, _ = block.cross_attn.project_context(memory + pos)
             _, values = block.cross_attn.project_context(memory)
             position = self.anchor_embed(reference)  # (B, Q, dim)
-            content = block(content + position, context_kv=(keys, values), context_mask=context_mask) - position
+            bias = self.locality(reference, centres, real).to(memory.dtype)
+            content = block(content + position, context_kv=(keys, values), context_mask=bias) - position
             hidden = self.norm(content)
             logits.append(self.class_embed(hidden))  # (B, Q, C+1)
             boxes.append((torch.logit(reference, eps=1e-5) + self.box_embed(hidden)).sigmoid())  # (B, Q, 4)
             reference = boxes[-1].detach()
         logits, boxes = torch.stack(logits), torch.stack(boxes)  # (L, B, Q, C+1), (L, B, Q, 4)
         return {"logits": logits[-1], "boxes": boxes[-1], "aux_logits": logits[:-1], "aux_boxes": boxes[:-1],
-                "image_sizes": image_sizes(batch)}
+                "image_sizes": sizes}
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``loss`` = the sum of the weighted parts ``ce``, ``bbox``, ``giou`` (+ ``ce_0``... per auxiliary layer)."""

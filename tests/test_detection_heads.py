@@ -195,3 +195,15 @@ def test_detr_learns_to_fit_a_few_images() -> None:
         losses.append(loss["loss"].item())
     assert sum(losses[-5:]) < 0.6 * sum(losses[:5])
     assert set(loss) == {"loss", "ce", "bbox", "giou", "ce_0", "bbox_0", "giou_0"}
+
+
+def test_detr_cross_attention_prefers_cells_near_each_query_box() -> None:
+    from heads.detection_detr import DETRHead
+
+    reference = torch.tensor([[[0.5, 0.5, 0.2, 0.4]]])  # one query: cxcywh
+    centres = torch.tensor([[[0.5, 0.5], [0.7, 0.5], [0.5, 0.1], [0.9, 0.9]]])  # (1, S, 2)
+    real = torch.tensor([[True, True, True, False]])
+    bias = DETRHead.locality(reference, centres, real)
+    assert bias.shape == (1, 1, 1, 4)
+    torch.testing.assert_close(bias[0, 0, 0, :3], torch.tensor([0.0, -1.0, -1.0]))
+    assert bias[0, 0, 0, 3] == float("-inf")

@@ -18,12 +18,20 @@ TINY = ["--backbone-args", '{"dim": 32, "depth": 1, "heads": 2}', "--head-args",
 
 
 @pytest.fixture
-def numbers_tsv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def numbers_tsv(tmp_path: Path) -> Path:
     """0..999 written in English and French: a small, fully compositional corpus."""
-    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "zoo-data"))
     path = tmp_path / "numbers.tsv"
     path.write_text("".join(f"{num2words(n)}\t{num2words(n, lang='fr')}\n" for n in range(1000)), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Models this small run no faster on two threads, and far slower on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_args(task, argv: list[str]) -> argparse.Namespace:

@@ -98,8 +98,13 @@ def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int
 
 
 def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> list[list[int]]:
-    """Beam search with length penalty (score / length ** penalty); stops a source as soon as it
-    holds ``beams`` finished hypotheses, so one beam is exactly greedy."""
+    """Beam search with length penalty (score / length ** penalty).
+
+    A source is done once it holds ``beams`` finished hypotheses and none of its live beams
+    scores better, at the current length, than its best finished one. (Stopping at ``beams``
+    finished alone would let unlikely early EOS candidates end the search while the likely
+    hypothesis is still growing.) With one beam this is exactly greedy: a finished hypothesis
+    is only taken when EOS is the top candidate."""
     head, beams = model.head, cfg.beams
     state = head.init_state(model, batch, use_cache=cfg.use_cache, static_cache=cfg.static_cache,
                             max_new_tokens=cfg.max_new_tokens)
@@ -111,6 +116,7 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
     histories: list[list[int]] = [[] for _ in range(sources * beams)]
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(sources)]
+    done = [False] * sources
     stops = set(cfg.stop_tokens)
     for length in range(1, cfg.max_new_tokens + 1):
         logits, state = head.step(model, tokens, state)
@@ -124,7 +130,7 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
         for s in range(sources):
             alive = 0
             for score, index in zip(top_scores[s].tolist(), top_index[s].tolist()):
-                if len(finished[s]) >= beams or alive == beams or score == float("-inf"):
+                if done[s] or alive == beams or score == float("-inf"):
                     break
                 beam, token = divmod(index, vocab)
                 history = histories[s * beams + beam]
@@ -133,19 +139,22 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
                     continue
                 next_scores[s, alive], origin[s, alive], next_tokens[s, alive] = score, beam, token
                 alive += 1
-            if len(finished[s]) >= beams:
+            if len(finished[s]) >= beams and not done[s]:
+                best_alive = next_scores[s, 0].item() / length ** cfg.length_penalty
+                done[s] = max(score for score, _ in finished[s]) >= best_alive
+            if done[s]:
                 next_scores[s] = float("-inf")
         rows = (torch.arange(sources, device=device)[:, None] * beams + origin).view(-1)
         histories = [histories[r] + [t] for r, t in zip(rows.tolist(), next_tokens.view(-1).tolist())]
         scores = next_scores
-        if all(len(f) >= beams for f in finished):
+        if all(done):
             break
         state.reorder(rows)
         tokens = next_tokens.view(-1, 1)
     results = []
     for s in range(sources):
         pool = list(finished[s])
-        if len(pool) < beams:  # ran out of steps: unfinished beams compete at full length
+        if not done[s]:  # ran out of steps: unfinished beams compete at full length
             pool += [(scores[s, k].item() / len(histories[s * beams + k]) ** cfg.length_penalty,
                       histories[s * beams + k]) for k in range(beams) if scores[s, k] > float("-inf")]
         results.append(max(pool, key=lambda item: item[0])[1])

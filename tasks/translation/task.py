@@ -45,14 +45,9 @@ class TranslationTask(Task):
     default_head = "seq2seq"
     metric = Metric("bleu", higher_is_better=True)
     quick_data = f"builtin:{data.QUICK_SET}"
+    data_module = data
 
     # ---- data -------------------------------------------------------------------------
-    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
-        data.prepare(names, force)
-
-    def datasets(self, spec: str, split: str) -> data.TranslationDataset:
-        return data.read(spec, split)
-
     def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
         return collate_for(model)
 
