@@ -207,12 +207,21 @@ def test_save_load_same_predictions(task, model, tmp_path):
 
 # ---- the commands ---------------------------------------------------------------------------------
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine it can cost 5x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_learns_then_eval_and_predict_commands(task, files, tmp_path, capsys):
+def test_learns_then_eval_and_predict_commands(task, files, tmp_path, capsys, one_thread):
     run = task.command("train", ["--data", f"csv:{files['train']}", "--out", str(tmp_path / "run"),
                                  "--backbone", "text_encoder_tiny", "--backbone-args", json.dumps(TINY),
-                                 "--vocab-size", "64", "--max-steps", "120", "--batch-size", "16",
-                                 "--lr", "3e-3", "--eval-every", "60", "--device", "cpu", "--no-progress"])
+                                 "--vocab-size", "64", "--max-steps", "60", "--batch-size", "16",
+                                 "--lr", "3e-3", "--eval-every", "30", "--device", "cpu", "--no-progress"])
     assert (run / CONFUSION_JSON).is_file() and (run / CONFUSION_PNG).is_file() and (run / "curves.png").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]

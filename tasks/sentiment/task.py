@@ -118,7 +118,7 @@ class SentimentTask(Task):
         source = resolve_checkpoint(args.init_backbone, "best")
         config = read_config(source)
         name = config["backbone"]["name"]
-        if args.backbone not in (None, self.default_backbone, name):
+        if args.backbone not in (None, name):
             raise ValueError(f"--backbone {args.backbone} conflicts with --init-backbone {args.init_backbone}, "
                              f"whose backbone is {name!r} (omit --backbone to reuse it)")
         if not config.get("tokenizer"):
