@@ -7,7 +7,7 @@ inference workloads), so ours and the reference always run under the same condit
 
 Peak memory is the workload's parameters plus the peak transient allocation of one step:
 on CUDA from ``max_memory_allocated`` (reset first), on the CPU from the process's peak
-resident set (``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss`` elsewhere)
+resident set (``VmHWM`` reset through ``/proc/self/clear_refs``, or sampled by a thread)
 over the first, cold warm-up step, when pages are still fresh.
 
 FLOP counting, peak device FLOP/s and the plain-matmul reference live in
@@ -22,6 +22,7 @@ import math
 import resource
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,20 +107,38 @@ def parameter_bytes(model: nn.Module | None) -> int:
 # ---- peak memory ------------------------------------------------------------------------------
 
 class _HostMemory:
-    """Peak resident memory of this process: ``VmHWM`` (resettable) or ``ru_maxrss``."""
+    """Peak resident memory of this process inside a block.
+
+    Uses ``VmHWM`` when writing ``5`` to ``/proc/self/clear_refs`` really resets it (checked:
+    some kernels and sandboxes accept the write and ignore it); otherwise a thread samples
+    ``/proc/self/statm`` every millisecond; without ``/proc`` it falls back to ``ru_maxrss``,
+    which only sees peaks above the highest level the process ever reached.
+    """
 
     status = Path("/proc/self/status")
+    statm = Path("/proc/self/statm")
     clear_refs = Path("/proc/self/clear_refs")
+    sample_interval_s = 0.001
 
     def __init__(self) -> None:
-        self.resettable = self.status.is_file() and self._try_reset()
+        self.kind = "vmhwm" if self._reset_works() else "sampled" if self.statm.is_file() else "maxrss"
 
-    def _try_reset(self) -> bool:
+    def _reset(self) -> bool:
         try:
             self.clear_refs.write_text("5")  # "5" resets the peak RSS (Linux >= 4.0)
         except OSError:
             return False
         return True
+
+    def _reset_works(self) -> bool:
+        if not self.status.is_file():
+            return False
+        ballast = torch.ones(16_000_000)  # 64 MB above the current level, so VmHWM > VmRSS after
+        del ballast
+        gc.collect()
+        if not self._reset():
+            return False
+        return self._status_bytes("VmHWM") - self._status_bytes("VmRSS") < 32_000_000
 
     def _status_bytes(self, key: str) -> int:
         for line in self.status.read_text().splitlines():
@@ -127,15 +146,39 @@ class _HostMemory:
                 return int(line.split()[1]) * 1024  # the file reports kB
         raise KeyError(key)
 
-    def start(self) -> int:
-        """Reset the peak where possible; return the baseline to subtract from :meth:`peak`."""
-        if self.resettable:
-            self._try_reset()
-            return self._status_bytes("VmRSS")
-        return self._maxrss()
+    def _resident_bytes(self) -> int:
+        return int(self.statm.read_text().split()[1]) * resource.getpagesize()
 
-    def peak(self) -> int:
-        return self._status_bytes("VmHWM") if self.resettable else self._maxrss()
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[dict[str, int]]:
+        """Yield a dict that holds ``bytes``, the peak above the starting level, on exit."""
+        result: dict[str, int] = {}
+        if self.kind == "vmhwm":
+            self._reset()
+            start = self._status_bytes("VmRSS")
+            yield result
+            result["bytes"] = max(0, self._status_bytes("VmHWM") - start)
+        elif self.kind == "sampled":
+            start = self._resident_bytes()
+            highest = [start]
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(self.sample_interval_s):
+                    highest[0] = max(highest[0], self._resident_bytes())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            try:
+                yield result
+            finally:
+                stop.set()
+                sampler.join()
+            result["bytes"] = max(0, max(highest[0], self._resident_bytes()) - start)
+        else:
+            start = self._maxrss()
+            yield result
+            result["bytes"] = max(0, self._maxrss() - start)
 
     @staticmethod
     def _maxrss() -> int:
@@ -164,10 +207,9 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, int | str]]:
         synchronize(device)
         result.update(bytes=torch.cuda.max_memory_allocated(device) - start, kind="cuda_max_allocated")
     else:
-        host = _host_memory()
-        start = host.start()
-        yield result
-        result.update(bytes=max(0, host.peak() - start), kind="rss_peak")
+        with _host_memory().measure() as host:
+            yield result
+        result.update(bytes=host["bytes"], kind="rss_peak")
 
 
 def available_host_memory() -> int | None:
