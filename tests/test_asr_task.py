@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile
 import torch
 
 import zoo
+from tasks.asr.augment import speed_perturb
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
 from tasks.engine.data import write_jsonl
@@ -64,6 +66,24 @@ def test_collate_gives_waveforms_mask_and_targets_without_bos_eos(manifest):
     assert batch["target_mask"].sum(1).tolist() == [7, 11]
     assert ids_to_text(model, batch["targets"][0, :7].tolist()) == "one two"
     assert Tokenizer.bos_id not in batch["targets"][1].tolist() or model.head.alphabet[Tokenizer.bos_id] == "'"
+
+
+def test_speed_perturbation_changes_duration_and_pitch_in_training_only(manifest):
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)  # (S,)
+    for factor in (0.9, 1.1):
+        faster = speed_perturb(tone, factor)
+        peak = float(torch.fft.rfft(faster).abs().argmax()) * 16000 / faster.shape[0]
+        assert faster.shape[0] == pytest.approx(16000 / factor, abs=1) and peak == pytest.approx(440 * factor, abs=2)
+    assert speed_perturb(tone, 1.0) is tone
+    task = zoo.get_task("asr")
+    dataset = task.datasets(f"manifest:{manifest}", "all")
+    model = ctc_model()
+    model.preprocessing["speed_perturb"] = [0.9, 1.1]
+    samples = [dataset[7]] * 16  # 1.0 s each
+    lengths = task.make_collate(model, train=True)(samples)["mask"].sum(1)
+    assert set(lengths.tolist()) == {math.ceil(16000 / 0.9), math.ceil(16000 / 1.1)}
+    assert task.make_collate(model, train=False)(samples)["mask"].sum(1).tolist() == [len(samples[0]["audio"])] * 16
 
 
 def test_batch_sampler_groups_similar_lengths_and_covers_every_utterance_once(manifest):
@@ -135,7 +155,9 @@ def test_build_model_reads_units_from_the_training_set(manifest):
     args.backbone, args.head, args.backbone_args, args.head_args = None, None, SPEECH, {"dropout": 0.0}
     model = task.build_model(args, dataset)
     assert model.head.alphabet == alphabet_for(TEXTS) and model.tokenizer is None
-    assert model.preprocessing == {"sample_rate": 16000} and model.task == "asr"
+    assert model.preprocessing == {"sample_rate": 16000, "speed_perturb": [0.9, 1.0, 1.1]} and model.task == "asr"
+    args.speed_perturb = [1.0]
+    assert task.build_model(args, dataset).preprocessing["speed_perturb"] == []
     args.head, args.head_args = "seq2seq", {"depth": 1, "heads": 2}
     model = task.build_model(args, dataset)
     assert model.tokenizer is not None and model.head.proj.out_features == model.tokenizer.vocab_size

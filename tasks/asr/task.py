@@ -4,11 +4,11 @@ Defaults (``zoo train asr``): ``speech_encoder_tiny`` (log-mel on the device, Sp
 4x subsampling, 4 Conformer blocks) narrowed for a CPU by ``BACKBONE_DEFAULTS`` (width 96, 40 mel
 bins; ``--backbone-args`` overrides them, other backbones keep their registered configuration) and
 a CTC head over characters whose alphabet is read from the training transcripts and stored in the
-head's arguments. ``--units sentencepiece``
-switches to sentencepiece units; ``--head seq2seq`` decodes by attention over the same features
-(``model.generate``, greedy or ``--beams``), with a sentencepiece tokenizer stored with the model.
-Batches group utterances of similar length. The primary metric is WER (jiwer, on
-``normalize_text``-ed transcripts), with CER beside it.
+head's arguments. ``--units sentencepiece`` switches to sentencepiece units; ``--head seq2seq``
+decodes by attention over the same features (``model.generate``, greedy or ``--beams``), with a
+sentencepiece tokenizer stored with the model. Training clips are speed-perturbed (0.9/1.0/1.1:
+new pitch and tempo, as from another speaker) and batches group utterances of similar length.
+The primary metric is WER (jiwer, on ``normalize_text``-ed transcripts), with CER beside it.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.asr import data
+from tasks.asr.augment import SPEED_FACTORS, random_speed
 from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import UNITS, build_units, encode_targets
@@ -52,8 +53,14 @@ class AsrTask(Task):
         return data.read(spec, split)
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
-        """Padded waveforms + mask (:func:`collate_audio`) and the transcripts as unit ``targets``."""
+        """Padded waveforms + mask (:func:`collate_audio`) and the transcripts as unit ``targets``;
+        in training each clip is first played at a speed drawn from ``preprocessing["speed_perturb"]``."""
+        factors = model.preprocessing.get("speed_perturb", ()) if train else ()
+
         def collate(samples: list[dict]) -> dict:
+            if factors:
+                waves = random_speed([s["audio"] for s in samples], factors)
+                samples = [{**s, "audio": wave} for s, wave in zip(samples, waves)]
             batch = collate_audio(samples)
             batch["targets"], batch["target_mask"] = encode_targets(model, batch["texts"])
             return batch
@@ -84,6 +91,8 @@ class AsrTask(Task):
         group.add_argument("--vocab-size", type=int, default=256,
                            help="sentencepiece pieces with --units sentencepiece")
         group.add_argument("--eval-beams", type=int, default=1, help="beam size of evaluation (1 = greedy)")
+        group.add_argument("--speed-perturb", type=float, nargs="+", default=list(SPEED_FACTORS), metavar="FACTOR",
+                           help="training clips play at one of these speeds, drawn per clip (1 = off)")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
@@ -99,7 +108,9 @@ class AsrTask(Task):
         head_args = {**HEAD_DEFAULTS.get(head_name, {}), **head_args, **(args.head_args or {})}
         head = zoo.create_head(head_name, backbone, **head_args)
         sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
-        return zoo.ZooModel(backbone, head, tokenizer, {"sample_rate": sample_rate}, task=self.name)
+        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
+        preprocessing = {"sample_rate": sample_rate, "speed_perturb": speeds}
+        return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
