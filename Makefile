@@ -1,5 +1,5 @@
 # make test: create .venv if missing, install, run the test suite.
-# make demo: the same setup, prepare the built-in data, train/evaluate/benchmark every task briefly.
+# make demo: the same setup, prepare the quick built-in sets, train/evaluate/benchmark every task briefly.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -29,12 +29,15 @@ sysdeps:
 		echo "missing Debian packages:$$missing -- run 'sudo apt-get install$$missing' (needed for the built-in speech data)"; \
 	fi
 
+# `make data` builds every built-in set; `make demo` only the quickest set of each task.
+DATA_ARGS ?=
 data: install sysdeps
-	$(VENV)/bin/zoo data prepare
+	$(VENV)/bin/zoo data prepare $(DATA_ARGS)
 
 test: install sysdeps
 	$(PY) -m pytest -q
 
+demo: DATA_ARGS = --quick
 demo: data
 	$(VENV)/bin/zoo demo
 

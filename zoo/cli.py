@@ -11,13 +11,13 @@ from zoo.registry import BACKBONES, HEADS, TASKS
 
 USAGE = """zoo <command> ...
 
-  zoo list {backbones,heads,tasks} [PATTERN]   what the registries hold
-  zoo data prepare [TASK ...] [--force]        build the built-in data sets (the only command that fetches)
-  zoo train TASK [flags]                       train (zoo train TASK --help for the flags)
+  zoo list {backbones,heads,tasks} [PATTERN]       what the registries hold
+  zoo data prepare [TASK ...] [--quick] [--force]  build the built-in data sets (the only command that fetches)
+  zoo train TASK [flags]                           train (zoo train TASK --help for the flags)
   zoo eval TASK --checkpoint DIR [--data SPEC] [--split SPLIT]
   zoo predict TASK --checkpoint DIR [INPUT ...] [--input-file FILE] [--json]
-  zoo bench [flags]                            the benchmark runner (python -m benchmarks --help)
-  zoo demo                                     train, evaluate and benchmark every task briefly
+  zoo bench [flags]                                the benchmark runner (python -m benchmarks --help)
+  zoo demo                                         train, evaluate and benchmark every task briefly
 """
 
 
@@ -39,9 +39,11 @@ def _data(argv: list[str]) -> None:
     parser.add_argument("tasks", nargs="*", help="default: every task")
     parser.add_argument("--force", action="store_true", help="rebuild even when prepared")
     parser.add_argument("--set", dest="sets", action="append", help="only these built-in sets (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="only each task's quickest set (what `zoo demo` uses)")
     args = parser.parse_args(argv)
     for name in args.tasks or TASKS.list():
-        zoo.get_task(name).prepare(args.sets, force=args.force)
+        task = zoo.get_task(name)
+        task.prepare([task.quick_set] if args.quick else args.sets, force=args.force)
 
 
 def _hand_over(module: str, argv: list[str]) -> None:

@@ -62,6 +62,11 @@ class Task:
     data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force) and read(spec, split)
 
     # ---- data -------------------------------------------------------------------------
+    @property
+    def quick_set(self) -> str:
+        """The built-in set named by :attr:`quick_data` (``builtin`` alone is ``default``)."""
+        return self.quick_data.partition(":")[2] or "default"
+
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
         """Build this task's built-in data sets into the cache (the only code that fetches)."""
         self.data_module.prepare(names, force)
