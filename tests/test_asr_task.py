@@ -155,7 +155,7 @@ def test_build_model_reads_units_from_the_training_set(manifest):
     args.backbone, args.head, args.backbone_args, args.head_args = None, None, SPEECH, {"dropout": 0.0}
     model = task.build_model(args, dataset)
     assert model.head.alphabet == alphabet_for(TEXTS) and model.tokenizer is None
-    assert model.preprocessing == {"sample_rate": 16000, "speed_perturb": [0.9, 1.0, 1.1]} and model.task == "asr"
+    assert model.preprocessing == {"sample_rate": 16000, "speed_perturb": [0.9, 1.0, 1.1, 1.2]} and model.task == "asr"
     args.speed_perturb = [1.0]
     assert task.build_model(args, dataset).preprocessing["speed_perturb"] == []
     args.head, args.head_args = "seq2seq", {"depth": 1, "heads": 2}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from zoo.layers.attention import Attention, KVCache, attention_mask
+from zoo.layers.position import RotaryEmbedding
 
 
 def reference_attention(layer, x, key_mask=None, causal=False):
@@ -80,3 +81,27 @@ def test_cross_attention_honours_context_mask():
     padded = layer(x, mask=mask, context_kv=layer.project_context(context))
     trimmed = layer(x, context_kv=layer.project_context(context[:, :3]))
     torch.testing.assert_close(padded, trimmed, atol=1e-5, rtol=1e-5)
+
+
+def test_rope_rotates_channel_pairs_and_depends_only_on_relative_position() -> None:
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8)
+    x = torch.randn(2, 3, 5, 8)  # (B, nh, T, hs)
+    positions = torch.arange(5)
+    rotated = rope(x, positions)
+    angles = positions[:, None].float() * rope.inv_freq  # (T, hs/2)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    expected = torch.stack([x1 * angles.cos() - x2 * angles.sin(), x1 * angles.sin() + x2 * angles.cos()], -1)
+    assert torch.allclose(rotated, expected.flatten(-2), atol=1e-6)
+    assert torch.allclose(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    # per-row positions (B, T) give each row its own rotation; a shift changes no dot product
+    shifted = rope(x, positions[None].repeat(2, 1) + torch.tensor([[0], [7]]))
+    assert torch.allclose(shifted[0], rotated[0], atol=1e-6)
+    q, k = x[:, :, :1], x[:, :, 1:2]
+    near = (rope(q, torch.tensor([2])) * rope(k, torch.tensor([5]))).sum(-1)
+    far = (rope(q, torch.tensor([12])) * rope(k, torch.tensor([15]))).sum(-1)
+    assert torch.allclose(near, far, atol=1e-5)
+    half = rope(x.to(torch.bfloat16), positions)
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), rotated, atol=5e-2)
+    strided = torch.randn(2, 5, 3, 3, 8)[:, :, 1].transpose(1, 2)  # a non-contiguous slice, as q from fused qkv
+    assert torch.allclose(rope(strided, positions), rope(strided.contiguous(), positions), atol=1e-6)

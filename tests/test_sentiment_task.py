@@ -14,7 +14,7 @@ import torch
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.sentiment import data
-from tasks.sentiment.evaluation import CONFUSION_JSON, CONFUSION_PNG
+from tasks.engine.confusion import CONFUSION_JSON, CONFUSION_PNG
 from tasks.sentiment.task import REGULARIZATION, encode
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}

@@ -11,6 +11,7 @@ import pytest
 import rdata
 import torch
 
+from tasks.engine.rdata import read_r_lazyload
 from tasks.text_generation import data
 
 
@@ -208,11 +209,11 @@ def write_lazyload(folder: Path, objects: dict[str, list[str]]) -> Path:
 
 def test_lazyload_round_trip_and_damaged_block(tmp_path: Path) -> None:
     index = write_lazyload(tmp_path / "db", {"a": ["x", "y"], "b": ["z"]})
-    assert data.read_r_lazyload(index) == {"a": ["x", "y"], "b": ["z"]}
+    assert read_r_lazyload(index) == {"a": ["x", "y"], "b": ["z"]}
     store = index.with_suffix(".rdb")
     store.write_bytes(store.read_bytes()[:6] + b"garbage" + store.read_bytes()[13:])
     with pytest.raises(ValueError, match=r"Rdata\.rdb: object 'a' at byte 0: damaged zlib block"):
-        data.read_r_lazyload(index)
+        read_r_lazyload(index)
 
 
 def test_split_chapters_keeps_headings_and_drops_layout() -> None:

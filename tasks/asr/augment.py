@@ -1,7 +1,11 @@
-"""Waveform augmentation for ASR training: speed perturbation (Ko et al., 2015; Kaldi's 0.9/1.0/1.1).
+"""Waveform augmentation for ASR training: speed perturbation (Ko et al., 2015, with Kaldi's
+0.9/1.0/1.1, plus 1.2 here).
 
 Resampling a clip by a factor changes its duration, pitch and formants together, which imitates
-another speaker: the cheapest way to make a few training voices generalise to unheard ones.
+another speaker: the cheapest way to make a few training voices generalise to unheard ones. The
+extra 1.2 raises formants about as far as a typical female voice sits above a male one: the
+built-in training voices are mostly male, and a model trained on 0.9-1.1 made 27% word errors on
+the held-out female flite voice against 11% on the same clips slowed by 0.85.
 SpecAugment (time and frequency masks on the log-mel features) lives in the backbone.
 """
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Sequence
 import torch
 import torchaudio
 
-SPEED_FACTORS = (0.9, 1.0, 1.1)
+SPEED_FACTORS = (0.9, 1.0, 1.1, 1.2)
 
 
 def speed_perturb(wave: torch.Tensor, factor: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ accents kept out of the training pool.
 - ``digits`` (quick): connected digit strings of 1 to 7 digits, said as words with 0 as
   "oh" or "zero" (like TIDIGITS).
 - ``default``: short sentences (3 to 12 words) from Jane Austen's six novels (public
-  domain; Debian ``r-cran-janeaustenr``, read by the text generation task's reader), no
+  domain; Debian ``r-cran-janeaustenr``, read by :mod:`tasks.engine.rdata`), no
   sentence in two splits.
 """
 from __future__ import annotations
@@ -60,9 +60,10 @@ from tasks.engine.data import (
     require_program,
     write_jsonl,
 )
+from tasks.engine.rdata import read_r_lazyload
 
 TASK = "asr"
-VERSION = "1"
+VERSION = "2"
 BUILTIN_SETS: dict[str, str] = {
     "default": "short English sentences from Jane Austen spoken by espeak-ng and flite voices (4000/300/300)",
     "digits": "connected digit strings of 1-7 digits (TIDIGITS-like) spoken by espeak-ng and flite voices (3000/300/300)",
@@ -87,6 +88,9 @@ _ESPEAK_VARIANTS = {
 }
 _FLITE_VOICES = {"train": ("kal", "kal16", "awb"), "validation": ("rms",), "test": ("slt",)}
 _FLITE_F0 = {"kal": 100, "kal16": 100, "awb": 120, "rms": 100, "slt": 170}   # mean pitch (Hz) of each voice
+# Range of the factor on that pitch per split: the (male) training voices are also pitched up to where
+# female voices speak, so that a held-out voice's pitch is never new, only its timbre.
+_FLITE_F0_FACTOR = {"train": (0.8, 1.9), "validation": (0.85, 1.2), "test": (0.85, 1.2)}
 _FLITE_SHARE = 1 / 3  # fraction of utterances spoken by flite, the rest by espeak-ng
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _AUSTEN_PACKAGE = "r-cran-janeaustenr"
@@ -339,8 +343,6 @@ def _digit_strings(count: int, seed: int) -> list[str]:
 
 def _austen_sentences(count: int) -> list[str]:
     """``count`` distinct, seeded-shuffled sentences of Jane Austen's novels that a synthesizer reads as written."""
-    from tasks.text_generation.data import read_r_lazyload
-
     with tempfile.TemporaryDirectory() as tmp:
         index = debian_package_root(_AUSTEN_PACKAGE, Path(tmp)) / _AUSTEN_INDEX
         if not index.is_file():
@@ -390,7 +392,7 @@ def _plan(texts: list[str], sizes: tuple[int, int, int], seed: int) -> list[_Utt
         for number, spoken in enumerate(texts[lo:hi]):
             if rng.random() < _FLITE_SHARE:
                 voice = rng.choice(_FLITE_VOICES[split])
-                engine, rate, pitch = "flite", rng.uniform(0.85, 1.25), _FLITE_F0[voice] * rng.uniform(0.85, 1.2)
+                engine, rate, pitch = "flite", rng.uniform(0.85, 1.25), _FLITE_F0[voice] * rng.uniform(*_FLITE_F0_FACTOR[split])
             else:
                 voice = rng.choice(espeak_voices)
                 engine, rate, pitch = "espeak-ng", rng.randint(130, 200), rng.randint(25, 75)

@@ -6,7 +6,7 @@ bins; ``--backbone-args`` overrides them, other backbones keep their registered 
 a CTC head over characters whose alphabet is read from the training transcripts and stored in the
 head's arguments. ``--units sentencepiece`` switches to sentencepiece units; ``--head seq2seq``
 decodes by attention over the same features (``model.generate``, greedy or ``--beams``), with a
-sentencepiece tokenizer stored with the model. Training clips are speed-perturbed (0.9/1.0/1.1:
+sentencepiece tokenizer stored with the model. Training clips are speed-perturbed (0.9/1.0/1.1/1.2:
 new pitch and tempo, as from another speaker) and batches group utterances of similar length.
 The primary metric is WER (jiwer, on ``normalize_text``-ed transcripts), with CER beside it.
 """
@@ -21,11 +21,12 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.asr import data
 from tasks.asr.augment import SPEED_FACTORS, random_speed
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
+from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import UNITS, build_units, encode_targets
+from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.commands import generation_options
-from tasks.engine.task import Metric, Task, Workload
+from tasks.engine.task import Metric, Task
 
 BUCKET_BATCHES = 20   # training batches are cut from pools of this many batches sorted by length
 TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300,
@@ -72,15 +73,7 @@ class AsrTask(Task):
         """Shuffled pools of ``BUCKET_BATCHES`` batches, each pool cut into batches of similar length."""
         if not train:
             return None
-        lengths = dataset.lengths
-        permutation = torch.randperm(len(lengths), generator=generator).tolist()
-        pool = batch_size * BUCKET_BATCHES
-        batches = []
-        for start in range(0, len(permutation), pool):
-            chunk = permutation[start:start + pool]
-            grouped = length_grouped_batches([lengths[i] for i in chunk], batch_size, shuffle=False)
-            batches += [[chunk[i] for i in batch] for batch in grouped]
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return length_bucketed_batches(dataset.lengths, batch_size, generator, BUCKET_BATCHES)
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -138,10 +131,3 @@ class AsrTask(Task):
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
         return str(prediction)
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        from tasks.asr.bench import workloads
-
-        return workloads(device, precision, quick, compile)

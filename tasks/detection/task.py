@@ -30,8 +30,8 @@ from tasks.detection import data
 from tasks.detection.evaluation import coco_metrics, label_mapping
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
-from tasks.engine.task import Metric, Task, Workload
-from tasks.engine.trainer import _json_object
+from tasks.engine.task import Metric, Task
+from tasks.engine.trainer import json_object
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.registry import BACKBONES
 
@@ -76,7 +76,7 @@ class DetectionTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--transform JSON`` (augmentation/resize overrides); sets this task's training defaults."""
         group = parser.add_argument_group("detection")
-        group.add_argument("--transform", type=_json_object, default=None, metavar="JSON",
+        group.add_argument("--transform", type=json_object, default=None, metavar="JSON",
                            help=f"transform options over {json.dumps({**DEFAULT_CONFIG, **TRANSFORM_DEFAULTS})}")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
@@ -130,11 +130,3 @@ class DetectionTask(Task):
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return json.dumps({"input": item, **prediction}, ensure_ascii=False)
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        from tasks.detection.bench import workloads
-
-        return workloads(device, precision, quick, compile)
-

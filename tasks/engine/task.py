@@ -6,6 +6,8 @@ runner never import task packages directly; they look tasks up in the registry.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
@@ -126,5 +128,12 @@ class Task:
     # ---- benchmark ----------------------------------------------------------------------
     def bench_workloads(self, device: torch.device, precision: str, quick: bool,
                         compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        """Pairs (ours, reference) of the same work and shapes; reference None when absent."""
-        return []
+        """Pairs (ours, reference) of the same work and shapes; reference None when absent.
+
+        By default ``workloads(device, precision, quick, compile)`` of the ``bench`` module beside
+        the task's own (``tasks/<task>/bench.py``), imported only now; none when there is no such module.
+        """
+        package = type(self).__module__.rpartition(".")[0]
+        if not package or importlib.util.find_spec(f"{package}.bench") is None:
+            return []
+        return importlib.import_module(f"{package}.bench").workloads(device, precision, quick, compile)

@@ -75,8 +75,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default=None, help="run folder (default: runs/<task>-<timestamp>)")
     g.add_argument("--backbone", default=None, help="backbone registry name (default: the task's)")
     g.add_argument("--head", default=None, help="head registry name (default: the task's)")
-    g.add_argument("--backbone-args", type=_json_object, default=None, metavar="JSON", help="backbone arguments")
-    g.add_argument("--head-args", type=_json_object, default=None, metavar="JSON", help="head arguments")
+    g.add_argument("--backbone-args", type=json_object, default=None, metavar="JSON", help="backbone arguments")
+    g.add_argument("--head-args", type=json_object, default=None, metavar="JSON", help="head arguments")
     g.add_argument("--batch-size", type=int, default=32, help="items per batch per process")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay on matrices")
@@ -567,7 +567,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str) -> dict:
+    """argparse type of the JSON-object flags (``--backbone-args '{"dim": 128}'``)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:

@@ -2,8 +2,8 @@
 
 ``per_class_accuracy`` maps each class name to the fraction of its images classified
 correctly (recall), or ``None`` for a class with no image in the evaluated set. The
-confusion matrix (JSON + PNG, rows true, columns predicted) is drawn by the same
-function the sentiment task uses.
+confusion matrix (JSON + PNG, rows true, columns predicted) is drawn by
+:func:`tasks.engine.confusion.write_confusion_matrix`, as for sentiment.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
-from tasks.sentiment.evaluation import write_confusion_matrix
+from tasks.engine.confusion import write_confusion_matrix
 
 TOP_K = 5
 

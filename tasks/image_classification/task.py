@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec
-from tasks.engine.task import Metric, Task, Workload
+from tasks.engine.task import Metric, Task
 from tasks.image_classification import data
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import TOP_K, classify, metrics
@@ -198,13 +198,6 @@ class ImageClassificationTask(Task):
         ranked = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in prediction["top"])
         explained = f"  [{prediction['explanation']}]" if "explanation" in prediction else ""
         return f"{item}: {ranked}{explained}"
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        from tasks.image_classification.bench import workloads
-
-        return workloads(device, precision, quick, compile)
 
 
 def transform_config(model: torch.nn.Module) -> dict:

@@ -6,17 +6,14 @@ and a class the model does not know is an error naming it.
 """
 from __future__ import annotations
 
-import json
-import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
+from tasks.engine.confusion import write_confusion_matrix
 
 
 def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
@@ -68,36 +65,3 @@ def metrics(logits: torch.Tensor, target: torch.Tensor, labels: list[str],
     if out is not None:
         write_confusion_matrix(multiclass_confusion_matrix(preds, target, num_classes), labels, Path(out))
     return result
-
-
-def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path) -> None:
-    """``confusion_matrix.json`` ({"labels", "matrix"}, counts) and a PNG heat map in ``out``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    counts = matrix.tolist()
-    _replace(out / CONFUSION_JSON, lambda tmp: tmp.write_text(json.dumps({"labels": labels, "matrix": counts}) + "\n"))
-    size = 2.5 + 0.6 * len(labels)
-    fig = Figure(figsize=(size, size), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(matrix.numpy(), cmap="Blues")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    ticks = range(len(labels))
-    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="confusion matrix")
-    ax.set_xticklabels(labels, rotation=45, ha="right")
-    ax.set_yticklabels(labels)
-    threshold = matrix.max().item() / 2
-    for row, values in enumerate(counts):
-        for column, count in enumerate(values):
-            ax.text(column, row, str(count), ha="center", va="center",
-                    color="white" if count > threshold else "black")
-    _replace(out / CONFUSION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-def _replace(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file and ``os.replace`` so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

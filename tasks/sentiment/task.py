@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 import zoo
+from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.engine.task import Metric, Task, Workload
+from tasks.engine.task import Metric, Task
 from tasks.sentiment import data
 from tasks.sentiment.evaluation import classify, label_mapping, metrics
 from zoo.checkpoint import read_config
@@ -65,13 +66,7 @@ class SentimentTask(Task):
         if not train:
             return None
         lengths = [len(dataset[i]["text"]) for i in range(len(dataset))]
-        permutation = torch.randperm(len(lengths), generator=generator).tolist()
-        pool = batch_size * BUCKET_BATCHES
-        batches = []
-        for start in range(0, len(permutation), pool):
-            chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
-            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return length_bucketed_batches(lengths, batch_size, generator, BUCKET_BATCHES)
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -156,13 +151,6 @@ class SentimentTask(Task):
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        from tasks.sentiment.bench import workloads
-
-        return workloads(device, precision, quick, compile)
 
 
 def _known(backbone: str, defaults: dict[str, Any]) -> dict[str, Any]:

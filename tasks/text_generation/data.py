@@ -25,7 +25,6 @@ import re
 import tempfile
 import time
 import warnings
-import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,6 +41,7 @@ from tasks.engine.data import (
     read_jsonl,
     write_jsonl,
 )
+from tasks.engine.rdata import read_r_lazyload
 
 TASK = "text_generation"
 VERSION = "1"
@@ -300,50 +300,6 @@ def split_chapters(lines: list[str]) -> list[str]:
             parts.append([])
         parts[-1].append(line)
     return [re.sub(r"\n{3,}", "\n\n", "\n".join(part).strip("\n")) for part in parts]
-
-
-def read_r_lazyload(index: Path) -> dict[str, object]:
-    """The objects of an R lazy-load database: ``NAME.rdx`` (index) and ``NAME.rdb`` (blocks).
-
-    The index is a compressed serialized R list whose ``variables`` give each object's
-    (offset, length) in the ``.rdb``; each block is a 4-byte big-endian uncompressed size
-    followed by a zlib stream holding one serialized object. Character vectors come back as
-    ``list[str]`` (NA as ""), other objects as ``rdata`` converts them.
-    """
-    table = _parse_r(index.read_bytes(), str(index))
-    if not isinstance(table, dict) or "variables" not in table:
-        raise ValueError(f"{index}: not an R lazy-load index (no 'variables' entry)")
-    compressed = table.get("compressed", [True])
-    if int(compressed[0]) != 1:
-        raise ValueError(f"{index}: compression type {compressed[0]} is not supported (only zlib, type 1)")
-    store = index.with_suffix(".rdb")
-    blob = store.read_bytes()
-    objects: dict[str, object] = {}
-    for key, (offset, length) in table["variables"].items():
-        name = str(key)
-        block = blob[int(offset): int(offset) + int(length)]
-        where = f"{store}: object {name!r} at byte {int(offset)}"
-        try:
-            raw = zlib.decompress(block[4:])
-        except zlib.error as err:
-            raise ValueError(f"{where}: damaged zlib block ({err})") from None
-        if len(raw) != int.from_bytes(block[:4], "big"):
-            raise ValueError(f"{where}: unpacked {len(raw)} bytes, its header says {int.from_bytes(block[:4], 'big')}")
-        value = _parse_r(raw, where)
-        if getattr(value, "dtype", None) is not None and value.dtype.kind in "UO":
-            value = [item if isinstance(item, str) else "" for item in value.tolist()]
-        objects[name] = value
-    return objects
-
-
-def _parse_r(data: bytes, where: str) -> object:
-    """One serialized R object (optionally gzip/bzip2/xz-compressed) converted by ``rdata``."""
-    import rdata
-
-    try:
-        return rdata.conversion.convert(rdata.parser.parse_data(data, extension=".rds"))
-    except Exception as err:  # rdata raises assorted errors on damaged input; name the source instead
-        raise ValueError(f"{where}: not readable as serialized R data ({type(err).__name__}: {err})") from err
 
 
 def _build_fortunes(out: Path) -> str:

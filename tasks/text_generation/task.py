@@ -20,7 +20,7 @@ import torch
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.commands import generation_options
-from tasks.engine.task import Metric, Task, Workload
+from tasks.engine.task import Metric, Task
 from tasks.text_generation import data
 from tasks.text_generation.blocks import BlockLayout, TextBlocks
 from tasks.text_generation.metrics import evaluate_blocks
@@ -141,11 +141,3 @@ class TextGenerationTask(Task):
     def format_prediction(self, item: Any, prediction: Any) -> str:
         """Prompt and continuation as one text (empty when it was streamed already)."""
         return "" if self._streamed else f"{item}{prediction}"
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        """Prefill and decode tokens/s vs transformers' GPT-2, and decode's share of copy bandwidth."""
-        from tasks.text_generation.bench import workloads
-
-        return workloads(device, precision, quick, compile)

@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import Dataset
 
 import zoo
+from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.commands import generation_options
-from tasks.engine.task import Metric, Task, Workload
+from tasks.engine.task import Metric, Task
 from tasks.translation import data
 from tasks.translation.evaluation import scores, translate
 from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, tokenizers,
@@ -57,13 +58,7 @@ class TranslationTask(Task):
         if not train:
             return None
         lengths = [len(pair[0]) + len(pair[1]) for pair in _pairs(dataset)]
-        permutation = torch.randperm(len(lengths), generator=generator).tolist()
-        pool = batch_size * BUCKET_BATCHES
-        batches = []
-        for start in range(0, len(permutation), pool):
-            chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
-            batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return length_bucketed_batches(lengths, batch_size, generator, BUCKET_BATCHES)
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -141,13 +136,6 @@ class TranslationTask(Task):
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
         return str(prediction)
-
-    # ---- benchmark ----------------------------------------------------------------------
-    def bench_workloads(self, device: torch.device, precision: str, quick: bool,
-                        compile: bool = False) -> list[tuple[Workload, Workload | None]]:
-        from tasks.translation.bench import workloads
-
-        return workloads(device, precision, quick, compile)
 
 
 def _pairs(dataset: Dataset) -> list[tuple[str, str]]:

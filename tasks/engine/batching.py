@@ -1,0 +1,25 @@
+"""Length-bucketed training batches: little padding, still shuffled (as fairseq and ESPnet batch)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                            pool_batches: int) -> list[list[int]]:
+    """Indices of ``lengths`` cut into shuffled batches of similar length.
+
+    The indices are shuffled, taken in pools of ``pool_batches`` batches, each pool sorted by
+    length (ties keep the shuffled order) and cut into batches of ``batch_size``; then the order
+    of all batches is shuffled. Every index appears exactly once.
+    """
+    if batch_size <= 0 or pool_batches <= 0:
+        raise ValueError(f"batch_size and pool_batches must be positive, got {batch_size} and {pool_batches}")
+    permutation = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * pool_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(permutation), pool):
+        chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

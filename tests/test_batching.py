@@ -1,0 +1,20 @@
+"""Length-bucketed batches shared by the text and speech tasks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.engine.batching import length_bucketed_batches
+
+
+def test_batches_cover_every_index_once_with_similar_lengths_and_repeat_with_the_seed() -> None:
+    lengths = torch.randint(1, 1000, (1000,), generator=torch.Generator().manual_seed(0)).tolist()
+    batches = length_bucketed_batches(lengths, 10, torch.Generator().manual_seed(1), pool_batches=20)
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    assert all(len(batch) == 10 for batch in batches)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 60  # random batches of 10 from 1..1000 spread about 800
+    assert batches == length_bucketed_batches(lengths, 10, torch.Generator().manual_seed(1), pool_batches=20)
+    assert batches != length_bucketed_batches(lengths, 10, torch.Generator().manual_seed(2), pool_batches=20)
+    with pytest.raises(ValueError, match="positive"):
+        length_bucketed_batches(lengths, 0, torch.Generator(), pool_batches=20)
