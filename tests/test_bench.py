@@ -100,8 +100,11 @@ def test_warm_up_reports_peak_memory_of_a_step(kind: str, monkeypatch: pytest.Mo
 
     def step() -> torch.Tensor:
         # 80 MB transient: above glibc's largest mmap threshold (32 MB), so the pages are fresh
-        # each time and not reused from memory the process already holds.
-        return torch.ones(20_000_000).sum()
+        # each time and not reused from memory the process already holds. Held for 30 ms, as a
+        # real step holds its activations, so that the 1 ms sampler sees it even on a busy machine.
+        transient = torch.ones(20_000_000)
+        time.sleep(0.03)
+        return transient.sum()
 
     warm = bench.warm_up(Workload("alloc", "items", 1, step), CPU, "fp32", steps=2)
     assert warm.memory_kind == "rss_peak" and warm.step_s > 0
