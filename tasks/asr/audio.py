@@ -65,7 +65,7 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
     wave = torch.from_numpy(data).mean(dim=1)  # (S0,)
     if rate != target_rate:
-        wave = _resampler(rate, target_rate)(wave)  # (S,)
+        wave = resampler(rate, target_rate)(wave)  # (S,)
     return wave.contiguous()
 
 
@@ -124,7 +124,7 @@ def length_grouped_batches(
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
+def resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
     """A resampler per rate pair: building the windowed-sinc kernel costs several times the filtering."""
     return torchaudio.transforms.Resample(orig_rate, new_rate)
 

@@ -14,7 +14,8 @@ from fractions import Fraction
 from typing import Sequence
 
 import torch
-import torchaudio
+
+from tasks.asr.audio import resampler
 
 SPEED_FACTORS = (0.9, 1.0, 1.1, 1.2)
 
@@ -27,7 +28,7 @@ def speed_perturb(wave: torch.Tensor, factor: float) -> torch.Tensor:
     if ratio == 1:
         return wave
     # read as if recorded at `numerator` Hz, written at `denominator` Hz: length x denominator / numerator
-    return torchaudio.functional.resample(wave, ratio.numerator, ratio.denominator)
+    return resampler(ratio.numerator, ratio.denominator)(wave)
 
 
 def random_speed(waves: Sequence[torch.Tensor], factors: Sequence[float]) -> list[torch.Tensor]:
