@@ -44,15 +44,9 @@ class AsrTask(Task):
     default_backbone = "speech_encoder_tiny"
     default_head = "ctc"
     metric = Metric("wer", higher_is_better=False)
-    quick_data = f"builtin:{data.QUICK_SET}"
+    data_module = data
 
     # ---- data -------------------------------------------------------------------------
-    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
-        data.prepare(names, force)
-
-    def datasets(self, spec: str, split: str) -> data.SpeechDataset:
-        return data.read(spec, split)
-
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Padded waveforms + mask (:func:`collate_audio`) and the transcripts as unit ``targets``;
         in training each clip is first played at a speed drawn from ``preprocessing["speed_perturb"]``."""

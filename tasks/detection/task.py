@@ -49,16 +49,10 @@ class DetectionTask(Task):
     default_backbone = "timm/mobilenetv3_small_100"
     default_head = "fcos"
     metric = Metric("map_50", higher_is_better=True)
-    quick_data = f"builtin:{data.QUICK_SET}"
+    data_module = data
     demo_args = ("--time-budget", "60", "--eval-every", "0")
 
     # ---- data -------------------------------------------------------------------------
-    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
-        data.prepare(names, force)
-
-    def datasets(self, spec: str, split: str) -> data.DetectionDataset:
-        return data.read(spec, split)
-
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Box-aware transform of each sample (augmenting when ``train``), then pad + normalise."""
         pre = model.preprocessing

@@ -59,15 +59,19 @@ class Task:
     default_backbone: str = ""
     default_head: str = ""
     metric: Metric = Metric("loss", higher_is_better=False)
-    quick_data: str = "builtin"      # the fastest built-in set (make demo, tests)
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
-    data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force) and read(spec, split)
+    data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force), read(spec, split), QUICK_SET
 
     # ---- data -------------------------------------------------------------------------
     @property
     def quick_set(self) -> str:
-        """The built-in set named by :attr:`quick_data` (``builtin`` alone is ``default``)."""
-        return self.quick_data.partition(":")[2] or "default"
+        """The fastest built-in set (make demo, tests): the data module's ``QUICK_SET``."""
+        return self.data_module.QUICK_SET
+
+    @property
+    def quick_data(self) -> str:
+        """The data SPEC of :attr:`quick_set`."""
+        return f"builtin:{self.quick_set}"
 
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
         """Build this task's built-in data sets into the cache (the only code that fetches)."""

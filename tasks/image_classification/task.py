@@ -74,12 +74,9 @@ class ImageClassificationTask(Task):
     default_backbone = "vit_tiny"
     default_head = "classification"
     metric = Metric("top1", higher_is_better=True)
-    quick_data = f"builtin:{data.QUICK_SET}"
+    data_module = data
 
     # ---- data -------------------------------------------------------------------------
-    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
-        data.prepare(names, force)
-
     def datasets(self, spec: str, split: str) -> data.LabelledImages:
         """The samples of ``split``, decoded into memory when they are small (see ``cache``)."""
         return in_memory(data.read(spec, split))

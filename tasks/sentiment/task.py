@@ -40,7 +40,6 @@ class SentimentTask(Task):
     default_backbone = "text_encoder_tiny"
     default_head = "classification"
     metric = Metric("accuracy", higher_is_better=True)
-    quick_data = f"builtin:{data.QUICK_SET}"
     demo_args = ("--epochs", "1")   # the cosine schedule ends within the demo's minute
     data_module = data
 

@@ -40,16 +40,13 @@ class TextGenerationTask(Task):
     default_backbone = "text_decoder_tiny"
     default_head = "lm"
     metric = Metric("bits_per_char", higher_is_better=False)
-    quick_data = f"builtin:{data.QUICK_SET}"
+    data_module = data
 
     def __init__(self) -> None:
         self.layout = BlockLayout()     # shared by every data set this task instance reads
         self._streamed = False
 
     # ---- data -------------------------------------------------------------------------
-    def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
-        data.prepare(names, force)
-
     def datasets(self, spec: str, split: str) -> TextBlocks:
         """Documents of ``split``, packed into blocks once this task has a model's tokenizer."""
         return TextBlocks(data.read(spec, split), self.layout)

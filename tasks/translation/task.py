@@ -45,7 +45,6 @@ class TranslationTask(Task):
     default_backbone = "text_encoder_tiny"
     default_head = "seq2seq"
     metric = Metric("bleu", higher_is_better=True)
-    quick_data = f"builtin:{data.QUICK_SET}"
     data_module = data
 
     # ---- data -------------------------------------------------------------------------
