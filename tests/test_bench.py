@@ -126,6 +126,28 @@ def test_warm_up_reports_peak_memory_of_a_step(kind: str) -> None:
     assert int(peak) >= 40_000_000
 
 
+@pytest.mark.parametrize("reset_works, has_statm, kind", [(True, True, "vmhwm"), (False, True, "sampled"),
+                                                           (False, False, "maxrss")])
+def test_host_memory_method_follows_what_the_kernel_offers(monkeypatch, tmp_path, reset_works: bool,
+                                                           has_statm: bool, kind: str) -> None:
+    monkeypatch.setattr(bench._HostMemory, "_reset_works", lambda self: reset_works)
+    monkeypatch.setattr(bench._HostMemory, "statm", Path("/proc/self/statm") if has_statm else tmp_path / "absent")
+    assert bench._HostMemory().kind == kind
+
+
+def test_vmhwm_peak_is_the_high_water_mark_above_the_starting_level(monkeypatch, tmp_path) -> None:
+    status, clear_refs = tmp_path / "status", tmp_path / "clear_refs"
+    monkeypatch.setattr(bench._HostMemory, "status", status)
+    monkeypatch.setattr(bench._HostMemory, "clear_refs", clear_refs)
+    monkeypatch.setattr(bench._HostMemory, "_reset_works", lambda self: True)
+    memory = bench._HostMemory()
+    status.write_text("VmHWM:\t  5000 kB\nVmRSS:\t  1000 kB\n")
+    with memory.measure() as result:
+        status.write_text("VmHWM:\t  9000 kB\nVmRSS:\t  1200 kB\n")   # the block peaked at 9000 kB
+    assert clear_refs.read_text() == "5"
+    assert result["bytes"] == (9000 - 1000) * 1024
+
+
 def test_parameter_bytes_and_count() -> None:
     model = nn.Linear(100, 100)
     assert bench.parameter_bytes(model) == (100 * 100 + 100) * 4
@@ -142,7 +164,15 @@ def test_threads_and_device_options() -> None:
     with pytest.raises(ValueError):
         bench.set_threads(0)
     assert bench.resolve_device("cpu") == CPU
-    assert bench.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_auto_device_follows_cuda_availability(monkeypatch, has_cuda: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    assert bench.resolve_device("auto").type == ("cuda" if has_cuda else "cpu")
+    if not has_cuda:
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            bench.resolve_device("cuda")
 
 
 # ---- FLOPs ---------------------------------------------------------------------------------------
@@ -234,6 +264,7 @@ def run_toy(tmp_path, monkeypatch, *extra: str) -> dict:
 
 
 def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(report, "cpu_has_bf16", lambda: False)  # fp32 rows only, whatever this CPU has
     result = run_toy(tmp_path, monkeypatch, "--sweep", "--sweep-max", "16")
     assert {p.suffix for p in tmp_path.iterdir()} == {".json", ".md", ".png"}
     paired, solo = result["rows"]
@@ -248,6 +279,32 @@ def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> No
     assert result["machine"]["cpu"] and result["machine"]["versions"]["torch"]
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| toy | inference | fp32 | zoo tiny" in table and "sweep toy zoo tiny" in table
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_default_precisions_follow_the_cpu_flags_and_the_device(monkeypatch, has_bf16: bool) -> None:
+    monkeypatch.setattr(report, "cpu_flags", lambda: {"avx2", "fma"} | ({"avx512_bf16"} if has_bf16 else set()))
+    assert report.cpu_has_bf16() is has_bf16
+    assert run.default_precisions(CPU) == (["fp32", "bf16"] if has_bf16 else ["fp32"])
+    assert run.default_precisions(torch.device("cuda")) == ["fp32", "bf16"]   # GPUs always get both
+
+
+def test_amx_alone_counts_as_bf16_units(monkeypatch) -> None:
+    monkeypatch.setattr(report, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
+    assert report.cpu_has_bf16()
+
+
+def test_runner_adds_bf16_rows_on_a_cpu_with_bf16_units(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(report, "cpu_has_bf16", lambda: True)
+    rows = run_toy(tmp_path, monkeypatch)["rows"]
+    assert [(r["precision"], r["ours"]["name"]) for r in rows] == [
+        ("fp32", "zoo tiny"), ("fp32", "zoo solo"), ("bf16", "zoo tiny"), ("bf16", "zoo solo")]
+
+
+def test_explicit_precision_overrides_the_cpu_default(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(report, "cpu_has_bf16", lambda: True)
+    rows = run_toy(tmp_path, monkeypatch, "--precision", "fp32")["rows"]
+    assert {r["precision"] for r in rows} == {"fp32"}
 
 
 def test_result_file_round_trip_and_compare(tmp_path) -> None:
