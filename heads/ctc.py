@@ -24,7 +24,6 @@ from zoo.registry import HEADS
 
 BLANK = 0
 DEFAULT_ALPHABET = "_ 'abcdefghijklmnopqrstuvwxyz"   # "_" = the blank (index 0)
-_HASH_MOD = 1 << 40   # prefix hashes live below this; (row, hash) keys below 2**63 for < 2**23 rows
 
 
 class CTCHead(Head):
@@ -102,24 +101,26 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = B
 
 @dataclass
 class _Beams:
-    """``K`` prefixes per row: log-probability of ending in blank / in a unit, prefix hash, last unit
-    (-1 for the empty prefix) and the units so far (``history[..., :size]``). Tensors (B, K[, T+1])."""
+    """``K`` prefixes per row: log-probability of ending in blank / in a unit, last unit (-1 for the
+    empty prefix), the units so far (``history[..., :size]``) and ``prefix_of[b, i, j]``: prefix j
+    is a prefix of (or equal to) prefix i. Tensors (B, K[, T+1 | K])."""
 
     p_b: torch.Tensor
     p_nb: torch.Tensor
-    hashes: torch.Tensor
     last: torch.Tensor
     history: torch.Tensor
     size: torch.Tensor
+    prefix_of: torch.Tensor
 
     @classmethod
-    def empty(cls, rows: int, beams: int, steps: int, device: torch.device) -> "_Beams":
+    def empty(cls, rows: int, beams: int, steps: int, dtype: torch.dtype, device: torch.device) -> "_Beams":
         """One live beam per row, the empty prefix; the other slots are dead (-inf)."""
-        p_b = torch.full((rows, beams), float("-inf"), device=device)
+        p_b = torch.full((rows, beams), float("-inf"), dtype=dtype, device=device)
         p_b[:, 0] = 0.0
         zeros = torch.zeros(rows, beams, dtype=torch.long, device=device)
-        return cls(p_b, torch.full_like(p_b, float("-inf")), zeros, zeros - 1,
-                   torch.zeros(rows, beams, steps + 1, dtype=torch.long, device=device), zeros)
+        return cls(p_b, torch.full_like(p_b, float("-inf")), zeros - 1,
+                   torch.zeros(rows, beams, steps + 1, dtype=torch.long, device=device), zeros,
+                   torch.ones(rows, beams, beams, dtype=torch.bool, device=device))
 
     def where(self, keep: torch.Tensor, other: "_Beams") -> "_Beams":
         """Rows where ``keep`` (B,) is True from ``self``, the others from ``other``."""
@@ -130,28 +131,38 @@ class _Beams:
 
 def prefix_beam_search(log_probs: torch.Tensor, lengths: torch.Tensor, beams: int, prune: int = 32,
                        blank: int = BLANK) -> list[list[int]]:
-    """CTC prefix beam search over (B, T, V) log-probabilities, every row at once.
+    """CTC prefix beam search over (B, T, V) log-probabilities, every row at once: the most
+    probable prefix of each row (see :func:`prefix_beam_scores`)."""
+    return [units for units, _ in prefix_beam_scores(log_probs, lengths, beams, prune, blank)]
+
+
+def prefix_beam_scores(log_probs: torch.Tensor, lengths: torch.Tensor, beams: int, prune: int = 32,
+                       blank: int = BLANK) -> list[tuple[list[int], float]]:
+    """The most probable prefix of each row and its log-probability (summed over its alignments).
 
     Each of the ``beams`` prefixes keeps two scores: ending in blank (``p_b``) and ending in its
     last unit (``p_nb``). Per frame every prefix either stays (a blank, or a repeat of its last
     unit) or grows by one of the ``prune`` most probable non-blank units of the frame (every unit
     when the vocabulary is smaller); a repeated unit only grows a prefix that ended in blank.
-    Candidates reaching the same prefix are merged (log-sum-exp) through a polynomial hash of
-    the prefix (exact below ~40 bits of prefix, a 2**-40 chance of collision beyond), then the
-    best ``beams`` per row are kept. Returns the most probable prefix of each row.
+    Distinct beams hold distinct prefixes, so the only candidates reaching the same prefix are a
+    prefix P staying and P's parent (a beam too) growing by P's last unit; these are found
+    exactly through ``prefix_of`` and merged (log-sum-exp), then the best ``beams`` per row are
+    kept. Computed in the dtype of ``log_probs``.
     """
     rows, steps, vocab = log_probs.shape
     device = log_probs.device
     units = torch.tensor([u for u in range(vocab) if u != blank], device=device)
-    state = _Beams.empty(rows, beams, steps, device)
+    state = _Beams.empty(rows, beams, steps, log_probs.dtype, device)
     for t in range(steps):
-        grown = _step(state, log_probs[:, t], units[None].expand(rows, -1), min(prune, units.numel()), blank, vocab)
+        grown = _step(state, log_probs[:, t], units[None].expand(rows, -1), min(prune, units.numel()), blank)
         state = grown.where(t < lengths.to(device), state)  # rows past their length keep their beams
-    best = torch.logaddexp(state.p_b, state.p_nb).argmax(dim=-1)  # (B,)
-    return [state.history[r, k, :state.size[r, k]].tolist() for r, k in enumerate(best.tolist())]
+    total = torch.logaddexp(state.p_b, state.p_nb)  # (B, K)
+    best_score, best = total.max(dim=-1)  # (B,)
+    return [(state.history[r, k, :state.size[r, k]].tolist(), score)
+            for r, (k, score) in enumerate(zip(best.tolist(), best_score.tolist()))]
 
 
-def _step(state: _Beams, frame: torch.Tensor, units: torch.Tensor, width: int, blank: int, vocab: int) -> _Beams:
+def _step(state: _Beams, frame: torch.Tensor, units: torch.Tensor, width: int, blank: int) -> _Beams:
     """The best ``K`` prefixes per row after one frame of log-probabilities (B, V)."""
     rows, beams = state.p_b.shape
     device, neg = frame.device, float("-inf")
@@ -164,49 +175,34 @@ def _step(state: _Beams, frame: torch.Tensor, units: torch.Tensor, width: int, b
     # candidates K..K+K*C-1: prefix k grows by unit c (a repeated unit only after a blank)
     repeat = top_units[:, None, :] == state.last[:, :, None]  # (B, K, C)
     grow_nb = torch.where(repeat, state.p_b[:, :, None], total[:, :, None]) + top_lp[:, None, :]
-    grow_hash = (state.hashes[:, :, None] * (vocab + 1) + top_units[:, None, :]) % _HASH_MOD  # (B, K, C)
+    # prefix a (alive) equals prefix b grown by unit c when b is a's parent and c is a's last unit
+    parent_of = state.prefix_of & (state.size[:, :, None] == state.size[:, None, :] + 1)  # (B, K a, K b)
+    parent_of &= torch.isfinite(total)[:, :, None]
+    same = parent_of[:, :, :, None] & (top_units[:, None, None, :] == state.last[:, :, None, None])  # (B, a, b, C)
+    into = torch.where(same, grow_nb[:, None], neg).flatten(2).logsumexp(dim=-1)  # (B, a): mass reaching a
+    stay_nb = torch.logaddexp(stay_nb, into)
+    grow_nb = grow_nb.masked_fill(same.any(dim=1), neg)  # merged into the stay candidate
     cand_b = torch.cat([stay_b, torch.full_like(grow_nb, neg).flatten(1)], dim=1)  # (B, N)
     cand_nb = torch.cat([stay_nb, grow_nb.flatten(1)], dim=1)
-    cand_hash = torch.cat([state.hashes, grow_hash.flatten(1)], dim=1)
     slots = torch.arange(beams, device=device)
     cand_parent = torch.cat([slots, slots.repeat_interleave(width)])[None].expand(rows, -1)  # (B, N)
     cand_unit = torch.cat([torch.full_like(state.last, -1), top_units.repeat(1, beams)], dim=1)  # (B, N)
-    # merge candidates reaching the same prefix: one group per (row, hash), sorted by row
-    row_of = torch.arange(rows, device=device)
-    keys, group = torch.unique(row_of[:, None] * _HASH_MOD + cand_hash, return_inverse=True)  # group: (B, N)
-    group = group.flatten()
-    merged_b = _group_logsumexp(cand_b.flatten(), group, keys.numel())
-    merged_nb = _group_logsumexp(cand_nb.flatten(), group, keys.numel())
-    member = torch.full_like(keys, -1).scatter_reduce(0, group, torch.arange(group.numel(), device=device), "amax")
-    # the best K groups of each row, through a (B, most groups in a row) table
-    group_row = keys // _HASH_MOD
-    first = torch.searchsorted(group_row, row_of)  # (B,) first group of each row
-    counts = torch.bincount(group_row, minlength=rows)  # (B,)
-    table = torch.full((rows, max(beams, int(counts.max()))), neg, device=device)
-    slot = torch.arange(keys.numel(), device=device) - first[group_row]  # each group's place in its row
-    table[group_row, slot] = torch.logaddexp(merged_b, merged_nb)
-    chosen = table.topk(beams, dim=-1).indices  # (B, K)
-    real = chosen < counts[:, None]  # fewer groups than beams: the rest stay dead
-    chosen_group = (first[:, None] + chosen).clamp(max=keys.numel() - 1)
-    cand = member[chosen_group] % cand_hash.shape[1]  # a candidate of each chosen group, (B, K)
+    cand = torch.logaddexp(cand_b, cand_nb).topk(beams, dim=-1).indices  # (B, K)
     parent, unit = cand_parent.gather(1, cand), cand_unit.gather(1, cand)
     grew = unit >= 0
     history = state.history.gather(1, parent[:, :, None].expand(-1, -1, state.history.shape[2]))
     size = state.size.gather(1, parent)
+    # new prefix j is a prefix of new prefix i: j's parent is a prefix of i's parent and, when j
+    # grew, i's parent is longer than j's and holds j's new unit at that place
+    inherited = state.prefix_of.gather(1, parent[:, :, None].expand(-1, -1, beams))
+    inherited = inherited.gather(2, parent[:, None, :].expand(-1, beams, -1))  # (B, i, j)
+    unit_at = history.gather(2, size[:, None, :].expand(-1, beams, -1))  # (B, i, j): i's parent at j's size
+    extends = (size[:, :, None] > size[:, None, :]) & (unit_at == unit[:, None, :])
+    prefix_of = inherited & (~grew[:, None, :] | extends) | torch.eye(beams, dtype=torch.bool, device=device)
     history = history.scatter(2, size[:, :, None], torch.where(grew, unit, 0)[:, :, None])
-    return _Beams(p_b=torch.where(real, merged_b[chosen_group], neg),
-                  p_nb=torch.where(real, merged_nb[chosen_group], neg),
-                  hashes=cand_hash.gather(1, cand),
+    return _Beams(p_b=cand_b.gather(1, cand), p_nb=cand_nb.gather(1, cand),
                   last=torch.where(grew, unit, state.last.gather(1, parent)),
-                  history=history, size=size + grew.long())
-
-
-def _group_logsumexp(values: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
-    """log(sum(exp(values))) per group id (N,) -> (groups,); empty or all -inf groups give -inf."""
-    peak = torch.full((groups,), float("-inf"), device=values.device).scatter_reduce(0, group, values, "amax")
-    safe = torch.where(torch.isfinite(peak), peak, 0.0)
-    sums = torch.zeros(groups, device=values.device).index_add_(0, group, (values - safe[group]).exp())
-    return sums.log() + safe
+                  history=history, size=size + grew.long(), prefix_of=prefix_of)
 
 
 @HEADS.register("ctc", accepts=("audio",))

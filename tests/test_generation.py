@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import zoo
+from zoo.errors import ZooError
 from zoo.generation import filter_logits, stream
 from zoo.tokenizer import pad_ids
 
@@ -72,6 +73,38 @@ def test_top_k_and_top_p_filtering():
     assert kept_k.tolist() == [[True, True, False, False]]
     kept_p = torch.isfinite(filter_logits(logits, 1.0, top_k=0, top_p=0.7))
     assert kept_p.tolist() == [[True, True, False, False]]
+
+
+def test_top_p_zero_keeps_the_most_likely_token_and_one_keeps_all():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    kept = torch.isfinite(filter_logits(logits, 1.0, top_k=0, top_p=0.0))
+    assert kept.tolist() == [[False, True, False], [True, False, False]]
+    assert torch.equal(filter_logits(logits, 1.0, top_k=0, top_p=1.0), logits)
+
+
+def test_top_k_beyond_the_vocabulary_keeps_every_token():
+    logits = torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    assert torch.equal(filter_logits(logits, 1.0, top_k=10, top_p=1.0), logits)
+
+
+def test_degenerate_sampling_options_give_the_greedy_tokens(lm):
+    greedy = _one(lm, PROMPTS[0])
+    assert _one(lm, PROMPTS[0], temperature=1.0, top_p=0.0, seed=0) == greedy
+    assert _one(lm, PROMPTS[0], temperature=1e-12, seed=0) == greedy  # no NaN from 1 / temperature
+    assert _one(lm, PROMPTS[0], temperature=1e-12, top_k=1000, top_p=0.5, seed=0) == greedy
+
+
+def test_no_new_tokens_gives_one_empty_row_per_prompt(lm):
+    inputs, mask = pad_ids(PROMPTS, left_pad=True)
+    for beams in (1, 3):
+        assert lm.generate({"inputs": inputs, "mask": mask}, max_new_tokens=0, beams=beams) == [[], []]
+
+
+@pytest.mark.parametrize("option, value", [("max_new_tokens", -1), ("top_p", 1.5), ("top_k", -2),
+                                           ("temperature", -0.1), ("beams", 0)])
+def test_out_of_range_options_name_themselves(lm, option, value):
+    with pytest.raises(ZooError, match=rf"generation option {option}={value} is out of range"):
+        lm.generate({"inputs": torch.tensor([PROMPTS[0]])}, **{option: value})
 
 
 def test_lm_head_refuses_bidirectional_backbone():

@@ -11,7 +11,6 @@ import torch
 
 import zoo
 from tasks.engine.trainer import add_train_arguments
-from tasks.text_generation.metrics import detokenized_characters
 from tasks.text_generation.prompts import generate_texts
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -63,23 +62,28 @@ def test_blocks_are_the_token_stream_and_batches_are_shifted(built) -> None:
     assert torch.equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
 
 
-def test_bits_per_char_counts_the_characters_of_the_detokenized_text(built, tmp_path: Path) -> None:
+def test_bits_per_char_counts_the_characters_of_the_raw_text(built, tmp_path: Path) -> None:
     task, _, model, args = built
     tokenizer = model.tokenizer
-    raw = "the  cat\nsat   on the mat."          # the tokenizer folds the runs of spaces and the line break
+    raw = "a  dog\nran   to\u2026"      # folded spaces and line break; NFKC spells "\u2026" "..."
     doc = tokenizer.encode(raw)
-    assert tokenizer.decode(doc) == "the cat sat on the mat."
-    ids = torch.tensor(doc + [tokenizer.eos_id] + doc + [tokenizer.eos_id])
-    assert detokenized_characters(tokenizer, ids) == 2 * len("the cat sat on the mat.") + 2  # + one per EOS
-
+    assert tokenizer.decode(doc) == "a dog ran to..."
     one_doc = tmp_path / "one.txt"
     one_doc.write_text(raw)
-    metrics = task.evaluate(model, task.datasets(f"text:{one_doc}?sample_by=document", "all"), args)
-    targets = doc[1:]                            # the first token is context only; then EOS is predicted too
-    assert metrics["tokens"] == len(targets) + 1
-    assert metrics["characters"] == len(tokenizer.decode(targets)) + 1
-    nats = metrics["loss"] * metrics["tokens"]
-    assert metrics["bits_per_char"] == pytest.approx(nats / metrics["characters"] / math.log(2))
+    dataset = task.datasets(f"text:{one_doc}?sample_by=document", "all")
+    assert dataset.texts == [raw]
+    metrics = task.evaluate(model, dataset, args)
+
+    stream = torch.tensor([doc + [tokenizer.eos_id]])  # one block: the first token is context only
+    assert stream.shape[1] <= 17
+    with torch.no_grad():
+        logits = model({"inputs": stream[:, :-1]})["logits"][0]
+    nats = torch.nn.functional.cross_entropy(logits, stream[0, 1:], reduction="sum").item()
+    first = tokenizer.sp.id_to_piece(doc[0]).lstrip("\u2581")  # the raw characters of the unscored token
+    assert raw.startswith(first) and first
+    characters = len(raw) - len(first) + 1  # + the end of the document
+    assert metrics["tokens"] == len(doc) and metrics["characters"] == characters
+    assert metrics["bits_per_char"] == pytest.approx(nats / math.log(2) / characters, rel=1e-5)
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
 
 

@@ -13,10 +13,18 @@ from typing import Any, Iterator
 
 import torch
 
+from zoo.errors import ZooError
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Options shared by every generating task."""
+    """Options shared by every generating task.
+
+    ``exact_stop`` (beam search): keep a source open while a live beam could still beat its
+    worst kept hypothesis at any length up to ``max_new_tokens`` (transformers'
+    ``early_stopping="never"``); by default the live beams are judged at their current length
+    (transformers' ``early_stopping=False``).
+    """
 
     max_new_tokens: int = 32
     temperature: float = 0.0          # 0 = greedy
@@ -28,6 +36,17 @@ class GenerationConfig:
     seed: int | None = None
     use_cache: bool = True
     static_cache: bool = False
+    exact_stop: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [("max_new_tokens", self.max_new_tokens >= 0, "0 or more"),
+                  ("temperature", self.temperature >= 0, "0 (greedy) or more"),
+                  ("top_k", self.top_k >= 0, "0 (off) or more"),
+                  ("top_p", 0.0 <= self.top_p <= 1.0, "between 0 and 1"),
+                  ("beams", self.beams >= 1, "1 or more")]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ZooError(f"generation option {name}={getattr(self, name)!r} is out of range; pass {allowed}")
 
 
 def _config(model: Any, options: dict[str, Any]) -> GenerationConfig:
@@ -39,15 +58,19 @@ def _config(model: Any, options: dict[str, Any]) -> GenerationConfig:
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Scale by temperature, then keep the top-k and the smallest nucleus of mass top-p: (B, V)."""
+    """Scale by temperature, then keep the top-k and the smallest nucleus of mass top-p: (B, V).
+
+    The most likely token always stays (``top_p`` 0 keeps only it); ``top_k`` beyond the
+    vocabulary keeps every token."""
     logits = logits / max(temperature, 1e-6)
     if top_k > 0:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already >= p
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= top_p  # mass before this token already >= p
+        drop[:, 0] = False
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
@@ -85,6 +108,9 @@ def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[i
 def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int]]:
     """New token ids per row, stop token excluded. ``beams > 1`` runs beam search."""
     cfg = _config(model, dict(options))
+    if cfg.max_new_tokens == 0:
+        state = model.head.init_state(model, batch, use_cache=False, static_cache=False, max_new_tokens=0)
+        return [[] for _ in range(state.start.shape[0])]
     if cfg.beams > 1:
         return beam_search(model, batch, cfg)
     rows: list[list[int]] | None = None
@@ -98,64 +124,63 @@ def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int
 
 
 def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> list[list[int]]:
-    """Beam search with length penalty (score / length ** penalty).
+    """Beam search with length penalty (log-probability / generated length ** penalty), the
+    rules of transformers' ``generate(num_beams=K, early_stopping=False)``.
 
-    A source is done once it holds ``beams`` finished hypotheses and none of its live beams
-    scores better, at the current length, than its best finished one. (Stopping at ``beams``
-    finished alone would let unlikely early EOS candidates end the search while the likely
-    hypothesis is still growing.) With one beam this is exactly greedy: a finished hypothesis
-    is only taken when EOS is the top candidate."""
-    head, beams = model.head, cfg.beams
+    Per step the best ``(1 + max(1, stops)) * K`` continuations of a source's K beams are taken;
+    those among the first K that end (a stop token, or the last step) are finished hypotheses,
+    scored with their length counting the stop token, and the source keeps its K best finished
+    ones; the best K that do not end are the next beams. A source is done once it holds K
+    finished and the worst of them scores at least its best live beam, normalised at the
+    current length (at ``max_new_tokens`` instead with ``exact_stop`` and a positive penalty:
+    an exact bound, since a live score only falls). Returns each source's best finished
+    hypothesis, stop token excluded.
+    """
+    head, beams, steps = model.head, cfg.beams, cfg.max_new_tokens
     state = head.init_state(model, batch, use_cache=cfg.use_cache, static_cache=cfg.static_cache,
-                            max_new_tokens=cfg.max_new_tokens)
+                            max_new_tokens=steps)
     sources = state.start.shape[0]
     device = state.start.device
     state.reorder(torch.arange(sources, device=device).repeat_interleave(beams))
-    tokens = state.start
-    scores = torch.full((sources, beams), float("-inf"), device=device)
+    stops = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=device)
+    width = (1 + max(1, stops.numel())) * beams
+    neg = float("-inf")
+    scores = torch.full((sources, beams), neg, device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand
-    histories: list[list[int]] = [[] for _ in range(sources * beams)]
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(sources)]
-    done = [False] * sources
-    stops = set(cfg.stop_tokens)
-    for length in range(1, cfg.max_new_tokens + 1):
+    running = torch.zeros(sources, beams, steps, dtype=torch.long, device=device)  # tokens of the live beams
+    kept = torch.full((sources, beams), neg, device=device)  # finished scores, best first
+    kept_tokens = torch.zeros_like(running)
+    kept_lengths = torch.zeros(sources, beams, dtype=torch.long, device=device)
+    done = torch.zeros(sources, dtype=torch.bool, device=device)
+    tokens = state.start
+    for length in range(1, steps + 1):
         logits, state = head.step(model, tokens, state)
         logprobs = logits.float().log_softmax(dim=-1)  # (S*K, V)
         vocab = logprobs.shape[-1]
-        candidates = (scores.view(-1, 1) + logprobs).view(sources, beams * vocab)
-        top_scores, top_index = candidates.topk(2 * beams, dim=-1)  # (S, 2K)
-        next_scores = torch.full_like(scores, float("-inf"))
-        origin = torch.zeros(sources, beams, dtype=torch.long, device=device)
-        next_tokens = torch.zeros(sources, beams, dtype=torch.long, device=device)
-        for s in range(sources):
-            alive = 0
-            for score, index in zip(top_scores[s].tolist(), top_index[s].tolist()):
-                if done[s] or alive == beams or score == float("-inf"):
-                    break
-                beam, token = divmod(index, vocab)
-                history = histories[s * beams + beam]
-                if token in stops:
-                    finished[s].append((score / length ** cfg.length_penalty, history))
-                    continue
-                next_scores[s, alive], origin[s, alive], next_tokens[s, alive] = score, beam, token
-                alive += 1
-            if len(finished[s]) >= beams and not done[s]:
-                best_alive = next_scores[s, 0].item() / length ** cfg.length_penalty
-                done[s] = max(score for score, _ in finished[s]) >= best_alive
-            if done[s]:
-                next_scores[s] = float("-inf")
-        rows = (torch.arange(sources, device=device)[:, None] * beams + origin).view(-1)
-        histories = [histories[r] + [t] for r, t in zip(rows.tolist(), next_tokens.view(-1).tolist())]
-        scores = next_scores
-        if all(done):
+        candidates = (scores[:, :, None] + logprobs.view(sources, beams, vocab)).view(sources, beams * vocab)
+        top_scores, top_index = candidates.topk(min(width, beams * vocab), dim=-1)  # (S, W), best first
+        origin, token = top_index // vocab, top_index % vocab
+        stopped = torch.isin(token, stops)
+        ends = stopped | (length == steps)
+        history = running.gather(1, origin[:, :, None].expand(-1, -1, steps))  # (S, W, N)
+        history[:, :, length - 1] = token
+        rank = torch.arange(top_scores.shape[1], device=device)
+        finishing = ends & (rank < beams) & ~done[:, None] & torch.isfinite(top_scores)
+        pool = torch.cat([kept, (top_scores / length ** cfg.length_penalty).masked_fill(~finishing, neg)], dim=1)
+        best = pool.topk(beams, dim=-1).indices  # (S, K)
+        kept = pool.gather(1, best)
+        kept_tokens = torch.cat([kept_tokens, history], dim=1).gather(1, best[:, :, None].expand(-1, -1, steps))
+        kept_lengths = torch.cat([kept_lengths, length - stopped.long()], dim=1).gather(1, best)
+        if length == steps:
             break
+        scores, pick = top_scores.masked_fill(ends, neg).topk(beams, dim=-1)  # (S, K) the live beams
+        running = history.gather(1, pick[:, :, None].expand(-1, -1, steps))
+        bound = steps if cfg.exact_stop and cfg.length_penalty > 0 else length
+        done |= torch.isfinite(kept).all(dim=-1) & (kept[:, -1] >= scores[:, 0] / bound ** cfg.length_penalty)
+        if bool(done.all()):
+            break
+        scores = scores.masked_fill(done[:, None], neg)
+        rows = (torch.arange(sources, device=device)[:, None] * beams + origin.gather(1, pick)).view(-1)  # (S*K,)
         state.reorder(rows)
-        tokens = next_tokens.view(-1, 1)
-    results = []
-    for s in range(sources):
-        pool = list(finished[s])
-        if not done[s]:  # ran out of steps: unfinished beams compete at full length
-            pool += [(scores[s, k].item() / len(histories[s * beams + k]) ** cfg.length_penalty,
-                      histories[s * beams + k]) for k in range(beams) if scores[s, k] > float("-inf")]
-        results.append(max(pool, key=lambda item: item[0])[1])
-    return results
+        tokens = token.gather(1, pick).view(-1, 1)
+    return [kept_tokens[s, 0, :kept_lengths[s, 0]].tolist() for s in range(sources)]

@@ -1,13 +1,17 @@
 """Language-model metrics: loss (nats per token), perplexity and bits per character.
 
-Bits per character divides the total negative log-likelihood by the characters of the
-*detokenized* text the predicted tokens spell (what the tokenizer gives back, after its
-normalisation), so models with different tokenizers are compared on the same text; each
-end-of-document token counts as one character, the boundary a character model also predicts.
+Bits per character divides the total negative log-likelihood by the characters of the *raw*
+held-out text that the scored tokens stand for, so models with different tokenizers (and
+different normalisation: folded spaces, NFKC) are compared on the same text. Each token
+stands for the raw characters from the end of the token before it to its own end (the
+tokenizer's offset mapping), each end-of-document token for what is left of its document plus
+one character: the boundary a character model also predicts. A document's tokens and EOS so
+stand for exactly ``len(text) + 1`` characters.
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,15 +19,21 @@ import torch.nn.functional as F
 from zoo.tokenizer import Tokenizer
 
 
-def detokenized_characters(tokenizer: Tokenizer, ids: torch.Tensor) -> int:
-    """Characters spelled by a stream of token ids: each document decoded on its own, plus one per EOS."""
-    ids = ids.tolist()
-    characters, start = 0, 0
-    for index, token in enumerate(ids + [tokenizer.eos_id]):
-        if token == tokenizer.eos_id:
-            characters += len(tokenizer.decode(ids[start:index]))
-            start = index + 1
-    return characters + ids.count(tokenizer.eos_id)
+def raw_characters(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[list[int], list[int]]:
+    """The token stream of ``texts`` (each document's ids, then EOS) and the raw characters of
+    each of its tokens."""
+    ids: list[int] = []
+    characters: list[int] = []
+    for text in texts:
+        encoded = tokenizer.sp.encode_as_offset_mapping(text)
+        end = 0
+        for token, (_, stop) in zip(encoded["ids"], encoded["offsets"]):
+            ids.append(token)
+            characters.append(max(stop - end, 0))
+            end = max(end, stop)
+        ids.append(tokenizer.eos_id)
+        characters.append(len(text) - end + 1)
+    return ids, characters
 
 
 def lm_metrics(nats: float, tokens: int, characters: int) -> dict[str, float]:
@@ -34,9 +44,10 @@ def lm_metrics(nats: float, tokens: int, characters: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_blocks(model: torch.nn.Module, blocks: torch.Tensor, batch_size: int,
+def evaluate_blocks(model: torch.nn.Module, blocks: torch.Tensor, texts: Sequence[str], batch_size: int,
                     precision: str = "fp32") -> dict[str, float]:
-    """Metrics of ``model`` on packed blocks (N, T + 1): every token after the first is predicted once."""
+    """Metrics of ``model`` on packed blocks (N, T + 1) of the documents ``texts``: every token
+    after the first is predicted once; characters are those of ``texts`` the targets stand for."""
     device = next(model.parameters()).device
     nats = 0.0
     for chunk in blocks.split(batch_size):
@@ -46,4 +57,7 @@ def evaluate_blocks(model: torch.nn.Module, blocks: torch.Tensor, batch_size: in
             logits = model(batch)["logits"]  # (B, T, V)
         nats += F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), reduction="sum").item()
     targets = blocks[:, 1:].flatten()  # (N * T,): the stream after its first token, in order
-    return lm_metrics(nats, targets.numel(), detokenized_characters(model.tokenizer, targets))
+    ids, characters = raw_characters(model.tokenizer, texts)
+    if ids[1:targets.numel() + 1] != targets.tolist():
+        raise ValueError("the blocks are not the token stream of these texts; pack them from the same documents")
+    return lm_metrics(nats, targets.numel(), sum(characters[1:targets.numel() + 1]))

@@ -6,7 +6,7 @@ the block size (``--block-size``) goes into the model's preprocessing. Documents
 into blocks of ``block_size + 1`` tokens (:mod:`tasks.text_generation.blocks`); a batch is
 ``inputs`` (B, T) and ``targets`` (B, T), the same tokens shifted by one. Metrics: ``loss``
 (nats per token), ``perplexity`` and the primary ``bits_per_char``, on the characters of the
-detokenized text (:mod:`tasks.text_generation.metrics`).
+raw text (:mod:`tasks.text_generation.metrics`).
 """
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ class TextGenerationTask(Task):
         """``loss``, ``perplexity``, ``bits_per_char`` (+ ``tokens``, ``characters``) on every block."""
         self._use(model)
         blocks = dataset.blocks(model.tokenizer, int(model.preprocessing["block_size"]))
-        return evaluate_blocks(model, blocks, getattr(args, "batch_size", 32), getattr(args, "precision", "fp32"))
+        return evaluate_blocks(model, blocks, dataset.texts, getattr(args, "batch_size", 32),
+                               getattr(args, "precision", "fp32"))
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], stream: bool = False,
                 **options: Any) -> list[str]:
