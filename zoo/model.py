@@ -16,9 +16,16 @@ from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
 
 
 def create_backbone(name: str, **args: Any) -> nn.Module:
-    """A registered backbone (or ``timm/<name>``, ``torchaudio/<name>``), remembering how it was made."""
+    """A registered backbone (or ``timm/<name>``, ``torchaudio/<name>``), remembering how it was made.
+
+    ``padding_sensitive`` is set on every backbone: True when padding a batch changes the outputs
+    on real positions (callers then batch inputs of one size). A backbone that does not say so
+    itself takes its registry metadata, and is assumed sensitive when that is silent too.
+    """
     module = BACKBONES.create(name, **args)
     module.zoo_spec = {"name": name, "args": args}
+    if not hasattr(module, "padding_sensitive"):
+        module.padding_sensitive = bool(BACKBONES.meta(name).get("padding_sensitive", True))
     return module
 
 

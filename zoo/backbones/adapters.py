@@ -21,6 +21,7 @@ class TimmBackbone(nn.Module):
 
     modality = "image"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, model_name: str, checkpoint_path: str | None = None, **kwargs: object) -> None:
         super().__init__()
@@ -52,6 +53,7 @@ class Wav2Vec2Backbone(nn.Module):
 
     modality = "audio"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, factory: Callable[..., nn.Module], **kwargs: object) -> None:
         super().__init__()
@@ -72,6 +74,7 @@ class TorchaudioConformerBackbone(nn.Module):
 
     modality = "audio"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, dim: int = 144, depth: int = 4, heads: int = 4, ffn_dim: int | None = None,
                  conv_kernel: int = 15, n_mels: int = 80, dropout: float = 0.1) -> None:
@@ -129,5 +132,7 @@ def _timm_names(pattern: str) -> list[str]:
     return timm.list_models(pattern)
 
 
-BACKBONES.add_resolver("timm", _resolve_timm, _timm_names)
-BACKBONES.add_resolver("torchaudio", _resolve_torchaudio, _torchaudio_names)
+# Padding changes their outputs on real positions (convolutions see it, squeeze-excite and group
+# norm average over it), so evaluation batches their inputs by size: see ``padding_sensitive``.
+BACKBONES.add_resolver("timm", _resolve_timm, _timm_names, padding_sensitive=True)
+BACKBONES.add_resolver("torchaudio", _resolve_torchaudio, _torchaudio_names, padding_sensitive=True)
