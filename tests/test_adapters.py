@@ -1,4 +1,7 @@
 """timm/ and torchaudio/ adapters: local weights, maps, feature dims."""
+import os
+import time
+
 import pytest
 import timm
 import torch
@@ -6,6 +9,8 @@ from safetensors.torch import save_file
 
 import zoo
 from tests.backbone_configs import ADAPTER_ARGS
+from zoo.backbones.adapters import offline
+from zoo.errors import ZooError
 
 
 def test_timm_backbone_loads_a_local_weights_file(tmp_path):
@@ -61,3 +66,29 @@ def test_a_backbone_that_does_not_say_is_assumed_padding_sensitive():
         assert zoo.create_backbone("test_silent_backbone").padding_sensitive is True
     finally:
         zoo.BACKBONES._entries.pop("test_silent_backbone")
+
+
+def test_pretrained_timm_is_refused_at_once_naming_the_local_file_argument():
+    started = time.perf_counter()
+    with pytest.raises(ZooError, match="pretrained=True.*never downloads.*checkpoint_path="):
+        zoo.create_backbone("timm/resnet18", pretrained=True)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(FileNotFoundError, match="checkpoint_path .*missing.safetensors"):
+        zoo.create_backbone("timm/resnet18", checkpoint_path="/nonexistent/missing.safetensors")
+
+
+def test_wrapped_constructors_cannot_download():
+    """Inside ``offline`` a torch.hub URL and a Hugging Face hub file fail at once, without a connection."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    before, started = huggingface_hub.constants.is_offline_mode(), time.perf_counter()
+    with offline():
+        assert huggingface_hub.constants.is_offline_mode()
+        with pytest.raises(ZooError, match="never downloads.*http://192.0.2.1/w.pth"):
+            torch.hub.load_state_dict_from_url("http://192.0.2.1/w.pth", model_dir=os.environ["ZOO_DATA"])
+        with pytest.raises(LocalEntryNotFoundError):
+            huggingface_hub.hf_hub_download("timm/resnet18.a1_in1k", "model.safetensors",
+                                            cache_dir=os.environ["ZOO_DATA"])
+    assert time.perf_counter() - started < 1.0
+    assert huggingface_hub.constants.is_offline_mode() == before and torch.hub.download_url_to_file.__module__ == "torch.hub"
