@@ -26,7 +26,7 @@ from tasks.engine import trainer
 from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
 from tasks.engine.curves import plot_curves
 from tasks.engine.task import Metric, Task
-from tasks.engine.trainer import add_train_arguments, lr_at, train
+from tasks.engine.trainer import EMA, add_train_arguments, lr_at, train
 
 
 class Crash(Exception):
@@ -36,10 +36,12 @@ class Crash(Exception):
 class ToyModel(nn.Module):
     """A two-layer classifier of 4-d points; ``backbone`` + ``head`` like a ZooModel."""
 
-    def __init__(self, hidden: int = 8, dropout: float = 0.1, noise: float = 0.05) -> None:
+    def __init__(self, hidden: int = 8, dropout: float = 0.1, noise: float = 0.05, batchnorm: bool = False) -> None:
         super().__init__()
-        self.config = {"hidden": hidden, "dropout": dropout, "noise": noise}   # noise: training augmentation
-        self.backbone = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.config = {"hidden": hidden, "dropout": dropout, "noise": noise,   # noise: training augmentation
+                       "batchnorm": batchnorm}
+        norm = [nn.BatchNorm1d(hidden)] if batchnorm else []
+        self.backbone = nn.Sequential(nn.Linear(4, hidden), *norm, nn.Tanh(), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, 3)
         self.crash_at: int | None = None        # training forward call that raises Crash
         self.nan_at: set[int] = set()           # loss calls that return NaN
@@ -94,6 +96,7 @@ class ToyTask(Task):
         points = centers[labels] + torch.randn(n, 4, generator=g)
         self.samples = [{"x": points[i], "y": int(labels[i])} for i in range(n)]
         self.faults: dict = {}
+        self.batchnorm = False
 
     def datasets(self, spec: str, split: str) -> list[dict]:
         return self.samples if split == "train" else self.samples[:12]
@@ -112,7 +115,7 @@ class ToyTask(Task):
         return collate
 
     def build_model(self, args: argparse.Namespace, train_set) -> ToyModel:
-        model = ToyModel(args.hidden, args.dropout, args.noise)
+        model = ToyModel(args.hidden, args.dropout, args.noise, self.batchnorm)
         for key, value in self.faults.items():
             setattr(model, key, value)
         return model
@@ -374,3 +377,43 @@ def test_accumulation_matches_one_big_batch(tmp_path):
     acc = load_file(str(tmp_path / "acc" / "last" / "model.safetensors"))
     for key in big:
         torch.testing.assert_close(acc[key], big[key], atol=1e-6, rtol=0)
+
+
+def test_ema_averages_batchnorm_statistics_and_copies_counters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    ema = EMA(model, decay=0.5)
+    expected = {"mean": model[1].running_mean.clone(), "weight": model[0].weight.detach().clone()}
+    for step in range(3):
+        model(torch.randn(8, 4) * (step + 1) + step)            # moves the running statistics
+        with torch.no_grad():
+            model[0].weight.add_(0.1 * (step + 1))
+        ema.update(step)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected["mean"] = decay * expected["mean"] + (1 - decay) * model[1].running_mean
+        expected["weight"] = decay * expected["weight"] + (1 - decay) * model[0].weight.detach()
+    raw_mean, raw_weight = model[1].running_mean.clone(), model[0].weight.detach().clone()
+    with ema.applied():
+        torch.testing.assert_close(model[1].running_mean, expected["mean"])
+        torch.testing.assert_close(model[0].weight, expected["weight"])
+        assert model[1].num_batches_tracked.item() == 3          # integer buffers are copied, not averaged
+        assert not torch.allclose(model[1].running_mean, raw_mean)
+    assert torch.equal(model[1].running_mean, raw_mean) and torch.equal(model[0].weight, raw_weight)
+
+
+def test_ema_with_batchnorm_saves_averaged_statistics_and_resumes_exactly(tmp_path, toy_loader):
+    task = ToyTask()
+    task.batchnorm = True
+    train(task, make_args(task, *COMMON, "--out", tmp_path / "a"))
+    task.faults = {"crash_at": 8}
+    with pytest.raises(Crash):
+        train(task, make_args(task, *COMMON, "--out", tmp_path / "b"))
+    task.faults = {}
+    train(task, make_args(task, "--resume", tmp_path / "b"))
+    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(tmp_path / "b")]
+    saved = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    raw, _ = load_trainer_state(tmp_path / "b" / "last")
+    assert not torch.allclose(saved["backbone.1.running_mean"], raw["model.backbone.1.running_mean"])
+    assert raw["model.backbone.1.num_batches_tracked"].item() == 12 == saved["backbone.1.num_batches_tracked"].item()
+    final_a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
+    assert all(torch.equal(final_a[k], saved[k]) for k in final_a)

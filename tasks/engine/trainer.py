@@ -16,9 +16,10 @@ clip, step). Choices worth knowing:
 - A step whose loss or gradient norm is NaN/inf changes nothing (no optimizer step, gradients
   zeroed) and is counted (``skipped`` in ``metrics.jsonl`` and in the summary);
   ``MAX_BAD_STEPS`` in a row save the last good weights and abort.
-- ``--ema DECAY`` keeps an exponential moving average of the trainable parameters (decay
-  warmed up as ``min(DECAY, (1+t)/(10+t))``); evaluation and the saved model use it, the raw
-  weights travel in the trainer state for resuming.
+- ``--ema DECAY`` keeps an exponential moving average of the trainable parameters and of the
+  floating buffers (BatchNorm statistics; integer buffers are copied), with the decay warmed
+  up as ``min(DECAY, (1+t)/(10+t))``; evaluation and the saved model use it, the raw weights
+  and buffers travel in the trainer state for resuming.
 - Evaluation runs with the RNG states put back afterwards, so how often one evaluates never
   changes the training trajectory, and ``--resume`` continues with exactly the losses of an
   uninterrupted run (CPU, fp32): model, optimizer, schedule, step, epoch and position in it,
@@ -136,33 +137,50 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devi
 
 
 class EMA:
-    """Exponential moving average of a model's trainable parameters."""
+    """Exponential moving average of a model's trainable parameters and of its saved buffers.
+
+    Floating buffers (BatchNorm running statistics) are averaged like the parameters, integer
+    ones (``num_batches_tracked``) copied, as ``torch.optim.swa_utils.AveragedModel(use_buffers=True)``
+    and timm's ``ModelEmaV3`` do: the averaged weights are evaluated with statistics of their own.
+    ``tracked`` names every tensor the EMA replaces (the trainer saves their raw values for resuming).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for p in self.params]
+        saved = model.state_dict(keep_vars=True)
+        buffers = [name for name, _ in model.named_buffers() if name in saved]   # persistent ones only
+        self.tracked: dict[str, torch.Tensor] = {
+            **{name: p for name, p in model.named_parameters() if p.requires_grad},
+            **{name: saved[name] for name in buffers}}
+        self.shadow = {name: t.detach().clone() for name, t in self.tracked.items()}
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Blend the current weights in, with the decay warmed up over the first steps."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for shadow, param in zip(self.shadow, self.params):
-            shadow.lerp_(param.detach(), 1.0 - decay)
+        for name, tensor in self.tracked.items():
+            if tensor.is_floating_point():
+                self.shadow[name].lerp_(tensor.detach(), 1.0 - decay)
+            else:
+                self.shadow[name].copy_(tensor)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """Inside the block the model holds the averaged weights; the raw ones come back after."""
-        raw = [p.detach().clone() for p in self.params]
+        raw = self.raw()
         with torch.no_grad():
-            for param, shadow in zip(self.params, self.shadow):
-                param.copy_(shadow)
+            for name, tensor in self.tracked.items():
+                tensor.copy_(self.shadow[name])
         try:
             yield
         finally:
             with torch.no_grad():
-                for param, value in zip(self.params, raw):
-                    param.copy_(value)
+                for name, tensor in self.tracked.items():
+                    tensor.copy_(raw[name])
+
+    def raw(self) -> dict[str, torch.Tensor]:
+        """Copies of the model's own (not averaged) values of every tracked tensor."""
+        return {name: t.detach().clone() for name, t in self.tracked.items()}
 
 
 @dataclass
@@ -337,9 +355,8 @@ class _Run:
         tensors: dict[str, torch.Tensor] = {}
         for index, slots in self.optimizer.state_dict()["state"].items():
             tensors.update({f"optim.{index}.{name}": value for name, value in slots.items()})
-        if self.ema is not None:
-            tensors.update({f"model.{name}": p.detach().clone()       # raw weights (the model file gets the EMA)
-                            for name, p in self.model.named_parameters() if p.requires_grad})
+        if self.ema is not None:     # raw weights and buffers (the model file gets the EMA)
+            tensors.update({f"model.{name}": value for name, value in self.ema.raw().items()})
         json_rngs = []
         for rank, rng in enumerate(rngs):
             tensors.update({f"rng.{rank}.{k}": v for k, v in rng.items() if isinstance(v, torch.Tensor)})
@@ -373,10 +390,11 @@ class _Run:
         """Load optimizer, raw weights (under EMA) and scalars; returns this rank's RNG state."""
         tensors, info = load_trainer_state(folder)
         self.state = TrainState(**info["state"])
+        own = self.model.state_dict(keep_vars=True)
         with torch.no_grad():
             for key, value in tensors.items():
                 if key.startswith("model."):
-                    self.model.get_parameter(key[len("model."):]).copy_(value)
+                    own[key[len("model."):]].copy_(value)
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
