@@ -22,6 +22,7 @@ from torch import nn
 
 import zoo
 from zoo.model import LoadReport
+from zoo.tokenizer import pad_ids
 from tasks.engine import trainer
 from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
 from tasks.engine.curves import plot_curves
@@ -417,3 +418,47 @@ def test_ema_with_batchnorm_saves_averaged_statistics_and_resumes_exactly(tmp_pa
     assert raw["model.backbone.1.num_batches_tracked"].item() == 12 == saved["backbone.1.num_batches_tracked"].item()
     final_a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
     assert all(torch.equal(final_a[k], saved[k]) for k in final_a)
+
+
+class LMTask(Task):
+    """Next-token prediction on four right-padded sequences of very different lengths."""
+
+    name = "toy_lm"
+    metric = Metric("loss", higher_is_better=False)
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(3)
+        # 1, 2, 4 and 16 predicted tokens: every split into two pairs has unequal token counts
+        self.samples = [torch.randint(4, 30, (n,), generator=g) for n in (2, 3, 5, 17)]
+
+    def datasets(self, spec: str, split: str) -> list:
+        return self.samples
+
+    def make_collate(self, model: nn.Module, train: bool):
+        def collate(samples: list[torch.Tensor]) -> dict:
+            ids, mask = pad_ids([s.tolist() for s in samples])          # (B, T) right-padded
+            return {"inputs": ids, "mask": mask}
+        return collate
+
+    def build_model(self, args: argparse.Namespace, train_set) -> nn.Module:
+        return zoo.create_model("text_decoder_tiny", "lm", backbone_args=dict(vocab_size=30, dim=16, depth=1, heads=2))
+
+    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+        batch = self.make_collate(model, train=False)(list(dataset))
+        return {"loss": model.loss(model(batch), batch)["loss"].item()}
+
+
+def test_accumulation_is_token_weighted_like_one_big_batch(tmp_path):
+    """Two micro-batches with different token counts: the logged loss, the gradient norm and the
+    update equal those of one batch of all four sequences (the LM loss is a mean over tokens)."""
+    task = LMTask()
+    flags = ("--max-steps", 1, "--lr", 0.01, "--warmup-steps", 0, "--grad-clip", 0)
+    train(task, make_args(task, "--batch-size", 4, *flags, "--out", tmp_path / "big"))
+    train(task, make_args(task, "--batch-size", 2, "--accumulate", 2, *flags, "--out", tmp_path / "acc"))
+    big, acc = rows(tmp_path / "big")[0], rows(tmp_path / "acc")[0]
+    assert acc["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
+    assert acc["grad_norm"] == pytest.approx(big["grad_norm"], rel=1e-5)
+    assert "train_weight" not in acc
+    big_state, acc_state = (zoo.load(tmp_path / run / "last").state_dict() for run in ("big", "acc"))
+    for key in big_state:
+        torch.testing.assert_close(acc_state[key], big_state[key], atol=1e-6, rtol=0)

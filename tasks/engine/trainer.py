@@ -13,6 +13,9 @@ clip, step). Choices worth knowing:
   epoch is planned. A time budget also stops a planned run early.
 - ``--precision`` defaults to fp32 for exactness; bf16 autocast is several times faster on
   CPUs with bf16 matrix units and on GPUs, and task entry points may set it as their default.
+- ``--accumulate N`` weighs each micro-batch by the count its loss averages over (a head's
+  ``losses["weight"]``, e.g. real tokens; else its rows), so N micro-batches (and the ranks of
+  a DDP job) give the loss and gradient of one batch of them all; the logged loss is that one.
 - A step whose loss or gradient norm is NaN/inf changes nothing (no optimizer step, gradients
   zeroed) and is counted (``skipped`` in ``metrics.jsonl`` and in the summary);
   ``MAX_BAD_STEPS`` in a row save the last good weights and abort.
@@ -247,27 +250,29 @@ class _Run:
         try:
             while reason is None:
                 started, lr = time.perf_counter(), self._lr()
-                sums, items = 0, 0
-                for micro in range(args.accumulate):
-                    batch, n = self.stream.next()
-                    with self.ctx.no_sync(self.ddp, micro < args.accumulate - 1), self._autocast():
-                        losses = self.model.loss(self.net(batch), batch)
-                    (losses["loss"] / args.accumulate).backward()
-                    keys = keys or ["loss", *sorted(k for k in losses if k != "loss")]
-                    sums = sums + torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device)
-                                               for k in keys]) / args.accumulate
-                    items += n
+                sums, total, items, keys = self._micro_batches(keys)
                 grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None]).to(self.device)
                 bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
                 time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
-                flags = self.ctx.all_reduce_sum(torch.cat([sums, grad_norm.reshape(1), bad.float().reshape(1),
+                flags = self.ctx.all_reduce_sum(torch.cat([sums, total.reshape(1), grad_norm.reshape(1),
+                                                           bad.float().reshape(1),
                                                            torch.tensor([float(time_up)], device=self.device)]))
-                *means, norm, bad_ranks, up_ranks = (flags / self.ctx.world_size).tolist()
-                if bad_ranks > 0:
+                *weighted, total, norm, bad_ranks, up_ranks = flags.tolist()
+                skipped = bad_ranks > 0 or not total > 0
+                # gradients hold DDP's rank mean of sum(share * grad of a micro-batch mean); times
+                # ``scale`` they are the gradient of the mean over all the step's items (tokens)
+                scale = self.ctx.world_size / total if not skipped else 1.0
+                means = [None if skipped else v / total for v in weighted]
+                norm = None if skipped else norm / self.ctx.world_size * scale   # every rank: the same norm
+                if skipped:
                     s.skipped, s.consecutive_bad = s.skipped + 1, s.consecutive_bad + 1
                 else:
+                    if scale != 1.0:
+                        for param in self.params:
+                            if param.grad is not None:
+                                param.grad.mul_(scale)
                     if args.grad_clip > 0:
-                        clip_grads_with_norm_(self.params, args.grad_clip, grad_norm)
+                        clip_grads_with_norm_(self.params, args.grad_clip, grad_norm * scale)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     self.optimizer.step()
@@ -276,14 +281,43 @@ class _Run:
                         self.ema.update(s.step)
                 self.optimizer.zero_grad(set_to_none=True)
                 s.step += 1
-                train_row = {f"train_{k}": (None if bad_ranks > 0 else v) for k, v in zip(keys, means)}
-                train_row.update(lr=lr, grad_norm=None if bad_ranks > 0 else norm,
+                train_row = {f"train_{k}": v for k, v in zip(keys, means)}
+                train_row.update(lr=lr, grad_norm=norm,
                                  items_per_s=items * self.ctx.world_size / (time.perf_counter() - started))
                 reason = self._after_step(train_row, time_up=up_ranks > 0)
         finally:
             self.bar.close()
         self._summary(reason)
         return self.out
+
+    def _micro_batches(self, keys: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
+        """Forward and backward the step's ``--accumulate`` micro-batches, each weighted by its size.
+
+        A micro-batch's size is the count its loss is a mean over, ``losses["weight"]`` (heads give
+        their real tokens), or else its number of rows. Its loss is back-propagated times its share
+        ``size / unit`` (``unit``: the first micro-batch's size in one process, so a plain step is
+        unscaled; 1 across processes, so every rank weighs alike); :meth:`run` divides the
+        gradients by the all-reduced total share, so the step is the one of a single batch of them
+        all (tokens: the loss of N micro-batches is the loss of their concatenation).
+        Returns (share-weighted logged losses (K,), total share, items, the logged loss names).
+        """
+        unit = sums = total = None
+        items = 0
+        for micro in range(self.args.accumulate):
+            batch, n = self.stream.next()
+            with self.ctx.no_sync(self.ddp, micro < self.args.accumulate - 1), self._autocast():
+                losses = self.model.loss(self.net(batch), batch)
+            size = torch.as_tensor(losses.get("weight", n), dtype=torch.float32, device=self.device).detach()
+            if unit is None:
+                unit = size.clamp(min=1.0) if self.ctx.world_size == 1 else torch.ones((), device=self.device)
+            share = size / unit
+            (losses["loss"] * share).backward()
+            keys = keys or ["loss", *sorted(k for k in losses if k not in ("loss", "weight"))]
+            values = torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device) for k in keys]) * share
+            sums = values if sums is None else sums + values
+            total = share if total is None else total + share
+            items += n
+        return sums, total, items, keys
 
     # ---- after each step: log, evaluate, save, decide -----------------------------------------
     def _after_step(self, row: dict[str, Any], time_up: bool) -> str | None:
