@@ -7,8 +7,10 @@ It has dropout and its training collate adds noise, so resuming must restore RNG
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -21,9 +23,10 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 import zoo
+from zoo.errors import ZooError
 from zoo.model import LoadReport
 from zoo.tokenizer import pad_ids
-from tasks.engine import trainer
+from tasks.engine import checkpoints, trainer
 from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
 from tasks.engine.curves import plot_curves
 from tasks.engine.task import Metric, Task
@@ -462,3 +465,49 @@ def test_accumulation_is_token_weighted_like_one_big_batch(tmp_path):
     big_state, acc_state = (zoo.load(tmp_path / run / "last").state_dict() for run in ("big", "acc"))
     for key in big_state:
         torch.testing.assert_close(acc_state[key], big_state[key], atol=1e-6, rtol=0)
+
+
+def test_kill_between_rename_and_first_pointer_still_resumes(tmp_path, toy_loader, monkeypatch):
+    """Killed after ``step-6`` was renamed into place but before ``last`` pointed at it: the run
+    resumes from that complete folder, and a plain re-run says to use --resume."""
+    task = ToyTask()
+    flags = ("--batch-size", 8, "--max-steps", 12, "--checkpoint-every", 6, "--dropout", 0, "--workers", 0)
+    train(task, make_args(task, *flags, "--out", tmp_path / "a"))
+    point = checkpoints._point
+
+    def killed(run_dir: Path, name: str, target: str) -> None:
+        raise Crash(f"killed before pointing {name} at {target}")
+
+    monkeypatch.setattr(checkpoints, "_point", killed)
+    run = tmp_path / "b"
+    with pytest.raises(Crash):
+        train(task, make_args(task, *flags, "--out", run))
+    monkeypatch.setattr(checkpoints, "_point", point)
+    assert (run / "step-6" / "model.safetensors").is_file() and not (run / "last").exists()
+    assert resolve_checkpoint(run, "last") == (run / "step-6").resolve()
+    with pytest.raises(FileExistsError, match=f"pass --resume {run}"):
+        train(task, make_args(task, *flags, "--out", run))
+    train(task, make_args(task, "--resume", run))
+    assert resolve_checkpoint(run, "last").name == "step-12"
+    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(run)]
+
+
+def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path, toy_loader, monkeypatch):
+    save = ToyModel.save
+
+    def disk_full(model: ToyModel, directory: Path) -> None:
+        if Path(directory).name.endswith("step-12"):
+            (Path(directory) / "config.json").write_text("{}")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(directory) / "model.safetensors"))
+        save(model, directory)
+
+    monkeypatch.setattr(ToyModel, "save", disk_full)
+    task, run = ToyTask(), tmp_path / "run"
+    with pytest.raises(ZooError) as caught:
+        train(task, make_args(task, "--batch-size", 8, "--max-steps", 12, "--checkpoint-every", 6, "--out", run))
+    message = str(caught.value)
+    assert message == (f"cannot write checkpoint to {run / 'step-12'}: No space left on device; free space or "
+                       f"pass another --out (the previous checkpoint is intact)")
+    last = resolve_checkpoint(run, "last")
+    assert last.name == "step-6" and isinstance(load_toy(last), ToyModel)
+    assert load_trainer_state(last)[1]["state"]["step"] == 6 and not list(run.glob(".tmp-*"))
