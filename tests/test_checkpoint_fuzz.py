@@ -136,10 +136,10 @@ CASES: dict[str, tuple] = {
     # ---- keys and shapes
     "missing classifier bias": (WEIGHTS, tensors(lambda s: s.pop("head.fc.bias"))),
     "missing every head tensor": (WEIGHTS, tensors(lambda s: [s.pop(k) for k in list(s) if k.startswith("head.")])),
-    "missing every backbone tensor": (WEIGHTS, tensors(lambda s: [s.pop(k) for k in list(s) if k.startswith("backbone.")])),
+    "missing every backbone tensor": (WEIGHTS, tensors(lambda s: [s.pop(k) for k in list(s) if k.startswith("back")])),
     "no tensors at all": (WEIGHTS, tensors(lambda s: s.clear())),
     "extra head tensor": (WEIGHTS, tensors(lambda s: s.update({"head.extra": torch.zeros(2)}))),
-    "extra backbone tensor": (WEIGHTS, tensors(lambda s: s.update({"backbone.stack.blocks.1.norm1.weight": torch.ones(8)}))),
+    "extra backbone tensor": (WEIGHTS, tensors(lambda s: s.update({"backbone.stack.blocks.1.norm1.bias": s[B] + 1}))),
     "renamed tensor": (WEIGHTS, tensors(lambda s: s.update({"head.linear.weight": s.pop(H)}))),
     "classifier transposed": (WEIGHTS, tensors(lambda s: s.update({H: s[H].t()}))),
     "embedding one row short": (WEIGHTS, tensors(lambda s: s.update({E: s[E][:-1]}))),

@@ -179,9 +179,9 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     if config.get("tokenizer"):
         try:
             tokenizer = Tokenizer.load(directory / config["tokenizer"])
+        except FileNotFoundError:
+            raise
         except (ValueError, OSError) as err:
-            if isinstance(err, FileNotFoundError):
-                raise
             raise ZooError(f"{directory / config['tokenizer']}: cannot be read as a tokenizer ({err})") from None
     backbone = _built(config_path, "backbone", lambda: create_backbone(config["backbone"]["name"],
                                                                         **config["backbone"].get("args", {})))
@@ -208,7 +208,8 @@ def _built(config_path: Path, part: str, build: Callable[[], nn.Module]) -> nn.M
     except KeyError as err:   # an unknown registry name
         raise ZooError(f"{config_path}: field '{part}.name': {err.args[0]}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError) as err:
-        raise ZooError(f"{config_path}: field '{part}.args' cannot build the {part}: {err}") from None
+        reason = " ".join(str(err).split())   # one line, whatever the library wrote
+        raise ZooError(f"{config_path}: field '{part}.args' cannot build the {part}: {reason}") from None
 
 
 def _untied(model: nn.Module, missing: list[str], stored: dict[str, torch.Tensor]) -> list[str]:

@@ -54,7 +54,7 @@ def write_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], *,
         tmp.mkdir(parents=True)
         write(tmp)
         _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)   # complete but never pointed at: a crash hit between rename and switch
+        shutil.rmtree(final, ignore_errors=True)   # complete, never pointed at: killed between rename and switch
         os.rename(tmp, final)
         _fsync(run_dir)
         _point(run_dir, "last", final.name)

@@ -44,10 +44,9 @@ class VisionTransformer(nn.Module):
     padded batch each image gets those of its own size, so its features do not depend on the batch.
     """
 
-    padding_sensitive = False   # see forward: positions and masks follow each image's own size
-
     modality = "image"
     causal = False
+    padding_sensitive = False   # see forward: positions and masks follow each image's own size
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
@@ -102,7 +101,8 @@ class VisionTransformer(nn.Module):
             p = self.cfg.patch_size
             cells = mask[:, : grid[0] * p, : grid[1] * p].reshape(mask.shape[0], grid[0], p, grid[1], p)
             patch_mask = cells.all(dim=4).all(dim=2)  # (B, H/p, W/p): patches made of real pixels only
-            grids = torch.stack([patch_mask.any(dim=2).sum(dim=1), patch_mask.any(dim=1).sum(dim=1)], dim=1)  # (B, 2)
+            rows, cols = patch_mask.any(dim=2).sum(dim=1), patch_mask.any(dim=1).sum(dim=1)  # (B,) real patches
+            grids = torch.stack([rows, cols], dim=1)  # (B, 2)
             x = x + self._padded_positions(grids, grid)
             token_mask = patch_mask.flatten(1)  # (B, N)
         if self.cls_token is not None:
@@ -141,7 +141,8 @@ def _init_weights(module: nn.Module) -> None:
 
 def _register(name: str, defaults: dict) -> None:
     @BACKBONES.register(name, modality="image", causal=False, padding_sensitive=False,
-                        input=f"images (B, 3, {defaults.get('img_size', 224)}, ...)", mean=IMAGENET_MEAN, std=IMAGENET_STD, config=asdict(ViTConfig(**defaults)))
+                        input=f"images (B, 3, {defaults.get('img_size', 224)}, ...)", mean=IMAGENET_MEAN,
+                        std=IMAGENET_STD, config=asdict(ViTConfig(**defaults)))
     def build(**overrides: object) -> VisionTransformer:
         return VisionTransformer(ViTConfig(**{**defaults, **overrides}))
 
