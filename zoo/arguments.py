@@ -28,7 +28,7 @@ def fields_of(factory: Callable[..., Any], meta: dict[str, Any], skip: tuple[str
         return None
     try:
         hints = typing.get_type_hints(factory)
-    except Exception:  # noqa: BLE001  (unresolvable annotations: fall back to the defaults alone)
+    except (NameError, TypeError, AttributeError):   # unresolvable annotations: the defaults alone
         hints = {}
     fields: dict[str, Any] = {}
     for p in params:
