@@ -60,7 +60,8 @@ class LMHead(Head):
         """Shifted cross-entropy: position t predicts token t+1; padding (mask False) is ignored.
 
         ``batch["targets"]`` (B, T) may give the next tokens explicitly (packed blocks);
-        otherwise they are the inputs shifted by one.
+        otherwise they are the inputs shifted by one. ``weight``: the number of predicted tokens
+        (the trainer weighs accumulated micro-batches by it).
         """
         logits = outputs["logits"].float()
         if "targets" in batch:
@@ -73,7 +74,7 @@ class LMHead(Head):
             valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask[:, 1:] & mask[:, :-1]
         labels = targets.masked_fill(~valid, -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        return {"loss": loss}
+        return {"loss": loss, "weight": valid.sum()}
 
     def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[list[int]]:
         """The most likely next token after each position, per row."""

@@ -156,9 +156,10 @@ class Seq2SeqHead(Head):
         return {"logits": self.proj(hidden), "labels": labels}
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Label-smoothed cross-entropy (``loss``) and the plain per-token NLL (``nll``, logged only)."""
+        """Label-smoothed cross-entropy (``loss``), the plain per-token NLL (``nll``, logged only) and
+        the number of target tokens both are means over (``weight``, for accumulation)."""
         loss, nll = smoothed_cross_entropy(outputs["logits"], outputs["labels"], self.label_smoothing)
-        return {"loss": loss, "nll": nll.detach()}
+        return {"loss": loss, "nll": nll.detach(), "weight": (outputs["labels"] != IGNORE).sum()}
 
     def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[list[int]]:
         """Teacher-forced argmax ids per row, up to (without) the first EOS."""

@@ -87,3 +87,42 @@ def test_save_load_round_trip(built, tmp_path):
     with torch.no_grad():
         expected = model.eval()({"inputs": inputs, "mask": mask})["logits"]
         assert torch.equal(loaded({"inputs": inputs, "mask": mask})["logits"], expected)
+
+
+ZOO_BUILT = [n for n in zoo.list_backbones() if not n.startswith(("timm/", "torchaudio/"))]
+# Real sizes in one padded batch: text tokens, audio samples, image (height, width) with sizes that
+# are not multiples of the patch (8) and smaller than the padded 32 x 32.
+MIXED = {"text": [7, 4, 1], "audio": [8000, 5000, 3000], "image": [(32, 32), (24, 16), (30, 21)]}
+
+
+def _mixed_batch(modality):
+    """(inputs, mask, per-row single inputs) for a padded batch of the MIXED sizes."""
+    if modality != "image":
+        inputs, mask = _inputs(modality, MIXED[modality])
+        return inputs, mask, [inputs[i:i + 1, :n] for i, n in enumerate(MIXED[modality])]
+    images = torch.randn(3, 3, 32, 32)
+    mask = torch.zeros(3, 32, 32, dtype=torch.bool)
+    for i, (h, w) in enumerate(MIXED["image"]):
+        mask[i, :h, :w] = True
+    return images * mask[:, None], mask, [images[i:i + 1, :, :h, :w] for i, (h, w) in enumerate(MIXED["image"])]
+
+
+@pytest.mark.parametrize("name", ZOO_BUILT)
+def test_masked_batch_is_independent_of_its_neighbours(name):
+    """A padded batch with its mask gives each item exactly what it gets alone (real positions,
+    and for images every pyramid map on its real cells), so features never depend on the batch."""
+    torch.manual_seed(0)
+    backbone = zoo.create_backbone(name, **small_args(name, zoo.BACKBONES.meta(name)["modality"])).eval()
+    assert backbone.padding_sensitive is False and zoo.BACKBONES.meta(name)["padding_sensitive"] is False
+    inputs, mask, singles = _mixed_batch(backbone.modality)
+    with torch.no_grad():
+        batched = backbone(inputs, mask)
+        for row, single_input in enumerate(singles):
+            single = backbone(single_input)
+            real = batched.mask[row]
+            assert int(real.sum()) == single.tokens.shape[1], name
+            torch.testing.assert_close(batched.tokens[row][real], single.tokens[0], atol=1e-5, rtol=1e-5)
+            for level, (padded_map, alone) in enumerate(zip(batched.maps, single.maps)):
+                h, w = alone.shape[-2:]
+                torch.testing.assert_close(padded_map[row, :, :h, :w], alone[0], atol=1e-5, rtol=1e-5)
+                assert not padded_map[row, :, h:].any() and not padded_map[row, :, :, w:].any(), level

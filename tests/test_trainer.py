@@ -7,8 +7,10 @@ It has dropout and its training collate adds noise, so resuming must restore RNG
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -21,12 +23,14 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 import zoo
+from zoo.errors import ZooError
 from zoo.model import LoadReport
-from tasks.engine import trainer
+from zoo.tokenizer import pad_ids
+from tasks.engine import checkpoints, trainer
 from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
 from tasks.engine.curves import plot_curves
 from tasks.engine.task import Metric, Task
-from tasks.engine.trainer import add_train_arguments, lr_at, train
+from tasks.engine.trainer import EMA, add_train_arguments, lr_at, train
 
 
 class Crash(Exception):
@@ -36,10 +40,12 @@ class Crash(Exception):
 class ToyModel(nn.Module):
     """A two-layer classifier of 4-d points; ``backbone`` + ``head`` like a ZooModel."""
 
-    def __init__(self, hidden: int = 8, dropout: float = 0.1, noise: float = 0.05) -> None:
+    def __init__(self, hidden: int = 8, dropout: float = 0.1, noise: float = 0.05, batchnorm: bool = False) -> None:
         super().__init__()
-        self.config = {"hidden": hidden, "dropout": dropout, "noise": noise}   # noise: training augmentation
-        self.backbone = nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.config = {"hidden": hidden, "dropout": dropout, "noise": noise,   # noise: training augmentation
+                       "batchnorm": batchnorm}
+        norm = [nn.BatchNorm1d(hidden)] if batchnorm else []
+        self.backbone = nn.Sequential(nn.Linear(4, hidden), *norm, nn.Tanh(), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, 3)
         self.crash_at: int | None = None        # training forward call that raises Crash
         self.nan_at: set[int] = set()           # loss calls that return NaN
@@ -94,6 +100,7 @@ class ToyTask(Task):
         points = centers[labels] + torch.randn(n, 4, generator=g)
         self.samples = [{"x": points[i], "y": int(labels[i])} for i in range(n)]
         self.faults: dict = {}
+        self.batchnorm = False
 
     def datasets(self, spec: str, split: str) -> list[dict]:
         return self.samples if split == "train" else self.samples[:12]
@@ -112,7 +119,7 @@ class ToyTask(Task):
         return collate
 
     def build_model(self, args: argparse.Namespace, train_set) -> ToyModel:
-        model = ToyModel(args.hidden, args.dropout, args.noise)
+        model = ToyModel(args.hidden, args.dropout, args.noise, self.batchnorm)
         for key, value in self.faults.items():
             setattr(model, key, value)
         return model
@@ -374,3 +381,133 @@ def test_accumulation_matches_one_big_batch(tmp_path):
     acc = load_file(str(tmp_path / "acc" / "last" / "model.safetensors"))
     for key in big:
         torch.testing.assert_close(acc[key], big[key], atol=1e-6, rtol=0)
+
+
+def test_ema_averages_batchnorm_statistics_and_copies_counters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    ema = EMA(model, decay=0.5)
+    expected = {"mean": model[1].running_mean.clone(), "weight": model[0].weight.detach().clone()}
+    for step in range(3):
+        model(torch.randn(8, 4) * (step + 1) + step)            # moves the running statistics
+        with torch.no_grad():
+            model[0].weight.add_(0.1 * (step + 1))
+        ema.update(step)
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected["mean"] = decay * expected["mean"] + (1 - decay) * model[1].running_mean
+        expected["weight"] = decay * expected["weight"] + (1 - decay) * model[0].weight.detach()
+    raw_mean, raw_weight = model[1].running_mean.clone(), model[0].weight.detach().clone()
+    with ema.applied():
+        torch.testing.assert_close(model[1].running_mean, expected["mean"])
+        torch.testing.assert_close(model[0].weight, expected["weight"])
+        assert model[1].num_batches_tracked.item() == 3          # integer buffers are copied, not averaged
+        assert not torch.allclose(model[1].running_mean, raw_mean)
+    assert torch.equal(model[1].running_mean, raw_mean) and torch.equal(model[0].weight, raw_weight)
+
+
+def test_ema_with_batchnorm_saves_averaged_statistics_and_resumes_exactly(tmp_path, toy_loader):
+    task = ToyTask()
+    task.batchnorm = True
+    train(task, make_args(task, *COMMON, "--out", tmp_path / "a"))
+    task.faults = {"crash_at": 8}
+    with pytest.raises(Crash):
+        train(task, make_args(task, *COMMON, "--out", tmp_path / "b"))
+    task.faults = {}
+    train(task, make_args(task, "--resume", tmp_path / "b"))
+    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(tmp_path / "b")]
+    saved = load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    raw, _ = load_trainer_state(tmp_path / "b" / "last")
+    assert not torch.allclose(saved["backbone.1.running_mean"], raw["model.backbone.1.running_mean"])
+    assert raw["model.backbone.1.num_batches_tracked"].item() == 12 == saved["backbone.1.num_batches_tracked"].item()
+    final_a = load_file(str(tmp_path / "a" / "last" / "model.safetensors"))
+    assert all(torch.equal(final_a[k], saved[k]) for k in final_a)
+
+
+class LMTask(Task):
+    """Next-token prediction on four right-padded sequences of very different lengths."""
+
+    name = "toy_lm"
+    metric = Metric("loss", higher_is_better=False)
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(3)
+        # 1, 2, 4 and 16 predicted tokens: every split into two pairs has unequal token counts
+        self.samples = [torch.randint(4, 30, (n,), generator=g) for n in (2, 3, 5, 17)]
+
+    def datasets(self, spec: str, split: str) -> list:
+        return self.samples
+
+    def make_collate(self, model: nn.Module, train: bool):
+        def collate(samples: list[torch.Tensor]) -> dict:
+            ids, mask = pad_ids([s.tolist() for s in samples])          # (B, T) right-padded
+            return {"inputs": ids, "mask": mask}
+        return collate
+
+    def build_model(self, args: argparse.Namespace, train_set) -> nn.Module:
+        return zoo.create_model("text_decoder_tiny", "lm", backbone_args=dict(vocab_size=30, dim=16, depth=1, heads=2))
+
+    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+        batch = self.make_collate(model, train=False)(list(dataset))
+        return {"loss": model.loss(model(batch), batch)["loss"].item()}
+
+
+def test_accumulation_is_token_weighted_like_one_big_batch(tmp_path):
+    """Two micro-batches with different token counts: the logged loss, the gradient norm and the
+    update equal those of one batch of all four sequences (the LM loss is a mean over tokens)."""
+    task = LMTask()
+    flags = ("--max-steps", 1, "--lr", 0.01, "--warmup-steps", 0, "--grad-clip", 0)
+    train(task, make_args(task, "--batch-size", 4, *flags, "--out", tmp_path / "big"))
+    train(task, make_args(task, "--batch-size", 2, "--accumulate", 2, *flags, "--out", tmp_path / "acc"))
+    big, acc = rows(tmp_path / "big")[0], rows(tmp_path / "acc")[0]
+    assert acc["train_loss"] == pytest.approx(big["train_loss"], rel=1e-5)
+    assert acc["grad_norm"] == pytest.approx(big["grad_norm"], rel=1e-5)
+    assert "train_weight" not in acc
+    big_state, acc_state = (zoo.load(tmp_path / run / "last").state_dict() for run in ("big", "acc"))
+    for key in big_state:
+        torch.testing.assert_close(acc_state[key], big_state[key], atol=1e-6, rtol=0)
+
+
+def test_kill_between_rename_and_first_pointer_still_resumes(tmp_path, toy_loader, monkeypatch):
+    """Killed after ``step-6`` was renamed into place but before ``last`` pointed at it: the run
+    resumes from that complete folder, and a plain re-run says to use --resume."""
+    task = ToyTask()
+    flags = ("--batch-size", 8, "--max-steps", 12, "--checkpoint-every", 6, "--dropout", 0, "--workers", 0)
+    train(task, make_args(task, *flags, "--out", tmp_path / "a"))
+    point = checkpoints._point
+
+    def killed(run_dir: Path, name: str, target: str) -> None:
+        raise Crash(f"killed before pointing {name} at {target}")
+
+    monkeypatch.setattr(checkpoints, "_point", killed)
+    run = tmp_path / "b"
+    with pytest.raises(Crash):
+        train(task, make_args(task, *flags, "--out", run))
+    monkeypatch.setattr(checkpoints, "_point", point)
+    assert (run / "step-6" / "model.safetensors").is_file() and not (run / "last").exists()
+    assert resolve_checkpoint(run, "last") == (run / "step-6").resolve()
+    with pytest.raises(FileExistsError, match=f"pass --resume {run}"):
+        train(task, make_args(task, *flags, "--out", run))
+    train(task, make_args(task, "--resume", run))
+    assert resolve_checkpoint(run, "last").name == "step-12"
+    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(run)]
+
+
+def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path, toy_loader, monkeypatch):
+    save = ToyModel.save
+
+    def disk_full(model: ToyModel, directory: Path) -> None:
+        if Path(directory).name.endswith("step-12"):
+            (Path(directory) / "config.json").write_text("{}")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(directory) / "model.safetensors"))
+        save(model, directory)
+
+    monkeypatch.setattr(ToyModel, "save", disk_full)
+    task, run = ToyTask(), tmp_path / "run"
+    with pytest.raises(ZooError) as caught:
+        train(task, make_args(task, "--batch-size", 8, "--max-steps", 12, "--checkpoint-every", 6, "--out", run))
+    message = str(caught.value)
+    assert message == (f"cannot write checkpoint to {run / 'step-12'}: No space left on device; free space or "
+                       f"pass another --out (the previous checkpoint is intact)")
+    last = resolve_checkpoint(run, "last")
+    assert last.name == "step-6" and isinstance(load_toy(last), ToyModel)
+    assert load_trainer_state(last)[1]["state"]["step"] == 6 and not list(run.glob(".tmp-*"))

@@ -1,17 +1,63 @@
-"""Pickle-free weight files: safetensors in, clear errors naming the file out."""
+"""Pickle-free model folders: safetensors weights and a versioned ``config.json``, checked on read.
+
+Every mistake in a folder (truncated or tampered weights, NaN, a config that is not JSON, not
+UTF-8, of the wrong shape or types) raises :class:`~zoo.errors.ZooError` naming the file and the
+tensor or field; a missing file raises ``FileNotFoundError`` naming it.
+
+``config.json`` carries ``format_version``. A change to its layout bumps :data:`FORMAT_VERSION`
+and registers ``@migration(N)`` turning a version-N config into version N+1; :func:`read_config`
+applies them in order, so every folder any zoo version saved keeps loading.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo.errors import ZooError
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
 _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin", "checkpoint.pt")
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+# field -> (JSON types allowed, required); "name"/"args" of backbone and head are checked below
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "backbone": ((dict,), True), "head": ((dict,), True), "task": ((str, type(None)), False),
+    "preprocessing": ((dict, type(None)), False), "tokenizer": ((str, type(None)), False),
+}
+
+
+def migration(version: int) -> Callable[[Callable[[dict], dict]], Callable[[dict], dict]]:
+    """Register ``migrate_v{version}_to_v{version + 1}(config) -> config`` (applied on read)."""
+
+    def decorator(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        if version in MIGRATIONS:
+            raise ValueError(f"a migration from format_version {version} is already registered")
+        MIGRATIONS[version] = fn
+        return fn
+
+    return decorator
+
+
+def migrate(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``config`` (of file ``path``) brought from its ``format_version`` to :data:`FORMAT_VERSION`."""
+    version = config.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ZooError(f"{path}: field 'format_version' is {version!r}, expected a version number >= 1; "
+                       f"this is not a config.json written by zoo")
+    if version > FORMAT_VERSION:
+        raise ZooError(f"{path}: format_version {version} was written by a newer zoo (this one reads up to "
+                       f"{FORMAT_VERSION}); upgrade zoo to load it")
+    while version < FORMAT_VERSION:
+        config = dict(MIGRATIONS[version](dict(config)))
+        version += 1
+        config["format_version"] = version
+    return config
 
 
 def _looks_like_pickle(path: Path) -> bool:
@@ -26,30 +72,79 @@ def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of ``directory/model.safetensors``; refuses pickles and names corrupt files."""
     directory = Path(directory)
     path = directory / WEIGHTS if directory.is_dir() else directory
+    if path.is_dir():
+        raise ZooError(f"{path} is a directory, not a weights file; put the model's {WEIGHTS} there")
     if not path.exists():
         pickled = [directory / n for n in _PICKLE_NAMES if (directory / n).exists()] if directory.is_dir() else []
         if pickled:
-            raise ValueError(f"{pickled[0]} is a pickle-based checkpoint; zoo loads only safetensors "
-                             f"(pickle can run arbitrary code). Convert it to {WEIGHTS} first.")
+            raise ZooError(f"{pickled[0]} is a pickle-based checkpoint; zoo loads only safetensors "
+                           f"(pickle can run arbitrary code). Convert it to {WEIGHTS} first.")
         raise FileNotFoundError(f"no weights file {path}")
     if _looks_like_pickle(path):
-        raise ValueError(f"{path} is a pickle/torch.save file, not safetensors; refusing to unpickle it")
+        raise ZooError(f"{path} is a pickle/torch.save file, not safetensors; refusing to unpickle it")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is truncated or corrupted and cannot be read as safetensors: {err}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ZooError(f"{path} is truncated or corrupted and cannot be read as safetensors: {err}") from None
 
 
-def read_config(directory: str | Path) -> dict:
-    """``config.json`` of a model folder, checking its format version."""
+def check_weights(path: Path, stored: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse weights of file ``path`` whose dtype kind or shape differs from the model's
+    ``expected`` tensors of the same name, or that hold NaN/inf (names the tensor)."""
+    for name, want in expected.items():   # in the model's order: the first bad tensor is reported
+        tensor = stored.get(name)
+        if tensor is None:
+            continue
+        if tensor.shape != want.shape:
+            raise ZooError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but config.json builds "
+                           f"{tuple(want.shape)}; the config does not describe these weights")
+        if tensor.is_floating_point() != want.is_floating_point() or (
+                not want.is_floating_point() and tensor.dtype != want.dtype):
+            raise ZooError(f"{path}: tensor {name!r} is {tensor.dtype}, expected {want.dtype}; "
+                           f"the file was altered, re-save the model")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.float()).all()):
+            raise ZooError(f"{path}: tensor {name!r} holds NaN or inf values; load a checkpoint saved "
+                           f"before training diverged")
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """``config.json`` of a model folder, migrated to the current format and checked field by field."""
     path = Path(directory) / CONFIG
+    if path.is_dir():
+        raise ZooError(f"{path} is a directory, not a file; {directory} is not a zoo model folder")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {directory} is not a zoo model folder")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ZooError(f"{path}: not UTF-8 text (byte {err.start}); re-save the model") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version!r} is not supported (this zoo reads {FORMAT_VERSION})")
+        raise ZooError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(config, dict):
+        raise ZooError(f"{path}: expected a JSON object at the top, got {type(config).__name__}")
+    config = migrate(config, path)
+    for field, (types, required) in _FIELDS.items():
+        if field not in config:
+            if required:
+                raise ZooError(f"{path}: field {field!r} is missing")
+            continue
+        if not isinstance(config[field], types):
+            raise ZooError(f"{path}: field {field!r} is {_json_type(config[field])}, expected "
+                           f"{' or '.join(_json_type(t()) for t in types)}")
+    for part in ("backbone", "head"):
+        spec = config[part]
+        if not isinstance(spec.get("name"), str):
+            raise ZooError(f"{path}: field '{part}.name' is {_json_type(spec.get('name'))}, expected a registry name")
+        if not isinstance(spec.get("args", {}), dict):
+            raise ZooError(f"{path}: field '{part}.args' is {_json_type(spec['args'])}, expected an object")
+    tokenizer = config.get("tokenizer")
+    if tokenizer is not None and (Path(tokenizer).name != tokenizer or tokenizer in ("", ".", "..")):
+        raise ZooError(f"{path}: field 'tokenizer' is {tokenizer!r}, expected a file name inside {directory}")
     return config
+
+
+def _json_type(value: Any) -> str:
+    """How JSON calls the type of ``value`` (for messages)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)

@@ -4,26 +4,37 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, read_config, read_weights
+from zoo.arguments import check_args, fields_of
+from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights
+from zoo.errors import ZooError
 from zoo.registry import BACKBONES, HEADS
 from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
 
 
 def create_backbone(name: str, **args: Any) -> nn.Module:
-    """A registered backbone (or ``timm/<name>``, ``torchaudio/<name>``), remembering how it was made."""
+    """A registered backbone (or ``timm/<name>``, ``torchaudio/<name>``), remembering how it was made.
+
+    ``padding_sensitive`` is set on every backbone: True when padding a batch changes the outputs
+    on real positions (callers then batch inputs of one size). A backbone that does not say so
+    itself takes its registry metadata, and is assumed sensitive when that is silent too.
+    """
+    check_args("backbone", name, args, fields_of(BACKBONES.get(name), BACKBONES.meta(name)))
     module = BACKBONES.create(name, **args)
     module.zoo_spec = {"name": name, "args": args}
+    if not hasattr(module, "padding_sensitive"):
+        module.padding_sensitive = bool(BACKBONES.meta(name).get("padding_sensitive", True))
     return module
 
 
 def create_head(name: str, backbone: nn.Module, **args: Any) -> nn.Module:
     """A registered head built for ``backbone`` (heads read its dim, modality and embeddings)."""
+    check_args("head", name, args, fields_of(HEADS.get(name), HEADS.meta(name), skip=("backbone",)))
     module = HEADS.create(name, backbone=backbone, **args)
     module.zoo_spec = {"name": name, "args": args}
     return module
@@ -156,21 +167,49 @@ def create_model(backbone: str | nn.Module = "vit_tiny", head: str | nn.Module =
 
 
 def load(directory: str | Path, map_location: str | torch.device = "cpu") -> ZooModel:
-    """Rebuild a saved model from ``config.json`` + ``model.safetensors`` (no pickle anywhere)."""
+    """Rebuild a saved model from ``config.json`` + ``model.safetensors`` (no pickle anywhere).
+
+    Every problem of the folder raises ZooError (FileNotFoundError for a missing file) naming
+    the file and the field or tensor: nothing wrong is loaded silently.
+    """
     directory = Path(directory)
     config = read_config(directory)
-    tokenizer = Tokenizer.load(directory / config["tokenizer"]) if config.get("tokenizer") else None
-    model = create_model(config["backbone"]["name"], config["head"]["name"],
-                         backbone_args=config["backbone"]["args"], tokenizer=tokenizer,
-                         preprocessing=config.get("preprocessing"), task=config.get("task"),
-                         **config["head"]["args"])
+    config_path = directory / CONFIG
+    tokenizer = None
+    if config.get("tokenizer"):
+        try:
+            tokenizer = Tokenizer.load(directory / config["tokenizer"])
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError) as err:
+            raise ZooError(f"{directory / config['tokenizer']}: cannot be read as a tokenizer ({err})") from None
+    backbone = _built(config_path, "backbone", lambda: create_backbone(config["backbone"]["name"],
+                                                                        **config["backbone"].get("args", {})))
+    head = _built(config_path, "head", lambda: create_head(config["head"]["name"], backbone,
+                                                           **config["head"].get("args", {})))
+    model = ZooModel(backbone, head, tokenizer, config.get("preprocessing"), config.get("task"))
+    weights_path = directory / WEIGHTS
     stored = read_weights(directory)
+    check_weights(weights_path, stored, model.state_dict())
     missing, unexpected = model.load_state_dict(stored, strict=False)
     missing = _untied(model, missing, stored)
     if missing or unexpected:
-        raise ValueError(f"{directory / WEIGHTS} does not match {directory / CONFIG}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ZooError(f"{weights_path} does not match {config_path}: missing tensors {missing[:5]}, "
+                       f"unexpected tensors {unexpected[:5]}; save the model again or fix the config")
     return model.to(map_location).eval()
+
+
+def _built(config_path: Path, part: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` the ``part`` of a saved model; its errors become one ZooError naming the field."""
+    try:
+        return build()
+    except ZooError as err:
+        raise ZooError(f"{config_path}: field '{part}': {err}") from None
+    except KeyError as err:   # an unknown registry name
+        raise ZooError(f"{config_path}: field '{part}.name': {err.args[0]}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        reason = " ".join(str(err).split())   # one line, whatever the library wrote
+        raise ZooError(f"{config_path}: field '{part}.args' cannot build the {part}: {reason}") from None
 
 
 def _untied(model: nn.Module, missing: list[str], stored: dict[str, torch.Tensor]) -> list[str]:

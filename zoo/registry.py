@@ -33,6 +33,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
         self._resolvers: dict[str, tuple[Callable[[str], Callable[..., Any]], Callable[[str], list[str]]]] = {}
+        self._resolver_meta: dict[str, dict[str, Any]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator registering ``fn`` under ``name`` with metadata ``meta``."""
@@ -46,9 +47,11 @@ class Registry:
         return decorator
 
     def add_resolver(self, prefix: str, resolve: Callable[[str], Callable[..., Any]],
-                     names: Callable[[str], list[str]]) -> None:
-        """Resolve ``prefix/<rest>`` lazily: ``resolve(rest)`` returns a factory, ``names(pattern)`` lists."""
+                     names: Callable[[str], list[str]], **meta: Any) -> None:
+        """Resolve ``prefix/<rest>`` lazily: ``resolve(rest)`` returns a factory, ``names(pattern)`` lists;
+        ``meta`` is the metadata of every name under the prefix."""
         self._resolvers[prefix] = (resolve, names)
+        self._resolver_meta[prefix] = dict(meta)
 
     def _lookup(self, name: str) -> Callable[..., Any]:
         if name in self._entries:
@@ -72,9 +75,11 @@ class Registry:
         return self._lookup(name)(**args)
 
     def meta(self, name: str) -> dict[str, Any]:
-        """Metadata registered with ``name`` (empty for resolver names)."""
+        """Metadata registered with ``name`` (for resolver names: the metadata of their prefix)."""
         self._lookup(name)
-        return dict(self._entries[name][1]) if name in self._entries else {}
+        if name in self._entries:
+            return dict(self._entries[name][1])
+        return dict(self._resolver_meta.get(name.partition("/")[0], {}))
 
     def list(self, pattern: str = "*", **filters: Any) -> list[str]:
         """Sorted names matching a shell wildcard and equal to every metadata filter given."""

@@ -4,13 +4,17 @@ A save writes everything into a hidden ``.tmp-step-N`` folder, fsyncs it, rename
 ``step-N`` and only then switches the pointers. The pointers are relative symlinks
 (``best -> step-200``) replaced with ``os.replace``, so at every instant each pointer names a
 complete checkpoint, and ``runs/x/best`` works as a model folder with any tool. Old step
-folders that no pointer names are pruned (the newest ``keep`` stay).
+folders that no pointer names are pruned (the newest ``keep`` stay). A process killed after
+the rename but before the first pointer leaves ``step-N`` without pointers: it is complete,
+and :func:`resolve_checkpoint` falls back to the newest such folder. A save that cannot write
+(disk full, read-only folder) raises one ZooError and leaves the previous checkpoint in place.
 
 The trainer's own state is pickle-free: tensors (optimizer moments, RNG states, raw weights
 under EMA) in ``trainer_state.safetensors``, scalars in ``trainer_state.json``.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -24,6 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from zoo.errors import ZooError
+
 POINTERS = ("best", "last")
 TRAINER_TENSORS = "trainer_state.safetensors"
 TRAINER_JSON = "trainer_state.json"
@@ -35,25 +41,39 @@ def write_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], *,
     """Write checkpoint ``step`` with ``write(folder)``, then point ``last`` (and ``best``) at it.
 
     If ``write`` raises, the half-written folder stays hidden and the pointers keep naming
-    the previous complete checkpoint. Returns the new ``step-N`` folder.
+    the previous complete checkpoint; an ``OSError`` (no space, read-only folder) becomes a
+    one-line ZooError after the partial folder is removed. Returns the new ``step-N`` folder.
     """
     run_dir = Path(run_dir)
     final = run_dir / f"step-{step}"
     if final.name in _pointer_targets(run_dir):
         raise FileExistsError(f"{final} is already a checkpoint named by a pointer; refusing to overwrite it")
     tmp = run_dir / f"{_TMP_PREFIX}{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    _fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)   # complete but never pointed at: a crash hit between rename and switch
-    os.rename(tmp, final)
-    _fsync(run_dir)
-    _point(run_dir, "last", final.name)
-    if best:
-        _point(run_dir, "best", final.name)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write(tmp)
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)   # complete, never pointed at: killed between rename and switch
+        os.rename(tmp, final)
+        _fsync(run_dir)
+        _point(run_dir, "last", final.name)
+        if best:
+            _point(run_dir, "best", final.name)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)     # frees the space the partial checkpoint took
+        raise ZooError(f"cannot write checkpoint to {final}: {err.strerror or err}; {_fix(err)}") from None
     prune(run_dir, keep)
     return final
+
+
+def _fix(err: OSError) -> str:
+    """What to do about a failed checkpoint write."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space or pass another --out (the previous checkpoint is intact)"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the run folder writable or pass another --out (the previous checkpoint is intact)"
+    return "pass another --out (the previous checkpoint is intact)"
 
 
 def point_best(run_dir: Path, step: int) -> None:
@@ -77,7 +97,8 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     """A model folder -> itself; a run folder -> the folder its ``prefer`` pointer names.
 
     ``prefer`` is "best" (evaluation, prediction, transfer) or "last" (resume); a run with
-    only the other pointer falls back to it.
+    only the other pointer falls back to it, and a run with neither (killed between renaming
+    its first ``step-N`` and pointing at it) to its newest complete ``step-N``.
     """
     if prefer not in POINTERS:
         raise ValueError(f"prefer={prefer!r}: expected one of {POINTERS}")
@@ -89,9 +110,18 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     for name in (prefer, *[p for p in POINTERS if p != prefer]):
         if (path / name).exists():
             return (path / name).resolve()
+    complete = _complete_steps(path)
+    if complete:
+        return complete[-1].resolve()
     raise FileNotFoundError(
         f"{path} is neither a model folder (no config.json) nor a run folder with a 'best' or 'last' checkpoint"
     )
+
+
+def _complete_steps(run_dir: Path) -> list[Path]:
+    """``step-N`` folders holding a model (config.json and weights), oldest first."""
+    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
+    return [p for _, p in steps if (p / "config.json").is_file() and (p / "model.safetensors").is_file()]
 
 
 def save_trainer_state(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -108,12 +138,14 @@ def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str,
             raise FileNotFoundError(f"{file} is missing: {folder} is a model folder, not a resumable checkpoint")
     try:
         tensors = load_file(str(tensors_file))
-    except SafetensorError as err:
-        raise ValueError(f"{tensors_file}: not a readable safetensors file ({err})") from None
+    except (SafetensorError, OSError) as err:
+        raise ZooError(f"{tensors_file}: not a readable safetensors file ({err})") from None
     try:
-        state = json.loads(json_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{json_file}: not valid JSON ({err.msg})") from None
+        state = json.loads(json_file.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ZooError(f"{json_file}: not valid UTF-8 JSON ({err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        raise ZooError(f"{json_file}: expected an object with a 'state' object; the file was altered")
     return tensors, state
 
 

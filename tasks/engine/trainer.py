@@ -13,12 +13,16 @@ clip, step). Choices worth knowing:
   epoch is planned. A time budget also stops a planned run early.
 - ``--precision`` defaults to fp32 for exactness; bf16 autocast is several times faster on
   CPUs with bf16 matrix units and on GPUs, and task entry points may set it as their default.
+- ``--accumulate N`` weighs each micro-batch by the count its loss averages over (a head's
+  ``losses["weight"]``, e.g. real tokens; else its rows), so N micro-batches (and the ranks of
+  a DDP job) give the loss and gradient of one batch of them all; the logged loss is that one.
 - A step whose loss or gradient norm is NaN/inf changes nothing (no optimizer step, gradients
   zeroed) and is counted (``skipped`` in ``metrics.jsonl`` and in the summary);
   ``MAX_BAD_STEPS`` in a row save the last good weights and abort.
-- ``--ema DECAY`` keeps an exponential moving average of the trainable parameters (decay
-  warmed up as ``min(DECAY, (1+t)/(10+t))``); evaluation and the saved model use it, the raw
-  weights travel in the trainer state for resuming.
+- ``--ema DECAY`` keeps an exponential moving average of the trainable parameters and of the
+  floating buffers (BatchNorm statistics; integer buffers are copied), with the decay warmed
+  up as ``min(DECAY, (1+t)/(10+t))``; evaluation and the saved model use it, the raw weights
+  and buffers travel in the trainer state for resuming.
 - Evaluation runs with the RNG states put back afterwards, so how often one evaluates never
   changes the training trajectory, and ``--resume`` continues with exactly the losses of an
   uninterrupted run (CPU, fp32): model, optimizer, schedule, step, epoch and position in it,
@@ -136,33 +140,50 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devi
 
 
 class EMA:
-    """Exponential moving average of a model's trainable parameters."""
+    """Exponential moving average of a model's trainable parameters and of its saved buffers.
+
+    Floating buffers (BatchNorm running statistics) are averaged like the parameters, integer
+    ones (``num_batches_tracked``) copied, as ``torch.optim.swa_utils.AveragedModel(use_buffers=True)``
+    and timm's ``ModelEmaV3`` do: the averaged weights are evaluated with statistics of their own.
+    ``tracked`` names every tensor the EMA replaces (the trainer saves their raw values for resuming).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.shadow = [p.detach().clone() for p in self.params]
+        saved = model.state_dict(keep_vars=True)
+        buffers = [name for name, _ in model.named_buffers() if name in saved]   # persistent ones only
+        self.tracked: dict[str, torch.Tensor] = {
+            **{name: p for name, p in model.named_parameters() if p.requires_grad},
+            **{name: saved[name] for name in buffers}}
+        self.shadow = {name: t.detach().clone() for name, t in self.tracked.items()}
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Blend the current weights in, with the decay warmed up over the first steps."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        for shadow, param in zip(self.shadow, self.params):
-            shadow.lerp_(param.detach(), 1.0 - decay)
+        for name, tensor in self.tracked.items():
+            if tensor.is_floating_point():
+                self.shadow[name].lerp_(tensor.detach(), 1.0 - decay)
+            else:
+                self.shadow[name].copy_(tensor)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
         """Inside the block the model holds the averaged weights; the raw ones come back after."""
-        raw = [p.detach().clone() for p in self.params]
+        raw = self.raw()
         with torch.no_grad():
-            for param, shadow in zip(self.params, self.shadow):
-                param.copy_(shadow)
+            for name, tensor in self.tracked.items():
+                tensor.copy_(self.shadow[name])
         try:
             yield
         finally:
             with torch.no_grad():
-                for param, value in zip(self.params, raw):
-                    param.copy_(value)
+                for name, tensor in self.tracked.items():
+                    tensor.copy_(raw[name])
+
+    def raw(self) -> dict[str, torch.Tensor]:
+        """Copies of the model's own (not averaged) values of every tracked tensor."""
+        return {name: t.detach().clone() for name, t in self.tracked.items()}
 
 
 @dataclass
@@ -229,27 +250,29 @@ class _Run:
         try:
             while reason is None:
                 started, lr = time.perf_counter(), self._lr()
-                sums, items = 0, 0
-                for micro in range(args.accumulate):
-                    batch, n = self.stream.next()
-                    with self.ctx.no_sync(self.ddp, micro < args.accumulate - 1), self._autocast():
-                        losses = self.model.loss(self.net(batch), batch)
-                    (losses["loss"] / args.accumulate).backward()
-                    keys = keys or ["loss", *sorted(k for k in losses if k != "loss")]
-                    sums = sums + torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device)
-                                               for k in keys]) / args.accumulate
-                    items += n
+                sums, total, items, keys = self._micro_batches(keys)
                 grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None]).to(self.device)
                 bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
                 time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
-                flags = self.ctx.all_reduce_sum(torch.cat([sums, grad_norm.reshape(1), bad.float().reshape(1),
+                flags = self.ctx.all_reduce_sum(torch.cat([sums, total.reshape(1), grad_norm.reshape(1),
+                                                           bad.float().reshape(1),
                                                            torch.tensor([float(time_up)], device=self.device)]))
-                *means, norm, bad_ranks, up_ranks = (flags / self.ctx.world_size).tolist()
-                if bad_ranks > 0:
+                *weighted, total, norm, bad_ranks, up_ranks = flags.tolist()
+                skipped = bad_ranks > 0 or not total > 0
+                # gradients hold DDP's rank mean of sum(share * grad of a micro-batch mean); times
+                # ``scale`` they are the gradient of the mean over all the step's items (tokens)
+                scale = self.ctx.world_size / total if not skipped else 1.0
+                means = [None if skipped else v / total for v in weighted]
+                norm = None if skipped else norm / self.ctx.world_size * scale   # every rank: the same norm
+                if skipped:
                     s.skipped, s.consecutive_bad = s.skipped + 1, s.consecutive_bad + 1
                 else:
+                    if scale != 1.0:
+                        for param in self.params:
+                            if param.grad is not None:
+                                param.grad.mul_(scale)
                     if args.grad_clip > 0:
-                        clip_grads_with_norm_(self.params, args.grad_clip, grad_norm)
+                        clip_grads_with_norm_(self.params, args.grad_clip, grad_norm * scale)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                     self.optimizer.step()
@@ -258,14 +281,43 @@ class _Run:
                         self.ema.update(s.step)
                 self.optimizer.zero_grad(set_to_none=True)
                 s.step += 1
-                train_row = {f"train_{k}": (None if bad_ranks > 0 else v) for k, v in zip(keys, means)}
-                train_row.update(lr=lr, grad_norm=None if bad_ranks > 0 else norm,
+                train_row = {f"train_{k}": v for k, v in zip(keys, means)}
+                train_row.update(lr=lr, grad_norm=norm,
                                  items_per_s=items * self.ctx.world_size / (time.perf_counter() - started))
                 reason = self._after_step(train_row, time_up=up_ranks > 0)
         finally:
             self.bar.close()
         self._summary(reason)
         return self.out
+
+    def _micro_batches(self, keys: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
+        """Forward and backward the step's ``--accumulate`` micro-batches, each weighted by its size.
+
+        A micro-batch's size is the count its loss is a mean over, ``losses["weight"]`` (heads give
+        their real tokens), or else its number of rows. Its loss is back-propagated times its share
+        ``size / unit`` (``unit``: the first micro-batch's size in one process, so a plain step is
+        unscaled; 1 across processes, so every rank weighs alike); :meth:`run` divides the
+        gradients by the all-reduced total share, so the step is the one of a single batch of them
+        all (tokens: the loss of N micro-batches is the loss of their concatenation).
+        Returns (share-weighted logged losses (K,), total share, items, the logged loss names).
+        """
+        unit = sums = total = None
+        items = 0
+        for micro in range(self.args.accumulate):
+            batch, n = self.stream.next()
+            with self.ctx.no_sync(self.ddp, micro < self.args.accumulate - 1), self._autocast():
+                losses = self.model.loss(self.net(batch), batch)
+            size = torch.as_tensor(losses.get("weight", n), dtype=torch.float32, device=self.device).detach()
+            if unit is None:
+                unit = size.clamp(min=1.0) if self.ctx.world_size == 1 else torch.ones((), device=self.device)
+            share = size / unit
+            (losses["loss"] * share).backward()
+            keys = keys or ["loss", *sorted(k for k in losses if k not in ("loss", "weight"))]
+            values = torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device) for k in keys]) * share
+            sums = values if sums is None else sums + values
+            total = share if total is None else total + share
+            items += n
+        return sums, total, items, keys
 
     # ---- after each step: log, evaluate, save, decide -----------------------------------------
     def _after_step(self, row: dict[str, Any], time_up: bool) -> str | None:
@@ -337,9 +389,8 @@ class _Run:
         tensors: dict[str, torch.Tensor] = {}
         for index, slots in self.optimizer.state_dict()["state"].items():
             tensors.update({f"optim.{index}.{name}": value for name, value in slots.items()})
-        if self.ema is not None:
-            tensors.update({f"model.{name}": p.detach().clone()       # raw weights (the model file gets the EMA)
-                            for name, p in self.model.named_parameters() if p.requires_grad})
+        if self.ema is not None:     # raw weights and buffers (the model file gets the EMA)
+            tensors.update({f"model.{name}": value for name, value in self.ema.raw().items()})
         json_rngs = []
         for rank, rng in enumerate(rngs):
             tensors.update({f"rng.{rank}.{k}": v for k, v in rng.items() if isinstance(v, torch.Tensor)})
@@ -373,10 +424,11 @@ class _Run:
         """Load optimizer, raw weights (under EMA) and scalars; returns this rank's RNG state."""
         tensors, info = load_trainer_state(folder)
         self.state = TrainState(**info["state"])
+        own = self.model.state_dict(keep_vars=True)
         with torch.no_grad():
             for key, value in tensors.items():
                 if key.startswith("model."):
-                    self.model.get_parameter(key[len("model."):]).copy_(value)
+                    own[key[len("model."):]].copy_(value)
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):

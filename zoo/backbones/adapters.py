@@ -1,36 +1,69 @@
-"""Prefix resolvers: ``timm/<name>`` (any timm model) and ``torchaudio/<name>`` (speech models)."""
+"""Prefix resolvers: ``timm/<name>`` (any timm model) and ``torchaudio/<name>`` (speech models).
+
+Nothing here reaches the network: weights come only from local files, and the wrapped
+constructors run with the Hugging Face hub offline and torch.hub's downloader refused.
+"""
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.features import Features
 from zoo.registry import BACKBONES
+
+
+@contextmanager
+def offline() -> Iterator[None]:
+    """Inside the block nothing downloads: the HF hub is offline, ``torch.hub`` refuses URLs."""
+    import huggingface_hub.constants as hub
+    import torch.hub
+
+    def refuse(url: str, *args: Any, **kwargs: Any) -> None:
+        raise ZooError(f"zoo never downloads at run time (asked for {url}); download the file once "
+                       f"and pass its local path instead")
+
+    saved = hub.HF_HUB_OFFLINE, torch.hub.download_url_to_file
+    hub.HF_HUB_OFFLINE, torch.hub.download_url_to_file = True, refuse
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE, torch.hub.download_url_to_file = saved
 
 
 class TimmBackbone(nn.Module):
     """Any timm model as an image backbone: multi-scale ``maps`` from ``features_only``.
 
     ``tokens`` are the last map's positions flattened (B, H*W, C). Weights: random by
-    default (``pretrained=False``); ``checkpoint_path`` loads a local weights file.
+    default; ``checkpoint_path`` loads a local weights file. ``pretrained=True`` (a download)
+    is refused at once.
     """
 
     modality = "image"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, model_name: str, checkpoint_path: str | None = None, **kwargs: object) -> None:
         super().__init__()
         import timm
 
         extra: dict = dict(kwargs)
+        if extra.pop("pretrained", False):
+            raise ZooError(f"timm/{model_name}: pretrained=True would download weights, and zoo never downloads at "
+                           f"run time; download them once and pass checkpoint_path=/path/to/weights.safetensors")
         if checkpoint_path:
+            if not Path(checkpoint_path).is_file():
+                raise FileNotFoundError(f"timm/{model_name}: checkpoint_path {checkpoint_path} is not a file")
             extra.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint_path)))
         self.model_name = model_name
-        self.body = timm.create_model(model_name, features_only=True, **extra)
+        with offline():
+            self.body = timm.create_model(model_name, features_only=True, **extra)
         self.dim = self.body.feature_info.channels()[-1]
         cfg = getattr(self.body, "pretrained_cfg", {}) or {}
         self.mean, self.std = cfg.get("mean"), cfg.get("std")
@@ -52,10 +85,12 @@ class Wav2Vec2Backbone(nn.Module):
 
     modality = "audio"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, factory: Callable[..., nn.Module], **kwargs: object) -> None:
         super().__init__()
-        self.model = factory(**kwargs)
+        with offline():
+            self.model = factory(**kwargs)
         self.dim = self.model.encoder.feature_projection.projection.out_features
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None, *, cache: None = None) -> Features:
@@ -72,6 +107,7 @@ class TorchaudioConformerBackbone(nn.Module):
 
     modality = "audio"
     causal = False
+    padding_sensitive = True
 
     def __init__(self, dim: int = 144, depth: int = 4, heads: int = 4, ffn_dim: int | None = None,
                  conv_kernel: int = 15, n_mels: int = 80, dropout: float = 0.1) -> None:
@@ -129,5 +165,7 @@ def _timm_names(pattern: str) -> list[str]:
     return timm.list_models(pattern)
 
 
-BACKBONES.add_resolver("timm", _resolve_timm, _timm_names)
-BACKBONES.add_resolver("torchaudio", _resolve_torchaudio, _torchaudio_names)
+# Padding changes their outputs on real positions (convolutions see it, squeeze-excite and group
+# norm average over it), so evaluation batches their inputs by size: see ``padding_sensitive``.
+BACKBONES.add_resolver("timm", _resolve_timm, _timm_names, padding_sensitive=True)
+BACKBONES.add_resolver("torchaudio", _resolve_torchaudio, _torchaudio_names, padding_sensitive=True)

@@ -42,6 +42,7 @@ class SpeechEncoder(nn.Module):
 
     modality = "audio"
     causal = False
+    padding_sensitive = False   # masked convolutions and attention: a padded batch equals one by one
 
     def __init__(self, cfg: SpeechConfig) -> None:
         super().__init__()
@@ -76,8 +77,8 @@ class SpeechEncoder(nn.Module):
 
 
 def _register(name: str, defaults: dict) -> None:
-    @BACKBONES.register(name, modality="audio", causal=False, input="waveforms (B, S) at 16 kHz",
-                        sample_rate=16000, config=asdict(SpeechConfig(**defaults)))
+    @BACKBONES.register(name, modality="audio", causal=False, padding_sensitive=False,
+                        input="waveforms (B, S) at 16 kHz", sample_rate=16000, config=asdict(SpeechConfig(**defaults)))
     def build(**overrides: object) -> SpeechEncoder:
         return SpeechEncoder(SpeechConfig(**{**defaults, **overrides}))
 

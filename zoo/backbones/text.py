@@ -37,6 +37,7 @@ class TextTransformer(nn.Module):
     """Token embedding -> blocks -> final norm. Causal variants keep a KV cache while generating."""
 
     modality = "text"
+    padding_sensitive = False   # padding is masked out of attention: a padded batch equals one by one
 
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
@@ -82,8 +83,8 @@ class TextTransformer(nn.Module):
 
 
 def _register(name: str, causal: bool, defaults: dict) -> None:
-    @BACKBONES.register(name, modality="text", causal=causal, input="token ids (B, T)",
-                        config=asdict(TextConfig(causal=causal, **defaults)))
+    @BACKBONES.register(name, modality="text", causal=causal, padding_sensitive=False,
+                        input="token ids (B, T)", config=asdict(TextConfig(causal=causal, **defaults)))
     def build(**overrides: object) -> TextTransformer:
         return TextTransformer(TextConfig(causal=causal, **{**defaults, **overrides}))
 

@@ -40,11 +40,13 @@ class VisionTransformer(nn.Module):
 
     ``Features.tokens`` is (B, 1 + N, D) with the class token first; ``Features.maps`` are
     the last layer's patch tokens as a (B, D, H/p, W/p) map and its 2x, 4x max-pooled copies.
-    Inputs of another size than ``img_size`` get bicubically resized position embeddings.
+    Inputs of another size than ``img_size`` get bicubically resized position embeddings; in a
+    padded batch each image gets those of its own size, so its features do not depend on the batch.
     """
 
     modality = "image"
     causal = False
+    padding_sensitive = False   # see forward: positions and masks follow each image's own size
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
@@ -61,8 +63,8 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
 
-    def _positions(self, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(patch positions (1, N, D) resized to ``grid``, class-token position (1, 0|1, D))."""
+    def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Patch position embeddings (1, h*w, D) for a ``grid`` of (h, w) patches (bicubic resize)."""
         prefix = 1 if self.cls_token is not None else 0
         patch_pos = self.pos_embed[:, prefix:]
         side = int(patch_pos.shape[1] ** 0.5)
@@ -70,19 +72,41 @@ class VisionTransformer(nn.Module):
             patch_pos = patch_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, D, s, s)
             patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
             patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
-        return patch_pos, self.pos_embed[:, :prefix]
+        return patch_pos
+
+    def _padded_positions(self, grids: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Each image's positions for its own (h_i, w_i) grid, placed top-left in the padded ``grid``.
+
+        grids: (B, 2) long real patch rows and columns -> (B, H*W, D), zero on padding. An image's
+        positions depend only on its own size, so batching never changes its features.
+        """
+        out = self.pos_embed.new_zeros(grids.shape[0], grid[0], grid[1], self.dim)
+        for size in {tuple(g) for g in grids.tolist()}:
+            rows = (grids == torch.tensor(size, device=grids.device)).all(dim=1)
+            if min(size) > 0:
+                out[rows, : size[0], : size[1]] = self._positions(size).reshape(size[0], size[1], -1).to(out.dtype)
+        return out.flatten(1, 2)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None, *, cache: None = None) -> Features:
-        """inputs: (B, 3, H, W) normalised; mask: (B, H, W) bool True = real pixel, or None."""
+        """inputs: (B, 3, H, W) normalised; mask: (B, H, W) bool True = real pixel, or None.
+
+        Images are top-left aligned in the padded batch; a patch is real when all its pixels are
+        (the patches a lone image of that size would have); padded patches are masked out.
+        """
         x, grid = self.patch_embed(inputs)  # (B, N, D)
-        patch_pos, prefix_pos = self._positions(grid)
-        x = x + patch_pos
         token_mask = None
-        if mask is not None:
+        if mask is None:
+            x = x + self._positions(grid)
+        else:
             p = self.cfg.patch_size
             cells = mask[:, : grid[0] * p, : grid[1] * p].reshape(mask.shape[0], grid[0], p, grid[1], p)
-            token_mask = cells.any(dim=4).any(dim=2).flatten(1)  # (B, N): a patch with any real pixel
+            patch_mask = cells.all(dim=4).all(dim=2)  # (B, H/p, W/p): patches made of real pixels only
+            rows, cols = patch_mask.any(dim=2).sum(dim=1), patch_mask.any(dim=1).sum(dim=1)  # (B,) real patches
+            grids = torch.stack([rows, cols], dim=1)  # (B, 2)
+            x = x + self._padded_positions(grids, grid)
+            token_mask = patch_mask.flatten(1)  # (B, N)
         if self.cls_token is not None:
+            prefix_pos = self.pos_embed[:, :1]
             x = torch.cat([(self.cls_token + prefix_pos).expand(x.shape[0], -1, -1), x], dim=1)
             if token_mask is not None:
                 token_mask = F.pad(token_mask, (1, 0), value=True)
@@ -90,10 +114,22 @@ class VisionTransformer(nn.Module):
         x = self.norm(self.stack(self.drop(x), mask=attn_mask))
         prefix = 1 if self.cls_token is not None else 0
         fmap = x[:, prefix:].transpose(1, 2).reshape(x.shape[0], self.dim, *grid)  # (B, D, H/p, W/p)
-        maps = [fmap]
+        return Features(x, token_mask, self._pyramid(fmap, None if mask is None else patch_mask))
+
+    def _pyramid(self, fmap: torch.Tensor, patch_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """``fmap`` and its 2x, 4x max-pooled copies; padded cells are zero and never pooled into real ones."""
+        if patch_mask is None:
+            maps = [fmap]
+            for _ in range(self.cfg.pyramid_levels - 1):
+                maps.append(F.max_pool2d(maps[-1], 2, ceil_mode=True))
+            return maps
+        cell_mask = patch_mask[:, None]  # (B, 1, h, w)
+        maps = [fmap.masked_fill(~cell_mask, 0.0)]
         for _ in range(self.cfg.pyramid_levels - 1):
-            maps.append(F.max_pool2d(maps[-1], 2, ceil_mode=True))
-        return Features(x, token_mask, maps)
+            pooled = F.max_pool2d(maps[-1].masked_fill(~cell_mask, float("-inf")), 2, ceil_mode=True)
+            cell_mask = F.max_pool2d(cell_mask.float(), 2, ceil_mode=True) > 0
+            maps.append(pooled.masked_fill(~cell_mask, 0.0))
+        return maps
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -104,8 +140,9 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def _register(name: str, defaults: dict) -> None:
-    @BACKBONES.register(name, modality="image", causal=False, input=f"images (B, 3, {defaults.get('img_size', 224)}, ...)",
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD, config=asdict(ViTConfig(**defaults)))
+    @BACKBONES.register(name, modality="image", causal=False, padding_sensitive=False,
+                        input=f"images (B, 3, {defaults.get('img_size', 224)}, ...)", mean=IMAGENET_MEAN,
+                        std=IMAGENET_STD, config=asdict(ViTConfig(**defaults)))
     def build(**overrides: object) -> VisionTransformer:
         return VisionTransformer(ViTConfig(**{**defaults, **overrides}))
 
