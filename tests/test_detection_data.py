@@ -302,14 +302,18 @@ def test_train_transform_keeps_boxes_on_their_objects(config: dict) -> None:
     assert jittered["image"].dtype == torch.uint8 and jittered["labels"].tolist() == [3]
 
 
-def test_eval_transform_resizes_and_drops_degenerate_boxes() -> None:
+def test_eval_transform_resizes_and_keeps_every_box() -> None:
     sample = _white_rectangle(40, 80, [20, 8, 60, 32])
     sample["boxes"] = torch.tensor([[20.0, 8.0, 60.0, 32.0], [0.0, 0.0, 1.0, 1.0]])
     sample["labels"] = torch.tensor([3, 5])
     out = build_detection_transform({"size": 20}, train=False)(sample)
     assert out["image"].shape == (3, 20, 40) and out["image"].dtype == torch.uint8
-    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0]]))  # the 0.5-px box is gone
-    assert out["labels"].tolist() == [3] and out["image_id"] == 40
+    # the box that shrank to 0.5 px stays: evaluation never drops ground truth
+    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0], [0.0, 0.0, 0.5, 0.5]]))
+    assert out["labels"].tolist() == [3, 5] and out["image_id"] == 40
+    trained = build_detection_transform({"size": 20, "scale_range": [1.0, 1.0], "hflip": 0.0, "color_jitter": 0.0},
+                                        train=True)(sample)
+    assert trained["labels"].tolist() == [3]  # training still drops boxes under min_box_size
     assert build_detection_transform(None, train=False)(sample)["image"].shape == (3, 40, 80)
     with pytest.raises(ValueError, match="sise"):
         build_detection_transform({"sise": 3}, train=True)
