@@ -13,20 +13,49 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from typing import Callable
+
 import jiwer
 import numpy as np
 import pytest
 import sacrebleu
+import soundfile
 import torch
+from num2words import num2words
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from sklearn.metrics import f1_score
 
 import zoo
+from tasks.asr.units import alphabet_for
 from tasks.detection import data as detection_data
+from tasks.detection.evaluation import detect
 from tasks.detection.task import DetectionTask
+from tasks.engine.data import write_jsonl
+from tasks.engine.trainer import add_train_arguments
+from tasks.translation.vocab import tokenizers
 
 DESIGN_FRACTIONS = {"accuracy", "top1", "top5", "macro_f1", "map", "map_50", "map_75", "mar_100", "wer", "cer"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run no faster on two threads; the results must not depend on the count either."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_args(task_name: str, argv: list[str]) -> argparse.Namespace:
+    """The namespace `zoo train TASK ARGV` builds."""
+    task = zoo.get_task(task_name)
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    task.add_arguments(parser)
+    parser.set_defaults(backbone=task.default_backbone, head=task.default_head)
+    return parser.parse_args(argv)
 
 
 def check_keys(metrics: dict, task: str) -> None:
@@ -213,8 +242,6 @@ def test_padding_sensitive_backbones_get_batches_of_one_image_size(tmp_path: Pat
 
 
 def test_detect_yields_in_input_order_when_batches_are_grouped(tmp_path: Path) -> None:
-    from tasks.detection.evaluation import detect
-
     sizes = [(32, 32), (40, 24), (32, 32), (24, 40), (40, 24)]
     images = {f"{i}.png": size for i, size in enumerate(sizes)}
     annotations = _coco(tmp_path, images, {})
@@ -223,3 +250,126 @@ def test_detect_yields_in_input_order_when_batches_are_grouped(tmp_path: Path) -
     collate = DetectionTask().make_collate(model, train=False)
     order = [Path(fed["sample"]["path"]).name for fed, _ in detect(model, (dataset[i] for i in range(5)), collate, 2)]
     assert order == [Path(dataset[i]["path"]).name for i in range(5)]
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def _fixed_classifier(model: torch.nn.Module, classes_of: Callable[[dict], torch.Tensor]) -> None:
+    """Replace the forward: one-hot logits of ``classes_of(batch)`` (B,) long, whatever the weights."""
+    def forward(batch: dict) -> dict:
+        predicted = classes_of(batch)
+        return {"logits": torch.nn.functional.one_hot(predicted, len(model.head.labels)).float() * 5}
+
+    model.forward = forward
+
+
+def test_sentiment_accuracy_and_macro_f1_match_a_plain_count(tmp_path: Path) -> None:
+    words = ["good", "bad", "dull", "great", "fine", "awful", "superb", "weak", "nice", "poor", "grand", "tedious"]
+    rows = [(f"the film is {a} and {b}", "positive" if (i * 7) % 3 else "negative")
+            for i, (a, b) in enumerate((a, b) for a in words for b in words[:5])]
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    task = zoo.get_task("sentiment")
+    args = argparse.Namespace(init_backbone=None, backbone="text_encoder_tiny", backbone_args={"dim": 16, "depth": 1,
+                              "heads": 2}, head="classification", head_args=None, vocab_size=48, max_len=16,
+                              token_dropout=0.0, batch_size=7, precision="fp32", out=None)
+    model = task.build_model(args, task.datasets(f"csv:{path}", "all"))
+    _fixed_classifier(model, lambda batch: (batch["inputs"] * batch["mask"]).sum(dim=1) % 2)
+    dataset = task.datasets(f"csv:{path}?classes=positive,negative", "all")  # other class order than the model's
+    assert dataset.classes != model.head.labels
+    metrics = task.evaluate(model, dataset, args)
+    check_keys(metrics, "sentiment")
+    collate = task.make_collate(model, train=False)
+    predicted = [model.head.labels[int(model(collate([s]))["logits"].argmax())] for s in dataset]
+    truth = [dataset.classes[s["label"]] for s in dataset]
+    assert 0 < sum(p == t for p, t in zip(predicted, truth)) < len(truth)
+    assert metrics["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth), abs=1e-6)
+    assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"), abs=1e-6)
+
+
+def test_image_classification_top1_matches_a_plain_count(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    bright = {}
+    for label in ("cat", "dog"):
+        (tmp_path / label).mkdir()
+        for i in range(9):
+            bright[f"{label}/{i}.png"] = bool(rng.random() < 0.6)
+            level = 220 if bright[f"{label}/{i}.png"] else 20
+            Image.fromarray(np.full((12, 12, 3), level, dtype=np.uint8)).save(tmp_path / label / f"{i}.png")
+    task = zoo.get_task("image_classification")
+    args = train_args(task.name, ["--data", f"imagefolder:{tmp_path}", "--backbone-args",
+                                  '{"dim": 16, "depth": 1, "heads": 2}', "--batch-size", "4"])
+    model = task.build_model(args, task.datasets(args.data, "train"))
+    _fixed_classifier(model, lambda batch: (batch["inputs"].mean(dim=(1, 2, 3)) > 0).long())  # bright -> class 1
+    dataset = task.datasets(args.data, "all")
+    metrics = task.evaluate(model, dataset, args)
+    check_keys(metrics, "image_classification")
+    predicted = {key: model.head.labels[int(is_bright)] for key, is_bright in bright.items()}
+    correct = sum(predicted[key] == key.split("/")[0] for key in bright)
+    assert 0 < correct < len(bright)
+    assert metrics["top1"] == pytest.approx(correct / len(bright), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- text to text
+
+
+def test_translation_bleu_and_chrf_match_sacrebleu_on_the_raw_strings(tmp_path: Path) -> None:
+    pairs = [(num2words(n), num2words(n, lang="fr")) for n in range(300)]
+    path = tmp_path / "numbers.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    task = zoo.get_task("translation")
+    args = train_args(task.name, ["--backbone-args", '{"dim": 16, "depth": 1, "heads": 2}', "--head-args",
+                                  '{"depth": 1, "heads": 2}', "--vocab-size", "80", "--batch-size", "8"])
+    model = task.build_model(args, task.datasets(f"tsv:{path}", "all"))
+    source_tok, target_tok = tokenizers(model)
+    evaluated = pairs[::7]
+    rng = np.random.default_rng(0)
+    words = sorted({w for _, t in pairs for w in t.split()})
+    hypothesis = {}
+    for k, (source, target) in enumerate(evaluated):
+        tokens = target.split()
+        if k % 3 == 1:  # a word replaced
+            tokens[int(rng.integers(len(tokens)))] = str(rng.choice(words))
+        elif k % 3 == 2:  # a word dropped or added
+            tokens = tokens[1:] if len(tokens) > 1 else tokens + [str(rng.choice(words))]
+        hypothesis[source] = " ".join(tokens)
+
+    def generate(batch: dict, **options) -> list[list[int]]:
+        rows = [source_tok.decode(ids[keep].tolist()) for ids, keep in zip(batch["inputs"], batch["mask"])]
+        return [target_tok.encode(hypothesis[source]) for source in rows]
+
+    model.generate = generate
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("".join(f"{s}\t{t}\n" for s, t in evaluated), encoding="utf-8")
+    metrics = task.evaluate(model, task.datasets(f"tsv:{test_file}", "all"), args)
+    check_keys(metrics, "translation")
+    hyps, refs = [hypothesis[s] for s, _ in evaluated], [t for _, t in evaluated]
+    assert 10 < metrics["bleu"] < 95
+    assert metrics["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
+    assert metrics["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
+    assert metrics["exact_match"] == pytest.approx(sum(h == r for h, r in zip(hyps, refs)) / len(refs))
+
+
+def test_asr_wer_and_cer_match_jiwer_on_the_raw_transcripts(tmp_path: Path) -> None:
+    references = ["one two three", "four five", "six", "seven eight nine oh", "two two", "zero one", "five four three"]
+    decoded = ["one two tree", "four five", "sick", "seven eight nine", "two to two", "zero one", "fife or three"]
+    rows = []
+    for i, text in enumerate(references):  # clip i is 0.2 + 0.05 i seconds long: its length tells it apart
+        samples = int(16000 * (0.2 + 0.05 * i))
+        soundfile.write(str(tmp_path / f"{i}.wav"), np.zeros(samples, dtype=np.float32) + 0.01 * (i + 1), 16000)
+        rows.append({"audio_filepath": f"{i}.wav", "text": text})
+    write_jsonl(tmp_path / "m.jsonl", rows)
+    task = zoo.get_task("asr")
+    dataset = task.datasets(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    model = zoo.create_model("speech_encoder_tiny", "ctc", backbone_args={"dim": 16, "depth": 1, "heads": 2,
+                             "n_mels": 40}, task="asr", alphabet=alphabet_for(references + decoded))
+    by_length = {int(16000 * (0.2 + 0.05 * i)): text for i, text in enumerate(decoded)}
+    model.forward = lambda batch: {"lengths": batch["mask"].sum(dim=1)}
+    model.head.decode = lambda outputs, beams=1, **options: [model.head.encode_text(by_length[int(n)])
+                                                             for n in outputs["lengths"]]
+    metrics = task.evaluate(model, dataset, argparse.Namespace(batch_size=3, precision="fp32", eval_beams=1))
+    check_keys(metrics, "asr")
+    assert 0.05 < metrics["wer"] < 0.9
+    assert metrics["wer"] == pytest.approx(jiwer.wer(references, decoded), abs=1e-9)
+    assert metrics["cer"] == pytest.approx(jiwer.cer(references, decoded), abs=1e-9)
