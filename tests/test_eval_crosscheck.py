@@ -215,7 +215,7 @@ def test_one_missed_box_among_n_lowers_recall_by_one_nth(tmp_path: Path, n: int)
 
 
 def test_a_missed_3x3_box_counts_as_a_miss(tmp_path: Path) -> None:
-    """Fed at a quarter of its size the 3x3 box is under a pixel; it still counts (the old eval transform dropped it)."""
+    """Fed at a quarter of its size the 3x3 box is under a pixel; it still counts (it used to be dropped)."""
     truth = {"a.png": _grid(3) + [("cat", [50.0, 50.0, 53.0, 53.0])]}
     annotations = _coco(tmp_path, {"a.png": (64, 64)}, truth)
     found = _detections([(name, box, 0.9) for name, box in truth["a.png"][:3]])

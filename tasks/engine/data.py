@@ -234,8 +234,9 @@ def hash_split(samples: Sequence[T], split: str, key: Callable[[T], str], source
         return list(samples)
     if split not in fractions:
         if split in SPLIT_NAMES:
-            raise ZooError(f"{source} has no {split} split; pass --split {' or '.join(n for n in fractions if n != split)}"
-                           f" or all, or a {split} listing/file")
+            others = [name for name in fractions if name not in ("train", split)] + ["all"]
+            raise ZooError(f"{source} has no {split} split; pass --split {' or '.join(others)}, "
+                           f"or a {split} listing/file")
         raise ZooError(f"unknown split {split!r}; expected {', '.join(SPLIT_NAMES)}")
     keys = [key(sample) for sample in samples]
     placed = split_assignment(keys, fractions, seed)
