@@ -103,7 +103,8 @@ def test_train_eval_predict_commands(numbers_tsv, tmp_path, capsys):
     capsys.readouterr()
     metrics = task.command("eval", ["--checkpoint", str(run), "--data", f"tsv:{numbers_tsv}", "--split", "test"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"} and printed["n"] == 50
+    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"}
+    assert printed["n"] == len(task.datasets(f"tsv:{numbers_tsv}", "test")) and 30 <= printed["n"] <= 70  # ~5% of 1000
     out = task.command("predict", ["--checkpoint", str(run), "--json", "--beams", "2", "one hundred", "seven"])
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["input"] for line in lines] == ["one hundred", "seven"] and [line["prediction"] for line in lines] == out

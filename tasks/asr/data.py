@@ -56,6 +56,7 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     debian_package_root,
+    file_key,
     hash_split,
     named_split,
     is_prepared,
@@ -196,13 +197,8 @@ def read(spec: str, split: str) -> SpeechDataset:
     if not entries:
         raise ValueError(f"{parsed.path}: no utterances found")
     folder = root.parent if root.is_file() else root
-    chosen = hash_split(entries, split, key=lambda e: _relative_key(e.path, folder), source=f"--data {spec}", seed=SEED)
+    chosen = hash_split(entries, split, key=lambda e: file_key(e.path, folder), source=f"--data {spec}", seed=SEED)
     return SpeechDataset(chosen, f"{spec} ({split})", skipped=unlabelled)
-
-
-def _relative_key(path: Path, root: Path) -> str:
-    """A file's split key: its path inside the source's folder (so moving the folder moves no sample)."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
 
 
 _COMMONVOICE_TABLES = {"train": "train", "validation": "dev", "test": "test"}
@@ -216,7 +212,7 @@ def _commonvoice_split(root: Path, options: dict[str, str], split: str, spec: st
     if not named:
         _commonvoice_entries(root, {})  # raises naming the missing train.tsv and the tables present
     entries = [entry for part in named.values() for entry in part]
-    return named_split(split, entries, named, lambda e: _relative_key(e.path, root), f"--data {spec}", SEED)
+    return named_split(split, entries, named, lambda e: file_key(e.path, root), f"--data {spec}", SEED)
 
 
 def _entry(where: str, audio: Path, text: object) -> _Entry:

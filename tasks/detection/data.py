@@ -31,7 +31,6 @@ import colorsys
 import gzip
 import json
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -50,6 +49,7 @@ from tasks.engine.data import (
     builtin_dir,
     data_root,
     debian_package_root,
+    file_key,
     hash_split,
     is_prepared,
     named_split,
@@ -204,7 +204,7 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
                 source: str) -> list[_Entry]:
     """The source's own lists when it has any (:func:`named_split`), else a hash of each image's path."""
     def key(entry: _Entry) -> str:
-        return Path(os.path.relpath(entry.path, root)).as_posix()
+        return file_key(entry.path, root)
 
     if named:
         return named_split(split, entries, named, key, source)

@@ -192,6 +192,11 @@ TWO_WAY: dict[str, float] = {"train": 0.95, "validation": 0.05}
 SPLIT_NAMES = ("train", "validation", "test", "all")
 
 
+def file_key(path: str | Path, root: str | Path) -> str:
+    """A file's split key: its path relative to the source's folder, so moving the folder moves no sample."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
 def split_score(key: str, seed: int = 0) -> float:
     """A number in [0, 1) fixed by ``key`` and ``seed`` alone (BLAKE2b of both), uniform over keys."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, salt=seed.to_bytes(8, "little")).digest()

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import (
-    TWO_WAY, build_atomically, builtin_dir, debian_package_root, hash_split, is_prepared, parse_spec,
+    TWO_WAY, build_atomically, builtin_dir, debian_package_root, file_key, hash_split, is_prepared, parse_spec,
 )
 from tasks.image_classification.transforms import to_rgb
 
@@ -173,7 +173,7 @@ def read(spec: str, split: str) -> LabelledImages:
         raise ValueError(f"--data {spec!r}: unknown image format {parsed.format!r}; use builtin[:NAME], "
                          "imagefolder:DIR, csv:FILE, cifar10:DIR or cifar100:DIR")
     root = path if parsed.format == "imagefolder" else path.parent
-    keys = [Path(os.path.relpath(p, root)).as_posix() for p in whole.paths]  # stable when the folder moves
+    keys = [file_key(p, root) for p in whole.paths]
     return whole.take(hash_split(list(range(len(whole))), split, key=keys.__getitem__, source=f"--data {spec}"))
 
 
