@@ -22,8 +22,9 @@ skipped with a warning and counted in ``skipped``; malformed annotations raise `
 naming the file and the record. Splits are disjoint by construction: a source with its own
 lists (VOC ``ImageSets/Main``, YOLO ``images/{train,val,test}/``) keeps them
 (:func:`~tasks.engine.data.named_split`: validation carved from train when it has no list, no
-test split made up when it has none); a single COCO file is cut 90/5/5 by a seeded hash of each
-image's file name (:func:`~tasks.engine.data.hash_split`). ``split="all"`` reads everything.
+test split made up when it has none); a source without lists (a COCO file, a plain VOC or YOLO
+folder) is cut 90/5/5 by a seeded hash of each image's path relative to it
+(:func:`~tasks.engine.data.hash_split`). ``split="all"`` reads everything.
 """
 from __future__ import annotations
 
