@@ -13,6 +13,7 @@ import torch
 from tasks.asr import data
 from tasks.asr.audio import AudioError, collate_audio, length_grouped_batches, load_audio, save_flac
 from tasks.engine.data import write_jsonl
+from zoo.errors import ZooError
 
 
 def tone(path, seconds=0.5, rate=16000, freq=440.0, channels=1, amplitude=0.5, **kwargs):
@@ -124,10 +125,9 @@ def test_manifest_jsonl_round_trip_and_split(tmp_path):
     assert sample["text"] == "utterance number 3" and sample["path"] == str(tmp_path / "clips" / "3.wav")
     assert sample["audio"].shape == (6400,) and everything.lengths[3] == 6400
     assert dominant_frequency(sample["audio"], 16000) == pytest.approx(450, abs=5)
-    train = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "train")
-    held = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "validation")
-    assert len(held) == 1 and len(train) == 19
-    assert {s.text for s in train.entries} | {s.text for s in held.entries} == {s.text for s in everything.entries}
+    parts = [data.read(f"manifest:{tmp_path / 'm.jsonl'}", split) for split in ("train", "validation", "test")]
+    assert len(parts[0]) >= 15 and len(parts[1]) >= 1 and len(parts[2]) >= 1
+    assert sorted(e.text for part in parts for e in part.entries) == sorted(e.text for e in everything.entries)
 
 
 def test_manifest_csv_and_its_errors(tmp_path):
@@ -204,8 +204,12 @@ def test_commonvoice_layout(tmp_path):
     header = "client_id\tpath\tsentence\tup_votes\n"
     (tmp_path / "train.tsv").write_text(header + 'x\ta.flac\t"Quoted" words here.\t2\ny\tb.flac\tSecond one\t1\n')
     (tmp_path / "dev.tsv").write_text(header + "z\tc.flac\tThe dev clip\t3\n")
-    train = data.read(f"commonvoice:{tmp_path}", "all")
+    train = data.read(f"commonvoice:{tmp_path}", "train")
     assert [e.text for e in train.entries] == ["quoted words here", "second one"]
+    assert [e.path.name for e in data.read(f"commonvoice:{tmp_path}", "validation").entries] == ["c.flac"]
+    assert len(data.read(f"commonvoice:{tmp_path}", "all")) == 3
+    with pytest.raises(ZooError, match=r"has no test split; pass --split validation"):
+        data.read(f"commonvoice:{tmp_path}", "test")
     dev = data.read(f"commonvoice:{tmp_path}?split=dev", "all")
     assert [e.path.name for e in dev.entries] == ["c.flac"] and dev[0]["text"] == "the dev clip"
     with pytest.raises(FileNotFoundError, match=r"test.tsv: no such Common Voice table .*dev, train"):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from tasks.detection import data
 from tasks.detection.transforms import build_detection_transform, collate_detection
+from zoo.errors import ZooError
 
 
 @pytest.fixture(autouse=True)
@@ -113,9 +114,10 @@ def test_user_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
         _png(tmp_path / f"{i}.png", 8, 8)
         coco["images"].append({"id": i, "file_name": f"{i}.png"})
     path = _write_json(tmp_path / "ann.json", coco)
-    train = {s["image_id"] for s in data.read(f"coco:{path}", "train")}
-    validation = [s["image_id"] for s in data.read(f"coco:{path}", "validation")]
-    assert len(train) == 38 and len(validation) == 2 and not train & set(validation)
+    train, validation, test = ([s["image_id"] for s in data.read(f"coco:{path}", split)]
+                               for split in ("train", "validation", "test"))
+    assert len(train) >= 30 and validation and test
+    assert sorted(train + validation + test) == list(range(40))  # disjoint, and together everything
     assert validation == [s["image_id"] for s in data.read(f"coco:{path}", "validation")]
 
 
@@ -170,9 +172,27 @@ def test_voc_uses_its_own_split_lists(tmp_path: Path) -> None:
     (main / "val.txt").write_text("one\n")
     assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "train")] == ["two.png"]
     assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "validation")] == ["one.png"]
+    with pytest.raises(ZooError, match=r"has no test split; pass --split validation or a test listing"):
+        data.read(f"voc:{tmp_path}", "test")  # never a slice of the train list
     (main / "val.txt").write_text("one\nthree\n")
     with pytest.raises(ValueError, match=r"val\.txt:2: no Annotations/three\.xml"):
         data.read(f"voc:{tmp_path}", "validation")
+
+
+def test_voc_with_only_a_test_list_trains_on_the_rest(tmp_path: Path) -> None:
+    _voc(tmp_path)
+    _png(tmp_path / "JPEGImages" / "three.png", 20, 20)
+    _voc_xml(tmp_path / "Annotations" / "three.xml", "three.png", [("horse", 0, (1, 1, 9, 9))])
+    main = tmp_path / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "test.txt").write_text("one\n")
+    names = {split: sorted(Path(s["path"]).name for s in data.read(f"voc:{tmp_path}", split))
+             for split in ("train", "validation", "test")}
+    assert names["test"] == ["one.png"]
+    assert sorted(names["train"] + names["validation"]) == ["three.png", "two.png"]  # the test image is in neither
+    (main / "train.txt").write_text("two\none\n")
+    with pytest.raises(ZooError, match=r"'JPEGImages/one.png' is in both its train and test lists"):
+        data.read(f"voc:{tmp_path}", "train")
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -193,6 +213,19 @@ def test_yolo_reads_normalised_boxes(tmp_path: Path) -> None:
     (tmp_path / "data.yaml").write_text("names:\n  0: car\n  1: bike\n")
     with pytest.warns(UserWarning, match="dropped 1 box"):
         assert data.read(f"yolo:{tmp_path}", "all").classes == ["car", "bike"]
+
+
+def test_yolo_split_folders_are_the_splits(tmp_path: Path) -> None:
+    for part, count in (("train", 6), ("val", 2)):
+        for i in range(count):
+            _png(tmp_path / "images" / part / f"{part}{i}.png", 8, 8)
+    (tmp_path / "classes.txt").write_text("car\n")
+    names = {split: {Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", split)} for split in ("train", "validation")}
+    assert names == {"train": {f"train{i}.png" for i in range(6)}, "validation": {"val0.png", "val1.png"}}
+    with pytest.raises(ZooError, match=r"yolo:.* has no test split; pass --split validation"):
+        data.read(f"yolo:{tmp_path}", "test")  # before: a slice of the training images
+    _png(tmp_path / "images" / "test" / "test0.png", 8, 8)
+    assert [Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", "test")] == ["test0.png"]
 
 
 @pytest.mark.parametrize(
@@ -269,14 +302,18 @@ def test_train_transform_keeps_boxes_on_their_objects(config: dict) -> None:
     assert jittered["image"].dtype == torch.uint8 and jittered["labels"].tolist() == [3]
 
 
-def test_eval_transform_resizes_and_drops_degenerate_boxes() -> None:
+def test_eval_transform_resizes_and_keeps_every_box() -> None:
     sample = _white_rectangle(40, 80, [20, 8, 60, 32])
     sample["boxes"] = torch.tensor([[20.0, 8.0, 60.0, 32.0], [0.0, 0.0, 1.0, 1.0]])
     sample["labels"] = torch.tensor([3, 5])
     out = build_detection_transform({"size": 20}, train=False)(sample)
     assert out["image"].shape == (3, 20, 40) and out["image"].dtype == torch.uint8
-    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0]]))  # the 0.5-px box is gone
-    assert out["labels"].tolist() == [3] and out["image_id"] == 40
+    # the box that shrank to 0.5 px stays: evaluation never drops ground truth
+    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0], [0.0, 0.0, 0.5, 0.5]]))
+    assert out["labels"].tolist() == [3, 5] and out["image_id"] == 40
+    trained = build_detection_transform({"size": 20, "scale_range": [1.0, 1.0], "hflip": 0.0, "color_jitter": 0.0},
+                                        train=True)(sample)
+    assert trained["labels"].tolist() == [3]  # training still drops boxes under min_box_size
     assert build_detection_transform(None, train=False)(sample)["image"].shape == (3, 40, 80)
     with pytest.raises(ValueError, match="sise"):
         build_detection_transform({"sise": 3}, train=True)

@@ -75,9 +75,9 @@ def test_imagefolder_splits_are_seeded_and_disjoint(tmp_path):
     for i in range(40):
         _png(tmp_path / ("even" if i % 2 == 0 else "odd") / f"{i:02d}.png", i)
     spec = f"imagefolder:{tmp_path}"
-    train, validation, everything = data.read(spec, "train"), data.read(spec, "validation"), data.read(spec, "all")
-    assert (len(train), len(validation), len(everything)) == (38, 2, 40)
-    assert not set(train.paths) & set(validation.paths)
+    train, validation, test, everything = (data.read(spec, s) for s in ("train", "validation", "test", "all"))
+    assert len(everything) == 40 and len(train) >= 30 and len(validation) >= 1 and len(test) >= 1
+    assert sorted(train.paths + validation.paths + test.paths) == sorted(everything.paths)
     assert data.read(spec, "validation").paths == validation.paths
     assert all(int(Path(p).stem) % 2 == label for p, label in zip(everything.paths, everything.labels))
 

@@ -159,10 +159,10 @@ def test_user_data_held_out_split(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
     spec = f"csv:{path}"
     everything = {s["text"] for s in data.read(spec, "all")}
-    train = {s["text"] for s in data.read(spec, "train")}
-    validation = {s["text"] for s in data.read(spec, "validation")}
-    assert len(everything) == 40 and len(validation) == 2
-    assert train.isdisjoint(validation) and train | validation == everything
+    train, validation, test = ({s["text"] for s in data.read(spec, split)} for split in ("train", "validation", "test"))
+    assert len(everything) == 40 and validation and test and len(train) >= 30
+    assert train.isdisjoint(validation) and train.isdisjoint(test) and validation.isdisjoint(test)
+    assert train | validation | test == everything
     assert validation == {s["text"] for s in data.read(spec, "validation")}
 
 

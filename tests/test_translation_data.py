@@ -28,9 +28,9 @@ def test_tsv_round_trip_and_held_out_split(tmp_path):
     everything = data.read(f"tsv:{path}", "all")
     assert as_pairs(everything) == PAIRS
     assert everything.skipped == 0 and str(path) in everything.source
-    train, validation = data.read(f"tsv:{path}", "train"), data.read(f"tsv:{path}", "validation")
-    assert (len(train), len(validation)) == (38, 2)
-    assert sorted(as_pairs(train) + as_pairs(validation)) == sorted(PAIRS)
+    train, validation, test = (data.read(f"tsv:{path}", split) for split in ("train", "validation", "test"))
+    assert len(train) >= 30 and len(validation) >= 1 and len(test) >= 1
+    assert sorted(as_pairs(train) + as_pairs(validation) + as_pairs(test)) == sorted(PAIRS)
     assert as_pairs(data.read(f"tsv:{path}", "validation")) == as_pairs(validation)  # seeded
 
 
@@ -195,3 +195,16 @@ def test_clean_verse_strips_markup_and_keeps_words_apart():
     assert data._clean_verse(rv) == (
         "y engendró un hijo á su semejanza; sácalo de aquí; el ángel de Jehová los acose. Júramelo"
     )
+
+
+def test_chapter_split_keeps_a_repeated_verse_out_of_training():
+    refrain = ("The word of the LORD came unto me, saying,", "Y fué á mí palabra de Jehová, diciendo:")
+    pairs = {("Ezek", c, v): (f"en {c}:{v}", f"es {c}:{v}") for c in range(1, 101) for v in range(2, 12)}
+    pairs.update({("Ezek", c, 1): refrain for c in range(1, 101)})  # verse 1 of every chapter is the same
+    splits = data._split_by_chapter(pairs, fraction=0.05)
+    sources = {split: {source for source, _ in part} for split, part in splits.items()}
+    assert refrain in splits["test"] and refrain not in splits["train"] + splits["validation"]
+    assert not (sources["train"] & sources["test"]) and not (sources["train"] & sources["validation"])
+    assert not (sources["validation"] & sources["test"])
+    kept = sorted(p for part in splits.values() for p in part if p != refrain)
+    assert kept == sorted(p for p in pairs.values() if p != refrain)  # only copies of the repeated verse are dropped

@@ -103,7 +103,8 @@ def test_train_eval_predict_commands(numbers_tsv, tmp_path, capsys):
     capsys.readouterr()
     metrics = task.command("eval", ["--checkpoint", str(run), "--data", f"tsv:{numbers_tsv}", "--split", "test"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"} and printed["n"] == 50
+    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"}
+    assert printed["n"] == len(task.datasets(f"tsv:{numbers_tsv}", "test")) and 30 <= printed["n"] <= 70  # ~5% of 1000
     out = task.command("predict", ["--checkpoint", str(run), "--json", "--beams", "2", "one hundred", "seven"])
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["input"] for line in lines] == ["one hundred", "seven"] and [line["prediction"] for line in lines] == out
@@ -144,7 +145,7 @@ def test_learns_held_out_numbers(numbers_tsv, tmp_path):
     """English -> French numbers below 1000: the held-out 5% come out exactly right after ~1 minute of CPU."""
     task = zoo.get_task("translation")
     run = tmp_path / "run"
-    task.command("train", ["--data", f"tsv:{numbers_tsv}", "--out", str(run), "--max-steps", "120", "--batch-size", "64",
+    task.command("train", ["--data", f"tsv:{numbers_tsv}", "--out", str(run), "--max-steps", "200", "--batch-size", "64",
                            "--lr", "3e-3", "--warmup-steps", "30", "--no-progress",
                            "--backbone-args", '{"dim": 128, "depth": 1, "heads": 2}', "--head-args", '{"depth": 2, "heads": 2}'])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

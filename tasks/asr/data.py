@@ -12,9 +12,12 @@ the text normalised by :func:`normalize_text`):
   relative to the manifest's folder.
 - ``commonvoice:DIR[?split=train|dev|test]``: Common Voice's ``<split>.tsv`` (columns
   ``path`` and ``sentence``) with the clips in ``DIR/clips/`` (mp3 reads through libsndfile).
+  Without ``?split=`` the tables are the splits: ``train.tsv``, ``dev.tsv`` (validation) and
+  ``test.tsv`` (:func:`tasks.engine.data.named_split`; ``all`` is every table).
 
-User sources are read whole, then :func:`tasks.engine.data.held_out_split` carves the
-split (``all``, or a seeded 95/5 ``train``/``validation``). A missing audio file or a
+Other user sources (and one chosen Common Voice table) are read whole, then
+:func:`tasks.engine.data.hash_split` cuts them 90/5/5 into ``train``/``validation``/``test`` by a
+seeded hash of each audio file's path inside the source (``all`` keeps everything). A missing audio file or a
 malformed row raises naming the file and line; a damaged audio file (failing a cheap
 ``soundfile.info`` check) is skipped with a warning and counted in ``dataset.skipped``.
 
@@ -53,8 +56,10 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     debian_package_root,
-    held_out_split,
+    file_key,
+    hash_split,
     is_prepared,
+    named_split,
     parse_spec,
     read_jsonl,
     require_program,
@@ -165,8 +170,8 @@ class SpeechDataset(Dataset):
 def read(spec: str, split: str) -> SpeechDataset:
     """A data set from a ``--data`` SPEC (see the module docstring) and a split.
 
-    Built-in sets take ``train``, ``validation`` or ``test``; user sources take ``all``,
-    ``train`` or ``validation`` (a seeded 95/5 hold-out).
+    Built-in sets take ``train``, ``validation`` or ``test``; user sources take those or ``all``
+    (see the module docstring for how each is split).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -185,10 +190,29 @@ def read(spec: str, split: str) -> SpeechDataset:
     if parsed.format not in adapters:
         raise ValueError(f"--data {spec!r}: unknown ASR format {parsed.format!r}; "
                          f"use builtin, builtin:NAME or one of {', '.join(f + ':PATH' for f in adapters)}")
-    entries, unlabelled = adapters[parsed.format](Path(parsed.path).expanduser(), parsed.options)
+    root = Path(parsed.path).expanduser()
+    if parsed.format == "commonvoice" and "split" not in parsed.options:
+        return SpeechDataset(_commonvoice_split(root, parsed.options, split, spec), f"{spec} ({split})")
+    entries, unlabelled = adapters[parsed.format](root, parsed.options)
     if not entries:
         raise ValueError(f"{parsed.path}: no utterances found")
-    return SpeechDataset(held_out_split(entries, split), f"{spec} ({split})", skipped=unlabelled)
+    folder = root.parent if root.is_file() else root
+    chosen = hash_split(entries, split, key=lambda e: file_key(e.path, folder), source=f"--data {spec}", seed=SEED)
+    return SpeechDataset(chosen, f"{spec} ({split})", skipped=unlabelled)
+
+
+_COMMONVOICE_TABLES = {"train": "train", "validation": "dev", "test": "test"}
+
+
+def _commonvoice_split(root: Path, options: dict[str, str], split: str, spec: str) -> list[_Entry]:
+    """``split`` of a Common Voice folder whose tables are its splits (train.tsv, dev.tsv, test.tsv)."""
+    _refuse_options(root, options, ("split",))
+    named = {name: _commonvoice_entries(root, {"split": table})[0] for name, table in _COMMONVOICE_TABLES.items()
+             if (root / f"{table}.tsv").is_file()}
+    if not named:
+        _commonvoice_entries(root, {})  # raises naming the missing train.tsv and the tables present
+    entries = [entry for part in named.values() for entry in part]
+    return named_split(split, entries, named, lambda e: file_key(e.path, root), f"--data {spec}", SEED)
 
 
 def _entry(where: str, audio: Path, text: object) -> _Entry:

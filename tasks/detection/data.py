@@ -19,8 +19,12 @@ Every adapter yields the same sample dict: ``image`` uint8 (3, H, W), ``boxes`` 
 Boxes with non-positive width or height, or wholly outside the image, are dropped and
 counted in ``dropped_boxes``; boxes partly outside are clamped. Unreadable images are
 skipped with a warning and counted in ``skipped``; malformed annotations raise ``ValueError``
-naming the file and the record. Splits: a source's own train/val(/test) lists when it has
-both train and val, else a seeded 95/5 hold-out (``split="all"`` reads everything).
+naming the file and the record. Splits are disjoint by construction: a source with its own
+lists (VOC ``ImageSets/Main``, YOLO ``images/{train,val,test}/``) keeps them
+(:func:`~tasks.engine.data.named_split`: validation carved from train when it has no list, no
+test split made up when it has none); a source without lists (a COCO file, a plain VOC or YOLO
+folder) is cut 90/5/5 by a seeded hash of each image's path relative to it
+(:func:`~tasks.engine.data.hash_split`). ``split="all"`` reads everything.
 """
 from __future__ import annotations
 
@@ -46,8 +50,10 @@ from tasks.engine.data import (
     builtin_dir,
     data_root,
     debian_package_root,
-    held_out_split,
+    file_key,
+    hash_split,
     is_prepared,
+    named_split,
     parse_spec,
 )
 
@@ -195,13 +201,15 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
     return DetectionDataset(records, classes, source, len(failures), dropped)
 
 
-def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: str) -> list[_Entry]:
-    """The source's own split when it defines train and val (test: when it has one), else a seeded hold-out."""
-    if split == "all":
-        return entries
-    if split in named and (split == "test" or {"train", "validation"} <= named.keys()):
-        return named[split]
-    return held_out_split(named.get("train", entries), split)
+def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: str, root: Path,
+                source: str) -> list[_Entry]:
+    """The source's own lists when it has any (:func:`named_split`), else a hash of each image's path."""
+    def key(entry: _Entry) -> str:
+        return file_key(entry.path, root)
+
+    if named:
+        return named_split(split, entries, named, key, source)
+    return hash_split(entries, split, key, source)
 
 
 def _check_options(options: dict[str, str], allowed: set[str], source: str) -> None:
@@ -302,7 +310,7 @@ def _read_coco(path: Path, options: dict[str, str], split: str) -> DetectionData
         for image_id, (image_path, boxes, labels, origins) in targets.items()
     ]
     classes = [names[category_id] for category_id in sorted(names)]
-    return _finalize(_pick_split(entries, {}, split), classes, source)
+    return _finalize(_pick_split(entries, {}, split, path.parent, source), classes, source)
 
 
 def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) -> Path:
@@ -377,7 +385,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
         listing = root / "ImageSets" / "Main" / f"{file_stem}.txt"
         if listing.is_file():
             named[split_name] = _voc_listing(listing, entries)
-    return _finalize(_pick_split(list(entries.values()), named, split), classes, source)
+    return _finalize(_pick_split(list(entries.values()), named, split, root, source), classes, source)
 
 
 def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]]:
@@ -452,7 +460,7 @@ def _read_yolo(root: Path, options: dict[str, str], split: str) -> DetectionData
         folder = next((f for f in folders if (images_root / f).is_dir()), None)
         if folder is not None:
             named[split_name] = [e for e in entries if e.path.relative_to(images_root).parts[0] == folder]
-    return _finalize(_pick_split(entries, named, split), classes, source)
+    return _finalize(_pick_split(entries, named, split, images_root, source), classes, source)
 
 
 def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]], list[int], list[str]]:

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import (
-    build_atomically, builtin_dir, debian_package_root, held_out_split, is_prepared, parse_spec,
+    TWO_WAY, build_atomically, builtin_dir, debian_package_root, file_key, hash_split, is_prepared, parse_spec,
 )
 from tasks.image_classification.transforms import to_rgb
 
@@ -148,9 +148,10 @@ def read(spec: str, split: str) -> LabelledImages:
     """The samples of ``split`` from a data SPEC (see the module docstring).
 
     Built-in sets have fixed splits "train" | "validation" | "test". For imagefolder and csv,
-    the whole source is scanned and :func:`held_out_split` gives "all" or a seeded 95/5
-    "train"/"validation". For CIFAR folders, "train"/"validation" split the official training
-    batches 95/5, and "test" and "all" are the official test batch (what `zoo eval` reports).
+    the whole source is scanned and :func:`~tasks.engine.data.hash_split` gives "all" or a
+    90/5/5 "train"/"validation"/"test" by a seeded hash of each image's path inside the source.
+    For CIFAR folders, "train"/"validation" split the official training batches 95/5 by a hash
+    of each image's pixels, and "test" and "all" are the official test batch (what `zoo eval` reports).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -171,7 +172,9 @@ def read(spec: str, split: str) -> LabelledImages:
     else:
         raise ValueError(f"--data {spec!r}: unknown image format {parsed.format!r}; use builtin[:NAME], "
                          "imagefolder:DIR, csv:FILE, cifar10:DIR or cifar100:DIR")
-    return whole.take(held_out_split(list(range(len(whole))), split))
+    root = path if parsed.format == "imagefolder" else path.parent
+    keys = [file_key(p, root) for p in whole.paths]
+    return whole.take(hash_split(list(range(len(whole))), split, key=keys.__getitem__, source=f"--data {spec}"))
 
 
 def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
@@ -313,7 +316,8 @@ def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArra
                          "torchvision refuses to unpickle them (a pickle can run code)") from None
     images, labels = data.data, np.asarray(data.targets, dtype=np.int64)  # (N, 32, 32, 3) uint8, (N,)
     if official_train:
-        keep = held_out_split(list(range(len(labels))), split)
+        keep = hash_split(list(range(len(labels))), split, key=lambda i: images[i].tobytes().hex(),
+                          source=source, fractions=TWO_WAY)
         images, labels = images[keep], labels[keep]
     return ImageArrays(images, labels, list(data.classes), source)
 

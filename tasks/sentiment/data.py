@@ -18,7 +18,8 @@ the dataset's ``classes`` (label names). Formats (``--data FORMAT:PATH?key=value
 
 A missing column, an empty text or label, an unknown label or a row with the wrong number of
 fields raises ``ValueError`` naming the file and line. User formats are read whole and then
-split by :func:`~tasks.engine.data.held_out_split` (``all``, or a seeded 95/5 ``train``/``validation``).
+split by :func:`~tasks.engine.data.hash_split` on the text (``all``, or a seeded 90/5/5
+``train``/``validation``/``test``: a repeated text never lands in two splits).
 
 The built-in ``default`` set is the movie-review snippets of Hutto & Gilbert (ICWSM 2014),
 each rated by 20 people, shipped in the source distribution of ``vaderSentiment`` 3.3.2:
@@ -48,7 +49,7 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     data_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     pip_download,
@@ -103,7 +104,7 @@ def read(spec: str, split: str) -> SentimentDataset:
     """The samples of ``split`` from a data SPEC (``builtin``, ``builtin:NAME`` or ``FORMAT:PATH?k=v``).
 
     Built-in sets have the splits train, validation and test; user formats are read whole
-    and split with ``held_out_split`` (``all``, ``train``, ``validation``).
+    and split by a hash of each text (``all``, ``train``, ``validation``, ``test``: 90/5/5).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -118,7 +119,12 @@ def read(spec: str, split: str) -> SentimentDataset:
     if not parsed.path:
         raise ValueError(f"--data {spec!r}: no PATH after '{parsed.format}:'")
     full = adapter(Path(parsed.path).expanduser(), parsed.options)
-    return SentimentDataset(held_out_split(full.samples, split), full.classes, f"{spec} ({split})", full.skipped)
+    samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
+    return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
+
+
+def _text_key(sample: dict) -> str:
+    return sample["text"]
 
 
 def _read_builtin(name: str, split: str) -> SentimentDataset:

@@ -35,7 +35,7 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     debian_package_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     read_jsonl,
@@ -113,7 +113,7 @@ def read(spec: str, split: str) -> TextDataset:
     """Samples of ``split`` from a data SPEC (see the module docstring).
 
     Built-in sets take "train" | "validation" | "test"; user sources take those or "all",
-    with a seeded 95/5 train/validation hold-out (:func:`held_out_split`).
+    split 90/5/5 train/validation/test by a seeded hash of each text (:func:`hash_split`).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -127,7 +127,8 @@ def read(spec: str, split: str) -> TextDataset:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (from --data {spec!r})")
     texts, skipped = readers[parsed.format](path, parsed.options)
-    return TextDataset(held_out_split(texts, split), f"{spec} [{split}]", skipped)
+    return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
+                       f"{spec} [{split}]", skipped)
 
 
 def _read_builtin(name: str, split: str) -> TextDataset:

@@ -16,7 +16,9 @@ Built-in sets (``zoo data prepare translation``), cached as ``train.tsv``,
 - ``default``: the King James Bible (Debian ``sword-text-kjv``) paired verse by verse
   with the Reina-Valera 1909 (``sword-text-sparv``), read with ``pysword``. Both modules
   use the KJV versification, so (book, chapter, verse) keys line up; whole chapters are
-  held out for validation and test, so no held-out verse has a neighbour in training.
+  held out for validation and test, so no held-out verse has a neighbour in training, and a
+  verse repeated word for word elsewhere ("The word of the LORD came unto me, saying,") is
+  dropped from training (and from validation when test holds it).
 - ``numbers``: integers written in English and in French by ``num2words``.
 """
 from __future__ import annotations
@@ -40,14 +42,14 @@ from tasks.engine.data import (
     builtin_dir,
     data_root,
     debian_package_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     read_jsonl,
 )
 
 TASK = "translation"
-VERSION = "1"
+VERSION = "2"  # 2: a verse text repeated in another chapter is kept in its held-out split only
 BUILTIN_SETS: dict[str, str] = {
     "default": "English (King James) -> Spanish (Reina-Valera 1909) Bible verses, ~31,000 pairs, whole chapters held out",
     "numbers": "numbers up to 999,999 written in English -> French (num2words), 12,000 pairs",
@@ -88,7 +90,8 @@ def read(spec: str, split: str) -> TranslationDataset:
     """The ``split`` of a data SPEC: ``builtin``, ``builtin:NAME``, ``tsv:``, ``jsonl:`` or ``pairs:``.
 
     Built-in sets have fixed ``train``/``validation``/``test`` splits; a user source is
-    read whole and then split by :func:`held_out_split` (``all`` keeps everything).
+    read whole and then split 90/5/5 by a seeded hash of each source sentence
+    (:func:`~tasks.engine.data.hash_split`; ``all`` keeps everything).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -107,7 +110,13 @@ def read(spec: str, split: str) -> TranslationDataset:
     pairs = reader(parsed.path, parsed.options)
     if not pairs:
         raise ValueError(f"--data {spec!r}: no sentence pairs in {parsed.path}")
-    return TranslationDataset(held_out_split(pairs, split, seed=SEED), f"{spec} [{split}]")
+    return TranslationDataset(hash_split(pairs, split, key=_source_key, source=f"--data {spec}", seed=SEED),
+                              f"{spec} [{split}]")
+
+
+def _source_key(pair: Pair) -> str:
+    """A pair's split key: its source sentence, so one sentence is never in two splits."""
+    return pair[0]
 
 
 def _read_builtin(name: str, split: str) -> TranslationDataset:
@@ -330,7 +339,11 @@ def _build_bible() -> dict[str, list[Pair]]:
 
 
 def _split_by_chapter(pairs: dict[VerseKey, Pair], fraction: float) -> dict[str, list[Pair]]:
-    """Hold out seeded whole chapters until validation and test each reach ``fraction`` of the pairs."""
+    """Hold out seeded whole chapters until validation and test each reach ``fraction`` of the pairs.
+
+    A source verse that also occurs in a held-out chapter is left out of the earlier split of
+    train < validation < test, so no source sentence is in two splits.
+    """
     chapters = list(dict.fromkeys(key[:2] for key in pairs))  # canonical order
     sizes = {chapter: 0 for chapter in chapters}
     for key in pairs:
@@ -344,9 +357,17 @@ def _split_by_chapter(pairs: dict[VerseKey, Pair], fraction: float) -> dict[str,
         assignment[chapter] = split
         if split != "train":
             counts[split] += sizes[chapter]
+    rank = {"train": 0, "validation": 1, "test": 2}
+    home: dict[str, str] = {}  # source sentence -> the latest split of train < validation < test holding it
+    for key, (source, _) in pairs.items():
+        split = assignment[key[:2]]
+        if rank[split] > rank[home.get(source, "train")]:
+            home[source] = split
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for key, pair in pairs.items():
-        splits[assignment[key[:2]]].append(pair)
+        split = assignment[key[:2]]
+        if home.get(pair[0], "train") == split:
+            splits[split].append(pair)
     return splits
 
 
