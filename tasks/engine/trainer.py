@@ -75,7 +75,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags every task's trainer shares (tasks add theirs with ``task.add_arguments``)."""
     g = parser.add_argument_group("training")
     g.add_argument("--data", default="builtin", help="training data SPEC: builtin, builtin:NAME or FORMAT:PATH[?k=v]")
-    g.add_argument("--val-data", default=None, help="validation SPEC (default: the validation split of --data)")
+    g.add_argument("--val-data", default=None, help="validation SPEC: a file is used whole, a built-in set gives its validation split (default: the validation split of --data)")
     g.add_argument("--out", default=None, help="run folder (default: runs/<task>-<timestamp>)")
     g.add_argument("--backbone", default=None, help="backbone registry name (default: the task's)")
     g.add_argument("--head", default=None, help="head registry name (default: the task's)")
@@ -218,7 +218,10 @@ class _Run:
             torch.set_float32_matmul_precision("high")
         _seed_all(args.seed + ctx.rank)
         self.train_set = task.datasets(args.data, "train")
-        self.val_set = task.datasets(args.val_data or args.data, "validation")
+        # a --val-data file is validation data as a whole; a built-in set (or no --val-data) gives its validation split
+        val_spec = args.val_data or args.data
+        self.val_set = task.datasets(val_spec, "all" if args.val_data and not val_spec.startswith("builtin")
+                                     else "validation")
         self.model = self._model(resume)
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
