@@ -265,8 +265,8 @@ def _table(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list
         end = 1  # last line of the previous record
         for row in rows:
             line, end = end + 1, rows.line_num
-            if not row:
-                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank or whitespace-only line
             if any("\n" in field or "\r" in field for field in row):
                 raise ZooError(f"{path}:{line}: a field runs over {end - line + 1} lines (an unbalanced quote?); "
                                "fix the quoting")
@@ -304,7 +304,7 @@ def _librispeech_entries(root: Path, options: dict[str, str]) -> tuple[list[_Ent
                 raise ZooError(f"{transcript}:{line}: expected 'UTTERANCE-ID TEXT'")
             entries.append(_entry(f"{transcript}:{line}", transcript.parent / f"{parts[0]}.flac", parts[1]))
     if not entries:
-        raise ZooError(f"{root}: its {len(transcripts)} .trans.txt transcript(s) hold no lines")
+        raise ZooError(f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
     labelled = {entry.path for entry in entries}
     unlabelled = sorted(set(root.rglob("*.flac")) - labelled)
     for path in unlabelled:

@@ -523,7 +523,7 @@ def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
         try:
             data = yaml.safe_load(read_utf8(config))
         except yaml.YAMLError as err:
-            raise ZooError(f"{config}: not valid YAML ({err})") from None
+            raise ZooError(f"{config}: not valid YAML ({' '.join(str(err).split())})") from None
         names = data.get("names") if isinstance(data, dict) else None
         if isinstance(names, dict) and sorted(names) == list(range(len(names))):
             names = [names[i] for i in range(len(names))]

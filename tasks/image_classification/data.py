@@ -182,19 +182,19 @@ def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes:
     ``labels`` (N,) integers indexing ``classes``. Raises ``ValueError`` naming the bad field or index."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"from_arrays: images must be uint8 in 0-255, got {images.dtype}")
+        raise ZooError(f"from_arrays: images must be uint8 in 0-255, got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
-        raise ValueError(f"from_arrays: images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
+        raise ZooError(f"from_arrays: images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
                          f"got shape {images.shape}")
     classes = [str(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"from_arrays: classes must be non-empty and unique, got {classes}")
+        raise ZooError(f"from_arrays: classes must be non-empty and unique, got {classes}")
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or (labels.size and labels.dtype.kind not in "iu"):
-        raise ValueError(f"from_arrays: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+        raise ZooError(f"from_arrays: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
     bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
     if bad.size:
-        raise ValueError(f"from_arrays: labels[{bad[0]}] = {labels[bad[0]]} is not a class index "
+        raise ZooError(f"from_arrays: labels[{bad[0]}] = {labels[bad[0]]} is not a class index "
                          f"0..{len(classes) - 1}")
     return ImageArrays(images, labels, classes, "arrays")
 
@@ -224,8 +224,10 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
     if not classes:
         raise ZooError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
     paths, labels, problems = [], [], []
+    seen_folders: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
     for label, name in enumerate(classes):
-        for path in _files_below(folder / name):
+        for path in _files_below(folder / name, seen_folders, seen_files):
             problem = _problem(path)
             if problem:
                 problems.append(problem)
@@ -263,8 +265,8 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
         for row in rows:
             line, end = end + 1, rows.line_num
             where = f"{file}:{line}"
-            if not row:
-                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank or whitespace-only line
             if len(row) != len(header):
                 raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
                                f"than the header has columns ({len(header)})")
@@ -341,14 +343,13 @@ def _sorted_names(names: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _files_below(folder: Path) -> Iterator[str]:
-    """Every non-hidden file below ``folder`` in a stable order.
+def _files_below(folder: Path, seen_folders: set[tuple[int, int]], seen_files: set[str]) -> Iterator[str]:
+    """Every non-hidden file below ``folder`` in a stable order, not yet in ``seen_files``.
 
-    Symlinks are followed, but a folder reached a second time (a link loop, or two links to
-    one folder) is not walked again, with a warning, and each real file is listed once.
+    Symlinks are followed, but a folder already in ``seen_folders`` (a link loop, or a link
+    to a folder read before, such as another class) is not walked again, with a warning, and
+    each real file is listed once. Both sets (device and inode; real paths) are updated.
     """
-    seen_folders: set[tuple[int, int]] = set()
-    seen_files: set[str] = set()
     for parent, dirs, files in os.walk(folder, followlinks=True):
         stat = os.stat(parent)
         if (stat.st_dev, stat.st_ino) in seen_folders:

@@ -162,13 +162,13 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
 
 
 def _records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each non-blank record (a quoted field may span lines)."""
+    """``(first line, fields)`` of each record that is not blank or whitespace only (a quoted field may span lines)."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     end = 0   # last line of the previous record
     try:
         for row in reader:
             line, end = end + 1, reader.line_num
-            if row:
+            if row and (len(row) > 1 or row[0].strip()):   # not a blank or whitespace-only line
                 yield line, row
     except csv.Error as err:
         raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None

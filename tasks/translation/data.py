@@ -135,10 +135,12 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
-    """``source<TAB>target`` lines; a line without exactly one tab or with an empty side is refused."""
+    """``source<TAB>target`` lines; blank lines are skipped, one without exactly one tab or with an empty side is refused."""
     file = Path(path).expanduser()
     pairs = []
     for number, line in _lines(file):
+        if not line.strip():
+            continue  # a blank or whitespace-only line holds no pair
         fields = line.split("\t")
         if len(fields) != 2:
             raise ZooError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
