@@ -15,8 +15,10 @@ the text normalised by :func:`normalize_text`):
 
 User sources are read whole, then :func:`tasks.engine.data.held_out_split` carves the
 split (``all``, or a seeded 95/5 ``train``/``validation``). A missing audio file or a
-malformed row raises naming the file and line; a damaged audio file (failing a cheap
-``soundfile.info`` check) is skipped with a warning and counted in ``dataset.skipped``.
+malformed row (a field spanning lines from an unbalanced quote, a column named twice, bytes
+that are not UTF-8) raises ``ZooError`` naming the file and line; a damaged audio file
+(failing a cheap ``soundfile.info`` check) or a clip under ``audio.MIN_SECONDS`` is skipped
+with a warning and counted in ``dataset.skipped``.
 
 Built-in sets (``zoo data prepare asr``) are synthesized offline by Debian's espeak-ng
 and flite, written as 16 kHz FLAC with ``train.jsonl``/``validation.jsonl``/``test.jsonl``

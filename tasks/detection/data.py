@@ -7,19 +7,25 @@ SPECs (``--data``):
 - ``coco:ANN.json[?images=DIR]``: COCO detection JSON. Images are looked up in ``DIR`` when
   given, else beside the JSON, else in ``images/`` beside it. Categories map to contiguous
   label ids in sorted category-id order; ``iscrowd=1`` annotations are left out of targets.
+  Ids must be integers (not ``true``), ``iscrowd`` the integer 0 or 1, and an image's
+  ``width``/``height``, when given, must be the size of its file.
 - ``voc:DIR[?classes=a,b]``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, optional
   ``ImageSets/Main/{train,val,test}.txt``); ``difficult`` objects are left out; classes are the
   sorted names found unless given. VOC's 1-based inclusive corners become ``x1 = xmin - 1``,
   ``x2 = xmax`` (Detectron's convention), so a box covers exactly its pixels.
 - ``yolo:DIR[?classes=a,b]``: ``images/`` + ``labels/*.txt`` (``class cx cy w h``, normalised),
-  names from ``classes=``, ``classes.txt`` or ``data.yaml``'s ``names``.
+  names from ``classes=``, ``classes.txt`` or ``data.yaml``'s ``names``. A box whose normalised
+  values are outside [0, 1] is left out with a warning naming file:line (and counted in
+  ``dropped_boxes``), not clamped.
 
 Every adapter yields the same sample dict: ``image`` uint8 (3, H, W), ``boxes`` float32
 (N, 4) xyxy in that image's pixels, ``labels`` int64 (N,), ``image_id`` int, ``path`` str.
 Boxes with non-positive width or height, or wholly outside the image, are dropped and
-counted in ``dropped_boxes``; boxes partly outside are clamped. Unreadable images are
-skipped with a warning and counted in ``skipped``; malformed annotations raise ``ValueError``
-naming the file and the record. Splits: a source's own train/val(/test) lists when it has
+counted in ``dropped_boxes``; boxes partly outside are clamped. Images are decoded by
+:mod:`tasks.engine.images`, as in image classification (EXIF orientation, transparency on
+white, 16-bit gray scaled). Unreadable images and decompression bombs are skipped with a
+warning and counted in ``skipped``; malformed annotations and listings (not UTF-8 included)
+raise ``ZooError`` naming the file and the record. Splits: a source's own train/val(/test) lists when it has
 both train and val, else a seeded 95/5 hold-out (``split="all"`` reads everything).
 """
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Formats (``--data``):
 
 - ``imagefolder:DIR``: one sub-folder per class (sorted; numerically when every name is a
-  number), images anywhere below it.
+  number), images anywhere below it. Symlinks are followed, but a folder is walked and a
+  file read only once (a link loop or a link into another class is not read again).
 - ``csv:FILE[?path=COL&label=COL&classes=a,b,c]``: columns ``path,label``; paths are
   relative to the CSV; ``classes`` fixes the class list and its order (else: the sorted labels).
 - ``cifar10:DIR`` / ``cifar100:DIR``: the python-pickle folder layout (DIR holds, or is,
@@ -17,7 +18,8 @@ Formats (``--data``):
 Every dataset returns ``{"image": PIL RGB image, "label": int, "path": str}`` (untransformed)
 and has ``classes``, ``source`` and ``skipped``. Damaged, empty or non-image files in a folder
 or CSV are skipped with a warning naming them and counted in ``skipped``; images larger than
-Pillow's ``MAX_IMAGE_PIXELS`` are refused as possible decompression bombs.
+Pillow's ``MAX_IMAGE_PIXELS`` are refused as possible decompression bombs. Files are decoded
+by :mod:`tasks.engine.images`, the decoder detection uses too.
 """
 from __future__ import annotations
 
