@@ -35,7 +35,6 @@ accents kept out of the training pool.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import random
 import re
@@ -64,6 +63,7 @@ from tasks.engine.data import (
     read_utf8,
     require_program,
     split_lines,
+    table_records,
     unique_header,
     write_jsonl,
 )
@@ -254,29 +254,23 @@ _SEPARATED = {",": "comma-separated", "\t": "tab-separated"}
 
 
 def _table(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str], list[str]]]:
-    """``(first line, header, fields)`` of each non-blank record of a delimited UTF-8 file with a header.
+    """``(first line, header, fields)`` of each record of a delimited UTF-8 file with a header.
 
     An empty file, a header naming a column twice, a row with another number of fields or a
     field spanning lines (an unbalanced quote swallowing the next rows) raises naming file:line.
     """
-    rows = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    try:
-        header = unique_header([name.strip() for name in next(rows, [])], path)
-        if not header:
-            raise ZooError(f"{path}: empty file; expected a header row naming the columns")
-        end = 1  # last line of the previous record
-        for row in rows:
-            line, end = end + 1, rows.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank or whitespace-only line
-            if any("\n" in field or "\r" in field for field in row):
-                raise ZooError(f"{path}:{line}: a field runs over {end - line + 1} lines (an unbalanced quote?); "
-                               "fix the quoting")
-            if len(row) != len(header):
-                raise ZooError(f"{path}:{line}: expected {len(header)} {_SEPARATED[delimiter]} columns, got {len(row)}")
-            yield line, header, row
-    except csv.Error as err:
-        raise ZooError(f"{path}:{rows.line_num}: malformed row ({err})") from None
+    records = table_records(path, delimiter, quoting)
+    _, first = next(records, (1, []))
+    header = unique_header([name.strip() for name in first], path)
+    if not header:
+        raise ZooError(f"{path}: empty file; expected a header row naming the columns")
+    for line, row in records:
+        if any("\n" in field or "\r" in field for field in row):
+            lines = 1 + sum(field.count("\n") for field in row)
+            raise ZooError(f"{path}:{line}: a field runs over {lines} lines (an unbalanced quote?); fix the quoting")
+        if len(row) != len(header):
+            raise ZooError(f"{path}:{line}: expected {len(header)} {_SEPARATED[delimiter]} columns, got {len(row)}")
+        yield line, header, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:

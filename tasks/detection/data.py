@@ -25,8 +25,9 @@ counted in ``dropped_boxes``; boxes partly outside are clamped. Images are decod
 :mod:`tasks.engine.images`, as in image classification (EXIF orientation, transparency on
 white, 16-bit gray scaled). Unreadable images and decompression bombs are skipped with a
 warning and counted in ``skipped``; malformed annotations and listings (not UTF-8 included)
-raise ``ZooError`` naming the file and the record. Splits: a source's own train/val(/test) lists when it has
-both train and val, else a seeded 95/5 hold-out (``split="all"`` reads everything).
+raise ``ZooError`` naming the file and the record. Splits: a source's own train/val(/test)
+lists when it has both train and val, else a seeded 95/5 hold-out (``split="all"`` reads
+everything).
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ version so a changed preparation rebuilds instead of reading stale files.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -219,6 +221,24 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             if isinstance(value, str) and "\x00" in value:
                 raise ZooError(f"{path}:{number}: field {key!r} holds a NUL character (\\u0000); remove it")
         yield number, obj
+
+
+def table_records(path: Path, delimiter: str = ",",
+                  quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record of a delimited UTF-8 file (see :func:`read_utf8`).
+
+    Blank and whitespace-only lines are skipped; a quoted field may span lines (callers that
+    cannot hold a line break refuse it). Malformed quoting raises :class:`ZooError` naming the line.
+    """
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    end = 0  # last line of the previous record
+    try:
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            if row and (len(row) > 1 or row[0].strip()):
+                yield line, row
+    except csv.Error as err:
+        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
 
 
 def unique_header(header: list[str], path: str | Path, line: int = 1) -> list[str]:

@@ -23,9 +23,7 @@ by :mod:`tasks.engine.images`, the decoder detection uses too.
 """
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import multiprocessing
 import os
 import struct
@@ -43,7 +41,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from zoo.errors import ZooError
 
 from tasks.engine.data import (
-    build_atomically, builtin_dir, debian_package_root, held_out_split, is_prepared, parse_spec, read_utf8,
+    build_atomically, builtin_dir, debian_package_root, held_out_split, is_prepared, parse_spec, table_records,
     unique_header,
 )
 from tasks.engine.images import load_image, probe_image, to_rgb
@@ -253,43 +251,36 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
         raise FileNotFoundError(f"{source}: no such file {file}")
     fixed = [name.strip() for name in classes.split(",") if name.strip()]
     paths, names, problems = [], [], []
-    rows = csv.reader(io.StringIO(read_utf8(file), newline=""), strict=True)
-    try:
-        header = unique_header([name.strip() for name in next(rows, [])], file)
-        if not header:
-            raise ZooError(f"{file}: empty file; expected a header row naming the columns {path!r} and {label!r}")
-        missing = [column for column in (path, label) if column not in header]
-        if missing:
-            raise ZooError(f"{file}:1: no column {missing} in header {header}; "
-                           "name them with ?path=COLUMN&label=COLUMN")
-        path_at, label_at = header.index(path), header.index(label)
-        end = 1  # last line of the previous record
-        for row in rows:
-            line, end = end + 1, rows.line_num
-            where = f"{file}:{line}"
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank or whitespace-only line
-            if len(row) != len(header):
-                raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
-                               f"than the header has columns ({len(header)})")
-            if any("\n" in field or "\r" in field for field in row):
-                raise ZooError(f"{where}: a field spans lines (an unbalanced quote?); fix the quoting")
-            value, name = row[path_at].strip(), row[label_at].strip()
-            if not value or not name:
-                raise ZooError(f"{where}: empty {path if not value else label!r} field")
-            if fixed and name not in fixed:
-                raise ZooError(f"{where}: unknown label {name!r}; expected one of {fixed}")
-            image = file.parent / value
-            if not image.is_file():
-                raise FileNotFoundError(f"{where}: image file {image} does not exist")
-            problem = _problem(str(image))
-            if problem:
-                problems.append(f"{where}: {problem}")
-                continue
-            paths.append(str(image))
-            names.append(name)
-    except csv.Error as err:
-        raise ZooError(f"{file}:{rows.line_num}: malformed CSV ({err})") from None
+    records = table_records(file)
+    _, first = next(records, (1, []))
+    header = unique_header([name.strip() for name in first], file)
+    if not header:
+        raise ZooError(f"{file}: empty file; expected a header row naming the columns {path!r} and {label!r}")
+    missing = [column for column in (path, label) if column not in header]
+    if missing:
+        raise ZooError(f"{file}:1: no column {missing} in header {header}; name them with ?path=COLUMN&label=COLUMN")
+    path_at, label_at = header.index(path), header.index(label)
+    for line, row in records:
+        where = f"{file}:{line}"
+        if len(row) != len(header):
+            raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
+                           f"than the header has columns ({len(header)})")
+        if any("\n" in field or "\r" in field for field in row):
+            raise ZooError(f"{where}: a field spans lines (an unbalanced quote?); fix the quoting")
+        value, name = row[path_at].strip(), row[label_at].strip()
+        if not value or not name:
+            raise ZooError(f"{where}: empty {path if not value else label!r} field")
+        if fixed and name not in fixed:
+            raise ZooError(f"{where}: unknown label {name!r}; expected one of {fixed}")
+        image = file.parent / value
+        if not image.is_file():
+            raise FileNotFoundError(f"{where}: image file {image} does not exist")
+        problem = _problem(str(image))
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        paths.append(str(image))
+        names.append(name)
     _warn_skipped(source, problems)
     if not paths:
         raise ZooError(f"{source}: {file} lists no readable image")

@@ -42,7 +42,7 @@ import time
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from torch.utils.data import Dataset
 
@@ -56,6 +56,7 @@ from tasks.engine.data import (
     pip_download,
     read_jsonl,
     read_utf8,
+    table_records,
     unique_header,
 )
 from zoo.errors import ZooError
@@ -142,7 +143,8 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
     text_column, label_column = options.get("text", "text"), options.get("label", "label")
-    records = _records(path, delimiter, quoting)
+    _require_file(path)
+    records = table_records(path, delimiter, quoting)
     header_line, header = next(records, (0, None))
     if header is None:
         raise ZooError(f"{path}: empty file; expected a header row naming the columns "
@@ -159,19 +161,6 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
         texts.append(_clean_text(row[text_at], where))
         labels.append((where, _clean_label(row[label_at], where)))
     return _labelled(path, texts, labels, options.get("classes"))
-
-
-def _records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each record that is not blank or whitespace only (a quoted field may span lines)."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    end = 0   # last line of the previous record
-    try:
-        for row in reader:
-            line, end = end + 1, reader.line_num
-            if row and (len(row) > 1 or row[0].strip()):   # not a blank or whitespace-only line
-                yield line, row
-    except csv.Error as err:
-        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
 
 
 def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -240,12 +229,6 @@ _ADAPTERS: dict[str, tuple[Callable[[Path, dict[str, str]], SentimentDataset], f
 def _require_file(path: Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
-
-
-def _read_text(path: Path) -> str:
-    """A whole UTF-8 file (a BOM is dropped); bad bytes or a NUL character raise naming the line."""
-    _require_file(path)
-    return read_utf8(path)
 
 
 def _column(header: list[str], name: str, role: str, where: str) -> int:
