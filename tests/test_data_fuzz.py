@@ -38,7 +38,7 @@ from zoo.errors import ZooError
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
+def _one_thread():
     """Decoding and resampling results must not depend on the host's thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -41,8 +41,23 @@ def probe_image(path: str | Path) -> tuple[int, int]:
             width, height = image.size
             image.verify()
         with Image.open(path) as image:  # verify() leaves the image unusable; the EXIF needs a fresh open
-            turned = image.getexif().get(_ORIENTATION) in _SWAPPED
+            turned = _orientation(image) in _SWAPPED
     return (height, width) if turned else (width, height)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation of an opened image, read without decoding its pixels.
+
+    A PNG's EXIF is seen only when its eXIf chunk comes before the image data, as the PNG
+    specification asks (Pillow's ``getexif`` would decode the whole image to look further).
+    """
+    if image.format == "PNG":
+        if "exif" not in image.info:
+            return None
+        exif = Image.Exif()
+        exif.load(image.info["exif"])
+        return exif.get(_ORIENTATION)
+    return image.getexif().get(_ORIENTATION)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
