@@ -16,11 +16,12 @@ the dataset's ``classes`` (label names). Formats (``--data FORMAT:PATH?key=value
 - ``sst2:PATH``: the GLUE SST-2 TSV (header ``sentence<TAB>label``, no quoting), labels 0/1 ->
   negative/positive.
 - ``imdb:DIR``: the IMDB layout, ``DIR/neg/*.txt`` and ``DIR/pos/*.txt`` (``DIR/unsup`` is
-  ignored); ``<br />`` tags become spaces. An unreadable file is skipped with a warning.
+  ignored); ``<br />`` tags become spaces. An unreadable or empty file is skipped with a
+  warning and counted in ``skipped``.
 
 A missing column, an empty text or label, an unknown label, a row with the wrong number of
-fields, bytes that are not UTF-8 or a NUL character raise ``ZooError`` naming the file and line. User formats are read whole and then
-split by :func:`~tasks.engine.data.held_out_split` (``all``, or a seeded 95/5 ``train``/``validation``).
+fields, bytes that are not UTF-8 or a NUL character raise ``ZooError`` naming the file and
+line; blank lines are skipped. User formats are read whole and then split by :func:`~tasks.engine.data.held_out_split` (``all``, or a seeded 95/5 ``train``/``validation``).
 
 The built-in ``default`` set is the movie-review snippets of Hutto & Gilbert (ICWSM 2014),
 each rated by 20 people, shipped in the source distribution of ``vaderSentiment`` 3.3.2:
