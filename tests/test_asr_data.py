@@ -274,3 +274,73 @@ def test_tiny_synthesis_reads_back_through_the_manifest(tmp_path, monkeypatch, c
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.read("builtin:digits", "test")
+
+
+# ---- short clips, encodings and broken manifests ----------------------------------------------
+
+def test_short_clip_in_a_set_is_a_counted_skip(tmp_path):
+    tone(tmp_path / "good.wav")
+    tone(tmp_path / "blip.wav", seconds=0.01)
+    write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "good.wav", "text": "a"},
+                                       {"audio_filepath": "blip.wav", "text": "b"}])
+    with pytest.warns(UserWarning, match=r"blip.wav: 10 ms long \(160 samples\), shorter than the 0.1 s"):
+        dataset = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    assert dataset.skipped == 1 and [e.text for e in dataset.entries] == ["a"]
+
+
+@pytest.mark.parametrize("frames", [1, 160])
+def test_short_clip_given_to_predict_is_an_error_naming_it(tmp_path, frames):
+    import zoo
+
+    clip = tmp_path / "tiny.wav"
+    soundfile.write(str(clip), np.zeros(frames, dtype=np.float32), 16000)
+    model = zoo.create_model("speech_encoder_tiny", "ctc", backbone_args={"dim": 32, "depth": 1, "n_mels": 40},
+                             task="asr", alphabet="ab").eval()
+    with pytest.raises(ZooError, match=rf"{clip}: \d+ ms long \({frames} samples\), shorter than"):
+        zoo.get_task("asr").predict(model, [str(clip)])
+
+
+@pytest.mark.parametrize("samples", [1, 399, 400, 1359, 1360])
+def test_front_end_pads_clips_shorter_than_its_window(samples):
+    import zoo
+
+    encoder = zoo.create_backbone("speech_encoder_tiny", dim=32, depth=1, n_mels=40).eval()
+    waves = torch.randn(2, samples)
+    features = encoder(waves, torch.ones(2, samples, dtype=torch.bool))
+    steps = int(encoder.output_lengths(torch.tensor([samples]))[0])
+    assert features.tokens.shape == (2, max(steps, 1), 32) and torch.isfinite(features.tokens).all()
+    assert features.mask.sum(dim=1).tolist() == [steps, steps] and steps == (1 if samples >= 1360 else 0)
+
+
+def test_unbalanced_quote_in_a_csv_manifest_names_the_row(tmp_path):
+    tone(tmp_path / "a.flac")
+    (tmp_path / "m.csv").write_text('audio_filepath,text\na.flac,"hello world\na.flac,second\na.flac,third"\n')
+    with pytest.raises(ZooError, match=r"m.csv:2: a field runs over 3 lines \(an unbalanced quote\?\)"):
+        data.read(f"manifest:{tmp_path / 'm.csv'}", "all")
+    (tmp_path / "d.csv").write_text("audio_filepath,text,text\na.flac,x,y\n")
+    with pytest.raises(ZooError, match=r"d.csv:1: the header names the column 'text' twice"):
+        data.read(f"manifest:{tmp_path / 'd.csv'}", "all")
+
+
+@pytest.mark.parametrize("layout", ["manifest", "csv", "librispeech", "commonvoice"])
+def test_non_utf8_listings_name_the_file_and_line(tmp_path, layout):
+    tone(tmp_path / "a.flac")
+    line = 2 if layout in ("manifest", "librispeech") else 3  # the tables have a header line
+    if layout == "manifest":
+        bad, spec = tmp_path / "m.jsonl", f"manifest:{tmp_path / 'm.jsonl'}"
+        bad.write_bytes(b'{"audio_filepath": "a.flac", "text": "ok"}\n{"audio_filepath": "a.flac", "text": "caf\xe9"}\n')
+    elif layout == "csv":
+        bad, spec = tmp_path / "m.csv", f"manifest:{tmp_path / 'm.csv'}"
+        bad.write_bytes(b"audio_filepath,text\na.flac,ok\na.flac,caf\xe9\n")
+    elif layout == "librispeech":
+        folder = tmp_path / "19" / "198"
+        folder.mkdir(parents=True)
+        shutil.copy(tmp_path / "a.flac", folder / "19-198-0000.flac")
+        bad, spec = folder / "19-198.trans.txt", f"librispeech:{tmp_path}"
+        bad.write_bytes(b"19-198-0000 OK\n19-198-0001 CAF\xc9\n")
+    else:
+        (tmp_path / "clips").mkdir()
+        bad, spec = tmp_path / "train.tsv", f"commonvoice:{tmp_path}"
+        bad.write_bytes(b"path\tsentence\na.flac\tok\na.flac\tcaf\xe9\n")
+    with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0x[ce]9 at line {line}\); re-save it as UTF-8"):
+        data.read(spec, "all")

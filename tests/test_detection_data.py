@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from image_fixtures import TRICKY, bomb_png
 from tasks.detection import data
+from tasks.detection.predict import read_image
 from tasks.detection.transforms import build_detection_transform, collate_detection
+from tasks.engine.images import load_image
 from zoo.errors import ZooError
 
 
@@ -388,3 +392,88 @@ def test_builtin_errors_name_the_prepare_command() -> None:
     with pytest.raises(ValueError, match="voc:DIR"):
         data.read("csv:x.csv", "train")
     assert data.QUICK_SET in data.BUILTIN_SETS and "default" in data.BUILTIN_SETS
+
+
+# ----------------------------------------------------------------------------- bad data
+
+
+@pytest.mark.parametrize("kind", sorted(TRICKY))
+def test_detection_decodes_images_exactly_as_image_classification(tmp_path: Path, kind: str) -> None:
+    name, write = TRICKY[kind]
+    path, expected = write(tmp_path / name)
+    coco = {"images": [{"id": 1, "file_name": name}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    sample = data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")[0]
+    assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal(read_image(path).permute(1, 2, 0).numpy(), np.array(load_image(path)))
+
+
+@pytest.mark.filterwarnings("ignore:.*dropped 1 box")
+def test_decompression_bomb_is_a_counted_skip_in_coco_and_an_error_in_predict(tmp_path: Path) -> None:
+    coco = _coco(tmp_path)
+    bomb_png(tmp_path / "images" / "b.png")
+    path = _write_json(tmp_path / "ann.json", coco)
+    with pytest.warns(UserWarning, match=r"b\.png: refused as a possible decompression bomb"):
+        ds = data.read(f"coco:{path}", "all")
+    assert (len(ds), ds.skipped) == (1, 1)
+    with pytest.raises(ZooError, match=r"b\.png: refused as a possible decompression bomb"):
+        read_image(tmp_path / "images" / "b.png")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda c: c["annotations"][0].update(iscrowd="0"), r"annotations\[0\]: field 'iscrowd' must be the integer 0"),
+        (lambda c: c["annotations"][0].update(iscrowd=2), r"annotations\[0\]: field 'iscrowd' must be the integer 0"),
+        (lambda c: c["annotations"][1].update(image_id=True), r"annotations\[1\]: field 'image_id' must be an integer"),
+        (lambda c: c["annotations"][2].update(category_id="7"), r"annotations\[2\]: field 'category_id' must be an int"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"annotations\[0\]: field 'bbox' must"),
+        (lambda c: c["images"][0].update(width="40"), r"images\[0\]: field 'width' must be a positive integer"),
+        (lambda c: c["images"][1].update(height=-60), r"images\[1\]: field 'height' must be a positive integer"),
+        (lambda c: c["images"][0].update(width=30, height=40),
+         r"images\[0\]: declares 30x40 pixels \(width x height\), but .*a\.png is 40x30"),
+    ],
+)
+def test_coco_field_types_and_declared_sizes_are_checked(tmp_path: Path, corrupt, message: str) -> None:
+    coco = _coco(tmp_path)
+    corrupt(coco)
+    path = _write_json(tmp_path / "ann.json", coco)
+    with pytest.raises(ZooError, match=f"ann.json: {message}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.read(f"coco:{path}", "all")
+
+
+def test_coco_declared_sizes_that_match_are_accepted(tmp_path: Path) -> None:
+    coco = _coco(tmp_path)
+    coco["images"][0].update(width=40, height=30)
+    with pytest.warns(UserWarning, match="dropped 2 box"):
+        assert len(data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")) == 2
+
+
+def test_yolo_coordinates_outside_0_1_are_skipped_and_counted_not_clamped(tmp_path: Path) -> None:
+    _png(tmp_path / "images" / "x.png", 40, 20)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.5 0.5\n0 0.5 0.5 1.8 0.2\n0 -0.1 0.5 0.1 0.1\n")
+    with pytest.warns(UserWarning, match=r"dropped 2 box\(es\) while reading \(first: .*x\.txt:2: normalised"):
+        ds = data.read(f"yolo:{tmp_path}?classes=a", "all")
+    assert ds.dropped_boxes == 2 and torch.equal(ds[0]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0]]))
+
+
+@pytest.mark.parametrize("listing", ["voc", "yolo labels", "yolo classes"])
+def test_non_utf8_listings_name_the_file_and_line(tmp_path: Path, listing: str) -> None:
+    if listing == "voc":
+        root = _voc(tmp_path)
+        bad = root / "ImageSets" / "Main" / "train.txt"
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"one\ntw\xf6\n")
+        (bad.parent / "val.txt").write_text("one\n")
+        spec = f"voc:{root}"
+    else:
+        _png(tmp_path / "images" / "x.png", 40, 20)
+        (tmp_path / "labels").mkdir()
+        (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+        bad = tmp_path / ("labels/x.txt" if listing == "yolo labels" else "classes.txt")
+        (tmp_path / "classes.txt").write_text("car\n")
+        bad.write_bytes(b"0 0.5 0.5 0.1 0.1\n\xf6\n" if listing == "yolo labels" else b"car\nb\xf6ke\n")
+        spec = f"yolo:{tmp_path}"
+    with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0xf6 at line 2\); re-save it as UTF-8"):
+        data.read(spec, "all")

@@ -165,7 +165,7 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
         task.predict(model, [str(tmp_path / "missing.png")])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(ValueError, match="broken.png: cannot decode"):
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
         task.predict(model, [str(broken)])
     with pytest.raises(ValueError, match="unknown detection transform option"):
         _model(transform={"sizes": 3})

@@ -13,10 +13,13 @@ split lists keeps them and never makes a test split up from training data (:func
 from __future__ import annotations
 
 import bisect
+import csv
 import hashlib
+import io
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from zoo.errors import ZooError
 T = TypeVar("T")
 
 STAMP = ".zoo-version"
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -168,23 +172,92 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def decode_utf8(raw: bytes, path: str | Path) -> str:
+    """The UTF-8 text of a file's bytes (a leading BOM dropped).
+
+    Bytes that are not UTF-8, and NUL characters (the mark of a UTF-16 or binary file read
+    as UTF-8), raise :class:`ZooError` naming the file, the line and the byte.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ZooError(f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at line {line}); "
+                       "re-save it as UTF-8") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ZooError(f"{path}: NUL character (byte 0x00 at line {line}); is it UTF-16 or binary? "
+                       "re-save it as UTF-8 text")
+    return text
+
+
+def read_utf8(path: str | Path) -> str:
+    """A whole UTF-8 text file (see :func:`decode_utf8`); a missing file raises naming it."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"{path}: is a folder, not a file") from None
+    return decode_utf8(raw, path)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a text, ending at ``\\n``, ``\\r\\n`` or a bare ``\\r`` (old Mac files); no Unicode separators.
+
+    A final line end does not start another (empty) line.
+    """
+    lines = _LINE_END.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; a malformed line raises naming the file and line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not UTF-8 text ({err.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+    """Yield ``(line_number, object)``; a malformed line raises :class:`ZooError` naming the file and line.
+
+    Blank lines are skipped; a string holding a NUL character is refused like a raw NUL byte.
+    """
+    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ZooError(f"{path}:{number}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise ZooError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        for key, value in obj.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ZooError(f"{path}:{number}: field {key!r} holds a NUL character (\\u0000); remove it")
+        yield number, obj
+
+
+def table_records(path: Path, delimiter: str = ",",
+                  quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record of a delimited UTF-8 file (see :func:`read_utf8`).
+
+    Blank and whitespace-only lines are skipped; a quoted field may span lines (callers that
+    cannot hold a line break refuse it). Malformed quoting raises :class:`ZooError` naming the line.
+    """
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    end = 0  # last line of the previous record
+    try:
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            if row and (len(row) > 1 or row[0].strip()):
+                yield line, row
+    except csv.Error as err:
+        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
+
+
+def unique_header(header: list[str], path: str | Path, line: int = 1) -> list[str]:
+    """``header`` itself; a column name given twice raises naming the file (which one is meant?)."""
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise ZooError(f"{path}:{line}: the header names the column {name!r} twice; rename one of them")
+        seen.add(name)
+    return header
 
 
 THREE_WAY: dict[str, float] = {"train": 0.90, "validation": 0.05, "test": 0.05}

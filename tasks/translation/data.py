@@ -46,7 +46,10 @@ from tasks.engine.data import (
     is_prepared,
     parse_spec,
     read_jsonl,
+    read_utf8,
+    split_lines,
 )
+from zoo.errors import ZooError
 
 TASK = "translation"
 VERSION = "2"  # 2: a verse text repeated in another chapter is kept in its held-out split only
@@ -131,34 +134,36 @@ def _read_builtin(name: str, split: str) -> TranslationDataset:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` of a UTF-8 file, without line endings or a leading BOM.
 
-    Lines are split on ``\\n`` only (as ``wc -l`` counts them), so two aligned files agree
-    on numbering even when a sentence holds an exotic Unicode line separator.
+    Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``, never at an exotic Unicode line separator, so
+    two aligned files agree on numbering whatever system wrote them. Bytes that are not UTF-8
+    or a NUL character raise naming the file and line.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 (byte {err.start} of the line)") from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            yield number, line.rstrip("\r\n")
+    yield from enumerate(split_lines(read_utf8(path)), 1)
 
 
 def _read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
-    """``source<TAB>target`` lines; a line without exactly one tab or with an empty side is refused."""
+    """``source<TAB>target`` lines; blank lines are skipped, one without exactly one tab or with an empty side is refused."""
     file = Path(path).expanduser()
     pairs = []
     for number, line in _lines(file):
+        if not line.strip():
+            continue  # a blank or whitespace-only line holds no pair
         fields = line.split("\t")
         if len(fields) != 2:
-            raise ValueError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
+            raise ZooError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
         source, target = fields[0].strip(), fields[1].strip()
         if not source or not target:
-            raise ValueError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
+            raise ZooError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
         pairs.append((source, target))
+    return _nonempty(pairs, file)
+
+
+def _nonempty(pairs: list[Pair], file: Path) -> list[Pair]:
+    """``pairs``; none at all (an empty or blank file) raises naming the file."""
+    if not pairs:
+        raise ZooError(f"{file}: no sentence pairs (the file is empty)")
     return pairs
 
 
@@ -173,25 +178,25 @@ def _read_jsonl(path: str, options: dict[str, str]) -> list[Pair]:
         texts = []
         for key in keys:
             if key not in row:
-                raise ValueError(
+                raise ZooError(
                     f"{file}:{number}: no field {key!r} (the line has: {', '.join(row) or 'no fields'}); "
                     f"name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"
                 )
             value = row[key]
             if not isinstance(value, str):
-                raise ValueError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
+                raise ZooError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
             if not value.strip():
-                raise ValueError(f"{file}:{number}: field {key!r} is empty")
+                raise ZooError(f"{file}:{number}: field {key!r} is empty")
             texts.append(value.strip())
         pairs.append((texts[0], texts[1]))
-    return pairs
+    return _nonempty(pairs, file)
 
 
 def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
     """Two line-aligned files ``SRC,TGT``; different lengths or an empty line are refused."""
     parts = paths.split(",")
     if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise ValueError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
+        raise ZooError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
     files = [Path(p.strip()).expanduser() for p in parts]
     src_lines, tgt_lines = _lines(files[0]), _lines(files[1])
     pairs = []
@@ -200,16 +205,16 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
             short, long, rest = (files[0], files[1], tgt_lines) if src_item is None else (files[1], files[0], src_lines)
             number = (tgt_item or src_item)[0]
             total = number + sum(1 for _ in rest)
-            raise ValueError(
+            raise ZooError(
                 f"{short} ends after line {number - 1} but {long} goes on to line {total}: "
                 f"line {number} of {long} has no counterpart; the two files of pairs: must have the same number of lines"
             )
         number = src_item[0]
         for file, text in zip(files, (src_item[1], tgt_item[1])):
             if not text.strip():
-                raise ValueError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
+                raise ZooError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
         pairs.append((src_item[1].strip(), tgt_item[1].strip()))
-    return pairs
+    return _nonempty(pairs, files[0])
 
 
 _READERS: dict[str, Callable[[str, dict[str, str]], list[Pair]]] = {
