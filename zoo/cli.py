@@ -71,6 +71,8 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``zoo: error: <message>`` on one line and exit with status 2."""
         text = " ".join(message.split())
+        if text.endswith("expected one argument"):       # e.g. `--lr -1e-3`: argparse took the value for a flag
+            text += " (a value that starts with '-' goes as --flag=VALUE)"
         self.exit(2, f"zoo: error: {text} (see `{self.prog} --help`)\n")
 
     def refuse_unknown(self, kind: str, names: Sequence[str], known: Sequence[str]) -> None:
