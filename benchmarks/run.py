@@ -46,7 +46,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile our models and the references")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights (convolutional models)")
     parser.add_argument("--quick", action="store_true", help="a short pass: small shapes, short blocks, 5 rounds")
-    parser.add_argument("--threads", type=POSITIVE_INT, help="torch.set_num_threads (1 gives the steadiest CPU figures)")
+    parser.add_argument("--threads", type=POSITIVE_INT,
+                        help="torch.set_num_threads (1 gives the steadiest CPU figures)")
     parser.add_argument("--rounds", type=POSITIVE_INT, help="alternating rounds per row (default 5 quick, 9 otherwise)")
     parser.add_argument("--block-seconds", type=POSITIVE,
                         help="length of one timed block (default 0.2 s quick, 0.5 s otherwise)")

@@ -271,7 +271,8 @@ def subprocess_results(workspace: Path) -> dict[str, tuple]:
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for argv, _ in SUBPROCESS_CASES}
     results = {key: (process.wait(timeout=120), *process.communicate()) for key, process in running.items()}
-    results["unchanged"] = (_outside_home(_snapshot(workspace)) == _outside_home(before), _repo_snapshot() == repo_before)
+    results["unchanged"] = (_outside_home(_snapshot(workspace)) == _outside_home(before),
+                            _repo_snapshot() == repo_before)
     return results
 
 

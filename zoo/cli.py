@@ -51,8 +51,8 @@ class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if ("default" in text or action.default is None or action.default is False or action.default == argparse.SUPPRESS
-                or (not action.option_strings and action.nargs not in ("?", "*"))):
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if "default" in text or not shown or (not action.option_strings and action.nargs not in ("?", "*")):
             return action.help
         return f"{text} (default: %(default)s)".strip()
 
@@ -117,7 +117,7 @@ class _CommandHelp(argparse.Action):
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
-                         help="show the shared flags and the tasks; `zoo COMMAND TASK --help` adds the task's")
+                         help="show the flags every task shares, and the tasks")
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
@@ -170,8 +170,8 @@ def _list(args: argparse.Namespace) -> None:
     if not names:
         prefix, slash, _ = args.pattern.partition("/")
         pool = registry.list(f"{prefix}/*") if slash else registry.list()
-        raise ZooError(f"no {registry.kind} matches {args.pattern!r}"
-                                  f"{did_you_mean(args.pattern.strip('*?'), pool)}; `zoo list {args.kind}` lists them all")
+        raise ZooError(f"no {registry.kind} matches {args.pattern!r} (`zoo list {args.kind}` lists them all)"
+                       f"{did_you_mean(args.pattern.strip('*?'), pool)}")
     for name in names:
         meta = registry.meta(name) if "/" not in name else {}
         shown = {k: v for k, v in meta.items() if k in ("modality", "causal", "accepts", "input")}

@@ -158,7 +158,8 @@ def read_input_file(path: str) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
-        raise ZooError(f"--input-file {path}:{line}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+        raise ZooError(f"--input-file {path}:{line}: not UTF-8 text (byte {err.start}); "
+                       "save the file as UTF-8") from None
     return [line for line in text.splitlines() if line.strip()]
 
 

@@ -105,8 +105,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of every random stream")
     g.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     g.add_argument("--ema", type=DECAY, default=None, metavar="DECAY", help="evaluate and save an EMA of the weights")
-    g.add_argument("--eval-every", type=COUNT, default=0, metavar="N", help="evaluate every N steps (0: at the end only)")
-    g.add_argument("--patience", type=COUNT, default=0, metavar="N", help="stop after N evaluations without improvement")
+    g.add_argument("--eval-every", type=COUNT, default=0, metavar="N",
+                   help="evaluate every N steps (0: at the end only)")
+    g.add_argument("--patience", type=COUNT, default=0, metavar="N",
+                   help="stop after N evaluations without improvement")
     g.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     g.add_argument("--init-backbone", default=None, metavar="DIR", help="start from this checkpoint's backbone")
     g.add_argument("--checkpoint-every", type=COUNT, default=0, metavar="N",

@@ -72,7 +72,8 @@ class TextGenerationTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--vocab-size``, ``--tokenizer-type``, ``--tokenizer`` and ``--block-size``; this task's defaults."""
         group = parser.add_argument_group("text generation")
-        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=2048, help="tokenizer vocabulary trained from the text")
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=2048,
+                           help="tokenizer vocabulary trained from the text")
         group.add_argument("--tokenizer-type", choices=("unigram", "bpe"), default="unigram",
                            help="sentencepiece model type of a trained tokenizer")
         group.add_argument("--tokenizer", default=None, metavar="PATH",

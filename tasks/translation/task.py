@@ -63,7 +63,8 @@ class TranslationTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Vocabulary, length and evaluation flags; sets this task's training defaults."""
         group = parser.add_argument_group("translation")
-        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=4000, help="sentencepiece pieces (per side with --separate-vocab)")
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=4000,
+                           help="sentencepiece pieces (per side with --separate-vocab)")
         group.add_argument("--separate-vocab", action="store_true",
                            help="one tokenizer per side instead of one joint model (no embedding sharing)")
         group.add_argument("--max-len", type=POSITIVE_INT, default=DEFAULT_MAX_LEN, help="tokens kept per sentence")
