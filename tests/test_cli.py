@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import zoo
+from tasks.engine.commands import read_input_file
 from tasks.engine.distributed import pick_device
 from tasks.engine.flags import (COUNT, DECAY, DROP_FRACTION, POSITIVE, PROBABILITY, Range, check_factory_args,
                                 factory_keys)
@@ -244,6 +245,12 @@ def test_eval_of_a_bare_model_folder_and_of_builtin_specs_scores_the_test_split(
     _eval(["--checkpoint", str(model), "--data", "builtin:default"], capsys)
     _eval(["--checkpoint", str(run), "--data", "builtin", "--split", "validation"], capsys)
     assert asked[1:] == [("builtin:default", "test"), ("builtin", "validation")]
+
+
+def test_input_file_lines_skip_blanks_and_a_bom(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.txt"
+    path.write_bytes("\ufefffirst line\n\n  \nsecond, ünïcode\r\nthird".encode("utf-8"))
+    assert read_input_file(str(path)) == ["first line", "second, ünïcode", "third"]
 
 
 # ---- range types and --backbone-args/--head-args keys -------------------------------------------------

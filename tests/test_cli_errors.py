@@ -41,6 +41,7 @@ CASES: list[tuple[list[str], tuple[str, ...]]] = [
     (["data", "prepar"], ("'prepar'", "did you mean 'prepare'")),
     (["data", "prepare", "sentimnt"], ("unknown task 'sentimnt'", "did you mean 'sentiment'")),
     (["data", "prepare", "--quik"], ("--quik", "did you mean '--quick'")),
+    (["data", "prepare", "sentiment", "--set", "imbd"], ("unknown built-in sentiment set 'imbd'",)),
     (["train"], ("needs a TASK", "sentiment")),
     (["train", "sentimnt"], ("unknown task 'sentimnt'", "did you mean 'sentiment'")),
     (["train", "--lr", "1", "sentiment"], ("put the TASK before the flags",)),
