@@ -24,7 +24,7 @@ from zoo import cli
 from zoo.errors import ZooError
 from zoo.registry import Registry
 
-TASK_NAMES = ["asr", "detection", "image_classification", "sentiment", "text_generation", "translation"]
+TASK_NAMES = zoo.list_tasks()
 
 
 def test_list_tasks_prints_every_task(capsys: pytest.CaptureFixture[str]) -> None:
