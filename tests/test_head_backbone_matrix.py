@@ -22,6 +22,7 @@ import torch
 
 import zoo
 from tests.backbone_configs import small_args
+from zoo.errors import ZooError
 from zoo.tokenizer import pad_ids
 
 ROWS = 2
@@ -234,23 +235,7 @@ def _refusal(head: str, kind: str) -> str:
     return "causal" if modality in zoo.HEADS.meta(head)["accepts"] else modality
 
 
-def _refused_params() -> list:
-    params = []
-    for head, kind in REFUSED:
-        marks = []
-        if head in ("detr", "fcos"):
-            marks = [pytest.mark.xfail(strict=True, reason=(
-                "heads/detection.py: DetectionHead.__init__ reads the feature pyramid before check_backbone, so the "
-                f"{kind} backbone is refused with 'does not describe its feature maps', not by its modality"))]
-        elif head == "lm" and _refusal(head, kind) != "causal":
-            marks = [pytest.mark.xfail(strict=True, reason=(
-                f"heads/lm.py: lm() tests causality before check_backbone, so the {kind} backbone is refused with "
-                "'needs a causal backbone: a bidirectional one would learn to read the future', not by its modality"))]
-        params.append(pytest.param(head, kind, id=f"{head}-{kind}", marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("head, kind", _refused_params())
+@pytest.mark.parametrize("head, kind", [pytest.param(h, k, id=f"{h}-{k}") for h, k in REFUSED])
 def test_refuses_backbones_it_does_not_accept_naming_the_modality(head: str, kind: str) -> None:
-    with pytest.raises(ValueError, match=rf"\b{_refusal(head, kind)}\b"):
+    with pytest.raises(ZooError, match=rf"\b{_refusal(head, kind)}\b"):
         _model(head, kind)
