@@ -181,6 +181,10 @@ def test_bert_stays_wrapped_with_equal_hidden_states_on_a_padded_batch(tmp_path)
     _assert_real_close(features.tokens, expected, mask)
     torch.testing.assert_close(features.tokens[1, :6], alone[0], atol=ATOL, rtol=1e-4)
     assert torch.equal(features.mask, mask)
+    report = model.pretrained_report   # the pooler is not used: Features are the hidden states
+    assert report.skipped == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert len(report.loaded) == len(reference.state_dict()) - 2
+    assert sorted(report.missing) == ["head.fc.bias", "head.fc.weight"]
 
 
 def test_wrapped_bert_saves_and_zoo_loads_back_identically(tmp_path):

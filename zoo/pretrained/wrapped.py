@@ -34,9 +34,10 @@ class Family:
     modality: str
     encoder_only: bool         # keep ``get_encoder()`` of an encoder-decoder
     padding_sensitive: bool
+    build: tuple[tuple[str, Any], ...] = ()   # AutoModel arguments (no pooler: Features are the hidden states)
 
 
-FAMILIES = {"bert": Family("text", False, False), "marian": Family("text", True, False),
+FAMILIES = {"bert": Family("text", False, False, (("add_pooling_layer", False),)), "marian": Family("text", True, False),
             "wav2vec2": Family("audio", False, True), "whisper": Family("audio", True, False)}
 
 
@@ -83,7 +84,7 @@ class TransformersBackbone(nn.Module):
         self.hf_config = _config_object(config)
         if model is None:
             with offline(), quiet():
-                model = transformers.AutoModel.from_config(self.hf_config)
+                model = transformers.AutoModel.from_config(self.hf_config, **dict(family.build))
             model = model.get_encoder() if family.encoder_only else model
         self.model = model
         self.dim = int(self.hf_config.hidden_size)
@@ -151,7 +152,7 @@ def load(folder: Path, config: dict[str, Any]) -> tuple[TransformersBackbone, Lo
     with offline(), quiet():
         full, info = transformers.AutoModel.from_pretrained(
             folder, use_safetensors=True, local_files_only=True, output_loading_info=True,
-            ignore_mismatched_sizes=True, dtype=torch.float32)
+            ignore_mismatched_sizes=True, dtype=torch.float32, **dict(family.build))
     if info["mismatched_keys"]:
         name, stored, built = sorted(info["mismatched_keys"])[0]
         raise ZooError(f"{folder}: tensor {name!r} has shape {tuple(stored)} but the model its config.json "
