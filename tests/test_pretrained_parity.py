@@ -328,8 +328,9 @@ def test_wrapped_shape_mismatch_is_refused_naming_the_tensor(tmp_path):
 
 
 def test_zoo_run_folder_as_pretrained_keeps_the_backbone(tmp_path):
+    tokenizer = zoo.Tokenizer.train(["the cat sat on the mat", "a dog ran in the park"] * 20, vocab_size=30)
     source = zoo.create_model("text_encoder_tiny", "classification", backbone_args={"vocab_size": 50, "depth": 1},
-                              num_classes=2).eval()
+                              tokenizer=tokenizer, num_classes=2).eval()
     source.save(tmp_path / "run" / "step-3")
     (tmp_path / "run" / "best").symlink_to("step-3")
     model = zoo.create_model(pretrained=tmp_path / "run", head="classification", num_classes=4).eval()
@@ -338,3 +339,4 @@ def test_zoo_run_folder_as_pretrained_keeps_the_backbone(tmp_path):
         assert torch.equal(model.backbone(tokens).tokens, source.backbone(tokens).tokens)
     assert sorted(model.pretrained_report.skipped) == ["head.fc.bias", "head.fc.weight"]
     assert len(model.pretrained_report.loaded) == len(source.backbone.state_dict())
+    assert model.tokenizer.encode("the cat ran") == tokenizer.encode("the cat ran")

@@ -177,6 +177,7 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
         source = load_pretrained(pretrained, backbone, backbone_args)
         backbone, backbone_args = source.backbone, None
         preprocessing = {**source.preprocessing, **(preprocessing or {})}
+        tokenizer = tokenizer if tokenizer is not None else source.tokenizer
     if backbone is None:
         backbone = "vit_tiny"
     if isinstance(backbone, str):

@@ -14,6 +14,7 @@ from zoo.errors import ZooError
 from zoo.model import LoadReport, create_backbone
 from zoo.pretrained import gpt2, vit, wrapped
 from zoo.pretrained.weights import UNUSED, fill, folder_weights, refuse_pickle
+from zoo.tokenizer import Tokenizer
 
 CONVERTED = ("gpt2", "vit")
 SUPPORTED = tuple(sorted((*CONVERTED, *wrapped.FAMILIES)))   # transformers model_type values
@@ -25,13 +26,14 @@ class Pretrained:
     """A backbone built from pretrained weights, the head tensors found beside it, and the report.
 
     ``head_state`` holds head tensors in zoo's names (a classifier, a saved zoo head): they are
-    loaded into the new head where names and shapes match.
+    loaded into the new head where names and shapes match. ``tokenizer``: a zoo folder's own.
     """
 
     backbone: nn.Module
     report: LoadReport
     head_state: dict[str, torch.Tensor] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Tokenizer | None = None
 
 
 def load_pretrained(source: str | Path, backbone: str | None = None, backbone_args: dict | None = None) -> Pretrained:
@@ -74,7 +76,7 @@ def _zoo_folder(folder: Path) -> Pretrained:
     model = load(folder)
     names = [f"backbone.{n}" for n in model.backbone.state_dict()]
     report = LoadReport(loaded=names, skipped=[], skip_reason=UNUSED)
-    return Pretrained(model.backbone, report, model.head.state_dict(), dict(model.preprocessing))
+    return Pretrained(model.backbone, report, model.head.state_dict(), dict(model.preprocessing), model.tokenizer)
 
 
 def _transformers_folder(folder: Path, config: dict[str, Any]) -> Pretrained:
