@@ -64,6 +64,7 @@ def test_gpt2_converts_into_our_decoder_with_equal_logits_on_a_padded_batch(tmp_
         features = model.backbone(tokens, mask)
     _assert_real_close(got["logits"], expected.logits, mask)
     _assert_real_close(features.tokens, expected.hidden_states[-1], mask)
+    assert model.pretrained_report.missing == []   # the lm head is tied to the converted embedding
 
 
 def test_gpt2_greedy_generation_equals_transformers_generate(tmp_path):
@@ -132,6 +133,34 @@ def test_timm_vit_heads_come_from_the_named_timm_model(tmp_path):
     images = _vit_images()
     with torch.no_grad():
         torch.testing.assert_close(model.backbone(images).tokens, reference.forward_features(images),
+                                   atol=ATOL, rtol=1e-4)
+
+
+def test_timm_hub_folder_converts_and_brings_its_mean_and_std(tmp_path):
+    from timm.models import save_for_hf
+
+    args = dict(img_size=32, patch_size=8, depth=2, num_heads=4)
+    reference = _excited(timm.create_model("vit_tiny_patch16_224", num_classes=5, **args))
+    save_for_hf(reference, str(tmp_path / "pickled"), model_args=args)   # timm's default: pytorch_model.bin
+    with pytest.raises(ZooError, match="pytorch_model.bin is a pickle checkpoint"):
+        zoo.create_model(pretrained=tmp_path / "pickled", head="classification", num_classes=5)
+    save_for_hf(reference, str(tmp_path / "timm"), model_args=args, safe_serialization=True)
+    model = zoo.create_model(pretrained=tmp_path / "timm", head="classification", num_classes=5).eval()
+    assert model.backbone.zoo_spec["args"]["heads"] == 4   # read from the timm architecture, not guessed
+    assert model.preprocessing["mean"] == list(reference.pretrained_cfg["mean"])
+    images = _vit_images()
+    with torch.no_grad():
+        torch.testing.assert_close(model({"inputs": images})["logits"], reference(images), atol=ATOL, rtol=1e-4)
+
+
+def test_sharded_safetensors_folder_converts(tmp_path):
+    reference, folder = _gpt2(tmp_path)
+    reference.save_pretrained(tmp_path / "sharded", safe_serialization=True, max_shard_size="20KB")
+    assert not (tmp_path / "sharded" / "model.safetensors").exists()
+    model = zoo.create_model(pretrained=tmp_path / "sharded", head="lm").eval()
+    tokens = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model({"inputs": tokens})["logits"], reference(tokens).logits,
                                    atol=ATOL, rtol=1e-4)
 
 
@@ -287,6 +316,14 @@ def test_whisper_encoder_wrapped_on_waveforms_equals_feature_extractor_plus_enco
         features = model.backbone(waves, mask)
     assert features.mask.sum(dim=1).tolist() == [25, 18]   # 10 ms frames, halved by the stride-2 conv
     torch.testing.assert_close(features.tokens, expected, atol=ATOL, rtol=1e-4)
+    assert model.backbone.padding_sensitive is False   # every clip is padded to the window anyway
+    with torch.no_grad():
+        alone = model.backbone(waves[1:, :5600]).tokens
+    torch.testing.assert_close(features.tokens[1], alone[0], atol=1e-5, rtol=1e-5)
+    model.save(tmp_path / "ours")
+    loaded = zoo.load(tmp_path / "ours")
+    with torch.no_grad():
+        assert torch.equal(loaded({"inputs": waves, "mask": mask})["logits"], model({"inputs": waves, "mask": mask})["logits"])
 
 
 def test_pickle_only_folder_is_refused_naming_the_file_and_the_conversion(tmp_path):
@@ -298,6 +335,15 @@ def test_pickle_only_folder_is_refused_naming_the_file_and_the_conversion(tmp_pa
         zoo.create_model(pretrained=folder, head="classification", num_classes=2)
     message = str(err.value)
     assert str(folder / "pytorch_model.bin") in message and "save_file(" in message and "\n" not in message
+
+
+def test_unknown_weights_file_is_refused_with_what_zoo_reads(tmp_path):
+    save_file({"layer.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ZooError, match="not timm ViT or torchaudio wav2vec2 weights; .* bert, gpt2, marian"):
+        zoo.create_model(pretrained=tmp_path / "other.safetensors", head="classification", num_classes=2)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "vit.pth")
+    with pytest.raises(ZooError, match=f"{tmp_path / 'vit.pth'} is a pickle checkpoint .* save_file\\(.*vit.safetensors"):
+        zoo.create_model(pretrained=tmp_path / "vit.pth", head="classification", num_classes=2)
 
 
 def test_unsupported_family_is_refused_with_the_supported_list(tmp_path):
