@@ -257,6 +257,26 @@ def _waves():
     return waves * mask, mask
 
 
+def test_transformers_wav2vec2_normalises_waveforms_as_its_feature_extractor_says(tmp_path):
+    config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                         intermediate_size=64, conv_dim=(16, 16), conv_stride=(5, 4),
+                                         conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                                         num_conv_pos_embedding_groups=4, feat_extract_norm="layer")
+    reference = _excited(transformers.Wav2Vec2Model(config))
+    reference.save_pretrained(tmp_path / "w2v", safe_serialization=True)
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    extractor.save_pretrained(tmp_path / "w2v")
+    model = zoo.create_model(pretrained=tmp_path / "w2v", head="ctc").eval()
+    waves, mask = _waves()
+    waves = waves * 3 + 0.5 * mask   # far from zero mean, unit variance
+    prepared = extractor([waves[0].numpy(), waves[1, :5600].numpy()], sampling_rate=16000, padding=True,
+                         return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(prepared.input_values, attention_mask=prepared.attention_mask).last_hidden_state
+        features = model.backbone(waves, mask)
+    _assert_real_close(features.tokens, expected, features.mask)
+
+
 def test_transformers_wav2vec2_wrapped_with_equal_hidden_states(tmp_path):
     config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                          intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4),
@@ -323,7 +343,8 @@ def test_whisper_encoder_wrapped_on_waveforms_equals_feature_extractor_plus_enco
     model.save(tmp_path / "ours")
     loaded = zoo.load(tmp_path / "ours")
     with torch.no_grad():
-        assert torch.equal(loaded({"inputs": waves, "mask": mask})["logits"], model({"inputs": waves, "mask": mask})["logits"])
+        batch = {"inputs": waves, "mask": mask}
+        assert torch.equal(loaded(batch)["logits"], model(batch)["logits"])
 
 
 def test_pickle_only_folder_is_refused_naming_the_file_and_the_conversion(tmp_path):
@@ -342,7 +363,8 @@ def test_unknown_weights_file_is_refused_with_what_zoo_reads(tmp_path):
     with pytest.raises(ZooError, match="not timm ViT or torchaudio wav2vec2 weights; .* bert, gpt2, marian"):
         zoo.create_model(pretrained=tmp_path / "other.safetensors", head="classification", num_classes=2)
     torch.save({"w": torch.zeros(1)}, tmp_path / "vit.pth")
-    with pytest.raises(ZooError, match=f"{tmp_path / 'vit.pth'} is a pickle checkpoint .* save_file\\(.*vit.safetensors"):
+    refusal = f"{tmp_path / 'vit.pth'} is a pickle checkpoint .* save_file\\(.*vit.safetensors"
+    with pytest.raises(ZooError, match=refusal):
         zoo.create_model(pretrained=tmp_path / "vit.pth", head="classification", num_classes=2)
 
 

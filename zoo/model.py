@@ -173,7 +173,8 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
         from zoo.pretrained import load_pretrained
 
         if backbone is not None and not isinstance(backbone, str):
-            raise ValueError("pretrained= builds the backbone; pass backbone= only as the name of a weights file's model")
+            raise ValueError("pretrained= builds the backbone; pass backbone= only as the name of the model "
+                             "of a weights file")
         source = load_pretrained(pretrained, backbone, backbone_args)
         backbone, backbone_args = source.backbone, None
         preprocessing = {**source.preprocessing, **(preprocessing or {})}

@@ -133,7 +133,8 @@ def _weights_file(path: Path, backbone: str | None, args: dict[str, Any]) -> Pre
         return _timm_vit(tensors, path, heads, {})
     if any(k.startswith("feature_extractor.conv_layers.") for k in tensors):
         if backbone is None or not backbone.startswith("torchaudio/"):
-            raise ZooError(f"{path} holds torchaudio wav2vec2-style weights, which do not say their architecture; {_HINT}")
+            raise ZooError(f"{path} holds torchaudio wav2vec2-style weights, which do not say their "
+                           f"architecture; {_HINT}")
         module = create_backbone(backbone, **args)
         report = fill(module.model, tensors, path)
         report.loaded = [f"model.{n}" for n in report.loaded]
@@ -154,4 +155,5 @@ def _image_stats(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     settings = json.loads(path.read_text())
-    return {ours: settings[theirs] for ours, theirs in (("mean", "image_mean"), ("std", "image_std")) if theirs in settings}
+    pairs = (("mean", "image_mean"), ("std", "image_std"))
+    return {ours: settings[theirs] for ours, theirs in pairs if theirs in settings}

@@ -17,7 +17,8 @@ from zoo.errors import ZooError
 # transformers 4.x layout (what save_pretrained writes) -> the 5.x module names read below
 _LEGACY = [(re.compile(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\."),
             lambda m: f"layers.{m[1]}.attention.{m[2][0]}_proj."),
-           (re.compile(r"encoder\.layer\.(\d+)\.attention\.output\.dense\."), lambda m: f"layers.{m[1]}.attention.o_proj."),
+           (re.compile(r"encoder\.layer\.(\d+)\.attention\.output\.dense\."),
+            lambda m: f"layers.{m[1]}.attention.o_proj."),
            (re.compile(r"encoder\.layer\.(\d+)\.intermediate\.dense\."), lambda m: f"layers.{m[1]}.mlp.fc1."),
            (re.compile(r"encoder\.layer\.(\d+)\.output\.dense\."), lambda m: f"layers.{m[1]}.mlp.fc2."),
            (re.compile(r"encoder\.layer\.(\d+)\."), lambda m: f"layers.{m[1]}.")]
@@ -49,7 +50,8 @@ def transformers_args(config: dict[str, Any], path: Path) -> dict[str, Any]:
     return dict(img_size=size, patch_size=patch, in_chans=config.get("num_channels", 3), dim=dim,
                 depth=config["num_hidden_layers"], heads=config["num_attention_heads"],
                 mlp_ratio=config["intermediate_size"] / dim, class_token=True,
-                norm_eps=float(config.get("layer_norm_eps", 1e-12)), dropout=float(config.get("hidden_dropout_prob", 0.0)))
+                norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+                dropout=float(config.get("hidden_dropout_prob", 0.0)))
 
 
 def convert_transformers(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str],
@@ -99,7 +101,8 @@ def timm_args(tensors: dict[str, torch.Tensor], heads: int | None) -> dict[str, 
                 class_token=bool(prefix), norm_eps=1e-6)
 
 
-def convert_timm(tensors: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def convert_timm(tensors: dict[str, torch.Tensor],
+                 path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """timm ViT tensors -> (backbone tensors, head tensors); a layout we do not build is refused."""
     try:
         return timm_vit_to_zoo(tensors)

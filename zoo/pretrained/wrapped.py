@@ -7,7 +7,7 @@ waveforms with their sample mask) and returns Features: the last hidden state an
 """
 from __future__ import annotations
 
-import logging
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,8 @@ class Family:
     build: tuple[tuple[str, Any], ...] = ()   # AutoModel arguments (no pooler: Features are the hidden states)
 
 
-FAMILIES = {"bert": Family("text", False, False, (("add_pooling_layer", False),)), "marian": Family("text", True, False),
+FAMILIES = {"bert": Family("text", False, False, (("add_pooling_layer", False),)),
+            "marian": Family("text", True, False),
             "wav2vec2": Family("audio", False, True), "whisper": Family("audio", True, False)}
 
 
@@ -49,7 +50,6 @@ def quiet() -> Iterator[None]:
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         yield
     finally:
@@ -144,8 +144,6 @@ def transformers_backbone(config: dict, normalize: bool = False) -> Transformers
 
 def load(folder: Path, config: dict[str, Any]) -> tuple[TransformersBackbone, LoadReport]:
     """The wrapped backbone of a transformers folder, its weights read by transformers (safetensors only)."""
-    import json
-
     import transformers
 
     family = FAMILIES[config["model_type"]]
@@ -165,8 +163,8 @@ def load(folder: Path, config: dict[str, Any]) -> tuple[TransformersBackbone, Lo
                         skipped=sorted(set(info["unexpected_keys"]) | set(dropped)),
                         missing=[f"model.{n}" for n in names if prefix + n in info["missing_keys"]], skip_reason=UNUSED)
     extractor = folder / "preprocessor_config.json"
-    normalize = bool(json.loads(extractor.read_text()).get("do_normalize", False)) if (
-        family.modality == "audio" and config["model_type"] == "wav2vec2" and extractor.is_file()) else False
+    normalize = config["model_type"] == "wav2vec2" and extractor.is_file() and bool(
+        json.loads(extractor.read_text()).get("do_normalize", False))
     settings = full.config.to_dict()
     backbone = TransformersBackbone(settings, normalize, model=kept)
     backbone.zoo_spec = {"name": NAME, "args": {"config": settings, "normalize": normalize}}
