@@ -115,8 +115,9 @@ class TransformersBackbone(nn.Module):
         """Whisper's log-mel of 16 kHz waveforms padded/cut to the encoder's window, then the encoder."""
         samples = self.hf_config.max_source_positions * 2 * HOP
         waves = nn.functional.pad(waves, (0, max(samples - waves.shape[1], 0)))[:, :samples]  # (B, samples)
-        spectrum = torch.stft(waves, N_FFT, HOP, window=self.window, return_complex=True)[..., :-1].abs() ** 2
-        log_mel = (self.mel_filters @ spectrum).clamp(min=1e-10).log10()  # (B, n_mels, frames)
+        with torch.autocast(waves.device.type, enabled=False):   # the spectrum in fp32 under mixed precision
+            spectrum = torch.stft(waves, N_FFT, HOP, window=self.window, return_complex=True)[..., :-1].abs() ** 2
+            log_mel = (self.mel_filters @ spectrum).clamp(min=1e-10).log10()  # (B, n_mels, frames)
         ceiling = log_mel.amax(dim=(1, 2), keepdim=True)
         log_mel = (torch.maximum(log_mel, ceiling - 8.0) + 4.0) / 4.0
         out = self.model(log_mel).last_hidden_state  # (B, frames / 2, D)
