@@ -68,16 +68,19 @@ def test_gpt2_converts_into_our_decoder_with_equal_logits_on_a_padded_batch(tmp_
 
 
 def test_gpt2_greedy_generation_equals_transformers_generate(tmp_path):
+    """Prompts of 6, 4 and 2 tokens, left-padded in one batch, both sides with a KV cache."""
     reference, folder = _gpt2(tmp_path)
     model = zoo.create_model(pretrained=folder, head="lm").eval()
-    prompts = torch.randint(2, 64, (2, 5))
-    expected = reference.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
-                                  max_new_tokens=12, pad_token_id=1)[:, 5:].tolist()
-    got = model.generate({"inputs": prompts}, max_new_tokens=12, stop_tokens=(1,))   # 1: the config's eos
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, :2], mask[2, :4] = False, False
+    prompts = torch.randint(2, 64, (3, 6)).masked_fill(~mask, 1)
+    expected = reference.generate(prompts, attention_mask=mask.long(), do_sample=False, max_new_tokens=12,
+                                  pad_token_id=1)[:, 6:].tolist()
+    got = model.generate({"inputs": prompts, "mask": mask}, max_new_tokens=12, stop_tokens=(1,))   # 1: eos
     for ours, theirs in zip(got, expected):
         stop = theirs.index(1) if 1 in theirs else len(theirs)   # ours ends before eos, theirs pads after it
         assert ours == theirs[:stop]
-    assert sum(len(row) for row in got) >= 8
+    assert sum(len(row) for row in got) >= 12
 
 
 def test_converted_gpt2_saves_and_zoo_loads_back_identically(tmp_path):
@@ -384,6 +387,14 @@ def test_shape_mismatch_is_refused_naming_the_tensor(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ZooError, match="tensor 'transformer.wpe.weight' has shape \\(32, 32\\) .* \\(16, 32\\)"):
         zoo.create_model(pretrained=folder, head="lm")
+
+
+def test_truncated_wrapped_weights_are_one_zoo_error_naming_the_folder(tmp_path):
+    _, folder = _bert(tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ZooError, match=f"{folder}: transformers cannot build the model"):
+        zoo.create_model(pretrained=folder, head="classification", num_classes=2)
 
 
 def test_wrapped_shape_mismatch_is_refused_naming_the_tensor(tmp_path):

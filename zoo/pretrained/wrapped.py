@@ -146,12 +146,17 @@ def transformers_backbone(config: dict, normalize: bool = False) -> Transformers
 def load(folder: Path, config: dict[str, Any]) -> tuple[TransformersBackbone, LoadReport]:
     """The wrapped backbone of a transformers folder, its weights read by transformers (safetensors only)."""
     import transformers
+    from safetensors import SafetensorError
 
     family = FAMILIES[config["model_type"]]
-    with offline(), quiet():
-        full, info = transformers.AutoModel.from_pretrained(
-            folder, use_safetensors=True, local_files_only=True, output_loading_info=True,
-            ignore_mismatched_sizes=True, dtype=torch.float32, **dict(family.build))
+    try:
+        with offline(), quiet():
+            full, info = transformers.AutoModel.from_pretrained(
+                folder, use_safetensors=True, local_files_only=True, output_loading_info=True,
+                ignore_mismatched_sizes=True, dtype=torch.float32, **dict(family.build))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as err:
+        reason = " ".join(str(err).split())
+        raise ZooError(f"{folder}: transformers cannot build the model from this folder ({reason})") from None
     if info["mismatched_keys"]:
         name, stored, built = sorted(info["mismatched_keys"])[0]
         raise ZooError(f"{folder}: tensor {name!r} has shape {tuple(stored)} but the model its config.json "
