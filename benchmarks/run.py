@@ -20,9 +20,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+import zoo
 from benchmarks import flops, report
 from tasks.engine import bench
+from tasks.engine.flags import POSITIVE, POSITIVE_INT
 from tasks.engine.task import Workload
+from zoo.cli import ArgumentParser
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 PairSource = Callable[[torch.device, str, bool, bool], list[tuple[Workload, Workload | None]]]
@@ -30,8 +33,8 @@ PairSource = Callable[[torch.device, str, bool, bool], list[tuple[Workload, Work
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The runner's options (see ``python -m benchmarks --help``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+    parser = ArgumentParser(
+        prog="python -m benchmarks", formatter_class=argparse.HelpFormatter,
         description="Benchmark every task and the backbone suite against reference libraries, interleaved. "
                     "`python -m benchmarks compare OLD.json NEW.json` flags regressions between two runs.")
     parser.add_argument("names", nargs="*", metavar="TASK", help="tasks to run, as with --task (`zoo bench asr`)")
@@ -43,25 +46,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile our models and the references")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights (convolutional models)")
     parser.add_argument("--quick", action="store_true", help="a short pass: small shapes, short blocks, 5 rounds")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (1 gives the steadiest CPU figures)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds per row (default 5 quick, 9 otherwise)")
-    parser.add_argument("--block-seconds", type=float,
+    parser.add_argument("--threads", type=POSITIVE_INT,
+                        help="torch.set_num_threads (1 gives the steadiest CPU figures)")
+    parser.add_argument("--rounds", type=POSITIVE_INT, help="alternating rounds per row (default 5 quick, 9 otherwise)")
+    parser.add_argument("--block-seconds", type=POSITIVE,
                         help="length of one timed block (default 0.2 s quick, 0.5 s otherwise)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default 3)")
+    parser.add_argument("--warmup", type=POSITIVE_INT, default=3, help="untimed steps before timing (default 3)")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep the batch size: double until out of memory, then bisect")
-    parser.add_argument("--sweep-max", type=int,
+    parser.add_argument("--sweep-max", type=POSITIVE_INT,
                         help="largest batch the sweep tries (default 4096 on a GPU, 8x the row's batch on a CPU)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
     args = parser.parse_args(list(argv))
     args.task = [*args.names, *(args.task or [])] or None
+    parser.refuse_unknown("task", args.task or [], zoo.list_tasks())
     args.suite = args.suite or ("tasks" if args.task else "all")
     if args.task and args.suite == "backbones":
         parser.error("--task selects tasks; it cannot go with --suite backbones")
     args.rounds = args.rounds or (5 if args.quick else 9)
     args.block_seconds = args.block_seconds or (0.2 if args.quick else 0.5)
-    if args.rounds < 1 or args.block_seconds <= 0 or args.warmup < 1:
-        parser.error("--rounds and --warmup must be at least 1 and --block-seconds positive")
     return args
 
 
@@ -82,8 +85,6 @@ def sources(args: argparse.Namespace) -> list[tuple[str, str, PairSource]]:
 
         selected.append(("backbones", "backbones", backbones.workloads))
     if args.suite in ("tasks", "all"):
-        import zoo
-
         for name in args.task or zoo.list_tasks():
             selected.append(("tasks", name, zoo.get_task(name).bench_workloads))
     return selected

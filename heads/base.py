@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.features import Features
 
 
@@ -15,13 +16,14 @@ class Head(nn.Module):
     accepts: tuple[str, ...] = ("text", "image", "audio")
     requires_causal: bool = False
 
-    def check_backbone(self, backbone: nn.Module) -> None:
-        """Refuse a backbone this head cannot use, with a reason."""
-        name = type(self).__name__
-        if backbone.modality not in self.accepts:
-            raise ValueError(f"{name} accepts {', '.join(self.accepts)} backbones, not {backbone.modality!r}")
-        if self.requires_causal and not backbone.causal:
-            raise ValueError(f"{name} needs a causal backbone: a bidirectional one would learn to read the future")
+    @classmethod
+    def check_backbone(cls, backbone: nn.Module) -> None:
+        """Refuse a backbone this head cannot use, with a reason (a class method, so head factories
+        check before they read anything else of the backbone)."""
+        if backbone.modality not in cls.accepts:
+            raise ZooError(f"{cls.__name__} accepts {', '.join(cls.accepts)} backbones, not {backbone.modality!r}")
+        if cls.requires_causal and not backbone.causal:
+            raise ZooError(f"{cls.__name__} needs a causal backbone: a bidirectional one would learn to read the future")
 
     def forward(self, features: Features, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

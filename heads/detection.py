@@ -102,6 +102,7 @@ class DetectionHead(Head):
     def __init__(self, backbone: nn.Module, num_classes: int, strides: Sequence[int] | None,
                  labels: Sequence[str] | None) -> None:
         super().__init__()
+        self.check_backbone(backbone)       # before the pyramid, so a text or audio backbone is refused by modality
         if labels is not None and len(labels) != num_classes:
             raise ValueError(f"{len(labels)} label names for {num_classes} classes")
         self.num_classes = num_classes

@@ -112,8 +112,5 @@ class LMHead(Head):
 @HEADS.register("lm", accepts=("text",), causal=True)
 def lm(backbone: nn.Module) -> LMHead:
     """Language-model head tied to the backbone's token embedding; refuses non-causal backbones."""
-    if not getattr(backbone, "causal", False):
-        raise ValueError("the lm head needs a causal backbone: a bidirectional one would learn to read the future")
-    head = LMHead(backbone.embed)
-    head.check_backbone(backbone)
-    return head
+    LMHead.check_backbone(backbone)     # modality first, then causality, before reading its embedding
+    return LMHead(backbone.embed)

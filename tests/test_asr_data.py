@@ -13,6 +13,7 @@ import torch
 from tasks.asr import data
 from tasks.asr.audio import AudioError, collate_audio, length_grouped_batches, load_audio, save_flac
 from tasks.engine.data import write_jsonl
+from zoo.errors import ZooError
 
 
 def tone(path, seconds=0.5, rate=16000, freq=440.0, channels=1, amplitude=0.5, **kwargs):
@@ -124,10 +125,9 @@ def test_manifest_jsonl_round_trip_and_split(tmp_path):
     assert sample["text"] == "utterance number 3" and sample["path"] == str(tmp_path / "clips" / "3.wav")
     assert sample["audio"].shape == (6400,) and everything.lengths[3] == 6400
     assert dominant_frequency(sample["audio"], 16000) == pytest.approx(450, abs=5)
-    train = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "train")
-    held = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "validation")
-    assert len(held) == 1 and len(train) == 19
-    assert {s.text for s in train.entries} | {s.text for s in held.entries} == {s.text for s in everything.entries}
+    parts = [data.read(f"manifest:{tmp_path / 'm.jsonl'}", split) for split in ("train", "validation", "test")]
+    assert len(parts[0]) >= 15 and len(parts[1]) >= 1 and len(parts[2]) >= 1
+    assert sorted(e.text for part in parts for e in part.entries) == sorted(e.text for e in everything.entries)
 
 
 def test_manifest_csv_and_its_errors(tmp_path):
@@ -204,8 +204,12 @@ def test_commonvoice_layout(tmp_path):
     header = "client_id\tpath\tsentence\tup_votes\n"
     (tmp_path / "train.tsv").write_text(header + 'x\ta.flac\t"Quoted" words here.\t2\ny\tb.flac\tSecond one\t1\n')
     (tmp_path / "dev.tsv").write_text(header + "z\tc.flac\tThe dev clip\t3\n")
-    train = data.read(f"commonvoice:{tmp_path}", "all")
+    train = data.read(f"commonvoice:{tmp_path}", "train")
     assert [e.text for e in train.entries] == ["quoted words here", "second one"]
+    assert [e.path.name for e in data.read(f"commonvoice:{tmp_path}", "validation").entries] == ["c.flac"]
+    assert len(data.read(f"commonvoice:{tmp_path}", "all")) == 3
+    with pytest.raises(ZooError, match=r"has no test split; pass --split validation"):
+        data.read(f"commonvoice:{tmp_path}", "test")
     dev = data.read(f"commonvoice:{tmp_path}?split=dev", "all")
     assert [e.path.name for e in dev.entries] == ["c.flac"] and dev[0]["text"] == "the dev clip"
     with pytest.raises(FileNotFoundError, match=r"test.tsv: no such Common Voice table .*dev, train"):
@@ -270,3 +274,73 @@ def test_tiny_synthesis_reads_back_through_the_manifest(tmp_path, monkeypatch, c
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.read("builtin:digits", "test")
+
+
+# ---- short clips, encodings and broken manifests ----------------------------------------------
+
+def test_short_clip_in_a_set_is_a_counted_skip(tmp_path):
+    tone(tmp_path / "good.wav")
+    tone(tmp_path / "blip.wav", seconds=0.01)
+    write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "good.wav", "text": "a"},
+                                       {"audio_filepath": "blip.wav", "text": "b"}])
+    with pytest.warns(UserWarning, match=r"blip.wav: 10 ms long \(160 samples\), shorter than the 0.1 s"):
+        dataset = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    assert dataset.skipped == 1 and [e.text for e in dataset.entries] == ["a"]
+
+
+@pytest.mark.parametrize("frames", [1, 160])
+def test_short_clip_given_to_predict_is_an_error_naming_it(tmp_path, frames):
+    import zoo
+
+    clip = tmp_path / "tiny.wav"
+    soundfile.write(str(clip), np.zeros(frames, dtype=np.float32), 16000)
+    model = zoo.create_model("speech_encoder_tiny", "ctc", backbone_args={"dim": 32, "depth": 1, "n_mels": 40},
+                             task="asr", alphabet="ab").eval()
+    with pytest.raises(ZooError, match=rf"{clip}: \d+ ms long \({frames} samples\), shorter than"):
+        zoo.get_task("asr").predict(model, [str(clip)])
+
+
+@pytest.mark.parametrize("samples", [1, 399, 400, 1359, 1360])
+def test_front_end_pads_clips_shorter_than_its_window(samples):
+    import zoo
+
+    encoder = zoo.create_backbone("speech_encoder_tiny", dim=32, depth=1, n_mels=40).eval()
+    waves = torch.randn(2, samples)
+    features = encoder(waves, torch.ones(2, samples, dtype=torch.bool))
+    steps = int(encoder.output_lengths(torch.tensor([samples]))[0])
+    assert features.tokens.shape == (2, max(steps, 1), 32) and torch.isfinite(features.tokens).all()
+    assert features.mask.sum(dim=1).tolist() == [steps, steps] and steps == (1 if samples >= 1360 else 0)
+
+
+def test_unbalanced_quote_in_a_csv_manifest_names_the_row(tmp_path):
+    tone(tmp_path / "a.flac")
+    (tmp_path / "m.csv").write_text('audio_filepath,text\na.flac,"hello world\na.flac,second\na.flac,third"\n')
+    with pytest.raises(ZooError, match=r"m.csv:2: a field runs over 3 lines \(an unbalanced quote\?\)"):
+        data.read(f"manifest:{tmp_path / 'm.csv'}", "all")
+    (tmp_path / "d.csv").write_text("audio_filepath,text,text\na.flac,x,y\n")
+    with pytest.raises(ZooError, match=r"d.csv:1: the header names the column 'text' twice"):
+        data.read(f"manifest:{tmp_path / 'd.csv'}", "all")
+
+
+@pytest.mark.parametrize("layout", ["manifest", "csv", "librispeech", "commonvoice"])
+def test_non_utf8_listings_name_the_file_and_line(tmp_path, layout):
+    tone(tmp_path / "a.flac")
+    line = 2 if layout in ("manifest", "librispeech") else 3  # the tables have a header line
+    if layout == "manifest":
+        bad, spec = tmp_path / "m.jsonl", f"manifest:{tmp_path / 'm.jsonl'}"
+        bad.write_bytes(b'{"audio_filepath": "a.flac", "text": "ok"}\n{"audio_filepath": "a.flac", "text": "caf\xe9"}\n')
+    elif layout == "csv":
+        bad, spec = tmp_path / "m.csv", f"manifest:{tmp_path / 'm.csv'}"
+        bad.write_bytes(b"audio_filepath,text\na.flac,ok\na.flac,caf\xe9\n")
+    elif layout == "librispeech":
+        folder = tmp_path / "19" / "198"
+        folder.mkdir(parents=True)
+        shutil.copy(tmp_path / "a.flac", folder / "19-198-0000.flac")
+        bad, spec = folder / "19-198.trans.txt", f"librispeech:{tmp_path}"
+        bad.write_bytes(b"19-198-0000 OK\n19-198-0001 CAF\xc9\n")
+    else:
+        (tmp_path / "clips").mkdir()
+        bad, spec = tmp_path / "train.tsv", f"commonvoice:{tmp_path}"
+        bad.write_bytes(b"path\tsentence\na.flac\tok\na.flac\tcaf\xe9\n")
+    with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0x[ce]9 at line {line}\); re-save it as UTF-8"):
+        data.read(spec, "all")

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 
+import jiwer
 import numpy as np
 import pytest
 import soundfile
@@ -13,6 +14,7 @@ import torch
 
 import zoo
 from tasks.asr.augment import speed_perturb
+from tasks.asr.data import normalize_text
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
 from tasks.engine.data import write_jsonl
@@ -195,7 +197,10 @@ def test_train_eval_predict_commands(tmp_path, manifest, capsys):
     metrics = task.command("eval", ["--checkpoint", str(out), "--data", f"manifest:{manifest}"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == metrics and printed["split"] == "all" and printed["n"] == len(TEXTS)
-    assert 0 <= printed["wer"] and 0 <= printed["cer"]
+    clips = [str(manifest.parent / f"clip{i}.wav") for i in range(len(TEXTS))]
+    hypotheses = [normalize_text(t) for t in task.predict(zoo.load(out / "best"), clips)]
+    assert printed["wer"] == pytest.approx(jiwer.wer(TEXTS, hypotheses))    # the eval scores what predict says
+    assert printed["cer"] == pytest.approx(jiwer.cer(TEXTS, hypotheses))
     clip = str(manifest.parent / "clip0.wav")
     predictions = task.command("predict", ["--checkpoint", str(out), clip, "--beams", "2", "--json"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

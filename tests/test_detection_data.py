@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from image_fixtures import TRICKY, bomb_png
 from tasks.detection import data
+from tasks.detection.predict import read_image
 from tasks.detection.transforms import build_detection_transform, collate_detection
+from tasks.engine.images import load_image
+from zoo.errors import ZooError
 
 
 @pytest.fixture(autouse=True)
@@ -113,9 +118,10 @@ def test_user_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
         _png(tmp_path / f"{i}.png", 8, 8)
         coco["images"].append({"id": i, "file_name": f"{i}.png"})
     path = _write_json(tmp_path / "ann.json", coco)
-    train = {s["image_id"] for s in data.read(f"coco:{path}", "train")}
-    validation = [s["image_id"] for s in data.read(f"coco:{path}", "validation")]
-    assert len(train) == 38 and len(validation) == 2 and not train & set(validation)
+    train, validation, test = ([s["image_id"] for s in data.read(f"coco:{path}", split)]
+                               for split in ("train", "validation", "test"))
+    assert len(train) >= 30 and validation and test
+    assert sorted(train + validation + test) == list(range(40))  # disjoint, and together everything
     assert validation == [s["image_id"] for s in data.read(f"coco:{path}", "validation")]
 
 
@@ -170,9 +176,27 @@ def test_voc_uses_its_own_split_lists(tmp_path: Path) -> None:
     (main / "val.txt").write_text("one\n")
     assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "train")] == ["two.png"]
     assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "validation")] == ["one.png"]
+    with pytest.raises(ZooError, match=r"has no test split; pass --split validation or a test listing"):
+        data.read(f"voc:{tmp_path}", "test")  # never a slice of the train list
     (main / "val.txt").write_text("one\nthree\n")
     with pytest.raises(ValueError, match=r"val\.txt:2: no Annotations/three\.xml"):
         data.read(f"voc:{tmp_path}", "validation")
+
+
+def test_voc_with_only_a_test_list_trains_on_the_rest(tmp_path: Path) -> None:
+    _voc(tmp_path)
+    _png(tmp_path / "JPEGImages" / "three.png", 20, 20)
+    _voc_xml(tmp_path / "Annotations" / "three.xml", "three.png", [("horse", 0, (1, 1, 9, 9))])
+    main = tmp_path / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    (main / "test.txt").write_text("one\n")
+    names = {split: sorted(Path(s["path"]).name for s in data.read(f"voc:{tmp_path}", split))
+             for split in ("train", "validation", "test")}
+    assert names["test"] == ["one.png"]
+    assert sorted(names["train"] + names["validation"]) == ["three.png", "two.png"]  # the test image is in neither
+    (main / "train.txt").write_text("two\none\n")
+    with pytest.raises(ZooError, match=r"'JPEGImages/one.png' is in both its train and test lists"):
+        data.read(f"voc:{tmp_path}", "train")
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -193,6 +217,19 @@ def test_yolo_reads_normalised_boxes(tmp_path: Path) -> None:
     (tmp_path / "data.yaml").write_text("names:\n  0: car\n  1: bike\n")
     with pytest.warns(UserWarning, match="dropped 1 box"):
         assert data.read(f"yolo:{tmp_path}", "all").classes == ["car", "bike"]
+
+
+def test_yolo_split_folders_are_the_splits(tmp_path: Path) -> None:
+    for part, count in (("train", 6), ("val", 2)):
+        for i in range(count):
+            _png(tmp_path / "images" / part / f"{part}{i}.png", 8, 8)
+    (tmp_path / "classes.txt").write_text("car\n")
+    names = {split: {Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", split)} for split in ("train", "validation")}
+    assert names == {"train": {f"train{i}.png" for i in range(6)}, "validation": {"val0.png", "val1.png"}}
+    with pytest.raises(ZooError, match=r"yolo:.* has no test split; pass --split validation"):
+        data.read(f"yolo:{tmp_path}", "test")  # before: a slice of the training images
+    _png(tmp_path / "images" / "test" / "test0.png", 8, 8)
+    assert [Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", "test")] == ["test0.png"]
 
 
 @pytest.mark.parametrize(
@@ -269,14 +306,18 @@ def test_train_transform_keeps_boxes_on_their_objects(config: dict) -> None:
     assert jittered["image"].dtype == torch.uint8 and jittered["labels"].tolist() == [3]
 
 
-def test_eval_transform_resizes_and_drops_degenerate_boxes() -> None:
+def test_eval_transform_resizes_and_keeps_every_box() -> None:
     sample = _white_rectangle(40, 80, [20, 8, 60, 32])
     sample["boxes"] = torch.tensor([[20.0, 8.0, 60.0, 32.0], [0.0, 0.0, 1.0, 1.0]])
     sample["labels"] = torch.tensor([3, 5])
     out = build_detection_transform({"size": 20}, train=False)(sample)
     assert out["image"].shape == (3, 20, 40) and out["image"].dtype == torch.uint8
-    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0]]))  # the 0.5-px box is gone
-    assert out["labels"].tolist() == [3] and out["image_id"] == 40
+    # the box that shrank to 0.5 px stays: evaluation never drops ground truth
+    assert torch.allclose(out["boxes"], torch.tensor([[10.0, 4.0, 30.0, 16.0], [0.0, 0.0, 0.5, 0.5]]))
+    assert out["labels"].tolist() == [3, 5] and out["image_id"] == 40
+    trained = build_detection_transform({"size": 20, "scale_range": [1.0, 1.0], "hflip": 0.0, "color_jitter": 0.0},
+                                        train=True)(sample)
+    assert trained["labels"].tolist() == [3]  # training still drops boxes under min_box_size
     assert build_detection_transform(None, train=False)(sample)["image"].shape == (3, 40, 80)
     with pytest.raises(ValueError, match="sise"):
         build_detection_transform({"sise": 3}, train=True)
@@ -351,3 +392,88 @@ def test_builtin_errors_name_the_prepare_command() -> None:
     with pytest.raises(ValueError, match="voc:DIR"):
         data.read("csv:x.csv", "train")
     assert data.QUICK_SET in data.BUILTIN_SETS and "default" in data.BUILTIN_SETS
+
+
+# ----------------------------------------------------------------------------- bad data
+
+
+@pytest.mark.parametrize("kind", sorted(TRICKY))
+def test_detection_decodes_images_exactly_as_image_classification(tmp_path: Path, kind: str) -> None:
+    name, write = TRICKY[kind]
+    path, expected = write(tmp_path / name)
+    coco = {"images": [{"id": 1, "file_name": name}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    sample = data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")[0]
+    assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal(read_image(path).permute(1, 2, 0).numpy(), np.array(load_image(path)))
+
+
+@pytest.mark.filterwarnings("ignore:.*dropped 1 box")
+def test_decompression_bomb_is_a_counted_skip_in_coco_and_an_error_in_predict(tmp_path: Path) -> None:
+    coco = _coco(tmp_path)
+    bomb_png(tmp_path / "images" / "b.png")
+    path = _write_json(tmp_path / "ann.json", coco)
+    with pytest.warns(UserWarning, match=r"b\.png: refused as a possible decompression bomb"):
+        ds = data.read(f"coco:{path}", "all")
+    assert (len(ds), ds.skipped) == (1, 1)
+    with pytest.raises(ZooError, match=r"b\.png: refused as a possible decompression bomb"):
+        read_image(tmp_path / "images" / "b.png")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda c: c["annotations"][0].update(iscrowd="0"), r"annotations\[0\]: field 'iscrowd' must be the integer 0"),
+        (lambda c: c["annotations"][0].update(iscrowd=2), r"annotations\[0\]: field 'iscrowd' must be the integer 0"),
+        (lambda c: c["annotations"][1].update(image_id=True), r"annotations\[1\]: field 'image_id' must be an integer"),
+        (lambda c: c["annotations"][2].update(category_id="7"), r"annotations\[2\]: field 'category_id' must be an int"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, float("nan"), 4]), r"annotations\[0\]: field 'bbox' must"),
+        (lambda c: c["images"][0].update(width="40"), r"images\[0\]: field 'width' must be a positive integer"),
+        (lambda c: c["images"][1].update(height=-60), r"images\[1\]: field 'height' must be a positive integer"),
+        (lambda c: c["images"][0].update(width=30, height=40),
+         r"images\[0\]: declares 30x40 pixels \(width x height\), but .*a\.png is 40x30"),
+    ],
+)
+def test_coco_field_types_and_declared_sizes_are_checked(tmp_path: Path, corrupt, message: str) -> None:
+    coco = _coco(tmp_path)
+    corrupt(coco)
+    path = _write_json(tmp_path / "ann.json", coco)
+    with pytest.raises(ZooError, match=f"ann.json: {message}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data.read(f"coco:{path}", "all")
+
+
+def test_coco_declared_sizes_that_match_are_accepted(tmp_path: Path) -> None:
+    coco = _coco(tmp_path)
+    coco["images"][0].update(width=40, height=30)
+    with pytest.warns(UserWarning, match="dropped 2 box"):
+        assert len(data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")) == 2
+
+
+def test_yolo_coordinates_outside_0_1_are_skipped_and_counted_not_clamped(tmp_path: Path) -> None:
+    _png(tmp_path / "images" / "x.png", 40, 20)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.5 0.5\n0 0.5 0.5 1.8 0.2\n0 -0.1 0.5 0.1 0.1\n")
+    with pytest.warns(UserWarning, match=r"dropped 2 box\(es\) while reading \(first: .*x\.txt:2: normalised"):
+        ds = data.read(f"yolo:{tmp_path}?classes=a", "all")
+    assert ds.dropped_boxes == 2 and torch.equal(ds[0]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0]]))
+
+
+@pytest.mark.parametrize("listing", ["voc", "yolo labels", "yolo classes"])
+def test_non_utf8_listings_name_the_file_and_line(tmp_path: Path, listing: str) -> None:
+    if listing == "voc":
+        root = _voc(tmp_path)
+        bad = root / "ImageSets" / "Main" / "train.txt"
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"one\ntw\xf6\n")
+        (bad.parent / "val.txt").write_text("one\n")
+        spec = f"voc:{root}"
+    else:
+        _png(tmp_path / "images" / "x.png", 40, 20)
+        (tmp_path / "labels").mkdir()
+        (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+        bad = tmp_path / ("labels/x.txt" if listing == "yolo labels" else "classes.txt")
+        (tmp_path / "classes.txt").write_text("car\n")
+        bad.write_bytes(b"0 0.5 0.5 0.1 0.1\n\xf6\n" if listing == "yolo labels" else b"car\nb\xf6ke\n")
+        spec = f"yolo:{tmp_path}"
+    with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0xf6 at line 2\); re-save it as UTF-8"):
+        data.read(spec, "all")

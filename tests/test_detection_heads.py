@@ -11,6 +11,7 @@ from heads.detection_set_loss import SetLossWeights, assign, hungarian_match, se
 
 VIT = dict(img_size=64, patch_size=8, dim=32, depth=1, heads=2)
 HEAD_ARGS = {"fcos": dict(dim=32, tower_depth=1), "detr": dict(dim=32, heads=2, depth=2, num_queries=6)}
+BOX_OUTPUT = {"fcos": lambda head: head.box_distances, "detr": lambda head: head.box_embed[-1]}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -172,6 +173,8 @@ def test_heads_plug_onto_vit_and_timm_backbones(backbone: str, head: str) -> Non
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"])
     assert all(p.grad is not None for p in model.head.parameters())
+    box_output = BOX_OUTPUT[head](model.head)  # the layer that regresses the boxes
+    assert all(p.grad.abs().sum() > 0 for p in box_output.parameters()), "no gradient reaches the box regression"
     found = model.decode(outputs, batch=batch, score_threshold=0.0, max_detections=7)
     assert [len(f["boxes"]) <= 7 for f in found] == [True, True]
     assert (found[1]["boxes"][:, 2] <= 56).all() and (found[1]["boxes"][:, 3] <= 48).all()

@@ -109,6 +109,9 @@ def test_predict_command_draws_pngs_and_prints_json(trained: tuple[Path, Path, P
         assert (line["width"], line["height"]) == (64, 64)
         with Image.open(line["drawn"]) as drawn:
             assert drawn.format == "PNG" and drawn.size == (64, 64)
+        assert line["detections"], "no detection to check"
+        scores = [found["score"] for found in line["detections"]]
+        assert scores == sorted(scores, reverse=True)
         for found in line["detections"]:
             assert found["label"] in CLASSES and found["score"] >= 0.1
             assert 0 <= found["box"][0] <= found["box"][2] <= 64 and 0 <= found["box"][1] <= found["box"][3] <= 64
@@ -165,7 +168,7 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
         task.predict(model, [str(tmp_path / "missing.png")])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(ValueError, match="broken.png: cannot decode"):
+    with pytest.raises(ValueError, match="broken.png: not a readable image"):
         task.predict(model, [str(broken)])
     with pytest.raises(ValueError, match="unknown detection transform option"):
         _model(transform={"sizes": 3})

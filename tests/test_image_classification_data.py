@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,10 @@ import torch
 import torchvision.datasets.cifar
 from PIL import Image
 
+from image_fixtures import TRICKY, bomb_png
 from tasks.image_classification import data
 from tasks.image_classification.transforms import build_transform, default_transform_config, mixup_cutmix
+from zoo.errors import ZooError
 
 RNG = np.random.default_rng(0)
 
@@ -25,17 +26,6 @@ def _png(path: Path, value: int, size: tuple[int, int] = (6, 5)) -> Path:
     """A gray PNG filled with ``value`` (so the test can tell images apart after loading)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
-    return path
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _bomb(path: Path) -> Path:
-    """A PNG whose header claims 30000x30000 pixels: a decompression bomb Pillow refuses to open."""
-    header = struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
     return path
 
 
@@ -49,7 +39,7 @@ def _damaged_folder(root: Path) -> Path:
     (root / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "dog" / "empty.png").write_bytes(b"")
     (root / "dog" / "notes.txt").write_text("not an image\n")
-    _bomb(root / "dog" / "bomb.png")
+    bomb_png(root / "dog" / "bomb.png")
     (root / "dog" / ".DS_Store").write_bytes(b"\0\1")
     return root
 
@@ -75,9 +65,9 @@ def test_imagefolder_splits_are_seeded_and_disjoint(tmp_path):
     for i in range(40):
         _png(tmp_path / ("even" if i % 2 == 0 else "odd") / f"{i:02d}.png", i)
     spec = f"imagefolder:{tmp_path}"
-    train, validation, everything = data.read(spec, "train"), data.read(spec, "validation"), data.read(spec, "all")
-    assert (len(train), len(validation), len(everything)) == (38, 2, 40)
-    assert not set(train.paths) & set(validation.paths)
+    train, validation, test, everything = (data.read(spec, s) for s in ("train", "validation", "test", "all"))
+    assert len(everything) == 40 and len(train) >= 30 and len(validation) >= 1 and len(test) >= 1
+    assert sorted(train.paths + validation.paths + test.paths) == sorted(everything.paths)
     assert data.read(spec, "validation").paths == validation.paths
     assert all(int(Path(p).stem) % 2 == label for p, label in zip(everything.paths, everything.labels))
 
@@ -120,7 +110,7 @@ def test_load_image_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="text.png: not a readable image"):
         data.load_image(tmp_path / "text.png")
     with pytest.raises(ValueError, match="bomb.png: refused"):
-        data.load_image(_bomb(tmp_path / "bomb.png"))
+        data.load_image(bomb_png(tmp_path / "bomb.png"))
 
 
 def test_load_image_puts_transparency_on_white(tmp_path):
@@ -342,3 +332,44 @@ def test_mixup_cutmix_is_off_by_default_and_gives_soft_labels():
     images, labels = mix(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert images.shape == (4, 3, 8, 8) and labels.shape == (4, 5)
     assert torch.allclose(labels.sum(dim=1), torch.ones(4))
+
+
+# ---- the shared decoder: awkward modes, link loops, CSV headers --------------------------------
+
+@pytest.mark.parametrize("kind", sorted(TRICKY))
+def test_awkward_modes_decode_to_the_right_rgb(tmp_path, kind):
+    name, write = TRICKY[kind]
+    path, expected = write(tmp_path / name)
+    assert np.array_equal(np.array(data.load_image(path)), expected)
+    folder = tmp_path / "set"
+    (folder / "only").mkdir(parents=True)
+    path.rename(folder / "only" / name)
+    dataset = data.read(f"imagefolder:{folder}", "all")
+    assert dataset.skipped == 0 and np.array_equal(np.array(dataset[0]["image"]), expected)
+
+
+def test_symlink_loop_in_an_image_folder_reads_each_file_once(tmp_path):
+    for i in range(2):
+        _png(tmp_path / "set" / "cat" / f"{i}.png", 10 + i)
+        _png(tmp_path / "set" / "dog" / "sub" / f"{i}.png", 100 + i)
+    os.symlink("..", tmp_path / "set" / "dog" / "sub" / "up")          # dog/sub/up -> dog
+    os.symlink(tmp_path / "set" / "cat", tmp_path / "set" / "cat" / "again")   # cat/again -> cat
+    os.symlink(tmp_path / "set" / "cat" / "0.png", tmp_path / "set" / "cat" / "same.png")
+    with pytest.warns(UserWarning, match="links to a folder already read"):
+        dataset = data.read(f"imagefolder:{tmp_path / 'set'}", "all")
+    assert len(dataset) == 4 and sorted(dataset.labels.tolist()) == [0, 0, 1, 1]
+    assert sorted(dataset[i]["image"].getpixel((0, 0))[0] for i in range(4)) == [10, 11, 100, 101]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("path,path,label\nimg/a.png,img/a.png,shoe\n", r"list.csv:1: the header names the column 'path' twice"),
+    ('path,label\nimg/a.png,"shoe\nimg/a.png,bag"\n', r"list.csv:2: a field spans lines"),
+    ("", r"list.csv: empty file"),
+    (b"path,label\nimg/a.png,sho\xe9\n", r"list.csv: not UTF-8 \(byte 0xe9 at line 2\)"),
+])
+def test_csv_headers_quotes_and_encodings_are_named(tmp_path, text, message):
+    _png(tmp_path / "img" / "a.png", 1)
+    file = tmp_path / "list.csv"
+    file.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ZooError, match=message):
+        data.read(f"csv:{file}", "all")

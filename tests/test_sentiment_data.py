@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tasks.sentiment import data
+from zoo.errors import ZooError
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -112,8 +113,13 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"did you mean imdb:{tmp_path / 'train'}")):
         data.read(f"imdb:{tmp_path}", "all")
     empty = _write(tmp_path / "train" / "pos" / "0_8.txt", "  <br />  ")
-    with pytest.raises(ValueError, match=re.escape(f"{empty}: empty text")):
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train'}: no readable .txt files")), \
+            pytest.warns(UserWarning, match=re.escape(f"{empty}: empty text")):
         data.read(f"imdb:{tmp_path / 'train'}", "all")
+    _write(tmp_path / "train" / "neg" / "1_2.txt", "dull")
+    with pytest.warns(UserWarning, match=re.escape(f"{empty}: skipped")):
+        dataset = data.read(f"imdb:{tmp_path / 'train'}", "all")
+    assert dataset.skipped == 1 and [s["text"] for s in dataset] == ["dull"]
 
 
 # ---- bad rows ------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ def test_bad_csv_rows_are_named(tmp_path, content, options, message):
 
 def test_bad_encoding_names_the_line(tmp_path):
     path = _write(tmp_path / "bad.csv", b"text,label\nok,1\n\xff,0\n")
-    with pytest.raises(ValueError, match=re.escape(f"{path}:3: not valid UTF-8")):
+    with pytest.raises(ZooError, match=re.escape(f"{path}: not UTF-8 (byte 0xff at line 3); re-save it as UTF-8")):
         data.read(f"csv:{path}", "all")
 
 
@@ -159,10 +165,10 @@ def test_user_data_held_out_split(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
     spec = f"csv:{path}"
     everything = {s["text"] for s in data.read(spec, "all")}
-    train = {s["text"] for s in data.read(spec, "train")}
-    validation = {s["text"] for s in data.read(spec, "validation")}
-    assert len(everything) == 40 and len(validation) == 2
-    assert train.isdisjoint(validation) and train | validation == everything
+    train, validation, test = ({s["text"] for s in data.read(spec, split)} for split in ("train", "validation", "test"))
+    assert len(everything) == 40 and validation and test and len(train) >= 30
+    assert train.isdisjoint(validation) and train.isdisjoint(test) and validation.isdisjoint(test)
+    assert train | validation | test == everything
     assert validation == {s["text"] for s in data.read(spec, "validation")}
 
 
@@ -258,3 +264,32 @@ def test_malformed_ground_truth_names_the_line(fake_download, monkeypatch):
     with pytest.raises(ValueError, match=re.escape("movieReviewSnippets_GroundTruth.txt:2: rating 'abc'")):
         data.prepare()
     assert not data.is_prepared("sentiment", "default", data.VERSION)
+
+
+# ---- labels and text that would be silently wrong ----------------------------------------------
+
+def test_stray_integer_label_is_refused_naming_its_row(tmp_path):
+    rows = "".join(f"t{i},{i % 2}\n" for i in range(6))
+    path = _write(tmp_path / "stray.csv", "text,label\n" + rows + "oops,999999\n")
+    with pytest.raises(ZooError, match=re.escape(f"{path}:8: label 999999 is far outside the other labels")):
+        data.read(f"csv:{path}", "all")
+    stars = _write(tmp_path / "stars.csv", "text,label\n" + "".join(f"t{i},{i % 5 + 1}\n" for i in range(10)))
+    assert data.read(f"csv:{stars}", "all").classes == ["0", "1", "2", "3", "4", "5"]
+
+
+def test_duplicate_column_names_are_refused(tmp_path):
+    path = _write(tmp_path / "dup.csv", "text,text,label\na,b,1\n")
+    with pytest.raises(ZooError, match=re.escape(f"{path}:1: the header names the column 'text' twice")):
+        data.read(f"csv:{path}", "all")
+
+
+@pytest.mark.parametrize("fmt, content, line", [
+    ("csv", "text,label\nok,1\nb\x00ad,0\n", 3),
+    ("tsv", "text\tlabel\nok\t1\nb\x00ad\t0\n", 3),
+    ("jsonl", '{"text": "ok", "label": 1}\n{"text": "b\\u0000ad", "label": 0}\n', 2),
+])
+def test_nul_characters_are_refused_naming_the_line(tmp_path, fmt, content, line):
+    path = _write(tmp_path / f"nul.{fmt}", content)
+    with pytest.raises(ZooError, match=rf"{re.escape(str(path))}(:{line}: field 'text' holds a NUL|: NUL character "
+                                       rf"\(byte 0x00 at line {line}\))"):
+        data.read(f"{fmt}:{path}", "all")

@@ -312,9 +312,9 @@ def test_freeze_and_init_backbone(tmp_path):
 
 def test_patience_and_time_budget_stop_cleanly(tmp_path, capsys):
     task = ToyTask()
-    train(task, make_args(task, "--batch-size", 8, "--lr", 0, "--eval-every", 1, "--patience", 2,
+    train(task, make_args(task, "--batch-size", 8, "--lr", 1e-12, "--eval-every", 1, "--patience", 2,
                           "--max-steps", 50, "--out", tmp_path / "patience"))
-    assert len(rows(tmp_path / "patience")) == 3                  # lr 0: nothing improves after step 1
+    assert len(rows(tmp_path / "patience")) == 3                  # lr ~0: nothing improves after step 1
     train(task, make_args(task, "--batch-size", 8, "--time-budget", 0.5, "--out", tmp_path / "budget"))
     log = rows(tmp_path / "budget")
     assert log[-1]["elapsed"] >= 0.5 and "val_accuracy" in log[-1]

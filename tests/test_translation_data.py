@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.translation import data
+from zoo.errors import ZooError
 
 PAIRS = [(f"sentence {i}", f"frase {i}") for i in range(40)]
 
@@ -28,9 +29,9 @@ def test_tsv_round_trip_and_held_out_split(tmp_path):
     everything = data.read(f"tsv:{path}", "all")
     assert as_pairs(everything) == PAIRS
     assert everything.skipped == 0 and str(path) in everything.source
-    train, validation = data.read(f"tsv:{path}", "train"), data.read(f"tsv:{path}", "validation")
-    assert (len(train), len(validation)) == (38, 2)
-    assert sorted(as_pairs(train) + as_pairs(validation)) == sorted(PAIRS)
+    train, validation, test = (data.read(f"tsv:{path}", split) for split in ("train", "validation", "test"))
+    assert len(train) >= 30 and len(validation) >= 1 and len(test) >= 1
+    assert sorted(as_pairs(train) + as_pairs(validation) + as_pairs(test)) == sorted(PAIRS)
     assert as_pairs(data.read(f"tsv:{path}", "validation")) == as_pairs(validation)  # seeded
 
 
@@ -54,7 +55,7 @@ def test_tsv_bad_line_names_file_and_line(tmp_path, bad_line, message):
 def test_tsv_invalid_utf8_names_line(tmp_path):
     path = tmp_path / "latin1.tsv"
     path.write_bytes("one\tuno\nniño\tchild\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.tsv:2: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"latin1\.tsv: not UTF-8 \(byte 0x[0-9a-f]{2} at line 2\); re-save it as UTF-8"):
         data.read(f"tsv:{path}", "all")
 
 
@@ -195,3 +196,38 @@ def test_clean_verse_strips_markup_and_keeps_words_apart():
     assert data._clean_verse(rv) == (
         "y engendró un hijo á su semejanza; sácalo de aquí; el ángel de Jehová los acose. Júramelo"
     )
+
+
+def test_chapter_split_keeps_a_repeated_verse_out_of_training():
+    refrain = ("The word of the LORD came unto me, saying,", "Y fué á mí palabra de Jehová, diciendo:")
+    pairs = {("Ezek", c, v): (f"en {c}:{v}", f"es {c}:{v}") for c in range(1, 101) for v in range(2, 12)}
+    pairs.update({("Ezek", c, 1): refrain for c in range(1, 101)})  # verse 1 of every chapter is the same
+    splits = data._split_by_chapter(pairs, fraction=0.05)
+    sources = {split: {source for source, _ in part} for split, part in splits.items()}
+    assert refrain in splits["test"] and refrain not in splits["train"] + splits["validation"]
+    assert not (sources["train"] & sources["test"]) and not (sources["train"] & sources["validation"])
+    assert not (sources["validation"] & sources["test"])
+    kept = sorted(p for part in splits.values() for p in part if p != refrain)
+    assert kept == sorted(p for p in pairs.values() if p != refrain)  # only copies of the repeated verse are dropped
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_pairs_and_tsv_end_lines_at_lf_crlf_and_bare_cr(tmp_path, end):
+    src, tgt = tmp_path / "a.en", tmp_path / "a.es"
+    src.write_bytes(end.join(["one", "two", "three"]).encode() + end.encode())
+    tgt.write_bytes("\n".join(["uno", "dos", "tres"]).encode())   # the other file may use other line ends
+    assert data.read(f"pairs:{src},{tgt}", "all").pairs == [("one", "uno"), ("two", "dos"), ("three", "tres")]
+    tsv = tmp_path / "p.tsv"
+    tsv.write_bytes(end.join(["one\tuno", "two\tdos"]).encode())
+    assert data.read(f"tsv:{tsv}", "all").pairs == [("one", "uno"), ("two", "dos")]
+
+
+def test_empty_files_and_nul_characters_name_the_file(tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    with pytest.raises(ZooError, match=f"{empty}: no sentence pairs"):
+        data.read(f"tsv:{empty}", "all")
+    nul = tmp_path / "nul.tsv"
+    nul.write_bytes(b"one\tuno\ntw\x00o\tdos\n")
+    with pytest.raises(ZooError, match=rf"{nul}: NUL character \(byte 0x00 at line 2\)"):
+        data.read(f"tsv:{nul}", "all")

@@ -103,7 +103,8 @@ def test_train_eval_predict_commands(numbers_tsv, tmp_path, capsys):
     capsys.readouterr()
     metrics = task.command("eval", ["--checkpoint", str(run), "--data", f"tsv:{numbers_tsv}", "--split", "test"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"} and printed["n"] == 50
+    assert printed == metrics and set(printed) >= {"bleu", "chrf", "exact_match", "split", "n"}
+    assert printed["n"] == len(task.datasets(f"tsv:{numbers_tsv}", "test")) and 30 <= printed["n"] <= 70  # ~5% of 1000
     out = task.command("predict", ["--checkpoint", str(run), "--json", "--beams", "2", "one hundred", "seven"])
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["input"] for line in lines] == ["one hundred", "seven"] and [line["prediction"] for line in lines] == out
@@ -129,11 +130,12 @@ def test_bench_workloads_run_one_quick_step():
     task = zoo.get_task("translation")
     pairs = task.bench_workloads(torch.device("cpu"), "fp32", quick=True)
     assert [ours.mode for ours, _ in pairs] == ["train", "inference", "inference"]
+    assert pairs[0][1] is not None  # torch.nn.Transformer; the Marian rows need the bench extra (transformers)
     for ours, reference in pairs:
-        for workload in (ours, reference):
-            if workload is None:
-                continue
-            assert workload.unit == ours.unit and workload.items > 0
+        assert ours.items > 0
+        if reference is not None:
+            assert (reference.unit, reference.items, reference.mode) == (ours.unit, ours.items, ours.mode)
+        for workload in filter(None, (ours, reference)):
             with torch.inference_mode(workload.mode == "inference"):
                 workload.step()
         assert ours.factory is not None and ours.factory(2).batch_size == 2
@@ -144,7 +146,7 @@ def test_learns_held_out_numbers(numbers_tsv, tmp_path):
     """English -> French numbers below 1000: the held-out 5% come out exactly right after ~1 minute of CPU."""
     task = zoo.get_task("translation")
     run = tmp_path / "run"
-    task.command("train", ["--data", f"tsv:{numbers_tsv}", "--out", str(run), "--max-steps", "120", "--batch-size", "64",
+    task.command("train", ["--data", f"tsv:{numbers_tsv}", "--out", str(run), "--max-steps", "200", "--batch-size", "64",
                            "--lr", "3e-3", "--warmup-steps", "30", "--no-progress",
                            "--backbone-args", '{"dim": 128, "depth": 1, "heads": 2}', "--head-args", '{"depth": 2, "heads": 2}'])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

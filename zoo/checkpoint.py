@@ -165,6 +165,8 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a file, not a model folder or a run folder")
     if (path / CONFIG).is_file():
         return path
     for name in (prefer, *[p for p in POINTERS if p != prefer]):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
@@ -24,7 +25,8 @@ class LogMel(nn.Module):
     """Log-mel filterbank features computed on the device, normalised per utterance over real frames.
 
     ``center=False`` framing means a frame only sees its own window of samples, so padding
-    a waveform never changes the features of its real frames.
+    a waveform never changes the features of its real frames. A batch shorter than one
+    window is zero-padded to one window: one frame, as :meth:`frames` counts it.
     """
 
     def __init__(self, sample_rate: int = 16000, n_fft: int = 400, hop: int = 160, n_mels: int = 80) -> None:
@@ -42,6 +44,8 @@ class LogMel(nn.Module):
 
     def forward(self, waves: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """waves: (B, S) float -> (log-mel (B, T, n_mels), frame mask (B, T) or None)."""
+        if waves.shape[1] < self.n_fft:
+            waves = F.pad(waves, (0, self.n_fft - waves.shape[1]))  # (B, n_fft)
         with torch.autocast(waves.device.type, enabled=False):
             feats = self.mel(waves.float()).clamp(min=1e-10).log().transpose(1, 2)  # (B, T, M)
         if mask is None:
@@ -86,7 +90,13 @@ def spec_augment(feats: torch.Tensor, mask: torch.Tensor | None, freq_masks: int
 
 
 class ConvSubsampling(nn.Module):
-    """Two 3x3 stride-2 convolutions over (time, mel): 4x fewer frames, then a linear to ``dim``."""
+    """Two 3x3 stride-2 convolutions over (time, mel): 4x fewer frames, then a linear to ``dim``.
+
+    Fewer than ``MIN_FRAMES`` frames (a clip under ~85 ms) are zero-padded to one output step,
+    which the mask marks as padding (:meth:`lengths` gives 0 steps for them).
+    """
+
+    MIN_FRAMES = 7  # frames the two convolutions need for one output step
 
     def __init__(self, n_mels: int, dim: int, channels: int | None = None) -> None:
         super().__init__()
@@ -104,6 +114,8 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """feats: (B, T, M) -> ((B, T', D), mask (B, T') or None)."""
+        if feats.shape[1] < self.MIN_FRAMES:
+            feats = F.pad(feats, (0, 0, 0, self.MIN_FRAMES - feats.shape[1]))  # (B, MIN_FRAMES, M)
         x = self.conv(feats[:, None])  # (B, C, T', M')
         batch, channels, steps, mels = x.shape
         x = self.out(x.permute(0, 2, 1, 3).reshape(batch, steps, channels * mels))  # (B, T', D)

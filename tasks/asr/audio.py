@@ -3,9 +3,9 @@
 Files are read with soundfile (wav, flac, ogg, mp3: whatever libsndfile reads); torchaudio
 2.11 has no file I/O and is used only for resampling. Every waveform leaves this module
 as mono float32 at 16 kHz. A missing file raises FileNotFoundError; a file that cannot be
-used (empty, header-only, corrupt, absurdly long, non-finite samples) raises
-:class:`AudioError` naming the file and the reason, so a data set can skip it with a
-warning or a user sees what is wrong.
+used (empty, header-only, corrupt, too short for a speech model, absurdly long, non-finite
+samples) raises :class:`AudioError` (a :class:`~zoo.errors.ZooError`) naming the file and the
+reason, so a data set can skip it with a warning or a user sees what is wrong.
 """
 from __future__ import annotations
 
@@ -18,18 +18,24 @@ import soundfile
 import torch
 import torchaudio
 
+from zoo.errors import ZooError
+
 SAMPLE_RATE = 16000
+# Shortest usable clip: the default speech front end (25 ms windows every 10 ms, then 4x
+# subsampling by two 3-wide convolutions) needs 1,360 samples (85 ms) for one encoder step.
+MIN_SECONDS = 0.1
 
 
-class AudioError(ValueError):
+class AudioError(ZooError):
     """An audio file that cannot be used; the message names the file and the reason."""
 
 
-def probe_audio(path: str | Path, max_seconds: float = 60.0) -> float:
+def probe_audio(path: str | Path, max_seconds: float = 60.0, min_seconds: float = MIN_SECONDS) -> float:
     """Cheaply check an audio file from its header and return its duration in seconds.
 
     Raises FileNotFoundError for a missing file and :class:`AudioError` for an unreadable,
-    empty (0 frames) or too long file. Damage past the header shows only in :func:`load_audio`.
+    empty (0 frames), too short (under ``min_seconds``) or too long file. Damage past the
+    header shows only in :func:`load_audio`.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,18 +49,23 @@ def probe_audio(path: str | Path, max_seconds: float = 60.0) -> float:
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"{path}: empty audio (0 frames)")
     seconds = info.frames / info.samplerate
+    if seconds < min_seconds:
+        raise AudioError(f"{path}: {seconds * 1000:.0f} ms long ({info.frames} samples), shorter than the "
+                         f"{min_seconds:g} s a speech model needs; drop the clip or pad it with silence")
     if seconds > max_seconds:
         raise AudioError(f"{path}: {seconds:.1f} s long, over the limit of {max_seconds:g} s")
     return seconds
 
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float = 60.0) -> torch.Tensor:
+def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float = 60.0,
+               min_seconds: float = MIN_SECONDS) -> torch.Tensor:
     """Read an audio file as a mono float32 waveform (S,) at ``target_rate`` Hz.
 
-    Channels are averaged; other sample rates are resampled with torchaudio.
+    Channels are averaged; other sample rates are resampled with torchaudio. The file is
+    checked by :func:`probe_audio` first (same limits).
     """
     path = Path(path)
-    probe_audio(path, max_seconds)
+    probe_audio(path, max_seconds, min_seconds)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S0, C)
     except (RuntimeError, soundfile.SoundFileError) as err:

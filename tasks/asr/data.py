@@ -12,11 +12,16 @@ the text normalised by :func:`normalize_text`):
   relative to the manifest's folder.
 - ``commonvoice:DIR[?split=train|dev|test]``: Common Voice's ``<split>.tsv`` (columns
   ``path`` and ``sentence``) with the clips in ``DIR/clips/`` (mp3 reads through libsndfile).
+  Without ``?split=`` the tables are the splits: ``train.tsv``, ``dev.tsv`` (validation) and
+  ``test.tsv`` (:func:`tasks.engine.data.named_split`; ``all`` is every table).
 
-User sources are read whole, then :func:`tasks.engine.data.held_out_split` carves the
-split (``all``, or a seeded 95/5 ``train``/``validation``). A missing audio file or a
-malformed row raises naming the file and line; a damaged audio file (failing a cheap
-``soundfile.info`` check) is skipped with a warning and counted in ``dataset.skipped``.
+Other user sources (and one chosen Common Voice table) are read whole, then
+:func:`tasks.engine.data.hash_split` cuts them 90/5/5 into ``train``/``validation``/``test`` by a
+seeded hash of each audio file's path inside the source (``all`` keeps everything). A missing audio file or a
+malformed row (a field spanning lines from an unbalanced quote, a column named twice, bytes
+that are not UTF-8) raises ``ZooError`` naming the file and line; a damaged audio file
+(failing a cheap ``soundfile.info`` check) or a clip under ``audio.MIN_SECONDS`` is skipped
+with a warning and counted in ``dataset.skipped``.
 
 Built-in sets (``zoo data prepare asr``) are synthesized offline by Debian's espeak-ng
 and flite, written as 16 kHz FLAC with ``train.jsonl``/``validation.jsonl``/``test.jsonl``
@@ -33,6 +38,7 @@ accents kept out of the training pool.
 from __future__ import annotations
 
 import csv
+import math
 import random
 import re
 import subprocess
@@ -53,14 +59,21 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     debian_package_root,
-    held_out_split,
+    file_key,
+    hash_split,
     is_prepared,
+    named_split,
     parse_spec,
     read_jsonl,
+    read_utf8,
     require_program,
+    split_lines,
+    table_records,
+    unique_header,
     write_jsonl,
 )
 from tasks.engine.rdata import read_r_lazyload
+from zoo.errors import ZooError
 
 TASK = "asr"
 VERSION = "2"
@@ -146,7 +159,7 @@ class SpeechDataset(Dataset):
             self.entries.append(entry)
             self.durations.append(seconds)
         if entries and not self.entries:
-            raise ValueError(f"{source}: all {len(entries)} audio files are damaged")
+            raise ZooError(f"{source}: all {len(entries)} audio files are damaged")
 
     @property
     def lengths(self) -> list[int]:
@@ -165,8 +178,8 @@ class SpeechDataset(Dataset):
 def read(spec: str, split: str) -> SpeechDataset:
     """A data set from a ``--data`` SPEC (see the module docstring) and a split.
 
-    Built-in sets take ``train``, ``validation`` or ``test``; user sources take ``all``,
-    ``train`` or ``validation`` (a seeded 95/5 hold-out).
+    Built-in sets take ``train``, ``validation`` or ``test``; user sources take those or ``all``
+    (see the module docstring for how each is split).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -185,19 +198,38 @@ def read(spec: str, split: str) -> SpeechDataset:
     if parsed.format not in adapters:
         raise ValueError(f"--data {spec!r}: unknown ASR format {parsed.format!r}; "
                          f"use builtin, builtin:NAME or one of {', '.join(f + ':PATH' for f in adapters)}")
-    entries, unlabelled = adapters[parsed.format](Path(parsed.path).expanduser(), parsed.options)
+    root = Path(parsed.path).expanduser()
+    if parsed.format == "commonvoice" and "split" not in parsed.options:
+        return SpeechDataset(_commonvoice_split(root, parsed.options, split, spec), f"{spec} ({split})")
+    entries, unlabelled = adapters[parsed.format](root, parsed.options)
     if not entries:
         raise ValueError(f"{parsed.path}: no utterances found")
-    return SpeechDataset(held_out_split(entries, split), f"{spec} ({split})", skipped=unlabelled)
+    folder = root.parent if root.is_file() else root
+    chosen = hash_split(entries, split, key=lambda e: file_key(e.path, folder), source=f"--data {spec}", seed=SEED)
+    return SpeechDataset(chosen, f"{spec} ({split})", skipped=unlabelled)
+
+
+_COMMONVOICE_TABLES = {"train": "train", "validation": "dev", "test": "test"}
+
+
+def _commonvoice_split(root: Path, options: dict[str, str], split: str, spec: str) -> list[_Entry]:
+    """``split`` of a Common Voice folder whose tables are its splits (train.tsv, dev.tsv, test.tsv)."""
+    _refuse_options(root, options, ("split",))
+    named = {name: _commonvoice_entries(root, {"split": table})[0] for name, table in _COMMONVOICE_TABLES.items()
+             if (root / f"{table}.tsv").is_file()}
+    if not named:
+        _commonvoice_entries(root, {})  # raises naming the missing train.tsv and the tables present
+    entries = [entry for part in named.values() for entry in part]
+    return named_split(split, entries, named, lambda e: file_key(e.path, root), f"--data {spec}", SEED)
 
 
 def _entry(where: str, audio: Path, text: object) -> _Entry:
     """Check one row: its text is a non-empty string and its audio file exists."""
     if not isinstance(text, str):
-        raise ValueError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        raise ZooError(f"{where}: 'text' must be a string, got {type(text).__name__}")
     normalised = normalize_text(text)
     if not normalised:
-        raise ValueError(f"{where}: empty text")
+        raise ZooError(f"{where}: empty text")
     if not audio.is_file():
         raise FileNotFoundError(f"{where}: audio file {audio} not found")
     return _Entry(audio, normalised)
@@ -206,7 +238,7 @@ def _entry(where: str, audio: Path, text: object) -> _Entry:
 def _refuse_options(path: Path, options: dict[str, str], allowed: tuple[str, ...] = ()) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+        raise ZooError(f"{path}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
 
 
 def _manifest_entries(path: Path, options: dict[str, str]) -> list[_Entry]:
@@ -219,32 +251,59 @@ def _manifest_entries(path: Path, options: dict[str, str]) -> list[_Entry]:
         where = f"{path}:{line}"
         for field in ("audio_filepath", "text"):
             if field not in row:
-                raise ValueError(f"{where}: missing field {field!r}")
+                raise ZooError(f"{where}: missing field {field!r}")
         if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"].strip():
-            raise ValueError(f"{where}: 'audio_filepath' must be a non-empty string")
+            raise ZooError(f"{where}: 'audio_filepath' must be a non-empty string")
         duration = row.get("duration")
-        if duration not in (None, ""):
-            try:
-                valid = float(duration) >= 0
-            except (TypeError, ValueError):
-                valid = False
-            if not valid:
-                raise ValueError(f"{where}: 'duration' must be a number of seconds >= 0, got {duration!r}")
+        if duration not in (None, "") and not _is_seconds(duration):
+            raise ZooError(f"{where}: 'duration' must be a number of seconds, finite and >= 0, got {duration!r}")
         entries.append(_entry(where, path.parent / row["audio_filepath"], row["text"]))
+    if not entries:
+        raise ZooError(f"{path}: no utterances (the manifest has no rows)")
     return entries
+
+
+def _is_seconds(value: object) -> bool:
+    """True for a finite number >= 0 (or its text), as a manifest's ``duration``."""
+    if isinstance(value, bool):
+        return False
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(seconds) and seconds >= 0
+
+
+_SEPARATED = {",": "comma-separated", "\t": "tab-separated"}
+
+
+def _table(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str], list[str]]]:
+    """``(first line, header, fields)`` of each record of a delimited UTF-8 file with a header.
+
+    An empty file, a header naming a column twice, a row with another number of fields or a
+    field spanning lines (an unbalanced quote swallowing the next rows) raises naming file:line.
+    """
+    records = table_records(path, delimiter, quoting)
+    _, first = next(records, (1, []))
+    header = unique_header([name.strip() for name in first], path)
+    if not header:
+        raise ZooError(f"{path}: empty file; expected a header row naming the columns")
+    for line, row in records:
+        if any("\n" in field or "\r" in field for field in row):
+            lines = 1 + sum(field.count("\n") for field in row)
+            raise ZooError(f"{path}:{line}: a field runs over {lines} lines (an unbalanced quote?); fix the quoting")
+        if len(row) != len(header):
+            raise ZooError(f"{path}:{line}: expected {len(header)} {_SEPARATED[delimiter]} columns, got {len(row)}")
+        yield line, header, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """``(line_number, row)`` of a CSV manifest whose header names ``audio_filepath`` and ``text``."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("audio_filepath", "text") if c not in (reader.fieldnames or [])]
+    for line, header, row in _table(path, ",", csv.QUOTE_MINIMAL):
+        missing = [c for c in ("audio_filepath", "text") if c not in header]
         if missing:
-            raise ValueError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {reader.fieldnames})")
-        for row in reader:
-            if None in row or None in row.values():
-                raise ValueError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} columns")
-            yield reader.line_num, row
+            raise ZooError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {header})")
+        yield line, dict(zip(header, row))
 
 
 def _librispeech_entries(root: Path, options: dict[str, str]) -> tuple[list[_Entry], int]:
@@ -257,14 +316,15 @@ def _librispeech_entries(root: Path, options: dict[str, str]) -> tuple[list[_Ent
         raise FileNotFoundError(f"{root}: no *.trans.txt transcripts (expected speaker/chapter/speaker-chapter.trans.txt)")
     entries = []
     for transcript in transcripts:
-        with open(transcript, encoding="utf-8") as f:
-            for line, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                parts = text.split(maxsplit=1)
-                if len(parts) != 2:
-                    raise ValueError(f"{transcript}:{line}: expected 'UTTERANCE-ID TEXT'")
-                entries.append(_entry(f"{transcript}:{line}", transcript.parent / f"{parts[0]}.flac", parts[1]))
+        for line, text in enumerate(split_lines(read_utf8(transcript)), 1):
+            if not text.strip():
+                continue
+            parts = text.split(maxsplit=1)
+            if len(parts) != 2:
+                raise ZooError(f"{transcript}:{line}: expected 'UTTERANCE-ID TEXT'")
+            entries.append(_entry(f"{transcript}:{line}", transcript.parent / f"{parts[0]}.flac", parts[1]))
+    if not entries:
+        raise ZooError(f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
     labelled = {entry.path for entry in entries}
     unlabelled = sorted(set(root.rglob("*.flac")) - labelled)
     for path in unlabelled:
@@ -280,19 +340,14 @@ def _commonvoice_entries(root: Path, options: dict[str, str]) -> tuple[list[_Ent
         present = ", ".join(sorted(p.stem for p in root.glob("*.tsv"))) or "none"
         raise FileNotFoundError(f"{table}: no such Common Voice table (tables in {root}: {present})")
     entries = []
-    with open(table, newline="", encoding="utf-8") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows, [])
+    for line, header, row in _table(table, "\t", csv.QUOTE_NONE):
         missing = [c for c in ("path", "sentence") if c not in header]
         if missing:
-            raise ValueError(f"{table}:1: missing column(s) {', '.join(missing)} (header: {header})")
-        path_col, text_col = header.index("path"), header.index("sentence")
-        for line, row in enumerate(rows, 2):
-            if not row:
-                continue
-            if len(row) <= max(path_col, text_col):
-                raise ValueError(f"{table}:{line}: expected {len(header)} tab-separated columns, got {len(row)}")
-            entries.append(_entry(f"{table}:{line}", root / "clips" / row[path_col], row[text_col]))
+            raise ZooError(f"{table}:1: missing column(s) {', '.join(missing)} (header: {header})")
+        entries.append(_entry(f"{table}:{line}", root / "clips" / row[header.index("path")],
+                              row[header.index("sentence")]))
+    if not entries:
+        raise ZooError(f"{table}: no utterances (only a header)")
     return entries, 0
 
 

@@ -25,7 +25,7 @@ from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import UNITS, build_units, encode_targets
 from tasks.engine.batching import length_bucketed_batches
-from tasks.engine.commands import generation_options
+from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.task import Metric, Task
 
 BUCKET_BATCHES = 20   # training batches are cut from pools of this many batches sorted by length
@@ -75,10 +75,10 @@ class AsrTask(Task):
         group = parser.add_argument_group("asr")
         group.add_argument("--units", choices=UNITS, default="char",
                            help="output units: characters (CTC alphabet in the head) or sentencepiece pieces")
-        group.add_argument("--vocab-size", type=int, default=256,
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=256,
                            help="sentencepiece pieces with --units sentencepiece")
-        group.add_argument("--eval-beams", type=int, default=1, help="beam size of evaluation (1 = greedy)")
-        group.add_argument("--speed-perturb", type=float, nargs="+", default=list(SPEED_FACTORS), metavar="FACTOR",
+        group.add_argument("--eval-beams", type=POSITIVE_INT, default=1, help="beam size of evaluation (1 = greedy)")
+        group.add_argument("--speed-perturb", type=POSITIVE, nargs="+", default=list(SPEED_FACTORS), metavar="FACTOR",
                            help="training clips play at one of these speeds, drawn per clip (1 = off)")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
@@ -118,7 +118,7 @@ class AsrTask(Task):
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--batch-size``; ``--max-new-tokens`` defaults to a budget sized from the audio."""
         parser.set_defaults(max_new_tokens=None)
-        parser.add_argument("--batch-size", type=int, default=16, help="clips transcribed together")
+        parser.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="clips transcribed together")
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         return {**generation_options(args), "batch_size": args.batch_size}

@@ -7,20 +7,30 @@ SPECs (``--data``):
 - ``coco:ANN.json[?images=DIR]``: COCO detection JSON. Images are looked up in ``DIR`` when
   given, else beside the JSON, else in ``images/`` beside it. Categories map to contiguous
   label ids in sorted category-id order; ``iscrowd=1`` annotations are left out of targets.
+  Ids must be integers (not ``true``), ``iscrowd`` the integer 0 or 1, and an image's
+  ``width``/``height``, when given, must be the size of its file.
 - ``voc:DIR[?classes=a,b]``: Pascal VOC (``Annotations/*.xml`` + ``JPEGImages/``, optional
   ``ImageSets/Main/{train,val,test}.txt``); ``difficult`` objects are left out; classes are the
   sorted names found unless given. VOC's 1-based inclusive corners become ``x1 = xmin - 1``,
   ``x2 = xmax`` (Detectron's convention), so a box covers exactly its pixels.
 - ``yolo:DIR[?classes=a,b]``: ``images/`` + ``labels/*.txt`` (``class cx cy w h``, normalised),
-  names from ``classes=``, ``classes.txt`` or ``data.yaml``'s ``names``.
+  names from ``classes=``, ``classes.txt`` or ``data.yaml``'s ``names``. A box whose normalised
+  values are outside [0, 1] is left out with a warning naming file:line (and counted in
+  ``dropped_boxes``), not clamped.
 
 Every adapter yields the same sample dict: ``image`` uint8 (3, H, W), ``boxes`` float32
 (N, 4) xyxy in that image's pixels, ``labels`` int64 (N,), ``image_id`` int, ``path`` str.
 Boxes with non-positive width or height, or wholly outside the image, are dropped and
-counted in ``dropped_boxes``; boxes partly outside are clamped. Unreadable images are
-skipped with a warning and counted in ``skipped``; malformed annotations raise ``ValueError``
-naming the file and the record. Splits: a source's own train/val(/test) lists when it has
-both train and val, else a seeded 95/5 hold-out (``split="all"`` reads everything).
+counted in ``dropped_boxes``; boxes partly outside are clamped. Images are decoded by
+:mod:`tasks.engine.images`, as in image classification (EXIF orientation, transparency on
+white, 16-bit gray scaled). Unreadable images and decompression bombs are skipped with a
+warning and counted in ``skipped``; malformed annotations and listings (not UTF-8 included)
+raise ``ZooError`` naming the file and the record. Splits are disjoint by construction: a
+source with its own lists (VOC ``ImageSets/Main``, YOLO ``images/{train,val,test}/``) keeps
+them (:func:`~tasks.engine.data.named_split`: validation carved from train when it has no
+list, no test split made up when it has none); a source without lists (a COCO file, a plain
+VOC or YOLO folder) is cut 90/5/5 by a seeded hash of each image's path relative to it
+(:func:`~tasks.engine.data.hash_split`). ``split="all"`` reads everything.
 """
 from __future__ import annotations
 
@@ -46,10 +56,16 @@ from tasks.engine.data import (
     builtin_dir,
     data_root,
     debian_package_root,
-    held_out_split,
+    file_key,
+    hash_split,
     is_prepared,
+    named_split,
     parse_spec,
+    read_utf8,
+    split_lines,
 )
+from tasks.engine.images import load_image, probe_image
+from zoo.errors import ZooError
 
 VERSION = "1"
 TASK = "detection"
@@ -64,7 +80,7 @@ BUILTIN_SETS = {
 QUICK_SET = "small"
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises on missing or broken files
+_IMAGE_ERRORS = (OSError, ValueError)  # what the shared decoder raises on missing or broken files
 _SOURCE_SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation"), "test": ("test",)}
 
 
@@ -81,6 +97,9 @@ class _Entry:
     labels: np.ndarray  # (N,) int64
     origins: list[str]  # where each box was written, for messages
     normalized: bool = False
+    declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states
+    declared_at: str = ""  # where it states it, for messages
+    rejected: tuple[str, ...] = ()  # boxes left out while parsing, each "where: why"
 
 
 @dataclass(frozen=True)
@@ -126,7 +145,7 @@ class DetectionDataset(Dataset):
             except _IMAGE_ERRORS as err:
                 self._undecodable.add(position)
                 self.skipped += 1
-                warnings.warn(f"{record.path}: skipped, the image cannot be decoded ({err})", stacklevel=2)
+                warnings.warn(f"skipped an image that cannot be decoded: {err}", stacklevel=2)
                 continue
             sample = {
                 "image": image,
@@ -136,22 +155,13 @@ class DetectionDataset(Dataset):
                 "path": str(record.path),
             }
             return self.transform(sample) if self.transform is not None else sample
-        raise ValueError(f"{self.source}: none of its {len(self.records)} images can be decoded")
+        raise ZooError(f"{self.source}: none of its {len(self.records)} images can be decoded")
 
 
 def _decode_image(path: Path) -> torch.Tensor:
-    """Decode an image file to uint8 (3, H, W) RGB."""
-    with Image.open(path) as image:
-        pixels = np.array(image.convert("RGB"))  # (H, W, 3)
+    """Decode an image file to uint8 (3, H, W) RGB with the decoder every task shares."""
+    pixels = np.array(load_image(path))  # (H, W, 3)
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
-
-
-def _probe_image(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, checking its structure without decoding it."""
-    with Image.open(path) as image:
-        size = image.size
-        image.verify()
-    return size
 
 
 def _clean_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,12 +177,17 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
     records: list[_Record] = []
     failures: list[str] = []
     dropped, first_dropped = 0, ""
+    rejected = [why for entry in entries for why in entry.rejected]
     for entry in entries:
         try:
-            width, height = _probe_image(entry.path)
+            width, height = probe_image(entry.path)
         except _IMAGE_ERRORS as err:
-            failures.append(f"{entry.path}: {err}")
+            failures.append(str(err))
             continue
+        if entry.declared_size not in (None, (width, height)):
+            raise ZooError(f"{entry.declared_at}: declares {entry.declared_size[0]}x{entry.declared_size[1]} pixels "
+                           f"(width x height), but {entry.path} is {width}x{height}; fix 'width'/'height' or "
+                           "the image (its boxes may be in another frame)")
         boxes = entry.boxes.reshape(-1, 4)  # (N, 4)
         if entry.normalized:
             centre, extent = boxes[:, :2], boxes[:, 2:] / 2
@@ -186,35 +201,39 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
         raise FileNotFoundError(f"{source}: none of its {len(entries)} images can be read; first: {failures[0]}")
     for failure in failures:
         warnings.warn(f"skipped an unreadable image: {failure}", stacklevel=3)
+    if rejected:
+        warnings.warn(f"{source}: dropped {len(rejected)} box(es) while reading (first: {rejected[0]})", stacklevel=3)
     if dropped:
         warnings.warn(
             f"{source}: dropped {dropped} box(es) with non-positive width/height or wholly outside the image "
             f"(first: {first_dropped})",
             stacklevel=3,
         )
-    return DetectionDataset(records, classes, source, len(failures), dropped)
+    return DetectionDataset(records, classes, source, len(failures), dropped + len(rejected))
 
 
-def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: str) -> list[_Entry]:
-    """The source's own split when it defines train and val (test: when it has one), else a seeded hold-out."""
-    if split == "all":
-        return entries
-    if split in named and (split == "test" or {"train", "validation"} <= named.keys()):
-        return named[split]
-    return held_out_split(named.get("train", entries), split)
+def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: str, root: Path,
+                source: str) -> list[_Entry]:
+    """The source's own lists when it has any (:func:`named_split`), else a hash of each image's path."""
+    def key(entry: _Entry) -> str:
+        return file_key(entry.path, root)
+
+    if named:
+        return named_split(split, entries, named, key, source)
+    return hash_split(entries, split, key, source)
 
 
 def _check_options(options: dict[str, str], allowed: set[str], source: str) -> None:
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(f"{source}: unknown option(s) {sorted(unknown)}; this format takes {sorted(allowed)}")
+        raise ZooError(f"{source}: unknown option(s) {sorted(unknown)}; this format takes {sorted(allowed)}")
 
 
 def _class_option(value: str, source: str) -> list[str]:
     """Parse ``classes=a,b,c``; empty or repeated names raise."""
     names = [name.strip() for name in value.split(",")]
     if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"{source}: option classes={value!r} must be distinct, non-empty names separated by commas")
+        raise ZooError(f"{source}: option classes={value!r} must be distinct, non-empty names separated by commas")
     return names
 
 
@@ -255,40 +274,52 @@ def _read_coco(path: Path, options: dict[str, str], split: str) -> DetectionData
     data = _load_json(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: the top-level field '{key}' is missing or not a list")
+            raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
     names: dict[int, str] = {}
     for i, category in enumerate(data["categories"]):
         if not (_is_int(_get(category, "id")) and isinstance(_get(category, "name"), str)):
-            raise ValueError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {category!r}")
+            raise ZooError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {category!r}")
         if category["id"] in names:
-            raise ValueError(f"{path}: categories[{i}]: duplicate category id {category['id']}")
+            raise ZooError(f"{path}: categories[{i}]: duplicate category id {category['id']}")
         names[category["id"]] = category["name"]
     label_of = {category_id: label for label, category_id in enumerate(sorted(names))}
 
     images_dir = Path(options["images"]).expanduser() if "images" in options else None
     targets: dict[int, tuple[Path, list[list[float]], list[int], list[str]]] = {}
+    declared: dict[int, tuple[tuple[int, int] | None, str]] = {}
     for i, image in enumerate(data["images"]):
-        if not (_is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str)):
-            raise ValueError(f"{path}: images[{i}] needs an integer 'id' and a string 'file_name', got {image!r}")
+        if not (_is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str) and image["file_name"]):
+            raise ZooError(f"{path}: images[{i}] needs an integer 'id' and a string 'file_name', got {image!r}")
         if image["id"] in targets:
-            raise ValueError(f"{path}: images[{i}]: duplicate image id {image['id']}")
+            raise ZooError(f"{path}: images[{i}]: duplicate image id {image['id']}")
+        sides = [image.get(key) for key in ("width", "height")]
+        for key, value in zip(("width", "height"), sides):
+            if value is not None and not (_is_int(value) and value > 0):
+                raise ZooError(f"{path}: images[{i}]: field '{key}' must be a positive integer, got {value!r}")
         targets[image["id"]] = (_coco_image_path(path.parent, images_dir, image["file_name"]), [], [], [])
+        declared[image["id"]] = (tuple(sides) if None not in sides else None, f"{path}: images[{i}]")
 
     for i, annotation in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}]"
         if not isinstance(annotation, dict):
-            raise ValueError(f"{where}: expected an object, got {annotation!r}")
+            raise ZooError(f"{where}: expected an object, got {annotation!r}")
         for key in ("image_id", "category_id", "bbox"):
             if key not in annotation:
-                raise ValueError(f"{where}: missing the field '{key}'")
+                raise ZooError(f"{where}: missing the field '{key}'")
+        for key in ("image_id", "category_id"):
+            if not _is_int(annotation[key]):
+                raise ZooError(f"{where}: field '{key}' must be an integer id, got {annotation[key]!r}")
         bbox = annotation["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            raise ValueError(f"{where}: field 'bbox' must be 4 finite numbers [x, y, width, height], got {bbox!r}")
+            raise ZooError(f"{where}: field 'bbox' must be 4 finite numbers [x, y, width, height], got {bbox!r}")
         if annotation["image_id"] not in targets:
-            raise ValueError(f"{where}: field 'image_id' {annotation['image_id']!r} is not an id in 'images'")
+            raise ZooError(f"{where}: field 'image_id' {annotation['image_id']!r} is not an id in 'images'")
         if annotation["category_id"] not in label_of:
-            raise ValueError(f"{where}: field 'category_id' {annotation['category_id']!r} is not an id in 'categories'")
-        if annotation.get("iscrowd", 0):
+            raise ZooError(f"{where}: field 'category_id' {annotation['category_id']!r} is not an id in 'categories'")
+        crowd = annotation.get("iscrowd", 0)
+        if not (_is_int(crowd) and crowd in (0, 1)):
+            raise ZooError(f"{where}: field 'iscrowd' must be the integer 0 or 1, got {crowd!r}")
+        if crowd:
             continue
         x, y, w, h = (float(v) for v in bbox)
         _, boxes, labels, origins = targets[annotation["image_id"]]
@@ -298,11 +329,12 @@ def _read_coco(path: Path, options: dict[str, str], split: str) -> DetectionData
 
     entries = [
         _Entry(image_path, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-               np.array(labels, dtype=np.int64), origins)
+               np.array(labels, dtype=np.int64), origins, declared_size=declared[image_id][0],
+               declared_at=declared[image_id][1])
         for image_id, (image_path, boxes, labels, origins) in targets.items()
     ]
     classes = [names[category_id] for category_id in sorted(names)]
-    return _finalize(_pick_split(entries, {}, split), classes, source)
+    return _finalize(_pick_split(entries, {}, split, path.parent, source), classes, source)
 
 
 def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) -> Path:
@@ -314,18 +346,17 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
 
 
 def _load_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    text = read_utf8(path)
+    if not text.strip():
+        raise ZooError(f"{path}: empty file; expected a COCO JSON object with images, annotations and categories")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        raise ZooError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a COCO JSON object with images, annotations and categories")
+        raise ZooError(f"{path}: expected a COCO JSON object with images, annotations and categories")
     return data
 
 
@@ -363,7 +394,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
         boxes, labels, origins = [], [], []
         for k, (name, difficult, box) in enumerate(objects):
             if name not in label_of:
-                raise ValueError(f"{xml}: object {k}: class {name!r} is not in classes {classes}")
+                raise ZooError(f"{xml}: object {k}: class {name!r} is not in classes {classes}")
             if not difficult:
                 boxes.append(box)
                 labels.append(label_of[name])
@@ -377,7 +408,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
         listing = root / "ImageSets" / "Main" / f"{file_stem}.txt"
         if listing.is_file():
             named[split_name] = _voc_listing(listing, entries)
-    return _finalize(_pick_split(list(entries.values()), named, split), classes, source)
+    return _finalize(_pick_split(list(entries.values()), named, split, root, source), classes, source)
 
 
 def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]]:
@@ -385,26 +416,28 @@ def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as err:
-        raise ValueError(f"{path}: not valid XML ({err})") from None
+        raise ZooError(f"{path}: not valid XML ({err})") from None
     file_name = (root.findtext("filename") or "").strip() or f"{path.stem}.jpg"
     objects = []
     for k, obj in enumerate(root.findall("object")):
         name = (obj.findtext("name") or "").strip()
         if not name:
-            raise ValueError(f"{path}: object {k}: missing <name>")
+            raise ZooError(f"{path}: object {k}: missing <name>")
         difficult = (obj.findtext("difficult") or "0").strip()
         if difficult not in ("0", "1"):
-            raise ValueError(f"{path}: object {k}: <difficult> must be 0 or 1, got {difficult!r}")
+            raise ZooError(f"{path}: object {k}: <difficult> must be 0 or 1, got {difficult!r}")
         bndbox = obj.find("bndbox")
         if bndbox is None:
-            raise ValueError(f"{path}: object {k}: missing <bndbox>")
+            raise ZooError(f"{path}: object {k}: missing <bndbox>")
         corners = []
         for tag in ("xmin", "ymin", "xmax", "ymax"):
             text = bndbox.findtext(tag)
             try:
                 corners.append(float(text))
             except (TypeError, ValueError):
-                raise ValueError(f"{path}: object {k}: <bndbox><{tag}> must be a number, got {text!r}") from None
+                corners.append(math.nan)
+            if not math.isfinite(corners[-1]):
+                raise ZooError(f"{path}: object {k}: <bndbox><{tag}> must be a number, got {text!r}")
         xmin, ymin, xmax, ymax = corners
         objects.append((name, difficult == "1", [xmin - 1, ymin - 1, xmax, ymax]))
     return file_name, objects
@@ -413,12 +446,12 @@ def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]
 def _voc_listing(listing: Path, entries: dict[str, _Entry]) -> list[_Entry]:
     """The entries named by an ``ImageSets/Main/<split>.txt`` file (one image id per line)."""
     chosen = []
-    for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(split_lines(read_utf8(listing)), 1):
         fields = line.split()
         if not fields:
             continue
         if fields[0] not in entries:
-            raise ValueError(f"{listing}:{number}: no Annotations/{fields[0]}.xml for the image id {fields[0]!r}")
+            raise ZooError(f"{listing}:{number}: no Annotations/{fields[0]}.xml for the image id {fields[0]!r}")
         chosen.append(entries[fields[0]])
     return chosen
 
@@ -442,41 +475,49 @@ def _read_yolo(root: Path, options: dict[str, str], split: str) -> DetectionData
     entries = []
     for image_id, image in enumerate(images):
         label_file = labels_root / image.relative_to(images_root).with_suffix(".txt")
-        boxes, labels, origins = _parse_yolo_labels(label_file, len(classes)) if label_file.is_file() else ([], [], [])
+        parsed = _parse_yolo_labels(label_file, len(classes)) if label_file.is_file() else ([], [], [], [])
+        boxes, labels, origins, rejected = parsed
         entries.append(
             _Entry(image, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-                   np.array(labels, dtype=np.int64), origins, normalized=True)
+                   np.array(labels, dtype=np.int64), origins, normalized=True, rejected=tuple(rejected))
         )
     named = {}
     for split_name, folders in _SOURCE_SPLIT_NAMES.items():
         folder = next((f for f in folders if (images_root / f).is_dir()), None)
         if folder is not None:
             named[split_name] = [e for e in entries if e.path.relative_to(images_root).parts[0] == folder]
-    return _finalize(_pick_split(entries, named, split), classes, source)
+    return _finalize(_pick_split(entries, named, split, images_root, source), classes, source)
 
 
-def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]], list[int], list[str]]:
-    """(normalised cxcywh boxes, labels, origins) of one YOLO label file."""
-    boxes, labels, origins = [], [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]], list[int], list[str], list[str]]:
+    """(normalised cxcywh boxes, labels, origins, rejected) of one YOLO label file.
+
+    A line whose coordinates are outside [0, 1] is not clamped: it is left out and named in
+    ``rejected`` (the caller warns and counts it); other malformed lines raise naming file:line.
+    """
+    boxes, labels, origins, rejected = [], [], [], []
+    for number, line in enumerate(split_lines(read_utf8(path)), 1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}:{number}"
         if len(fields) != 5:
-            raise ValueError(f"{where}: expected 'class cx cy w h' (5 values), got {len(fields)}: {line.strip()!r}")
+            raise ZooError(f"{where}: expected 'class cx cy w h' (5 values), got {len(fields)}: {line.strip()!r}")
         try:
             label, values = int(fields[0]), [float(v) for v in fields[1:]]
         except ValueError:
-            raise ValueError(f"{where}: expected an integer class and 4 numbers, got {line.strip()!r}") from None
+            raise ZooError(f"{where}: expected an integer class and 4 numbers, got {line.strip()!r}") from None
         if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{where}: box values must be finite numbers, got {line.strip()!r}")
+            raise ZooError(f"{where}: box values must be finite numbers, got {line.strip()!r}")
         if not 0 <= label < num_classes:
-            raise ValueError(f"{where}: class {label} is out of range for {num_classes} class names")
+            raise ZooError(f"{where}: class {label} is out of range for {num_classes} class names")
+        if not all(0.0 <= v <= 1.0 for v in values):
+            rejected.append(f"{where}: normalised coordinates outside [0, 1] in {line.strip()!r}")
+            continue
         boxes.append(values)
         labels.append(label)
         origins.append(where)
-    return boxes, labels, origins
+    return boxes, labels, origins, rejected
 
 
 def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
@@ -485,25 +526,25 @@ def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
         return _class_option(options["classes"], f"yolo:{root}")
     listing = root / "classes.txt"
     if listing.is_file():
-        names = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in split_lines(read_utf8(listing)) if line.strip()]
         if names:
             return names
-        raise ValueError(f"{listing}: no class names (expected one name per line)")
+        raise ZooError(f"{listing}: no class names (expected one name per line)")
     config = root / "data.yaml"
     if config.is_file():
         import yaml
 
         try:
-            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+            data = yaml.safe_load(read_utf8(config))
         except yaml.YAMLError as err:
-            raise ValueError(f"{config}: not valid YAML ({err})") from None
+            raise ZooError(f"{config}: not valid YAML ({' '.join(str(err).split())})") from None
         names = data.get("names") if isinstance(data, dict) else None
         if isinstance(names, dict) and sorted(names) == list(range(len(names))):
             names = [names[i] for i in range(len(names))]
         if not isinstance(names, list) or not names:
-            raise ValueError(f"{config}: field 'names' must be a non-empty list or an {{0: name, 1: ...}} mapping")
+            raise ZooError(f"{config}: field 'names' must be a non-empty list or an {{0: name, 1: ...}} mapping")
         return [str(name) for name in names]
-    raise ValueError(
+    raise ZooError(
         f"yolo:{root}: no class names; write classes.txt (one per line) or data.yaml with 'names', or pass ?classes=a,b"
     )
 

@@ -6,24 +6,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
 from tasks.detection.evaluation import detect
+from tasks.engine.images import load_image
 
 PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"]
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as uint8 (3, H, W) RGB; a missing or undecodable file raises naming it."""
-    try:
-        with Image.open(path) as image:
-            pixels = np.array(image.convert("RGB"))  # (H, W, 3)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode the image ({err})") from None
+    """An image file as uint8 (3, H, W) RGB, decoded as in training (:func:`tasks.engine.images.load_image`).
+
+    A missing file raises ``FileNotFoundError``; a damaged one, a non-image or a decompression
+    bomb raises :class:`~zoo.errors.ZooError`, each naming the file.
+    """
+    pixels = np.array(load_image(path))  # (H, W, 3)
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 

@@ -30,8 +30,8 @@ from tasks.detection import data
 from tasks.detection.evaluation import coco_metrics, label_mapping
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
+from tasks.engine.flags import POSITIVE_INT, PROBABILITY, json_object
 from tasks.engine.task import Metric, Task
-from tasks.engine.trainer import json_object
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.registry import BACKBONES
 
@@ -114,9 +114,9 @@ class DetectionTask(Task):
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("detection")
         group.add_argument("--out", default=None, help="folder for the images with their boxes drawn (PNG)")
-        group.add_argument("--score-threshold", type=float, default=0.3, help="drop detections scored below this")
-        group.add_argument("--max-detections", type=int, default=100, help="at most this many boxes per image")
-        group.add_argument("--batch-size", type=int, default=8)
+        group.add_argument("--score-threshold", type=PROBABILITY, default=0.3, help="drop detections scored below this")
+        group.add_argument("--max-detections", type=POSITIVE_INT, default=100, help="at most this many boxes per image")
+        group.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per batch")
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(out=args.out, score_threshold=args.score_threshold, max_detections=args.max_detections,

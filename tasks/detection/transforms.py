@@ -3,9 +3,11 @@
 Augmentation runs on the sample dicts the adapters yield (``image`` uint8 (3, H, W),
 ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,)) with ``torchvision.transforms.v2``: the
 image is wrapped as ``tv_tensors.Image`` and the boxes as ``tv_tensors.BoundingBoxes`` so
-every geometric step moves the boxes with the pixels, and ``SanitizeBoundingBoxes`` removes
-boxes that became degenerate together with their labels. The configuration is a plain,
-JSON-serialisable dict (stored with a model as its preprocessing).
+every geometric step moves the boxes with the pixels; in training ``SanitizeBoundingBoxes``
+removes boxes that became degenerate together with their labels. Evaluation only resizes: it
+never drops a box (the metrics score against the annotation as read anyway, see
+:mod:`tasks.detection.evaluation`). The configuration is a plain, JSON-serialisable dict
+(stored with a model as its preprocessing).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "scale_range": [0.75, 1.25],  # training scale jitter, as fractions of `size` (or of the image)
     "hflip": 0.5,  # probability of a horizontal flip in training
     "color_jitter": 0.3,  # brightness/contrast/saturation strength in training; 0 turns it off
-    "min_box_size": 1.0,  # boxes narrower or shorter than this (pixels) after augmentation are removed
+    "min_box_size": 1.0,  # training: boxes narrower or shorter than this (pixels) after augmentation are removed
 }
 
 
@@ -53,9 +55,10 @@ def build_detection_transform(config: dict[str, Any] | None, train: bool) -> Det
 
     Training: horizontal flip, scale jitter (shorter side drawn from ``size * scale_range``
     with ``RandomShortestSize``, longer side capped at ``max_size``; with ``size=None`` a zoom
-    in/out that keeps the canvas, with ``RandomAffine``), colour jitter. Evaluation: resize the
-    shorter side to ``size`` (identity when ``size`` is None). Both end by clamping boxes to the
-    image and dropping degenerate ones with their labels. Unknown config keys raise ``ValueError``.
+    in/out that keeps the canvas, with ``RandomAffine``), colour jitter, then clamping boxes to the
+    image and dropping those under ``min_box_size`` with their labels. Evaluation: resize the
+    shorter side to ``size`` (identity when ``size`` is None); every box is kept, so a small
+    object stays in the ground truth. Unknown config keys raise ``ValueError``.
     """
     unknown = set(config or {}) - set(DEFAULT_CONFIG)
     if unknown:
@@ -74,10 +77,10 @@ def build_detection_transform(config: dict[str, Any] | None, train: bool) -> Det
         if cfg["color_jitter"]:
             strength = cfg["color_jitter"]
             steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength / 10))
+        steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=cfg["min_box_size"])]
     elif size is not None:
         steps.append(v2.Resize(size, max_size=max_size))
-    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=cfg["min_box_size"])]
-    return DetectionTransform(v2.Compose(steps), cfg)
+    return DetectionTransform(v2.Compose(steps or [v2.Identity()]), cfg)
 
 
 def collate_detection(

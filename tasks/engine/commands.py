@@ -1,4 +1,10 @@
-"""`zoo train|eval|predict TASK ...`: argument parsing and the calls into a Task object."""
+"""`zoo train|eval|predict TASK ...`: each command's parser, the checks that refuse a bad command
+before any heavy work (data, model), and the calls into a Task object.
+
+``zoo eval`` scores the test split of the run's own ``--data`` (read from the run's ``args.json``)
+when no ``--data`` is given, ``builtin``'s test split for a model folder outside a run, and all
+of a ``--data`` SPEC unless ``--split`` says otherwise (built-in sets: their test split).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,94 +13,167 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import zoo
+from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.data import parse_spec
+from tasks.engine.distributed import pick_device
+from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
+                                add_train_arguments, check_factory_args)
 from tasks.engine.task import Task
+from zoo.checkpoint import read_config
+from zoo.cli import ArgumentParser
+from zoo.errors import ZooError
+from zoo.registry import BACKBONES, HEADS, TASKS
+
+SPLITS = ("train", "validation", "test", "all")
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
+    """The parser of `zoo COMMAND TASK`: the flags every task shares, then ``task``'s (all tasks listed when None)."""
+    parser = ArgumentParser(prog=f"zoo {command} {task.name if task else 'TASK'}",
+                            description=_description(command, task))
+    if command == "train":
+        add_train_arguments(parser)
+        if task is not None:
+            task.add_arguments(parser)
+    elif command == "eval":
+        g = parser.add_argument_group("evaluation")
+        g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
+        g.add_argument("--data", default=None, metavar="SPEC",
+                       help="data SPEC (default: the run's own --data, read from its args.json; else builtin)")
+        g.add_argument("--split", default=None, choices=SPLITS,
+                       help="default: test for the run's own data and built-in sets, all of any other SPEC")
+        g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="items scored together")
+        g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+        g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or plain fp32")
+        g.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
+        if task is not None:
+            task.add_arguments(parser)
+    elif command == "predict":
+        g = parser.add_argument_group("prediction")
+        g.add_argument("inputs", nargs="*", metavar="INPUT", help="texts or file paths")
+        g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
+        g.add_argument("--input-file", metavar="FILE", help="one input per line (UTF-8)")
+        g.add_argument("--json", action="store_true", help="one JSON object per input")
+        g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+        add_generation_arguments(parser)
+        if task is not None:
+            task.add_predict_arguments(parser)
+    else:
+        raise ValueError(f"unknown command {command!r}; expected train, eval or predict")
+    return parser
 
 
-def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
-    """The generation options every generating task shares."""
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--beams", type=int, default=1)
-    parser.add_argument("--length-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=None)
+def _description(command: str, task: Task | None) -> str:
+    if task is not None:
+        return (type(task).__doc__ or task.name).strip().splitlines()[0]
+    lines = [f"The flags every task shares for `zoo {command}`; `zoo {command} TASK --help` adds the task's "
+             "own flags and defaults.", "", "tasks:"]
+    for name in TASKS.list():
+        doc = (type(zoo.get_task(name)).__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:22} {doc[0] if doc else ''}")
+    return "\n".join(lines)
 
 
-def generation_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The generation keyword arguments from parsed flags."""
-    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty, seed=args.seed)
+def checkpoint_folder(task: Task, path: str, command: str, flag: str = "--checkpoint",
+                      prefer: str = "best") -> Path:
+    """The model folder ``flag PATH`` names (a run folder's ``prefer`` pointer); refuses another task's model."""
+    folder = _resolved(path, flag, prefer)
+    owner = read_config(folder).get("task")
+    if owner and owner != task.name:
+        raise ZooError(f"{flag} {path} is a {owner} model; use `zoo {command} {owner}`")
+    return folder
 
 
-def load_checkpoint(path: str, device: torch.device) -> torch.nn.Module:
-    """A model from a run folder (its ``best``) or a model folder."""
-    from tasks.engine.trainer import resolve_checkpoint
+def _resolved(path: str, flag: str, prefer: str = "best") -> Path:
+    """``resolve_checkpoint``, its missing-folder errors naming ``flag``."""
+    try:
+        return resolve_checkpoint(path, prefer)
+    except FileNotFoundError as err:
+        raise ZooError(f"{flag}: {err}; pass a run folder (runs/...) or a model folder holding config.json") from None
 
-    return zoo.load(resolve_checkpoint(path), map_location=device)
+
+def check_train_args(task: Task, args: argparse.Namespace) -> None:
+    """Refuse what would fail later in ``zoo train``: a bad --data SPEC, another task's or a missing
+    --resume/--init-backbone checkpoint, unknown --backbone/--head names or keys of their arguments."""
+    parse_spec(args.data)
+    if args.resume:
+        checkpoint_folder(task, args.resume, "train", "--resume", prefer="last")
+        return      # the model comes from the checkpoint: --backbone and --head play no part
+    backbone = args.backbone
+    if args.init_backbone:
+        backbone = backbone or read_config(_resolved(args.init_backbone, "--init-backbone"))["backbone"]["name"]
+    check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
+    check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))
 
 
 def train_command(task: Task, argv: list[str]) -> Path:
-    """``zoo train TASK``: parse the shared and task flags, then train."""
-    from tasks.engine.trainer import add_train_arguments, train
+    """``zoo train TASK``: parse the shared and task flags, check them, then train."""
+    from tasks.engine.trainer import train
 
-    parser = argparse.ArgumentParser(prog=f"zoo train {task.name}")
-    add_train_arguments(parser)
-    task.add_arguments(parser)
-    return train(task, parser.parse_args(argv))
+    args = command_parser("train", task).parse_args(argv)
+    check_train_args(task, args)
+    return train(task, args)
+
+
+def eval_data(folder: Path, data: str | None, split: str | None) -> tuple[str, str]:
+    """(SPEC, split) to score the model in ``folder`` on: see the module docstring."""
+    if data is None:
+        args_file = folder.parent / "args.json"           # the run folder holding this checkpoint
+        saved = _read_json(args_file).get("data") if args_file.is_file() else None
+        return saved or "builtin", split or "test"
+    return data, split or ("test" if parse_spec(data).is_builtin else "all")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ZooError(f"{path}: not valid JSON ({err}); pass --data SPEC to say what to score") from None
 
 
 def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     """``zoo eval TASK --checkpoint DIR``: the last printed line is one JSON object of metrics."""
-    parser = argparse.ArgumentParser(prog=f"zoo eval {task.name}")
-    parser.add_argument("--checkpoint", required=True, help="run folder (its best) or model folder")
-    parser.add_argument("--data", default="builtin", help="data SPEC; built-in sets evaluate --split")
-    parser.add_argument("--split", default=None, help="default: test for built-in sets, all for files")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
-    task.add_arguments(parser)
-    args = parser.parse_args(argv)
-    split = args.split or ("test" if args.data.startswith("builtin") else "all")
-    device = pick_device(args.device)
-    model = load_checkpoint(args.checkpoint, device)
+    args = command_parser("eval", task).parse_args(argv)
+    folder = checkpoint_folder(task, args.checkpoint, "eval")
+    args.data, split = eval_data(folder, args.data, args.split)
+    parse_spec(args.data)
+    model = zoo.load(folder, map_location=pick_device(args.device))
     dataset = task.datasets(args.data, split)
     metrics = task.evaluate(model, dataset, args)
-    result = {**metrics, "split": split, "n": len(dataset)}
+    result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
     return result
 
 
+def read_input_file(path: str) -> list[str]:
+    """The non-blank lines of ``--input-file`` (UTF-8, a BOM allowed); errors name the file and line."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ZooError(f"--input-file {path}: no such file; pass a text file with one input per line") from None
+    except IsADirectoryError:
+        raise ZooError(f"--input-file {path} is a folder; pass a text file with one input per line") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ZooError(f"--input-file {path}:{line}: not UTF-8 text (byte {err.start}); "
+                       "save the file as UTF-8") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def predict_command(task: Task, argv: list[str]) -> list[Any]:
     """``zoo predict TASK --checkpoint DIR [INPUT ...] [--input-file FILE] [--json]``."""
-    parser = argparse.ArgumentParser(prog=f"zoo predict {task.name}")
-    parser.add_argument("inputs", nargs="*", help="texts or file paths")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--input-file", help="one input per line")
-    parser.add_argument("--json", action="store_true", help="one JSON object per input")
-    parser.add_argument("--device", default="auto")
-    add_generation_arguments(parser)
-    task.add_predict_arguments(parser)
+    parser = command_parser("predict", task)
     args = parser.parse_args(argv)
-    inputs = list(args.inputs)
-    if args.input_file:
-        lines = Path(args.input_file).read_text(encoding="utf-8").splitlines()
-        inputs += [line for line in lines if line.strip()]
+    inputs = list(args.inputs) + (read_input_file(args.input_file) if args.input_file else [])
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
-    model = load_checkpoint(args.checkpoint, pick_device(args.device))
-    predictions = task.predict(model, inputs, **task.predict_options(args))
+    folder = checkpoint_folder(task, args.checkpoint, "predict")
+    options = task.predict_options(args)
+    model = zoo.load(folder, map_location=pick_device(args.device))
+    predictions = task.predict(model, inputs, **options)
     for item, prediction in zip(inputs, predictions):
         if args.json:
             print(json.dumps({"input": item, "prediction": prediction}, ensure_ascii=False))

@@ -1,15 +1,25 @@
-"""Data helpers shared by every task: the SPEC parser, the built-in cache, package fetching.
+"""Data helpers shared by every task: the SPEC parser, the built-in cache, package fetching, splits.
 
 A data SPEC is ``builtin``, ``builtin:NAME`` or ``FORMAT:PATH[?key=value&...]``
 (``csv:reviews.csv?text=review&label=stars``, ``pairs:train.en,train.es``).
 Built-in sets live under ``$ZOO_DATA`` (default ``~/.cache/zoo/data``), one folder per
 task and set, each written atomically by :func:`build_atomically` and stamped with a
 version so a changed preparation rebuilds instead of reading stale files.
+
+Splits of user sources are disjoint by construction: a single file is cut by a seeded hash of
+each sample's key (:func:`hash_split`, 90/5/5 train/validation/test), a source with its own
+split lists keeps them and never makes a test split up from training data (:func:`named_split`).
 """
 from __future__ import annotations
 
+import bisect
+import csv
+import hashlib
+import io
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +27,15 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qsl
 
+from zoo.errors import ZooError
+
+T = TypeVar("T")
+
 STAMP = ".zoo-version"
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -157,42 +172,186 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def decode_utf8(raw: bytes, path: str | Path) -> str:
+    """The UTF-8 text of a file's bytes (a leading BOM dropped).
+
+    Bytes that are not UTF-8, and NUL characters (the mark of a UTF-16 or binary file read
+    as UTF-8), raise :class:`ZooError` naming the file, the line and the byte.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise ZooError(f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at line {line}); "
+                       "re-save it as UTF-8") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ZooError(f"{path}: NUL character (byte 0x00 at line {line}); is it UTF-16 or binary? "
+                       "re-save it as UTF-8 text")
+    return text
+
+
+def read_utf8(path: str | Path) -> str:
+    """A whole UTF-8 text file (see :func:`decode_utf8`); a missing file raises naming it."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"{path}: is a folder, not a file") from None
+    return decode_utf8(raw, path)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a text, ending at ``\\n``, ``\\r\\n`` or a bare ``\\r`` (old Mac files); no Unicode separators.
+
+    A final line end does not start another (empty) line.
+    """
+    lines = _LINE_END.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; a malformed line raises naming the file and line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not UTF-8 text ({err.reason})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-            yield number, obj
+    """Yield ``(line_number, object)``; a malformed line raises :class:`ZooError` naming the file and line.
+
+    Blank lines are skipped; a string holding a NUL character is refused like a raw NUL byte.
+    """
+    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ZooError(f"{path}:{number}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise ZooError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        for key, value in obj.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ZooError(f"{path}:{number}: field {key!r} holds a NUL character (\\u0000); remove it")
+        yield number, obj
 
 
-def held_out_split(samples: list, split: str, fraction: float = 0.05, seed: int = 0) -> list:
-    """Carve a seeded hold-out from one user-supplied source.
+def table_records(path: Path, delimiter: str = ",",
+                  quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, fields)`` of each record of a delimited UTF-8 file (see :func:`read_utf8`).
 
-    ``split`` is "train" (everything but the hold-out), "validation" or "test" (both the
-    same hold-out: a single user file has no separate test set) or "all" (everything: what
-    `zoo eval --data FORMAT:PATH` evaluates).
+    Blank and whitespace-only lines are skipped; a quoted field may span lines (callers that
+    cannot hold a line break refuse it). Malformed quoting raises :class:`ZooError` naming the line.
+    """
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    end = 0  # last line of the previous record
+    try:
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            if row and (len(row) > 1 or row[0].strip()):
+                yield line, row
+    except csv.Error as err:
+        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
+
+
+def unique_header(header: list[str], path: str | Path, line: int = 1) -> list[str]:
+    """``header`` itself; a column name given twice raises naming the file (which one is meant?)."""
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise ZooError(f"{path}:{line}: the header names the column {name!r} twice; rename one of them")
+        seen.add(name)
+    return header
+
+
+THREE_WAY: dict[str, float] = {"train": 0.90, "validation": 0.05, "test": 0.05}
+TWO_WAY: dict[str, float] = {"train": 0.95, "validation": 0.05}
+SPLIT_NAMES = ("train", "validation", "test", "all")
+
+
+def file_key(path: str | Path, root: str | Path) -> str:
+    """A file's split key: its path relative to the source's folder, so moving the folder moves no sample."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def split_score(key: str, seed: int = 0) -> float:
+    """A number in [0, 1) fixed by ``key`` and ``seed`` alone (BLAKE2b of both), uniform over keys."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, salt=seed.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def split_assignment(keys: Sequence[str], fractions: Mapping[str, float] = THREE_WAY, seed: int = 0) -> dict[str, str]:
+    """The split of every distinct key: bands of :func:`split_score` in the order of ``fractions``.
+
+    A key's split depends on the key alone, so reordering a source or appending to it never
+    moves a sample, and identical samples (same key) always share a split. One exception keeps
+    small sources usable: a held-out split that no key falls into takes the train key scored
+    highest (nearest its band), while train keeps at least one key. Appending can only hand
+    such a key back to train (when a new key falls into the band), never move a trained-on
+    key out of train.
+    """
+    names = list(fractions)
+    if names[0] != "train" or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise ValueError(f"fractions must start with train and sum to 1, got {dict(fractions)}")
+    bounds = list(itertools.accumulate(fractions.values()))
+    scores = {key: split_score(key, seed) for key in dict.fromkeys(keys)}
+    placed = {key: names[min(bisect.bisect_right(bounds, score), len(names) - 1)] for key, score in scores.items()}
+    for name in names[1:]:
+        train = [key for key in scores if placed[key] == "train"]
+        if name not in placed.values() and len(train) > 1:
+            placed[max(train, key=scores.__getitem__)] = name
+    return placed
+
+
+def hash_split(samples: Sequence[T], split: str, key: Callable[[T], str], source: str,
+               fractions: Mapping[str, float] = THREE_WAY, seed: int = 0) -> list[T]:
+    """The ``split`` of one user source without split lists of its own, in the source's order.
+
+    Each sample goes by a seeded hash of ``key(sample)`` (its text, its file's path inside the
+    source...) into disjoint train/validation/test parts (``fractions``, 90/5/5 by default; see
+    :func:`split_assignment`); ``all`` keeps everything. A split that ``fractions`` lacks, or one
+    left empty, raises :class:`ZooError`.
     """
     if split == "all":
-        return samples
-    import random
+        return list(samples)
+    if split not in fractions:
+        if split in SPLIT_NAMES:
+            others = [name for name in fractions if name not in ("train", split)] + ["all"]
+            raise ZooError(f"{source} has no {split} split; pass --split {' or '.join(others)}, "
+                           f"or a {split} listing/file")
+        raise ZooError(f"unknown split {split!r}; expected {', '.join(SPLIT_NAMES)}")
+    keys = [key(sample) for sample in samples]
+    placed = split_assignment(keys, fractions, seed)
+    chosen = [sample for sample, k in zip(samples, keys) if placed[k] == split]
+    if not chosen:
+        raise ZooError(f"{source}: its {split} split is empty ({len(set(keys))} distinct samples split "
+                       f"{'/'.join(f'{round(100 * f)}' for f in fractions.values())}); add samples or pass --split all")
+    return chosen
 
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_held = max(1, int(round(len(samples) * fraction))) if len(samples) > 1 else 0
-    held = set(order[:n_held])
-    if split in ("validation", "test"):
-        return [samples[i] for i in sorted(held)]
-    if split == "train":
-        return [s for i, s in enumerate(samples) if i not in held]
-    raise ValueError(f"unknown split {split!r}; expected train, validation, test or all")
+
+def named_split(split: str, entries: Sequence[T], named: Mapping[str, Sequence[T]], key: Callable[[T], str],
+                source: str, seed: int = 0) -> list[T]:
+    """The ``split`` of a source that names some of its splits (VOC listings, YOLO or Common Voice folders).
+
+    ``entries`` is everything the source holds (``all``); ``named`` maps "train" | "validation"
+    | "test" to the source's own lists, which must not share a sample (:class:`ZooError` names
+    one shared). Train is the train list or, without one, the entries in no list; validation is
+    the validation list or, without one, a hashed 5% carved out of train (:func:`hash_split`).
+    A missing test list is an error: the test split is never made up from training data.
+    """
+    if split == "all":
+        return list(entries)
+    if split not in SPLIT_NAMES:
+        raise ZooError(f"unknown split {split!r}; expected {', '.join(SPLIT_NAMES)}")
+    seen: dict[str, str] = {}
+    for name, samples in named.items():
+        for k in map(key, samples):
+            if seen.setdefault(k, name) != name:
+                raise ZooError(f"{source}: {k!r} is in both its {seen[k]} and {name} lists; "
+                               "a sample may be in one split only, remove it from one list")
+    if split == "test":
+        if "test" not in named:
+            raise ZooError(f"{source} has no test split; pass --split validation or a test listing/file")
+        return list(named["test"])
+    if split == "validation" and "validation" in named:
+        return list(named["validation"])
+    pool = named["train"] if "train" in named else [e for e in entries if key(e) not in seen]
+    if not pool:
+        raise ZooError(f"{source} has no train split: no train list and no sample outside its lists")
+    return list(pool) if "validation" in named else hash_split(pool, split, key, source, TWO_WAY, seed)

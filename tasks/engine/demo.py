@@ -2,7 +2,6 @@
 run the quick benchmark, and end with one table of metrics and throughput."""
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from tasks.engine.flags import POSITIVE
+from zoo.cli import ArgumentParser
 
 
 def run_task(name: str, out: Path, budget: float) -> dict[str, Any]:
@@ -56,12 +57,14 @@ def table(results: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="zoo demo")
-    parser.add_argument("--budget", type=float, default=60.0, help="training seconds per task")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    """`zoo demo [--budget SECONDS] [--task NAME ...] [--out DIR] [--no-bench]`."""
+    parser = ArgumentParser(prog="zoo demo", description="Train, evaluate and benchmark every task briefly.")
+    parser.add_argument("--budget", type=POSITIVE, default=60.0, help="training seconds per task")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the benchmark")
     parser.add_argument("--task", nargs="+", help="only these tasks")
-    parser.add_argument("--no-bench", action="store_true")
+    parser.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")
     args = parser.parse_args(argv)
+    parser.refuse_unknown("task", args.task or [], zoo.list_tasks())
     results = []
     for name in args.task or zoo.list_tasks():
         print(f"\n=== {name}: training for {args.budget:.0f} s on its quick built-in set ===", flush=True)

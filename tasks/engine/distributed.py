@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from zoo.errors import ZooError
+
 
 @dataclass
 class Dist:
@@ -87,7 +89,7 @@ def pick_device(flag: str, local_rank: int = 0) -> torch.device:
         flag = "cuda" if torch.cuda.is_available() else "cpu"
     if flag == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+            raise ZooError("--device cuda was asked for but torch sees no CUDA device; use --device cpu (or auto)")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if flag != "cpu":
         raise ValueError(f"--device {flag!r}: expected auto, cpu or cuda")

@@ -1,4 +1,4 @@
-"""The training engine every task shares: one plain PyTorch loop and its command-line flags.
+"""The training engine every task shares: one plain PyTorch loop (its flags: tasks/engine/flags.py).
 
 ``train(task, args)`` reads data and builds the model only through the :class:`Task` object,
 then runs the loop in :meth:`_Run.run` (nanoGPT/DETR style: explicit zero_grad, backward,
@@ -61,6 +61,7 @@ from tasks.engine import distributed
 from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
                                       save_trainer_state, set_rng_state, write_checkpoint)
 from tasks.engine.curves import plot_curves
+from tasks.engine.flags import add_train_arguments
 from tasks.engine.task import Task
 
 __all__ = ["EMA", "TrainState", "add_train_arguments", "build_optimizer", "lr_at", "resolve_checkpoint", "train"]
@@ -69,42 +70,6 @@ MAX_BAD_STEPS = 20          # consecutive non-finite steps before the run aborts
 LR_FLOOR = 0.1              # the cosine ends at this fraction of --lr
 PLOT_EVERY = 30.0           # seconds between redraws of curves.png (at evaluations, and always at the end)
 _NOT_RESTORED = ("resume", "out", "init_backbone")
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags every task's trainer shares (tasks add theirs with ``task.add_arguments``)."""
-    g = parser.add_argument_group("training")
-    g.add_argument("--data", default="builtin", help="training data SPEC: builtin, builtin:NAME or FORMAT:PATH[?k=v]")
-    g.add_argument("--val-data", default=None, help="validation SPEC (default: the validation split of --data)")
-    g.add_argument("--out", default=None, help="run folder (default: runs/<task>-<timestamp>)")
-    g.add_argument("--backbone", default=None, help="backbone registry name (default: the task's)")
-    g.add_argument("--head", default=None, help="head registry name (default: the task's)")
-    g.add_argument("--backbone-args", type=json_object, default=None, metavar="JSON", help="backbone arguments")
-    g.add_argument("--head-args", type=json_object, default=None, metavar="JSON", help="head arguments")
-    g.add_argument("--batch-size", type=int, default=32, help="items per batch per process")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay on matrices")
-    g.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warm-up steps (default: 5%% of the planned steps; 20 with only --time-budget)")
-    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps to train")
-    g.add_argument("--epochs", type=float, default=None, help="passes over the training set")
-    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop cleanly after this long")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
-    g.add_argument("--accumulate", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast or plain fp32")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--freeze-backbone", action="store_true", help="train the head only")
-    g.add_argument("--ema", type=float, default=None, metavar="DECAY", help="evaluate and save an EMA of the weights")
-    g.add_argument("--eval-every", type=int, default=0, metavar="N", help="evaluate every N steps (0: at the end only)")
-    g.add_argument("--patience", type=int, default=0, metavar="N", help="stop after N evaluations without improvement")
-    g.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    g.add_argument("--init-backbone", default=None, metavar="DIR", help="start from this checkpoint's backbone")
-    g.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                   help="also save every N steps (checkpoints are always saved at evaluations)")
-    g.add_argument("--workers", type=int, default=0, metavar="N", help="data loading processes")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def train(task: Task, args: argparse.Namespace) -> Path:
@@ -218,7 +183,10 @@ class _Run:
             torch.set_float32_matmul_precision("high")
         _seed_all(args.seed + ctx.rank)
         self.train_set = task.datasets(args.data, "train")
-        self.val_set = task.datasets(args.val_data or args.data, "validation")
+        # a --val-data file is validation data as a whole; a built-in set (or no --val-data) gives its validation split
+        val_spec = args.val_data or args.data
+        self.val_set = task.datasets(val_spec, "all" if args.val_data and not val_spec.startswith("builtin")
+                                     else "validation")
         self.model = self._model(resume)
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -617,17 +585,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(".metrics.jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
-
-
-def json_object(text: str) -> dict:
-    """argparse type of the JSON-object flags (``--backbone-args '{"dim": 128}'``)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"dim\": 128}}', got {text!r}")
-    return value
 
 
 def _plain(value: Any) -> Any:

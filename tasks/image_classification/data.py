@@ -3,7 +3,8 @@
 Formats (``--data``):
 
 - ``imagefolder:DIR``: one sub-folder per class (sorted; numerically when every name is a
-  number), images anywhere below it.
+  number), images anywhere below it. Symlinks are followed, but a folder is walked and a
+  file read only once (a link loop or a link into another class is not read again).
 - ``csv:FILE[?path=COL&label=COL&classes=a,b,c]``: columns ``path,label``; paths are
   relative to the CSV; ``classes`` fixes the class list and its order (else: the sorted labels).
 - ``cifar10:DIR`` / ``cifar100:DIR``: the python-pickle folder layout (DIR holds, or is,
@@ -17,11 +18,11 @@ Formats (``--data``):
 Every dataset returns ``{"image": PIL RGB image, "label": int, "path": str}`` (untransformed)
 and has ``classes``, ``source`` and ``skipped``. Damaged, empty or non-image files in a folder
 or CSV are skipped with a warning naming them and counted in ``skipped``; images larger than
-Pillow's ``MAX_IMAGE_PIXELS`` are refused as possible decompression bombs.
+Pillow's ``MAX_IMAGE_PIXELS`` are refused as possible decompression bombs. Files are decoded
+by :mod:`tasks.engine.images`, the decoder detection uses too.
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import multiprocessing
 import os
@@ -29,19 +30,21 @@ import struct
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from zoo.errors import ZooError
+
 from tasks.engine.data import (
-    build_atomically, builtin_dir, debian_package_root, held_out_split, is_prepared, parse_spec,
+    TWO_WAY, build_atomically, builtin_dir, debian_package_root, file_key, hash_split, is_prepared, parse_spec,
+    table_records, unique_header,
 )
-from tasks.image_classification.transforms import to_rgb
+from tasks.engine.images import load_image, probe_image, to_rgb
 
 TASK = "image_classification"
 VERSION = "1"
@@ -104,7 +107,7 @@ class ImageFiles(LabelledImages):
                 warnings.warn(f"{self.source}: skipped {err}", stacklevel=2)
                 continue
             return {"image": image, "label": int(self.labels[i]), "path": self.paths[i]}
-        raise ValueError(f"{self.source}: none of its {len(self.paths)} images can be decoded")
+        raise ZooError(f"{self.source}: none of its {len(self.paths)} images can be decoded")
 
     def take(self, indices: Sequence[int]) -> ImageFiles:
         """The samples at ``indices`` (same classes, source and skipped count)."""
@@ -148,9 +151,10 @@ def read(spec: str, split: str) -> LabelledImages:
     """The samples of ``split`` from a data SPEC (see the module docstring).
 
     Built-in sets have fixed splits "train" | "validation" | "test". For imagefolder and csv,
-    the whole source is scanned and :func:`held_out_split` gives "all" or a seeded 95/5
-    "train"/"validation". For CIFAR folders, "train"/"validation" split the official training
-    batches 95/5, and "test" and "all" are the official test batch (what `zoo eval` reports).
+    the whole source is scanned and :func:`~tasks.engine.data.hash_split` gives "all" or a
+    90/5/5 "train"/"validation"/"test" by a seeded hash of each image's path inside the source.
+    For CIFAR folders, "train"/"validation" split the official training batches 95/5 by a hash
+    of each image's pixels, and "test" and "all" are the official test batch (what `zoo eval` reports).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -171,7 +175,9 @@ def read(spec: str, split: str) -> LabelledImages:
     else:
         raise ValueError(f"--data {spec!r}: unknown image format {parsed.format!r}; use builtin[:NAME], "
                          "imagefolder:DIR, csv:FILE, cifar10:DIR or cifar100:DIR")
-    return whole.take(held_out_split(list(range(len(whole))), split))
+    root = path if parsed.format == "imagefolder" else path.parent
+    keys = [file_key(p, root) for p in whole.paths]
+    return whole.take(hash_split(list(range(len(whole))), split, key=keys.__getitem__, source=f"--data {spec}"))
 
 
 def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
@@ -179,19 +185,19 @@ def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes:
     ``labels`` (N,) integers indexing ``classes``. Raises ``ValueError`` naming the bad field or index."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"from_arrays: images must be uint8 in 0-255, got {images.dtype}")
+        raise ZooError(f"from_arrays: images must be uint8 in 0-255, got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
-        raise ValueError(f"from_arrays: images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
+        raise ZooError(f"from_arrays: images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
                          f"got shape {images.shape}")
     classes = [str(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"from_arrays: classes must be non-empty and unique, got {classes}")
+        raise ZooError(f"from_arrays: classes must be non-empty and unique, got {classes}")
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or (labels.size and labels.dtype.kind not in "iu"):
-        raise ValueError(f"from_arrays: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
+        raise ZooError(f"from_arrays: labels must be {len(images)} integers, got {labels.dtype} {labels.shape}")
     bad = np.flatnonzero((labels < 0) | (labels >= len(classes)))
     if bad.size:
-        raise ValueError(f"from_arrays: labels[{bad[0]}] = {labels[bad[0]]} is not a class index "
+        raise ZooError(f"from_arrays: labels[{bad[0]}] = {labels[bad[0]]} is not a class index "
                          f"0..{len(classes) - 1}")
     return ImageArrays(images, labels, classes, "arrays")
 
@@ -212,16 +218,6 @@ def align_classes(dataset: LabelledImages, classes: Sequence[str]) -> LabelledIm
     return dataset
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode one image file as RGB (EXIF rotation applied, transparency on white).
-
-    Raises ``FileNotFoundError`` or ``ValueError`` naming the file when it is missing,
-    damaged, not an image, or larger than Pillow's decompression-bomb limit.
-    """
-    with _decoding(path), Image.open(path) as image:
-        return to_rgb(ImageOps.exif_transpose(image))
-
-
 def read_imagefolder(folder: Path, source: str) -> ImageFiles:
     """Every readable image below ``folder/<class>/``; classes are the sorted sub-folder names."""
     if not folder.is_dir():
@@ -229,10 +225,12 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
     classes = _sorted_names([entry.name for entry in os.scandir(folder)
                              if entry.is_dir() and not entry.name.startswith(".")])
     if not classes:
-        raise ValueError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
+        raise ZooError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
     paths, labels, problems = [], [], []
+    seen_folders: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
     for label, name in enumerate(classes):
-        for path in _files_below(folder / name):
+        for path in _files_below(folder / name, seen_folders, seen_files):
             problem = _problem(path)
             if problem:
                 problems.append(problem)
@@ -241,7 +239,7 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
                 labels.append(label)
     _warn_skipped(source, problems)
     if not paths:
-        raise ValueError(f"{source}: no readable image in the class folders of {folder}")
+        raise ZooError(f"{source}: no readable image in the class folders of {folder}")
     return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
 
 
@@ -256,38 +254,39 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
         raise FileNotFoundError(f"{source}: no such file {file}")
     fixed = [name.strip() for name in classes.split(",") if name.strip()]
     paths, names, problems = [], [], []
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [column for column in (path, label) if column not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{file}:1: no column {missing} in header {reader.fieldnames}; "
-                                 "name them with ?path=COLUMN&label=COLUMN")
-            for row in reader:
-                where = f"{file}:{reader.line_num}"
-                if None in row:
-                    raise ValueError(f"{where}: more fields than the header has columns")
-                value, name = (row[path] or "").strip(), (row[label] or "").strip()
-                if not value or not name:
-                    raise ValueError(f"{where}: empty {path if not value else label!r} field")
-                if fixed and name not in fixed:
-                    raise ValueError(f"{where}: unknown label {name!r}; expected one of {fixed}")
-                image = file.parent / value
-                if not image.is_file():
-                    raise FileNotFoundError(f"{where}: image file {image} does not exist")
-                problem = _problem(str(image))
-                if problem:
-                    problems.append(f"{where}: {problem}")
-                    continue
-                paths.append(str(image))
-                names.append(name)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except csv.Error as err:
-        raise ValueError(f"{file}: malformed CSV ({err})") from None
+    records = table_records(file)
+    _, first = next(records, (1, []))
+    header = unique_header([name.strip() for name in first], file)
+    if not header:
+        raise ZooError(f"{file}: empty file; expected a header row naming the columns {path!r} and {label!r}")
+    missing = [column for column in (path, label) if column not in header]
+    if missing:
+        raise ZooError(f"{file}:1: no column {missing} in header {header}; name them with ?path=COLUMN&label=COLUMN")
+    path_at, label_at = header.index(path), header.index(label)
+    for line, row in records:
+        where = f"{file}:{line}"
+        if len(row) != len(header):
+            raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
+                           f"than the header has columns ({len(header)})")
+        if any("\n" in field or "\r" in field for field in row):
+            raise ZooError(f"{where}: a field spans lines (an unbalanced quote?); fix the quoting")
+        value, name = row[path_at].strip(), row[label_at].strip()
+        if not value or not name:
+            raise ZooError(f"{where}: empty {path if not value else label!r} field")
+        if fixed and name not in fixed:
+            raise ZooError(f"{where}: unknown label {name!r}; expected one of {fixed}")
+        image = file.parent / value
+        if not image.is_file():
+            raise FileNotFoundError(f"{where}: image file {image} does not exist")
+        problem = _problem(str(image))
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        paths.append(str(image))
+        names.append(name)
     _warn_skipped(source, problems)
     if not paths:
-        raise ValueError(f"{source}: {file} lists no readable image")
+        raise ZooError(f"{source}: {file} lists no readable image")
     class_list = fixed or _sorted_names(sorted(set(names)))
     index = {name: i for i, name in enumerate(class_list)}
     return ImageFiles(paths, np.array([index[n] for n in names]), class_list, source, skipped=len(problems))
@@ -296,7 +295,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
 def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:
     """A CIFAR-10/100 python-pickle folder through torchvision (``download=False``), split as in :func:`read`."""
     if split not in (*SPLITS, "all"):
-        raise ValueError(f"unknown split {split!r}; expected train, validation, test or all")
+        raise ZooError(f"unknown split {split!r}; expected train, validation, test or all")
     reader = _CIFAR[variant]
     root = folder.parent if folder.name == reader.base_folder else folder
     base = root / reader.base_folder
@@ -309,11 +308,12 @@ def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArra
     try:
         data = reader(str(root), train=official_train, download=False)
     except RuntimeError:
-        raise ValueError(f"{source}: the files in {base} do not match the published {variant} checksums; "
+        raise ZooError(f"{source}: the files in {base} do not match the published {variant} checksums; "
                          "torchvision refuses to unpickle them (a pickle can run code)") from None
     images, labels = data.data, np.asarray(data.targets, dtype=np.int64)  # (N, 32, 32, 3) uint8, (N,)
     if official_train:
-        keep = held_out_split(list(range(len(labels))), split)
+        keep = hash_split(list(range(len(labels))), split, key=lambda i: images[i].tobytes().hex(),
+                          source=source, fractions=TWO_WAY)
         images, labels = images[keep], labels[keep]
     return ImageArrays(images, labels, list(data.classes), source)
 
@@ -340,41 +340,34 @@ def _sorted_names(names: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _files_below(folder: Path) -> Iterator[str]:
-    """Every non-hidden file below ``folder`` in a stable order (symlinks followed)."""
+def _files_below(folder: Path, seen_folders: set[tuple[int, int]], seen_files: set[str]) -> Iterator[str]:
+    """Every non-hidden file below ``folder`` in a stable order, not yet in ``seen_files``.
+
+    Symlinks are followed, but a folder already in ``seen_folders`` (a link loop, or a link
+    to a folder read before, such as another class) is not walked again, with a warning, and
+    each real file is listed once. Both sets (device and inode; real paths) are updated.
+    """
     for parent, dirs, files in os.walk(folder, followlinks=True):
+        stat = os.stat(parent)
+        if (stat.st_dev, stat.st_ino) in seen_folders:
+            warnings.warn(f"{parent}: not read again, it links to a folder already read (a symlink loop?)",
+                          stacklevel=3)
+            dirs[:] = []
+            continue
+        seen_folders.add((stat.st_dev, stat.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if not name.startswith("."):
-                yield os.path.join(parent, name)
-
-
-@contextmanager
-def _decoding(path: str | Path) -> Iterator[None]:
-    """Turn what Pillow raises on a bad file into an error naming the file.
-
-    Images above ``Image.MAX_IMAGE_PIXELS`` (Pillow's warning threshold) are refused too;
-    the limit itself is never changed.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            yield
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such file") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ValueError(f"{path}: refused as a possible decompression bomb ({err})") from None
-        except Exception as err:  # Pillow's plugins raise many types on malformed files
-            raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+            path = os.path.join(parent, name)
+            real = os.path.realpath(path)
+            if not name.startswith(".") and real not in seen_files:
+                seen_files.add(real)
+                yield path
 
 
 def _problem(path: str) -> str | None:
     """Why ``path`` is not a usable image, or None; cheap: header and chunk checks, no decoding."""
     try:
-        if os.path.getsize(path) == 0:
-            return f"{path}: empty file"
-        with _decoding(path), Image.open(path) as image:
-            image.verify()
+        probe_image(path)
     except (ValueError, OSError) as err:
         return str(err)
     return None

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec
+from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
 from tasks.engine.task import Metric, Task
 from tasks.image_classification import data
 from tasks.image_classification.cache import in_memory
@@ -48,6 +49,7 @@ SMALL_IMAGE = 64
 SMALL_VIT: dict[str, Any] = dict(dim=128, depth=6, heads=4)   # the default vit_tiny on <= 64 px images
 SMALL_GRID = 4                                               # patches per side on <= 64 px images
 LARGE_PATCH = 16
+CROP_SCALE = Range(float, 0, 1, low_open=True)   # --crop-scale: the kept fraction of the area
 TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=128, lr=3e-3, weight_decay=0.05, warmup_steps=100,
                                       eval_every=1000)
 HEAD_DEFAULTS: dict[str, Any] = dict(label_smoothing=0.1)
@@ -104,16 +106,16 @@ class ImageClassificationTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Image size and augmentation flags; sets this task's training defaults."""
         group = parser.add_argument_group("image classification")
-        group.add_argument("--image-size", type=int, default=None,
+        group.add_argument("--image-size", type=POSITIVE_INT, default=None,
                            help="input side in pixels (default: the built-in set's, else the first image's, <= 224)")
         group.add_argument("--augment", choices=AUGMENTS, default=None,
                            help="policy after crop and flip (default: none on the built-in sets, else trivial)")
-        group.add_argument("--hflip", type=float, default=None, help="horizontal flip probability (default 0.5)")
-        group.add_argument("--crop-scale", type=float, default=None, metavar="MIN",
+        group.add_argument("--hflip", type=PROBABILITY, default=None, help="horizontal flip probability (default 0.5)")
+        group.add_argument("--crop-scale", type=CROP_SCALE, default=None, metavar="MIN",
                            help="random resized crops keep MIN..1 of the area (1: no cropping; default: "
                                 "1 on the built-in sets, 0.7 for other images up to 64 px, else 0.08)")
-        group.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="MixUp alpha (0: off)")
-        group.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="CutMix alpha (0: off)")
+        group.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="MixUp alpha (0: off)")
+        group.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="CutMix alpha (0: off)")
         parser.set_defaults(**TRAIN_DEFAULTS, precision="bf16" if fast_bf16() else "fp32")
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
@@ -182,7 +184,7 @@ class ImageClassificationTask(Task):
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--top-classes`` shown per image; ``--explain`` writes a heat-map PNG per image into ``--out``."""
-        parser.add_argument("--top-classes", type=int, default=TOP_K, metavar="K",
+        parser.add_argument("--top-classes", type=POSITIVE_INT, default=TOP_K, metavar="K",
                             help=f"classes shown per image (default {TOP_K})")
         parser.add_argument("--explain", action="store_true",
                             help="write a PNG per image: attention rollout (ViT) or gradient saliency")

@@ -16,6 +16,8 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import InterpolationMode
 
+from tasks.engine.images import to_rgb  # noqa: F401  (re-exported: the task and its tests import it from here)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_IMAGE = 64  # at or below this size, crops are mild and evaluation does not crop
@@ -107,16 +109,6 @@ def mixup_cutmix(config: dict, num_classes: int) -> Callable[[torch.Tensor, torc
     if not mixers:
         return None
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as RGB; transparent pixels are composited onto white, not onto black."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def _three(values: tuple[float, ...] | list[float], name: str) -> list[float]:

@@ -9,16 +9,21 @@ the dataset's ``classes`` (label names). Formats (``--data FORMAT:PATH?key=value
   integer id into them (ids are refused when a class name is itself an integer, such as
   ``classes=1,2,3,4,5`` for star ratings, so ``0`` can never silently become class ``"1"``).
   Without ``classes=``, integer labels are the ids themselves (``classes`` = "0".."max") and
-  name labels are numbered in sorted order; a column mixing both is refused.
+  name labels are numbered in sorted order; a column mixing both is refused, and so is an
+  integer label above 10 times the number of distinct labels (a stray ``999999`` among 0/1
+  would make a million classes). A header naming a column twice is refused.
 - ``jsonl:PATH?text=KEY&label=KEY&classes=...``: one JSON object per line, same label rules.
 - ``sst2:PATH``: the GLUE SST-2 TSV (header ``sentence<TAB>label``, no quoting), labels 0/1 ->
   negative/positive.
 - ``imdb:DIR``: the IMDB layout, ``DIR/neg/*.txt`` and ``DIR/pos/*.txt`` (``DIR/unsup`` is
-  ignored); ``<br />`` tags become spaces. An unreadable file is skipped with a warning.
+  ignored); ``<br />`` tags become spaces. An unreadable or empty file is skipped with a
+  warning and counted in ``skipped``.
 
-A missing column, an empty text or label, an unknown label or a row with the wrong number of
-fields raises ``ValueError`` naming the file and line. User formats are read whole and then
-split by :func:`~tasks.engine.data.held_out_split` (``all``, or a seeded 95/5 ``train``/``validation``).
+A missing column, an empty text or label, an unknown label, a row with the wrong number of
+fields, bytes that are not UTF-8 or a NUL character raise ``ZooError`` naming the file and
+line; blank lines are skipped. User formats are read whole and then split by
+:func:`~tasks.engine.data.hash_split` on the text (``all``, or a seeded 90/5/5
+``train``/``validation``/``test``: a repeated text never lands in two splits).
 
 The built-in ``default`` set is the movie-review snippets of Hutto & Gilbert (ICWSM 2014),
 each rated by 20 people, shipped in the source distribution of ``vaderSentiment`` 3.3.2:
@@ -40,7 +45,7 @@ import time
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from torch.utils.data import Dataset
 
@@ -48,12 +53,16 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     data_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     pip_download,
     read_jsonl,
+    read_utf8,
+    table_records,
+    unique_header,
 )
+from zoo.errors import ZooError
 
 VERSION = "1"
 TASK = "sentiment"
@@ -73,6 +82,7 @@ NEGATIVE_BELOW = -0.5
 HELD_OUT_FRACTION = 0.1   # of each class, for validation and again for test
 SPLIT_SEED = 0
 
+MAX_ID_PER_LABEL = 10     # an integer label above this many times the number of distinct labels is a typo
 _INTEGER = re.compile(r"-?[0-9]+")
 _LINE_BREAK_TAGS = re.compile(r"(?:<br\s*/?>)+", re.IGNORECASE)
 
@@ -103,7 +113,7 @@ def read(spec: str, split: str) -> SentimentDataset:
     """The samples of ``split`` from a data SPEC (``builtin``, ``builtin:NAME`` or ``FORMAT:PATH?k=v``).
 
     Built-in sets have the splits train, validation and test; user formats are read whole
-    and split with ``held_out_split`` (``all``, ``train``, ``validation``).
+    and split by a hash of each text (``all``, ``train``, ``validation``, ``test``: 90/5/5).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -118,7 +128,12 @@ def read(spec: str, split: str) -> SentimentDataset:
     if not parsed.path:
         raise ValueError(f"--data {spec!r}: no PATH after '{parsed.format}:'")
     full = adapter(Path(parsed.path).expanduser(), parsed.options)
-    return SentimentDataset(held_out_split(full.samples, split), full.classes, f"{spec} ({split})", full.skipped)
+    samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
+    return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
+
+
+def _text_key(sample: dict) -> str:
+    return sample["text"]
 
 
 def _read_builtin(name: str, split: str) -> SentimentDataset:
@@ -136,12 +151,13 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
     text_column, label_column = options.get("text", "text"), options.get("label", "label")
-    records = _records(path, delimiter, quoting)
+    _require_file(path)
+    records = table_records(path, delimiter, quoting)
     header_line, header = next(records, (0, None))
     if header is None:
-        raise ValueError(f"{path}: empty file; expected a header row naming the columns "
+        raise ZooError(f"{path}: empty file; expected a header row naming the columns "
                          f"{text_column!r} and {label_column!r}")
-    header = [field.strip() for field in header]
+    header = unique_header([field.strip() for field in header], path, header_line)
     text_at = _column(header, text_column, "text", f"{path}:{header_line}")
     label_at = _column(header, label_column, "label", f"{path}:{header_line}")
     texts: list[str] = []
@@ -149,23 +165,10 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
     for line, row in records:
         where = f"{path}:{line}"
         if len(row) != len(header):
-            raise ValueError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
+            raise ZooError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
         texts.append(_clean_text(row[text_at], where))
         labels.append((where, _clean_label(row[label_at], where)))
     return _labelled(path, texts, labels, options.get("classes"))
-
-
-def _records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each non-blank record (a quoted field may span lines)."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    end = 0   # last line of the previous record
-    try:
-        for row in reader:
-            line, end = end + 1, reader.line_num
-            if row:
-                yield line, row
-    except csv.Error as err:
-        raise ValueError(f"{path}:{reader.line_num}: malformed row ({err})") from None
 
 
 def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -180,21 +183,18 @@ def _read_jsonl(path: Path, options: dict[str, str]) -> SentimentDataset:
     text_key, label_key = options.get("text", "text"), options.get("label", "label")
     texts: list[str] = []
     labels: list[tuple[str, str]] = []
-    try:
-        for number, obj in read_jsonl(path):
-            where = f"{path}:{number}"
-            for role, key in (("text", text_key), ("label", label_key)):
-                if key not in obj:
-                    raise ValueError(f"{where}: no {role} field {key!r}; the object has {sorted(obj)}")
-            text, label = obj[text_key], obj[label_key]
-            if not isinstance(text, str):
-                raise ValueError(f"{where}: text field {text_key!r} holds {type(text).__name__}, expected a string")
-            if isinstance(label, bool) or not isinstance(label, (str, int)):
-                raise ValueError(f"{where}: label {label!r} is neither a name nor an integer")
-            texts.append(_clean_text(text, where))
-            labels.append((where, _clean_label(str(label), where)))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not valid UTF-8 ({err.reason}); save the file as UTF-8") from None
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        for role, key in (("text", text_key), ("label", label_key)):
+            if key not in obj:
+                raise ZooError(f"{where}: no {role} field {key!r}; the object has {sorted(obj)}")
+        text, label = obj[text_key], obj[label_key]
+        if not isinstance(text, str):
+            raise ZooError(f"{where}: text field {text_key!r} holds {type(text).__name__}, expected a string")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
+        texts.append(_clean_text(text, where))
+        labels.append((where, _clean_label(str(label), where)))
     return _labelled(path, texts, labels, options.get("classes"))
 
 
@@ -211,14 +211,14 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
             raise FileNotFoundError(f"{folder}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt{hint}")
         for file in sorted(folder.glob("*.txt")):
             try:
-                text = file.read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError) as err:
+                text = _clean_text(_LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(file))
+            except (OSError, ZooError) as err:
                 warnings.warn(f"{file}: skipped, unreadable ({err})")
                 skipped += 1
                 continue
-            samples.append({"text": _clean_text(_LINE_BREAK_TAGS.sub(" ", text), str(file)), "label": label})
+            samples.append({"text": text, "label": label})
     if not samples:
-        raise ValueError(f"{path}: no readable .txt files in neg/ or pos/")
+        raise ZooError(f"{path}: no readable .txt files in neg/ or pos/")
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)
 
 
@@ -239,20 +239,9 @@ def _require_file(path: Path) -> None:
         raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
 
 
-def _read_text(path: Path) -> str:
-    """A whole UTF-8 file (a BOM is dropped); a decoding error names the line."""
-    _require_file(path)
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 ({err.reason}); save the file as UTF-8") from None
-
-
 def _column(header: list[str], name: str, role: str, where: str) -> int:
     if name not in header:
-        raise ValueError(f"{where}: no {role} column {name!r}; the header has {header} "
+        raise ZooError(f"{where}: no {role} column {name!r}; the header has {header} "
                          f"(csv, tsv and jsonl take ?{role}=NAME)")
     return header.index(name)
 
@@ -260,21 +249,21 @@ def _column(header: list[str], name: str, role: str, where: str) -> int:
 def _clean_text(text: str, where: str) -> str:
     text = text.strip()
     if not text:
-        raise ValueError(f"{where}: empty text")
+        raise ZooError(f"{where}: empty text")
     return text
 
 
 def _clean_label(label: str, where: str) -> str:
     label = label.strip()
     if not label:
-        raise ValueError(f"{where}: empty label")
+        raise ZooError(f"{where}: empty label")
     return label
 
 
 def _labelled(path: Path, texts: list[str], labels: list[tuple[str, str]], classes: str | None) -> SentimentDataset:
     """Samples from texts and raw labels (each with its ``file:line``)."""
     if not texts:
-        raise ValueError(f"{path}: no samples after the header")
+        raise ZooError(f"{path}: no samples after the header")
     ids, names = _label_ids(labels, _parse_classes(classes))
     return SentimentDataset([{"text": t, "label": i} for t, i in zip(texts, ids)], names, str(path))
 
@@ -284,7 +273,7 @@ def _parse_classes(value: str | None) -> list[str] | None:
         return None
     names = [name.strip() for name in value.split(",")]
     if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"classes={value!r}: expected distinct, non-empty names separated by commas")
+        raise ZooError(f"classes={value!r}: expected distinct, non-empty names separated by commas")
     return names
 
 
@@ -300,7 +289,7 @@ def _label_ids(labels: list[tuple[str, str]], classes: list[str] | None) -> tupl
             elif numbered and _INTEGER.fullmatch(value) and 0 <= int(value) < len(classes):
                 ids.append(int(value))
             else:
-                raise ValueError(f"{where}: unknown label {value!r}; the classes are {classes}")
+                raise ZooError(f"{where}: unknown label {value!r}; the classes are {classes}")
         return ids, classes
     integers = [(where, value) for where, value in labels if _INTEGER.fullmatch(value)]
     if not integers:
@@ -309,13 +298,19 @@ def _label_ids(labels: list[tuple[str, str]], classes: list[str] | None) -> tupl
         return [index[value] for _, value in labels], names
     if len(integers) < len(labels):
         where, value = next((w, v) for w, v in labels if not _INTEGER.fullmatch(v))
-        raise ValueError(f"{where}: label {value!r} is a name, but {integers[0][0]} has the integer label "
+        raise ZooError(f"{where}: label {value!r} is a name, but {integers[0][0]} has the integer label "
                          f"{integers[0][1]}; give classes=NAME,NAME,... to map both")
     for where, value in integers:
         if int(value) < 0:
-            raise ValueError(f"{where}: label {value} is negative; integer labels are class ids 0..N-1 "
+            raise ZooError(f"{where}: label {value} is negative; integer labels are class ids 0..N-1 "
                              f"(give classes=... to use them as names)")
     ids = [int(value) for _, value in labels]
+    limit = MAX_ID_PER_LABEL * len(set(ids))
+    for where, value in integers:
+        if int(value) > limit:
+            raise ZooError(f"{where}: label {value} is far outside the other labels ({len(set(ids))} distinct "
+                             f"values; a class id above {limit} would make {int(value) + 1} classes); fix the row, "
+                             "or give classes=... to use the labels as names")
     return ids, [str(i) for i in range(max(ids) + 1)]
 
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.task import Metric, Task
 from tasks.sentiment import data
 from tasks.sentiment.evaluation import classify, label_mapping, metrics
@@ -71,10 +72,10 @@ class SentimentTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--vocab-size``, ``--max-len``, ``--token-dropout``; sets this task's training defaults (4 epochs...)."""
         group = parser.add_argument_group("sentiment")
-        group.add_argument("--vocab-size", type=int, default=8000,
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=8000,
                            help="tokenizer vocabulary trained from scratch (ignored with --init-backbone)")
-        group.add_argument("--max-len", type=int, default=128, help="tokens kept per text")
-        group.add_argument("--token-dropout", type=float, default=0.15,
+        group.add_argument("--max-len", type=POSITIVE_INT, default=128, help="tokens kept per text")
+        group.add_argument("--token-dropout", type=DROP_FRACTION, default=0.15,
                            help="while training, replace this fraction of tokens by <unk> (word dropout)")
         parser.set_defaults(**TRAIN_DEFAULTS)
 

@@ -35,12 +35,15 @@ from tasks.engine.data import (
     build_atomically,
     builtin_dir,
     debian_package_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     read_jsonl,
+    read_utf8,
+    split_lines,
     write_jsonl,
 )
+from zoo.errors import ZooError
 from tasks.engine.rdata import read_r_lazyload
 
 TASK = "text_generation"
@@ -113,7 +116,7 @@ def read(spec: str, split: str) -> TextDataset:
     """Samples of ``split`` from a data SPEC (see the module docstring).
 
     Built-in sets take "train" | "validation" | "test"; user sources take those or "all",
-    with a seeded 95/5 train/validation hold-out (:func:`held_out_split`).
+    split 90/5/5 train/validation/test by a seeded hash of each text (:func:`hash_split`).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -127,7 +130,8 @@ def read(spec: str, split: str) -> TextDataset:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (from --data {spec!r})")
     texts, skipped = readers[parsed.format](path, parsed.options)
-    return TextDataset(held_out_split(texts, split), f"{spec} [{split}]", skipped)
+    return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
+                       f"{spec} [{split}]", skipped)
 
 
 def _read_builtin(name: str, split: str) -> TextDataset:
@@ -147,7 +151,7 @@ def _check_options(path: Path, options: dict[str, str], allowed: dict[str, str])
     """Options with defaults filled in; an unknown key raises (it is most likely a typo)."""
     unknown = set(options) - set(allowed)
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}")
+        raise ZooError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}; allowed: {', '.join(allowed)}")
     return {**allowed, **options}
 
 
@@ -156,11 +160,11 @@ def _text_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     default = "document" if path.is_dir() else "paragraph"
     sample_by = _check_options(path, options, {"sample_by": default})["sample_by"]
     if sample_by not in _SAMPLE_BY:
-        raise ValueError(f"{path}: sample_by={sample_by!r}; expected one of {', '.join(_SAMPLE_BY)}")
+        raise ZooError(f"{path}: sample_by={sample_by!r}; expected one of {', '.join(_SAMPLE_BY)}")
     if path.is_file():
         text = _decode_text(path)
         if not text.strip():
-            raise ValueError(f"{path}: empty text")
+            raise ZooError(f"{path}: empty text")
         return _cut(text, sample_by), 0
     files = sorted(path.rglob("*.txt"))
     if not files:
@@ -171,26 +175,20 @@ def _text_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
         try:
             text = _decode_text(file)
             if not text.strip():
-                raise ValueError(f"{file}: empty text")
+                raise ZooError(f"{file}: empty text")
         except (OSError, ValueError) as err:
             warnings.warn(f"skipping {err}", stacklevel=2)
             skipped += 1
             continue
         texts.extend(_cut(text, sample_by))
     if not texts:
-        raise ValueError(f"{path}: all {len(files)} .txt files are empty or unreadable")
+        raise ZooError(f"{path}: all {len(files)} .txt files are empty or unreadable")
     return texts, skipped
 
 
 def _decode_text(path: Path) -> str:
-    """A file's UTF-8 text (a BOM dropped, CRLF made LF); bad bytes raise naming the line."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
-    return text.replace("\r\n", "\n")
+    """A file's UTF-8 text (a BOM dropped; CRLF and bare CR made LF); bad bytes or NUL raise naming the line."""
+    return "\n".join(split_lines(read_utf8(path)))
 
 
 def _cut(text: str, sample_by: str) -> list[str]:
@@ -207,21 +205,18 @@ def _jsonl_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a file (jsonl: expects one .jsonl file)")
     texts: list[str] = []
-    try:
-        for line, row in read_jsonl(path):
-            if field not in row:
-                raise ValueError(f"{path}:{line}: no field {field!r} (fields: {', '.join(row) or 'none'}); "
-                                 "choose it with ?field=NAME")
-            text = row[field]
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{line}: field {field!r} is a {type(text).__name__}, expected a string")
-            if not text.strip():
-                raise ValueError(f"{path}:{line}: empty text in field {field!r}")
-            texts.append(text)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    for line, row in read_jsonl(path):
+        if field not in row:
+            raise ZooError(f"{path}:{line}: no field {field!r} (fields: {', '.join(row) or 'none'}); "
+                             "choose it with ?field=NAME")
+        text = row[field]
+        if not isinstance(text, str):
+            raise ZooError(f"{path}:{line}: field {field!r} is a {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise ZooError(f"{path}:{line}: empty text in field {field!r}")
+        texts.append(text)
     if not texts:
-        raise ValueError(f"{path}: no records")
+        raise ZooError(f"{path}: no records")
     return texts, 0
 
 

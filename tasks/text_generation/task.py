@@ -19,7 +19,7 @@ import torch
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.engine.commands import generation_options
+from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.task import Metric, Task
 from tasks.text_generation import data
 from tasks.text_generation.blocks import BlockLayout, TextBlocks
@@ -72,12 +72,13 @@ class TextGenerationTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--vocab-size``, ``--tokenizer-type``, ``--tokenizer`` and ``--block-size``; this task's defaults."""
         group = parser.add_argument_group("text generation")
-        group.add_argument("--vocab-size", type=int, default=2048, help="tokenizer vocabulary trained from the text")
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=2048,
+                           help="tokenizer vocabulary trained from the text")
         group.add_argument("--tokenizer-type", choices=("unigram", "bpe"), default="unigram",
                            help="sentencepiece model type of a trained tokenizer")
         group.add_argument("--tokenizer", default=None, metavar="PATH",
                            help="use this tokenizer.model (or a model/run folder's) instead of training one")
-        group.add_argument("--block-size", type=int, default=128, help="tokens per training block (context)")
+        group.add_argument("--block-size", type=POSITIVE_INT, default=128, help="tokens per training block (context)")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
     def build_model(self, args: argparse.Namespace, train_set: TextBlocks) -> zoo.ZooModel:

@@ -16,7 +16,9 @@ Built-in sets (``zoo data prepare translation``), cached as ``train.tsv``,
 - ``default``: the King James Bible (Debian ``sword-text-kjv``) paired verse by verse
   with the Reina-Valera 1909 (``sword-text-sparv``), read with ``pysword``. Both modules
   use the KJV versification, so (book, chapter, verse) keys line up; whole chapters are
-  held out for validation and test, so no held-out verse has a neighbour in training.
+  held out for validation and test, so no held-out verse has a neighbour in training, and a
+  verse repeated word for word elsewhere ("The word of the LORD came unto me, saying,") is
+  dropped from training (and from validation when test holds it).
 - ``numbers``: integers written in English and in French by ``num2words``.
 """
 from __future__ import annotations
@@ -40,14 +42,17 @@ from tasks.engine.data import (
     builtin_dir,
     data_root,
     debian_package_root,
-    held_out_split,
+    hash_split,
     is_prepared,
     parse_spec,
     read_jsonl,
+    read_utf8,
+    split_lines,
 )
+from zoo.errors import ZooError
 
 TASK = "translation"
-VERSION = "1"
+VERSION = "2"  # 2: a verse text repeated in another chapter is kept in its held-out split only
 BUILTIN_SETS: dict[str, str] = {
     "default": "English (King James) -> Spanish (Reina-Valera 1909) Bible verses, ~31,000 pairs, whole chapters held out",
     "numbers": "numbers up to 999,999 written in English -> French (num2words), 12,000 pairs",
@@ -88,7 +93,8 @@ def read(spec: str, split: str) -> TranslationDataset:
     """The ``split`` of a data SPEC: ``builtin``, ``builtin:NAME``, ``tsv:``, ``jsonl:`` or ``pairs:``.
 
     Built-in sets have fixed ``train``/``validation``/``test`` splits; a user source is
-    read whole and then split by :func:`held_out_split` (``all`` keeps everything).
+    read whole and then split 90/5/5 by a seeded hash of each source sentence
+    (:func:`~tasks.engine.data.hash_split`; ``all`` keeps everything).
     """
     parsed = parse_spec(spec)
     if parsed.is_builtin:
@@ -107,7 +113,13 @@ def read(spec: str, split: str) -> TranslationDataset:
     pairs = reader(parsed.path, parsed.options)
     if not pairs:
         raise ValueError(f"--data {spec!r}: no sentence pairs in {parsed.path}")
-    return TranslationDataset(held_out_split(pairs, split, seed=SEED), f"{spec} [{split}]")
+    return TranslationDataset(hash_split(pairs, split, key=_source_key, source=f"--data {spec}", seed=SEED),
+                              f"{spec} [{split}]")
+
+
+def _source_key(pair: Pair) -> str:
+    """A pair's split key: its source sentence, so one sentence is never in two splits."""
+    return pair[0]
 
 
 def _read_builtin(name: str, split: str) -> TranslationDataset:
@@ -122,34 +134,36 @@ def _read_builtin(name: str, split: str) -> TranslationDataset:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` of a UTF-8 file, without line endings or a leading BOM.
 
-    Lines are split on ``\\n`` only (as ``wc -l`` counts them), so two aligned files agree
-    on numbering even when a sentence holds an exotic Unicode line separator.
+    Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``, never at an exotic Unicode line separator, so
+    two aligned files agree on numbering whatever system wrote them. Bytes that are not UTF-8
+    or a NUL character raise naming the file and line.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 (byte {err.start} of the line)") from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            yield number, line.rstrip("\r\n")
+    yield from enumerate(split_lines(read_utf8(path)), 1)
 
 
 def _read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
-    """``source<TAB>target`` lines; a line without exactly one tab or with an empty side is refused."""
+    """``source<TAB>target`` lines; blank lines are skipped, one without exactly one tab or with an empty side is refused."""
     file = Path(path).expanduser()
     pairs = []
     for number, line in _lines(file):
+        if not line.strip():
+            continue  # a blank or whitespace-only line holds no pair
         fields = line.split("\t")
         if len(fields) != 2:
-            raise ValueError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
+            raise ZooError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
         source, target = fields[0].strip(), fields[1].strip()
         if not source or not target:
-            raise ValueError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
+            raise ZooError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
         pairs.append((source, target))
+    return _nonempty(pairs, file)
+
+
+def _nonempty(pairs: list[Pair], file: Path) -> list[Pair]:
+    """``pairs``; none at all (an empty or blank file) raises naming the file."""
+    if not pairs:
+        raise ZooError(f"{file}: no sentence pairs (the file is empty)")
     return pairs
 
 
@@ -164,25 +178,25 @@ def _read_jsonl(path: str, options: dict[str, str]) -> list[Pair]:
         texts = []
         for key in keys:
             if key not in row:
-                raise ValueError(
+                raise ZooError(
                     f"{file}:{number}: no field {key!r} (the line has: {', '.join(row) or 'no fields'}); "
                     f"name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"
                 )
             value = row[key]
             if not isinstance(value, str):
-                raise ValueError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
+                raise ZooError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
             if not value.strip():
-                raise ValueError(f"{file}:{number}: field {key!r} is empty")
+                raise ZooError(f"{file}:{number}: field {key!r} is empty")
             texts.append(value.strip())
         pairs.append((texts[0], texts[1]))
-    return pairs
+    return _nonempty(pairs, file)
 
 
 def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
     """Two line-aligned files ``SRC,TGT``; different lengths or an empty line are refused."""
     parts = paths.split(",")
     if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise ValueError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
+        raise ZooError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
     files = [Path(p.strip()).expanduser() for p in parts]
     src_lines, tgt_lines = _lines(files[0]), _lines(files[1])
     pairs = []
@@ -191,16 +205,16 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
             short, long, rest = (files[0], files[1], tgt_lines) if src_item is None else (files[1], files[0], src_lines)
             number = (tgt_item or src_item)[0]
             total = number + sum(1 for _ in rest)
-            raise ValueError(
+            raise ZooError(
                 f"{short} ends after line {number - 1} but {long} goes on to line {total}: "
                 f"line {number} of {long} has no counterpart; the two files of pairs: must have the same number of lines"
             )
         number = src_item[0]
         for file, text in zip(files, (src_item[1], tgt_item[1])):
             if not text.strip():
-                raise ValueError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
+                raise ZooError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
         pairs.append((src_item[1].strip(), tgt_item[1].strip()))
-    return pairs
+    return _nonempty(pairs, files[0])
 
 
 _READERS: dict[str, Callable[[str, dict[str, str]], list[Pair]]] = {
@@ -330,7 +344,11 @@ def _build_bible() -> dict[str, list[Pair]]:
 
 
 def _split_by_chapter(pairs: dict[VerseKey, Pair], fraction: float) -> dict[str, list[Pair]]:
-    """Hold out seeded whole chapters until validation and test each reach ``fraction`` of the pairs."""
+    """Hold out seeded whole chapters until validation and test each reach ``fraction`` of the pairs.
+
+    A source verse that also occurs in a held-out chapter is left out of the earlier split of
+    train < validation < test, so no source sentence is in two splits.
+    """
     chapters = list(dict.fromkeys(key[:2] for key in pairs))  # canonical order
     sizes = {chapter: 0 for chapter in chapters}
     for key in pairs:
@@ -344,9 +362,17 @@ def _split_by_chapter(pairs: dict[VerseKey, Pair], fraction: float) -> dict[str,
         assignment[chapter] = split
         if split != "train":
             counts[split] += sizes[chapter]
+    rank = {"train": 0, "validation": 1, "test": 2}
+    home: dict[str, str] = {}  # source sentence -> the latest split of train < validation < test holding it
+    for key, (source, _) in pairs.items():
+        split = assignment[key[:2]]
+        if rank[split] > rank[home.get(source, "train")]:
+            home[source] = split
     splits: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for key, pair in pairs.items():
-        splits[assignment[key[:2]]].append(pair)
+        split = assignment[key[:2]]
+        if home.get(pair[0], "train") == split:
+            splits[split].append(pair)
     return splits
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.engine.commands import generation_options
+from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.task import Metric, Task
 from tasks.translation import data
 from tasks.translation.evaluation import scores, translate
@@ -63,11 +63,12 @@ class TranslationTask(Task):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Vocabulary, length and evaluation flags; sets this task's training defaults."""
         group = parser.add_argument_group("translation")
-        group.add_argument("--vocab-size", type=int, default=4000, help="sentencepiece pieces (per side with --separate-vocab)")
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=4000,
+                           help="sentencepiece pieces (per side with --separate-vocab)")
         group.add_argument("--separate-vocab", action="store_true",
                            help="one tokenizer per side instead of one joint model (no embedding sharing)")
-        group.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN, help="tokens kept per sentence")
-        group.add_argument("--eval-beams", type=int, default=4,
+        group.add_argument("--max-len", type=POSITIVE_INT, default=DEFAULT_MAX_LEN, help="tokens kept per sentence")
+        group.add_argument("--eval-beams", type=POSITIVE_INT, default=4,
                            help="beam size of evaluation, in training and `zoo eval` (1 = greedy, about 2x faster)")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
@@ -128,7 +129,7 @@ class TranslationTask(Task):
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
         parser.set_defaults(max_new_tokens=None)
-        parser.add_argument("--batch-size", type=int, default=32, help="sentences translated together")
+        parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="sentences translated together")
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         return {**generation_options(args), "batch_size": args.batch_size}

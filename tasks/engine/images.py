@@ -1,0 +1,113 @@
+"""Image files decoded one way for every task (classification, detection, their predict commands).
+
+:func:`load_image` gives an RGB PIL image: EXIF orientation applied, transparency composited
+onto white, palette / gray+alpha / CMYK / 16-bit / float modes converted by :func:`to_rgb`.
+:func:`probe_image` checks a file cheaply (header and chunk checksums, no decoding) and
+returns the size :func:`load_image` will give. Both raise ``FileNotFoundError`` for a missing
+file and :class:`~zoo.errors.ZooError` naming the file for a damaged one, a non-image, or one
+over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, never changed here).
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from zoo.errors import ZooError
+
+BACKGROUND = (255, 255, 255)  # what transparent pixels become
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_SWAPPED = (5, 6, 7, 8)  # EXIF orientations that turn the stored image a quarter turn
+_ORIENTATION = 0x0112
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode one image file as RGB (EXIF rotation applied, transparency on white, modes as :func:`to_rgb`)."""
+    with decoding(path), Image.open(path) as image:
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) that :func:`load_image` gives (EXIF quarter turns swap them), without decoding pixels."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ZooError(f"{path}: empty file")
+    with decoding(path):
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()
+        with Image.open(path) as image:  # verify() leaves the image unusable; the EXIF needs a fresh open
+            turned = _orientation(image) in _SWAPPED
+    return (height, width) if turned else (width, height)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation of an opened image, read without decoding its pixels.
+
+    A PNG's EXIF is seen only when its eXIf chunk comes before the image data, as the PNG
+    specification asks (Pillow's ``getexif`` would decode the whole image to look further).
+    """
+    if image.format == "PNG":
+        if "exif" not in image.info:
+            return None
+        exif = Image.Exif()
+        exif.load(image.info["exif"])
+        return exif.get(_ORIENTATION)
+    return image.getexif().get(_ORIENTATION)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB.
+
+    Transparent pixels are composited onto white. 16-bit gray (``I;16``) is scaled by
+    255/65535; 32-bit integer gray (``I``) is taken as 8-bit when every value is at most 255,
+    else as 16-bit; float gray (``F``) in [0, 1] is scaled by 255, other floats are clipped
+    to 0..255 (NaN becomes 0). Other modes (palette, 1-bit, CMYK, YCbCr) use Pillow's conversion.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
+        return Image.fromarray(_gray_to_bytes(image), mode="L").convert("RGB")
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _gray_to_bytes(image: Image.Image) -> np.ndarray:
+    """A high-depth gray image (``I;16*``, ``I`` or ``F``) as uint8 (H, W), scaled as :func:`to_rgb` says."""
+    values = np.asarray(image).astype(np.float64)  # (H, W)
+    if image.mode == "F":
+        values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+    elif image.mode in _SIXTEEN_BIT or values.max(initial=0) > 255:
+        values = values * (255.0 / 65535.0)
+    return np.round(np.clip(values, 0, 255)).astype(np.uint8)
+
+
+@contextmanager
+def decoding(path: str | Path) -> Iterator[None]:
+    """Turn what Pillow raises on a bad file into an error naming the file.
+
+    Images above ``Image.MAX_IMAGE_PIXELS`` (Pillow's warning threshold) are refused too;
+    the limit itself is never changed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise ZooError(f"{path}: is a folder, not an image file") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ZooError(f"{path}: refused as a possible decompression bomb ({err})") from None
+        except ZooError:
+            raise
+        except Exception as err:  # Pillow's plugins raise many types on malformed files
+            raise ZooError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
