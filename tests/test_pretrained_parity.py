@@ -371,6 +371,19 @@ def test_unknown_weights_file_is_refused_with_what_zoo_reads(tmp_path):
         zoo.create_model(pretrained=tmp_path / "vit.pth", head="classification", num_classes=2)
 
 
+def test_architectures_our_blocks_do_not_have_are_refused_naming_why(tmp_path):
+    pooled = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=2,
+                               global_pool="avg")   # fc_norm over averaged patches: not our class-token ViT
+    save_file(pooled.state_dict(), str(tmp_path / "avg.safetensors"))
+    with pytest.raises(ZooError, match="avg.safetensors: timm key 'fc_norm.(weight|bias)' has no counterpart"):
+        zoo.create_model(pretrained=tmp_path / "avg.safetensors", head="classification", num_classes=2)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=4,
+                                     tie_word_embeddings=False)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "untied", safe_serialization=True)
+    with pytest.raises(ZooError, match="'lm_head.weight' differs from the token embedding"):
+        zoo.create_model(pretrained=tmp_path / "untied", head="lm")
+
+
 def test_unsupported_family_is_refused_with_the_supported_list(tmp_path):
     folder = tmp_path / "t5"
     folder.mkdir()
