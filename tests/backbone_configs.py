@@ -21,11 +21,17 @@ ADAPTER_ARGS = {
         encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None),
 }
 
+# The wrapped transformers backbone, exercised with a tiny random BERT.
+WRAPPED_ARGS = dict(config=dict(model_type="bert", vocab_size=50, hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+
 
 def small_args(name: str, modality: str) -> dict:
     """Reduced arguments for a registered backbone name."""
     if name in ADAPTER_ARGS:
         return dict(ADAPTER_ARGS[name])
+    if name == "transformers":
+        return dict(WRAPPED_ARGS)
     if name == "text_decoder_gpt2":
         return dict(TEXT_GPT2)
     return dict(SMALL_ARGS[modality])

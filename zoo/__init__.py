@@ -12,6 +12,7 @@ from typing import Any
 from zoo import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
 from zoo.features import Features
 from zoo.model import ZooModel, create_backbone, create_head, create_model, load
+from zoo.pretrained import wrapped as _wrapped  # noqa: F401  (registers the "transformers" backbone)
 from zoo.registry import BACKBONES, HEADS, TASKS, Registry
 from zoo.tokenizer import Tokenizer
 

@@ -11,6 +11,7 @@ applies them in order, so every folder any zoo version saved keeps loading.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,8 @@ from zoo.errors import ZooError
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
+POINTERS = ("best", "last")   # a run folder's links to its best and last step-N checkpoints
+STEP_DIR = re.compile(r"step-(\d+)$")   # a run folder's checkpoint folders
 _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin", "checkpoint.pt")
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 # field -> (JSON types allowed, required); "name"/"args" of backbone and head are checked below
@@ -148,3 +151,36 @@ def _json_type(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
              int: "a number", float: "a number"}
     return names.get(type(value), type(value).__name__)
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """A model folder -> itself; a run folder -> the folder its ``prefer`` pointer names.
+
+    ``prefer`` is "best" (evaluation, prediction, transfer) or "last" (resume); a run with
+    only the other pointer falls back to it, and a run with neither (killed between renaming
+    its first ``step-N`` and pointing at it) to its newest complete ``step-N``.
+    """
+    if prefer not in POINTERS:
+        raise ValueError(f"prefer={prefer!r}: expected one of {POINTERS}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a file, not a model folder or a run folder")
+    if (path / CONFIG).is_file():
+        return path
+    for name in (prefer, *[p for p in POINTERS if p != prefer]):
+        if (path / name).exists():
+            return (path / name).resolve()
+    complete = _complete_steps(path)
+    if complete:
+        return complete[-1].resolve()
+    raise FileNotFoundError(
+        f"{path} is neither a model folder (no config.json) nor a run folder with a 'best' or 'last' checkpoint"
+    )
+
+
+def _complete_steps(run_dir: Path) -> list[Path]:
+    """``step-N`` folders holding a model (config.json and weights), oldest first."""
+    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
+    return [p for _, p in steps if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()]

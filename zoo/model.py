@@ -42,14 +42,20 @@ def create_head(name: str, backbone: nn.Module, **args: Any) -> nn.Module:
 
 @dataclass
 class LoadReport:
-    """What ``load_weights`` did: names loaded, skipped (shape differs) and missing from the file."""
+    """What a weight load did: names loaded, skipped and missing from the file (left new).
+
+    ``load_weights`` skips a tensor whose shape differs; a pretrained conversion skips the
+    file's tensors the model has no place for (``skip_reason`` says which).
+    """
 
     loaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    skip_reason: str = "shape differs"
 
     def __str__(self) -> str:
-        return f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} (shape differs), {len(self.missing)} missing"
+        return (f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} ({self.skip_reason}), "
+                f"{len(self.missing)} missing")
 
 
 class ZooModel(nn.Module):
@@ -147,14 +153,34 @@ class ZooModel(nn.Module):
         return self.load_weights(directory, prefix="backbone.")
 
 
-def create_model(backbone: str | nn.Module = "vit_tiny", head: str | nn.Module = "classification", *,
-                 backbone_args: dict | None = None, tokenizer: Tokenizer | None = None,
-                 preprocessing: dict | None = None, task: str | None = None, **head_args: Any) -> ZooModel:
-    """Compose a model from registry names or built modules.
+def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module = "classification", *,
+                 pretrained: str | Path | None = None, backbone_args: dict | None = None,
+                 tokenizer: Tokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
+                 **head_args: Any) -> ZooModel:
+    """Compose a model from registry names or built modules (the backbone defaults to ``vit_tiny``).
+
+    ``pretrained``: a zoo model or run folder, a local transformers folder, or a timm/torchaudio
+    safetensors file (see :mod:`zoo.pretrained`); it builds the backbone, and head tensors stored
+    beside it (a classifier of the same shape) fill the new head. ``model.pretrained_report``
+    then lists what was loaded, skipped and left new. ``backbone``/``backbone_args`` name the
+    model of a bare weights file that does not say its architecture.
 
     >>> zoo.create_model(backbone="vit_tiny", head="classification",
     ...                  backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
     """
+    source = None
+    if pretrained is not None:
+        from zoo.pretrained import load_pretrained
+
+        if backbone is not None and not isinstance(backbone, str):
+            raise ValueError("pretrained= builds the backbone; pass backbone= only as the name of the model "
+                             "of a weights file")
+        source = load_pretrained(pretrained, backbone, backbone_args)
+        backbone, backbone_args = source.backbone, None
+        preprocessing = {**source.preprocessing, **(preprocessing or {})}
+        tokenizer = tokenizer if tokenizer is not None else source.tokenizer
+    if backbone is None:
+        backbone = "vit_tiny"
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, **(backbone_args or {}))
     elif backbone_args:
@@ -163,7 +189,26 @@ def create_model(backbone: str | nn.Module = "vit_tiny", head: str | nn.Module =
         head = create_head(head, backbone, **head_args)
     elif head_args:
         raise ValueError("head arguments apply only when the head is given by name")
-    return ZooModel(backbone, head, tokenizer, preprocessing, task)
+    model = ZooModel(backbone, head, tokenizer, preprocessing, task)
+    if source is not None:
+        model.pretrained_report = _fill_head(model, source.report, source.head_state)
+    return model
+
+
+def _fill_head(model: ZooModel, report: LoadReport, stored: dict[str, torch.Tensor]) -> LoadReport:
+    """``report`` completed with the head: tensors of ``stored`` matching name and shape are loaded."""
+    report = LoadReport(list(report.loaded), list(report.skipped), list(report.missing), report.skip_reason)
+    own = model.head.state_dict()
+    tied = {t.data_ptr() for t in model.backbone.state_dict().values()}   # the lm head shares the embedding
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if name in stored and stored[name].shape == tensor.shape:
+                tensor.copy_(stored[name])
+                report.loaded.append(f"head.{name}")
+            elif tensor.data_ptr() not in tied:
+                report.missing.append(f"head.{name}")
+    report.skipped += [f"head.{n}" for n in stored if n not in own or stored[n].shape != own[n].shape]
+    return report
 
 
 def load(directory: str | Path, map_location: str | torch.device = "cpu") -> ZooModel:

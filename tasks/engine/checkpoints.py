@@ -18,7 +18,6 @@ import errno
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -28,12 +27,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from zoo.checkpoint import POINTERS, STEP_DIR, resolve_checkpoint
 from zoo.errors import ZooError
 
-POINTERS = ("best", "last")
 TRAINER_TENSORS = "trainer_state.safetensors"
 TRAINER_JSON = "trainer_state.json"
-_STEP = re.compile(r"step-(\d+)$")
 _TMP_PREFIX = ".tmp-step-"
 
 
@@ -84,46 +82,13 @@ def point_best(run_dir: Path, step: int) -> None:
 def prune(run_dir: Path, keep: int = 2) -> None:
     """Delete step folders no pointer names, except the newest ``keep``; delete stale temporaries."""
     run_dir = Path(run_dir)
-    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
+    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
     protected = _pointer_targets(run_dir) | {p.name for _, p in steps[-keep:]}
     for _, path in steps:
         if path.name not in protected:
             shutil.rmtree(path)
     for path in run_dir.glob(f"{_TMP_PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
-
-
-def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
-    """A model folder -> itself; a run folder -> the folder its ``prefer`` pointer names.
-
-    ``prefer`` is "best" (evaluation, prediction, transfer) or "last" (resume); a run with
-    only the other pointer falls back to it, and a run with neither (killed between renaming
-    its first ``step-N`` and pointing at it) to its newest complete ``step-N``.
-    """
-    if prefer not in POINTERS:
-        raise ValueError(f"prefer={prefer!r}: expected one of {POINTERS}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {path} is a file, not a model folder or a run folder")
-    if (path / "config.json").is_file():
-        return path
-    for name in (prefer, *[p for p in POINTERS if p != prefer]):
-        if (path / name).exists():
-            return (path / name).resolve()
-    complete = _complete_steps(path)
-    if complete:
-        return complete[-1].resolve()
-    raise FileNotFoundError(
-        f"{path} is neither a model folder (no config.json) nor a run folder with a 'best' or 'last' checkpoint"
-    )
-
-
-def _complete_steps(run_dir: Path) -> list[Path]:
-    """``step-N`` folders holding a model (config.json and weights), oldest first."""
-    steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
-    return [p for _, p in steps if (p / "config.json").is_file() and (p / "model.safetensors").is_file()]
 
 
 def save_trainer_state(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:

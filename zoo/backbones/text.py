@@ -24,8 +24,9 @@ class TextConfig:
     depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
-    mlp: str = "gelu"
+    mlp: str = "gelu"            # "gelu" | "gelu_tanh" (GPT-2) | "swiglu"
     norm: str = "layer"
+    norm_eps: float = 1e-6       # GPT-2: 1e-5
     position: str = "rope"       # "rope" | "learned"
     max_len: int = 2048          # learned positions only
     causal: bool = False
@@ -45,9 +46,10 @@ class TextTransformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.pos_embed = nn.Embedding(cfg.max_len, cfg.dim) if cfg.position == "learned" else None
         self.rope = RotaryEmbedding(cfg.dim // cfg.heads) if cfg.position == "rope" else None
-        block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.mlp, cfg.norm, bias=cfg.bias, dropout=cfg.dropout)
+        block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.mlp, cfg.norm, cfg.norm_eps, bias=cfg.bias,
+                            dropout=cfg.dropout)
         self.stack = Stack(block, cfg.depth)
-        self.norm = make_norm(cfg.norm, cfg.dim)
+        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.embed.weight, std=0.02)
         if self.pos_embed is not None:

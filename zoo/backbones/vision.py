@@ -31,6 +31,7 @@ class ViTConfig:
     heads: int = 3
     mlp_ratio: float = 4.0
     class_token: bool = True
+    norm_eps: float = 1e-6       # timm: 1e-6; transformers ViT: 1e-12
     dropout: float = 0.0
     pyramid_levels: int = 3      # maps at strides p, 2p, 4p
 
@@ -56,8 +57,9 @@ class VisionTransformer(nn.Module):
         prefix = 1 if cfg.class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, prefix + grid * grid, cfg.dim) * 0.02)
-        self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, dropout=cfg.dropout), cfg.depth)
-        self.norm = make_norm("layer", cfg.dim)
+        self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, norm_eps=cfg.norm_eps, dropout=cfg.dropout),
+                           cfg.depth)
+        self.norm = make_norm("layer", cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.apply(_init_weights)
         if self.cls_token is not None:

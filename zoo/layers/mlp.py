@@ -1,4 +1,4 @@
-"""Feed-forward layers: GELU MLP and SwiGLU."""
+"""Feed-forward layers: GELU MLP (exact or tanh-approximated, as GPT-2) and SwiGLU."""
 from __future__ import annotations
 
 import torch
@@ -6,18 +6,18 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """``gelu``: fc1 -> GELU -> fc2; ``swiglu``: (silu(w1 x) * w3 x) -> w2, hidden scaled by 2/3."""
+    """``gelu``: fc1 -> GELU -> fc2 (``gelu_tanh``: GELU's tanh approximation); ``swiglu``: (silu(w1 x) * w3 x) -> w2, hidden scaled by 2/3."""
 
     def __init__(self, dim: int, hidden: int, kind: str = "gelu", dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.kind = kind
-        if kind == "gelu":
+        if kind in ("gelu", "gelu_tanh"):
             self.fc1 = nn.Linear(dim, hidden, bias=bias)
         elif kind == "swiglu":
             hidden = int(2 * hidden / 3)
             self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)  # gate and value, fused
         else:
-            raise ValueError(f"unknown mlp {kind!r}; expected 'gelu' or 'swiglu'")
+            raise ValueError(f"unknown mlp {kind!r}; expected 'gelu', 'gelu_tanh' or 'swiglu'")
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(dropout)
 
@@ -25,6 +25,8 @@ class MLP(nn.Module):
         h = self.fc1(x)
         if self.kind == "gelu":
             h = nn.functional.gelu(h)
+        elif self.kind == "gelu_tanh":
+            h = nn.functional.gelu(h, approximate="tanh")
         else:
             gate, value = h.chunk(2, dim=-1)
             h = nn.functional.silu(gate) * value

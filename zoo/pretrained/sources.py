@@ -1,0 +1,159 @@
+"""Which pretrained source a path is, and the backbone (with its load report) built from it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.checkpoint import CONFIG, WEIGHTS, read_weights, resolve_checkpoint
+from zoo.errors import ZooError
+from zoo.model import LoadReport, create_backbone
+from zoo.pretrained import gpt2, vit, wrapped
+from zoo.pretrained.weights import UNUSED, fill, folder_weights, refuse_pickle
+from zoo.tokenizer import Tokenizer
+
+CONVERTED = ("gpt2", "vit")
+SUPPORTED = tuple(sorted((*CONVERTED, *wrapped.FAMILIES)))   # transformers model_type values
+_HINT = "pass backbone='torchaudio/<factory>' (and its backbone_args) naming the model these weights belong to"
+
+
+@dataclass
+class Pretrained:
+    """A backbone built from pretrained weights, the head tensors found beside it, and the report.
+
+    ``head_state`` holds head tensors in zoo's names (a classifier, a saved zoo head): they are
+    loaded into the new head where names and shapes match. ``tokenizer``: a zoo folder's own.
+    """
+
+    backbone: nn.Module
+    report: LoadReport
+    head_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Tokenizer | None = None
+
+
+def load_pretrained(source: str | Path, backbone: str | None = None, backbone_args: dict | None = None) -> Pretrained:
+    """The backbone for pretrained ``source`` (a folder or a weights file); nothing is downloaded.
+
+    ``backbone``/``backbone_args`` name the factory of a bare weights file that does not say
+    its architecture (``torchaudio/wav2vec2_base``, or ``timm/vit_*`` for the number of heads);
+    a folder describes itself and refuses them.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"pretrained weights {path} do not exist; pass a model folder or a .safetensors file")
+    if path.is_file():
+        return _weights_file(path, backbone, dict(backbone_args or {}))
+    if backbone is not None or backbone_args:
+        raise ZooError(f"{path} describes its own architecture; drop backbone= and backbone_args= "
+                       f"(they name the model of a bare weights file)")
+    if not (path / CONFIG).is_file():
+        return _zoo_folder(resolve_checkpoint(path))
+    config_path = path / CONFIG
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ZooError(f"{config_path}: not a JSON config ({err})") from None
+    if not isinstance(config, dict):
+        raise ZooError(f"{config_path}: expected a JSON object at the top")
+    if "format_version" in config:
+        return _zoo_folder(path)
+    if "model_type" in config:
+        return _transformers_folder(path, config)
+    if "architecture" in config:
+        return _timm_folder(path, config)
+    raise ZooError(f"{config_path}: neither a zoo, a transformers (model_type) nor a timm (architecture) config; "
+                   f"supported transformers families: {', '.join(SUPPORTED)}")
+
+
+def _zoo_folder(folder: Path) -> Pretrained:
+    from zoo.model import load
+
+    model = load(folder)
+    names = [f"backbone.{n}" for n in model.backbone.state_dict()]
+    report = LoadReport(loaded=names, skipped=[], skip_reason=UNUSED)
+    return Pretrained(model.backbone, report, model.head.state_dict(), dict(model.preprocessing), model.tokenizer)
+
+
+def _transformers_folder(folder: Path, config: dict[str, Any]) -> Pretrained:
+    family = config["model_type"]
+    if family not in SUPPORTED:
+        raise ZooError(f"{folder / CONFIG}: model_type {family!r} is not supported; supported families: "
+                       f"{', '.join(SUPPORTED)}")
+    if family not in CONVERTED:
+        if not (folder / WEIGHTS).is_file():
+            folder_weights(folder)   # raises: no safetensors (names a pickle and its conversion)
+        module, report = wrapped.load(folder, config)
+        rate = {"sample_rate": 16000} if module.modality == "audio" else {}
+        return Pretrained(module, _prefixed(report), preprocessing=rate)
+    tensors = folder_weights(folder)
+    if family == "gpt2":
+        module = create_backbone(gpt2.NAME, **gpt2.backbone_args(config, folder / CONFIG))
+        converted, origin, unused = gpt2.convert(tensors, folder)
+        return Pretrained(module, _prefixed(fill(module, converted, folder, origin, unused)))
+    args = vit.transformers_args(config, folder / CONFIG)
+    module = create_backbone(vit.registry_name(args["dim"]), **args)
+    converted, origin, head, unused = vit.convert_transformers(tensors)
+    report = fill(module, converted, folder, origin, unused)
+    return Pretrained(module, _prefixed(report), head, _image_stats(folder / "preprocessor_config.json"))
+
+
+def _timm_folder(folder: Path, config: dict[str, Any]) -> Pretrained:
+    name = config["architecture"]
+    if not str(name).startswith("vit_"):
+        raise ZooError(f"{folder / CONFIG}: timm architecture {name!r} is not converted; zoo reads timm vit_* "
+                       f"weights (other timm models: backbone='timm/{name}' with checkpoint_path=)")
+    tensors = folder_weights(folder)
+    heads = vit.timm_heads(name, dict(config.get("model_args", {})))
+    stats = {k: list(config["pretrained_cfg"][k]) for k in ("mean", "std") if k in config.get("pretrained_cfg", {})}
+    return _timm_vit(tensors, folder, heads, stats)
+
+
+def _timm_vit(tensors: dict[str, torch.Tensor], path: Path, heads: int | None, stats: dict[str, Any]) -> Pretrained:
+    args = vit.timm_args(tensors, heads)
+    module = create_backbone(vit.registry_name(args["dim"]), **args)
+    converted, head = vit.convert_timm(tensors, path)
+    return Pretrained(module, _prefixed(fill(module, converted, path)), head, stats)
+
+
+def _weights_file(path: Path, backbone: str | None, args: dict[str, Any]) -> Pretrained:
+    if path.suffix in (".bin", ".pth", ".pt", ".ckpt"):
+        raise refuse_pickle(path, path.with_suffix(".safetensors"))
+    tensors = read_weights(path)
+    if "patch_embed.proj.weight" in tensors and "blocks.0.attn.qkv.weight" in tensors:
+        heads = None
+        if backbone is not None:
+            if not backbone.startswith("timm/"):
+                raise ZooError(f"{path} holds timm ViT weights; backbone={backbone!r} should be 'timm/vit_...'")
+            heads = vit.timm_heads(backbone[len("timm/"):], args)
+        return _timm_vit(tensors, path, heads, {})
+    if any(k.startswith("feature_extractor.conv_layers.") for k in tensors):
+        if backbone is None or not backbone.startswith("torchaudio/"):
+            raise ZooError(f"{path} holds torchaudio wav2vec2-style weights, which do not say their "
+                           f"architecture; {_HINT}")
+        module = create_backbone(backbone, **args)
+        report = fill(module.model, tensors, path)
+        report.loaded = [f"model.{n}" for n in report.loaded]
+        report.missing = [f"model.{n}" for n in report.missing]
+        return Pretrained(module, _prefixed(report), preprocessing={"sample_rate": 16000})
+    raise ZooError(f"{path}: not timm ViT or torchaudio wav2vec2 weights; zoo reads these weights files, and "
+                   f"transformers folders of the families {', '.join(SUPPORTED)}")
+
+
+def _prefixed(report: LoadReport) -> LoadReport:
+    """The backbone's report in model names (``backbone.<name>``); the file's skipped names stay as they are."""
+    return LoadReport([f"backbone.{n}" for n in report.loaded], report.skipped,
+                      [f"backbone.{n}" for n in report.missing], report.skip_reason)
+
+
+def _image_stats(path: Path) -> dict[str, Any]:
+    """``mean``/``std`` of a transformers image processor config, when the folder has one."""
+    if not path.is_file():
+        return {}
+    settings = json.loads(path.read_text())
+    pairs = (("mean", "image_mean"), ("std", "image_std"))
+    return {ours: settings[theirs] for ours, theirs in pairs if theirs in settings}
