@@ -22,7 +22,7 @@ from tests.test_cli import train_tiny_run
 from zoo import cli
 
 REPO = Path(__file__).resolve().parents[1]
-SKIPPED_DIRS = {".git", "__pycache__", ".pytest_cache"}
+SKIPPED_DIRS = {".git", "__pycache__", ".pytest_cache", ".venv"}  # .venv: 30k installed files, walked twice per case
 
 TRAIN = ["train", "sentiment"]
 TG_PREDICT = ["predict", "text_generation", "--checkpoint", "run", "once upon"]
