@@ -121,9 +121,11 @@ class _CommandHelp(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        from tasks.engine.commands import command_parser   # the task packages' shared flags (lazy: help only)
-
-        command_parser(parser.prog.split()[-1]).print_help()
+        names = TASKS.list()     # the shared flags come from the task packages, found through the registry
+        if names:
+            zoo.get_task(names[0]).shared_parser(parser.prog.split()[-1]).print_help()
+        else:
+            parser.print_help()
         parser.exit()
 
 

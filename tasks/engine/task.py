@@ -129,6 +129,13 @@ class Task:
             raise ValueError(f"unknown command {name!r}; expected one of {sorted(handlers)}")
         return handlers[name](self, argv)
 
+    @staticmethod
+    def shared_parser(name: str) -> argparse.ArgumentParser:
+        """The parser of ``zoo <name> TASK`` with only the flags every task shares (``zoo train --help``)."""
+        from tasks.engine import commands
+
+        return commands.command_parser(name)
+
     # ---- benchmark ----------------------------------------------------------------------
     def bench_workloads(self, device: torch.device, precision: str, quick: bool,
                         compile: bool = False) -> list[tuple[Workload, Workload | None]]:
