@@ -48,6 +48,8 @@ def _kinds() -> dict[str, str]:
     chosen: dict[str, tuple[int, str]] = {}
     for name in zoo.list_backbones():
         meta = zoo.BACKBONES.meta(name)
+        if "modality" not in meta:      # `transformers`: its modality comes from the wrapped model's config
+            continue
         config = meta.get("config", {})
         size = config.get("dim", 0) * config.get("depth", 0)
         kind = meta["modality"] + ("-causal" if meta.get("causal") else "")
