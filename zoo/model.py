@@ -73,6 +73,7 @@ class ZooModel(nn.Module):
         self.tokenizer = tokenizer
         self.preprocessing = dict(preprocessing or {})
         self.task = task
+        self.lora = None      # a zoo.lora.LoraSpec once adapters are injected (zoo.lora.add_lora)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         features = self.backbone(batch["inputs"], batch.get("mask"))
@@ -115,18 +116,26 @@ class ZooModel(nn.Module):
                 raise ValueError(f"this model's {part} was not built by name through zoo; "
                                  f"use zoo.create_{part}(...) so it can be saved and rebuilt")
             parts[part] = spec
-        return {"format_version": FORMAT_VERSION, **parts, "task": self.task,
-                "preprocessing": self.preprocessing,
-                "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+        config = {"format_version": FORMAT_VERSION, **parts, "task": self.task,
+                  "preprocessing": self.preprocessing,
+                  "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+        if self.lora is not None:
+            config["lora"] = self.lora.to_config()
+        return config
 
     def save(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer."""
+        """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer;
+        with LoRA also the adapters alone (:func:`zoo.lora.save_adapters`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config
         save_model(self, str(directory / WEIGHTS))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / TOKENIZER_FILE)
+        if self.lora is not None:
+            from zoo.lora import save_adapters
+
+            save_adapters(self, directory)
         (directory / CONFIG).write_text(json.dumps(config, indent=2, default=list))
 
     def load_weights(self, directory: str | Path, prefix: str = "") -> LoadReport:
@@ -233,6 +242,12 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     head = _built(config_path, "head", lambda: create_head(config["head"]["name"], backbone,
                                                            **config["head"].get("args", {})))
     model = ZooModel(backbone, head, tokenizer, config.get("preprocessing"), config.get("task"))
+    if config.get("lora") is not None:
+        from zoo.lora import LoraSpec, inject, mark_trainable
+
+        model.lora = LoraSpec.from_config(config["lora"], f"{config_path}: field 'lora'")
+        _built(config_path, "lora", lambda: inject(backbone, model.lora))
+        mark_trainable(model)
     weights_path = directory / WEIGHTS
     stored = read_weights(directory)
     check_weights(weights_path, stored, model.state_dict())
