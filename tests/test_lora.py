@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import zoo
-from tests.backbone_configs import WRAPPED_ARGS
+from tests.backbone_configs import ADAPTER_ARGS, WRAPPED_ARGS
 from tests.test_cli import TINY_BACKBONE, write_reviews
 from tests.test_trainer import Crash, TextTask, make_args, rows
 from tasks.engine.trainer import train
@@ -29,6 +29,9 @@ BACKBONES = {
     "speech_encoder": ("speech_encoder_tiny", dict(dim=32, depth=1, heads=2),
                        ["attn.qkv", "attn.proj", "ff1.fc1", "ff1.fc2", "mlp.fc1", "mlp.fc2"]),
     "timm_vit": ("timm/test_vit", dict(img_size=32), ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]),
+    "torchaudio_wav2vec2": ("torchaudio/wav2vec2_model", ADAPTER_ARGS["torchaudio/wav2vec2_model"],
+                            ["attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj",
+                             "feed_forward.intermediate_dense", "feed_forward.output_dense"]),
     "wrapped_bert": ("transformers", WRAPPED_ARGS,
                      ["attention.self.query", "attention.self.key", "attention.self.value",
                       "attention.output.dense", "intermediate.dense", "output.dense"]),
@@ -175,6 +178,34 @@ def test_adapters_alone_are_small_and_reapplied_on_the_base_give_the_same_output
     other = zoo.create_model("text_encoder_tiny", "classification", backbone_args=dict(TEXT, depth=1), num_classes=3)
     with pytest.raises(ZooError, match="target 'stack.blocks.1.attn.qkv' is no linear layer"):
         apply_adapters(other, tmp_path / "run")
+
+
+def test_multihead_attention_children_are_never_targets() -> None:
+    """torchaudio's Conformer attention is nn.MultiheadAttention, which reads out_proj.weight itself."""
+    model = zoo.create_model("torchaudio/conformer", "classification", num_classes=3,
+                             backbone_args=ADAPTER_ARGS["torchaudio/conformer"])
+    spec = add_lora(model, 2)
+    assert spec.targets and all(".ffn" in t for t in spec.targets)
+    with pytest.raises(ZooError, match="target 'out_proj' is no linear layer"):
+        add_lora(zoo.create_model("torchaudio/conformer", "classification", num_classes=3,
+                                  backbone_args=ADAPTER_ARGS["torchaudio/conformer"]), 2, targets=["out_proj"])
+
+
+def test_transfer_from_a_lora_folder_takes_the_merged_backbone(tmp_path: Path) -> None:
+    model = _lora_model("text_encoder")
+    model.save(tmp_path / "run")
+    merged = merge_lora(copy.deepcopy(model))
+    batch = _batch(model)
+    with torch.no_grad():
+        want = merged.backbone(batch["inputs"], batch["mask"]).tokens
+        pretrained = zoo.create_model(pretrained=tmp_path / "run", head="classification", num_classes=2)
+        torch.testing.assert_close(pretrained.backbone(batch["inputs"], batch["mask"]).tokens, want)
+        fresh = _model("text_encoder")
+        report = fresh.load_backbone_from(tmp_path / "run")
+        assert not report.missing and not report.skipped
+        torch.testing.assert_close(fresh.backbone(batch["inputs"], batch["mask"]).tokens, want)
+    pretrained.save(tmp_path / "transferred")      # a plain model again: it saves and loads
+    assert zoo.load(tmp_path / "transferred").lora is None
 
 
 def test_python_errors_name_the_value_and_list_valid_targets() -> None:

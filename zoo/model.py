@@ -140,8 +140,9 @@ class ZooModel(nn.Module):
 
     def load_weights(self, directory: str | Path, prefix: str = "") -> LoadReport:
         """Copy every tensor of a checkpoint whose name starts with ``prefix`` and whose shape
-        matches; report the rest instead of failing or loading garbage."""
-        stored = read_weights(directory)
+        matches; report the rest instead of failing or loading garbage. A LoRA checkpoint gives
+        its merged weights (the plain names of this model)."""
+        stored = _plain_weights(Path(directory))
         own = self.state_dict()
         report = LoadReport()
         with torch.no_grad():
@@ -257,6 +258,15 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
         raise ZooError(f"{weights_path} does not match {config_path}: missing tensors {missing[:5]}, "
                        f"unexpected tensors {unexpected[:5]}; save the model again or fix the config")
     return model.to(map_location).eval()
+
+
+def _plain_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder (or weights file); LoRA adapters merged into their base weights."""
+    if directory.is_dir() and (directory / CONFIG).is_file() and read_config(directory).get("lora") is not None:
+        from zoo.lora import merge_lora
+
+        return merge_lora(load(directory)).state_dict()
+    return read_weights(directory)
 
 
 def _built(config_path: Path, part: str, build: Callable[[], nn.Module]) -> nn.Module:
