@@ -35,6 +35,9 @@ clip, step). Choices worth knowing:
 - The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
   on evaluation steps), ``curves.png`` (redrawn at evaluations, at most every ``PLOT_EVERY``
   seconds, and at the end) and the checkpoints of :mod:`tasks.engine.checkpoints`.
+- ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
+  :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
+  from its checkpoint. Every run prints its trainable and total parameter counts.
 - ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
   (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
 """
