@@ -11,6 +11,7 @@ from typing import Any
 
 from zoo import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
 from zoo.features import Features
+from zoo.lora import add_lora, apply_adapters, merge_lora
 from zoo.model import ZooModel, create_backbone, create_head, create_model, load
 from zoo.pretrained import wrapped as _wrapped  # noqa: F401  (registers the "transformers" backbone)
 from zoo.registry import BACKBONES, HEADS, TASKS, Registry
@@ -43,6 +44,6 @@ register_backbone = BACKBONES.register
 register_head = HEADS.register
 register_task = TASKS.register
 
-__all__ = ["Features", "Registry", "Tokenizer", "ZooModel", "BACKBONES", "HEADS", "TASKS", "create_backbone",
-           "create_head", "create_model", "get_task", "list_backbones", "list_heads", "list_tasks", "load",
-           "register_backbone", "register_head", "register_task"]
+__all__ = ["Features", "Registry", "Tokenizer", "ZooModel", "BACKBONES", "HEADS", "TASKS", "add_lora",
+           "apply_adapters", "create_backbone", "create_head", "create_model", "get_task", "list_backbones",
+           "list_heads", "list_tasks", "load", "merge_lora", "register_backbone", "register_head", "register_task"]

@@ -32,6 +32,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "backbone": ((dict,), True), "head": ((dict,), True), "task": ((str, type(None)), False),
     "preprocessing": ((dict, type(None)), False), "tokenizer": ((str, type(None)), False),
+    "lora": ((dict, type(None)), False),
 }
 
 

@@ -73,6 +73,7 @@ class ZooModel(nn.Module):
         self.tokenizer = tokenizer
         self.preprocessing = dict(preprocessing or {})
         self.task = task
+        self.lora = None      # a zoo.lora.LoraSpec once adapters are injected (zoo.lora.add_lora)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         features = self.backbone(batch["inputs"], batch.get("mask"))
@@ -115,24 +116,33 @@ class ZooModel(nn.Module):
                 raise ValueError(f"this model's {part} was not built by name through zoo; "
                                  f"use zoo.create_{part}(...) so it can be saved and rebuilt")
             parts[part] = spec
-        return {"format_version": FORMAT_VERSION, **parts, "task": self.task,
-                "preprocessing": self.preprocessing,
-                "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+        config = {"format_version": FORMAT_VERSION, **parts, "task": self.task,
+                  "preprocessing": self.preprocessing,
+                  "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+        if self.lora is not None:
+            config["lora"] = self.lora.to_config()
+        return config
 
     def save(self, directory: str | Path) -> None:
-        """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer."""
+        """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer;
+        with LoRA also the adapters alone (:func:`zoo.lora.save_adapters`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config
         save_model(self, str(directory / WEIGHTS))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / TOKENIZER_FILE)
+        if self.lora is not None:
+            from zoo.lora import save_adapters
+
+            save_adapters(self, directory)
         (directory / CONFIG).write_text(json.dumps(config, indent=2, default=list))
 
     def load_weights(self, directory: str | Path, prefix: str = "") -> LoadReport:
         """Copy every tensor of a checkpoint whose name starts with ``prefix`` and whose shape
-        matches; report the rest instead of failing or loading garbage."""
-        stored = read_weights(directory)
+        matches; report the rest instead of failing or loading garbage. A LoRA checkpoint gives
+        its merged weights (the plain names of this model)."""
+        stored = _plain_weights(Path(directory))
         own = self.state_dict()
         report = LoadReport()
         with torch.no_grad():
@@ -233,6 +243,12 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     head = _built(config_path, "head", lambda: create_head(config["head"]["name"], backbone,
                                                            **config["head"].get("args", {})))
     model = ZooModel(backbone, head, tokenizer, config.get("preprocessing"), config.get("task"))
+    if config.get("lora") is not None:
+        from zoo.lora import LoraSpec, inject, mark_trainable
+
+        model.lora = LoraSpec.from_config(config["lora"], f"{config_path}: field 'lora'")
+        _built(config_path, "lora", lambda: inject(backbone, model.lora))
+        mark_trainable(model)
     weights_path = directory / WEIGHTS
     stored = read_weights(directory)
     check_weights(weights_path, stored, model.state_dict())
@@ -242,6 +258,15 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
         raise ZooError(f"{weights_path} does not match {config_path}: missing tensors {missing[:5]}, "
                        f"unexpected tensors {unexpected[:5]}; save the model again or fix the config")
     return model.to(map_location).eval()
+
+
+def _plain_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder (or weights file); LoRA adapters merged into their base weights."""
+    if directory.is_dir() and (directory / CONFIG).is_file() and read_config(directory).get("lora") is not None:
+        from zoo.lora import merge_lora
+
+        return merge_lora(load(directory)).state_dict()
+    return read_weights(directory)
 
 
 def _built(config_path: Path, part: str, build: Callable[[], nn.Module]) -> nn.Module:

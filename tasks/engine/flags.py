@@ -117,6 +117,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also save every N steps (checkpoints are always saved at evaluations)")
     g.add_argument("--workers", type=COUNT, default=0, metavar="N", help="data loading processes")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    lora = parser.add_argument_group("LoRA (adapters on the backbone's linears, base weights frozen; see zoo.lora)")
+    lora.add_argument("--lora", type=POSITIVE_INT, default=None, metavar="RANK", help="train LoRA adapters of this rank")
+    lora.add_argument("--lora-alpha", type=POSITIVE, default=None, metavar="A",
+                      help="adapter scaling alpha/RANK (default: RANK, a scaling of 1)")
+    lora.add_argument("--lora-targets", nargs="+", default=None, metavar="NAME",
+                      help="linear layers to adapt, by name or name ending (default: the attention and MLP "
+                           "linears of the backbone's layers)")
+    lora.add_argument("--lora-dropout", type=DROP_FRACTION, default=0.0, metavar="P", help="dropout before the adapters")
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:

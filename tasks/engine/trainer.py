@@ -35,6 +35,9 @@ clip, step). Choices worth knowing:
 - The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
   on evaluation steps), ``curves.png`` (redrawn at evaluations, at most every ``PLOT_EVERY``
   seconds, and at the end) and the checkpoints of :mod:`tasks.engine.checkpoints`.
+- ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
+  :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
+  from its checkpoint. Every run prints its trainable and total parameter counts.
 - ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
   (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
 """
@@ -63,6 +66,7 @@ from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_ch
 from tasks.engine.curves import plot_curves
 from tasks.engine.flags import add_train_arguments
 from tasks.engine.task import Task
+from zoo.errors import ZooError
 
 __all__ = ["EMA", "TrainState", "add_train_arguments", "build_optimizer", "lr_at", "resolve_checkpoint", "train"]
 
@@ -386,7 +390,26 @@ class _Run:
         model.to(self.device).train()
         if self.args.freeze_backbone:
             model.backbone.requires_grad_(False)
+        self._lora(model)
         return model
+
+    def _lora(self, model: torch.nn.Module) -> None:
+        """Inject ``--lora`` adapters (a resumed LoRA run has them from its checkpoint); print what trains."""
+        from zoo.lora import add_lora, parameter_counts, resolve_targets
+
+        args = self.args
+        if args.lora is not None and getattr(model, "lora", None) is None:
+            if args.freeze_backbone:
+                raise ZooError("--freeze-backbone freezes the LoRA adapters too; pass --lora or --freeze-backbone")
+            try:
+                targets = resolve_targets(model.backbone, args.lora_targets)
+            except ZooError as err:
+                raise ZooError(f"--lora-targets: {err}") from None
+            spec = add_lora(model, args.lora, args.lora_alpha, targets, args.lora_dropout)
+            self._print(f"LoRA rank {spec.rank} (alpha {spec.alpha:g}) on {len(spec.targets)} linear layers: "
+                        f"{', '.join(spec.targets)}")
+        trainable, total = parameter_counts(model)
+        self._print(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f}%)")
 
     def _restore(self, folder: Path) -> dict[str, Any]:
         """Load optimizer, raw weights (under EMA) and scalars; returns this rank's RNG state."""

@@ -71,9 +71,12 @@ def load_pretrained(source: str | Path, backbone: str | None = None, backbone_ar
 
 
 def _zoo_folder(folder: Path) -> Pretrained:
+    from zoo.lora import merge_lora
     from zoo.model import load
 
     model = load(folder)
+    if model.lora is not None:      # a LoRA run: its adapters folded into the backbone handed on
+        merge_lora(model)
     names = [f"backbone.{n}" for n in model.backbone.state_dict()]
     report = LoadReport(loaded=names, skipped=[], skip_reason=UNUSED)
     return Pretrained(model.backbone, report, model.head.state_dict(), dict(model.preprocessing), model.tokenizer)
