@@ -126,7 +126,7 @@ CASES: list[tuple[list[str], tuple[str, ...]]] = [
     (["predict", "sentiment", "--checkpoint", "run"], ("INPUT", "--input-file")),
     (["predict", "sentiment", "hello"], ("required", "--checkpoint")),
     (["predict", "sentiment", "--checkpoint", "run", "--input-file", "missing.txt"], ("--input-file", "missing.txt")),
-    (["predict", "sentiment", "--checkpoint", "run", "--input-file", "latin1.txt"], ("latin1.txt:2", "not UTF-8")),
+    (["predict", "sentiment", "--checkpoint", "run", "--input-file", "latin1.txt"], ("--input-file", "latin1.txt", "not UTF-8", "line 2")),
     (["predict", "sentiment", "--checkpoint", "run", "--input-file", "empty"], ("--input-file", "folder")),
     (["predict", "sentiment", "--checkpoint", "run", ""], ("input 1 is an empty text",)),
     (["predict", "sentiment", "--checkpoint", "run", "--jsn", "hi"], ("--jsn", "did you mean '--json'")),

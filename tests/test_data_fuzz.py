@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import soundfile
-import torch
 from PIL import Image
 
 from image_fixtures import TRICKY, bomb_png
@@ -37,13 +36,7 @@ from tasks.translation import data as translation
 from zoo.errors import ZooError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Decoding and resampling results must not depend on the host's thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- outcomes ------------------------------------------------------------------------------------

@@ -39,13 +39,7 @@ from tasks.translation.vocab import tokenizers
 DESIGN_FRACTIONS = {"accuracy", "top1", "top5", "macro_f1", "map", "map_50", "map_75", "mar_100", "wer", "cer"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run no faster on two threads; the results must not depend on the count either."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_args(task_name: str, argv: list[str]) -> argparse.Namespace:

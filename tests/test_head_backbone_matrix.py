@@ -15,7 +15,7 @@ what to add.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -32,13 +32,7 @@ REQUIRED_ARGS: dict[str, Any] = {"num_classes": NUM_CLASSES, "vocab_size": 40}
 SMALL_HEAD_ARGS: dict[str, Any] = {"dim": 32, "depth": 1, "heads": 2, "tower_depth": 1, "num_queries": 6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and far steadier on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the registries ------------------------------------------------------------------------------------

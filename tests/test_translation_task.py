@@ -25,13 +25,7 @@ def numbers_tsv(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run no faster on two threads, and far slower on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_args(task, argv: list[str]) -> argparse.Namespace:

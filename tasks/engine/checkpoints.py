@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from zoo.checkpoint import POINTERS, STEP_DIR, resolve_checkpoint
+from zoo.checkpoint import POINTERS, STEP_DIR, resolve_checkpoint  # noqa: F401 (resolve_checkpoint: re-exported)
 from zoo.errors import ZooError
 
 TRAINER_TENSORS = "trainer_state.safetensors"

@@ -15,7 +15,7 @@ from typing import Any
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.engine.data import parse_spec
+from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.distributed import pick_device
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
@@ -147,20 +147,14 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
 
 
 def read_input_file(path: str) -> list[str]:
-    """The non-blank lines of ``--input-file`` (UTF-8, a BOM allowed); errors name the file and line."""
+    """The non-blank lines of ``--input-file`` (UTF-8, a BOM allowed); errors name the flag, file and line."""
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ZooError(f"--input-file {path}: no such file; pass a text file with one input per line") from None
-    except IsADirectoryError:
-        raise ZooError(f"--input-file {path} is a folder; pass a text file with one input per line") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise ZooError(f"--input-file {path}:{line}: not UTF-8 text (byte {err.start}); "
-                       "save the file as UTF-8") from None
-    return [line for line in text.splitlines() if line.strip()]
+        text = read_utf8(path)
+    except FileNotFoundError as err:
+        raise ZooError(f"--input-file {err}; pass a text file with one input per line") from None
+    except ZooError as err:
+        raise ZooError(f"--input-file {err}") from None
+    return [line for line in split_lines(text) if line.strip()]
 
 
 def predict_command(task: Task, argv: list[str]) -> list[Any]:
