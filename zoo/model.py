@@ -14,7 +14,7 @@ from zoo.arguments import check_args, fields_of
 from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, HEADS
-from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
+from zoo.tokenizer import BaseTokenizer, load_tokenizer
 
 
 def create_backbone(name: str, **args: Any) -> nn.Module:
@@ -65,7 +65,7 @@ class ZooModel(nn.Module):
     arguments, preprocessing, the task); ``tokenizer`` is saved beside the weights.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, tokenizer: Tokenizer | None = None,
+    def __init__(self, backbone: nn.Module, head: nn.Module, tokenizer: BaseTokenizer | None = None,
                  preprocessing: dict | None = None, task: str | None = None) -> None:
         super().__init__()
         head.check_backbone(backbone)
@@ -117,7 +117,8 @@ class ZooModel(nn.Module):
             parts[part] = spec
         return {"format_version": FORMAT_VERSION, **parts, "task": self.task,
                 "preprocessing": self.preprocessing,
-                "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+                "tokenizer": self.tokenizer.file if self.tokenizer is not None else None,
+                "tokenizer_kind": self.tokenizer.kind if self.tokenizer is not None else None}
 
     def save(self, directory: str | Path) -> None:
         """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer."""
@@ -126,7 +127,7 @@ class ZooModel(nn.Module):
         config = self.config
         save_model(self, str(directory / WEIGHTS))
         if self.tokenizer is not None:
-            self.tokenizer.save(directory / TOKENIZER_FILE)
+            self.tokenizer.save(directory / self.tokenizer.file)
         (directory / CONFIG).write_text(json.dumps(config, indent=2, default=list))
 
     def load_weights(self, directory: str | Path, prefix: str = "") -> LoadReport:
@@ -155,7 +156,7 @@ class ZooModel(nn.Module):
 
 def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module = "classification", *,
                  pretrained: str | Path | None = None, backbone_args: dict | None = None,
-                 tokenizer: Tokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
+                 tokenizer: BaseTokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
                  **head_args: Any) -> ZooModel:
     """Compose a model from registry names or built modules (the backbone defaults to ``vit_tiny``).
 
@@ -223,7 +224,8 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     tokenizer = None
     if config.get("tokenizer"):
         try:
-            tokenizer = Tokenizer.load(directory / config["tokenizer"])
+            kind = config.get("tokenizer_kind") or "sentencepiece"   # the only kind before the field
+            tokenizer = load_tokenizer(directory / config["tokenizer"], kind)
         except FileNotFoundError:
             raise
         except (ValueError, OSError) as err:
