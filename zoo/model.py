@@ -14,7 +14,7 @@ from zoo.arguments import check_args, fields_of
 from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, HEADS
-from zoo.tokenizer import BaseTokenizer, load_tokenizer
+from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
 
 def create_backbone(name: str, **args: Any) -> nn.Module:
@@ -224,8 +224,7 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     tokenizer = None
     if config.get("tokenizer"):
         try:
-            kind = config.get("tokenizer_kind") or "sentencepiece"   # the only kind before the field
-            tokenizer = load_tokenizer(directory / config["tokenizer"], kind)
+            tokenizer = stored_tokenizer(directory, config)
         except FileNotFoundError:
             raise
         except (ValueError, OSError) as err:

@@ -8,7 +8,6 @@ name how a checkpoint stores one (``config.json`` field ``tokenizer_kind``, file
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -178,12 +177,10 @@ def load_tokenizer(path: str | Path, kind: str = Tokenizer.kind) -> BaseTokenize
     return KINDS[kind].load(path)
 
 
-def is_tokenizers_json(path: Path) -> bool:
-    """Whether ``path`` is a JSON file shaped like a tokenizers JSON (a ``model`` object)."""
-    try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("model"), dict)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return False
+def stored_tokenizer(directory: str | Path, config: dict) -> BaseTokenizer:
+    """The tokenizer a model folder's (read, migrated) ``config`` names: fields ``tokenizer`` and
+    ``tokenizer_kind`` (absent: sentencepiece, the only kind before the field)."""
+    return load_tokenizer(Path(directory) / config["tokenizer"], config.get("tokenizer_kind") or Tokenizer.kind)
 
 
 def pad_ids(rows: list[list[int]], pad_id: int = 0, left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
