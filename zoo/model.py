@@ -160,11 +160,13 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
                  **head_args: Any) -> ZooModel:
     """Compose a model from registry names or built modules (the backbone defaults to ``vit_tiny``).
 
-    ``pretrained``: a zoo model or run folder, a local transformers folder, or a timm/torchaudio
-    safetensors file (see :mod:`zoo.pretrained`); it builds the backbone, and head tensors stored
-    beside it (a classifier of the same shape) fill the new head. ``model.pretrained_report``
+    ``pretrained``: a catalog name (``zoo list weights``: ``"wordllama"``), a zoo model or run
+    folder, a local transformers folder, or a timm/torchaudio safetensors file (see
+    :mod:`zoo.pretrained`); it builds the backbone (and brings its tokenizer), and head tensors
+    stored beside it (a classifier of the same shape) fill the new head. ``model.pretrained_report``
     then lists what was loaded, skipped and left new. ``backbone``/``backbone_args`` name the
-    model of a bare weights file that does not say its architecture.
+    model of a bare weights file that does not say its architecture, or the text backbone a
+    catalog token embedding goes into.
 
     >>> zoo.create_model(backbone="vit_tiny", head="classification",
     ...                  backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
