@@ -197,8 +197,10 @@ def _bert_folder(folder: Path, tokenizer: bool = True) -> Path:
 
 def test_train_sentiment_from_a_transformers_bert_folder_uses_its_weights_and_tokenizer(tmp_path, capsys):
     bert = _bert_folder(tmp_path / "bert")
-    model = zoo.load(_train(tmp_path, "--pretrained", str(bert)) / "last")
+    model = zoo.load(_train(tmp_path, "--pretrained", str(bert), "--freeze-embedding") / "last")
     stored = load_file(str(bert / "model.safetensors"))
+    torch.testing.assert_close(model.backbone.model.get_input_embeddings().weight,
+                               stored["embeddings.word_embeddings.weight"], rtol=0, atol=0)   # frozen: as stored
     pooler = [n for n in stored if n.startswith("pooler.")]       # zoo keeps the hidden states, not the pooler
     assert (f"backbone from {bert}: loaded {len(stored) - len(pooler)} tensors, skipped {len(pooler)} "
             f"(not used by zoo), 2 missing") in capsys.readouterr().out and pooler   # the new head.fc
