@@ -1,4 +1,5 @@
 # make test: create .venv if missing, install, run the test suite.
+# make weights: the same setup, fetch the named pretrained weights (WordLlama) once.
 # make demo: the same setup, prepare the quick built-in sets, train/evaluate/benchmark every task briefly.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := espeak-ng flite
 
-.PHONY: test demo data install sysdeps clean
+.PHONY: test demo data weights install sysdeps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ sysdeps:
 DATA_ARGS ?=
 data: install sysdeps
 	$(VENV)/bin/zoo data prepare $(DATA_ARGS)
+
+# `make weights` fetches the named pretrained weights (`zoo list weights`) into $(ZOO_DATA)/weights.
+weights: install
+	$(VENV)/bin/zoo weights prepare
 
 test: install sysdeps
 	$(PY) -m pytest -q

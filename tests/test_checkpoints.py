@@ -77,7 +77,8 @@ def test_reset_head_keeps_backbone():
 def test_config_format_version_checked(tmp_path):
     _classifier().save(tmp_path)
     config = tmp_path / "config.json"
-    config.write_text(config.read_text().replace('"format_version": 1', '"format_version": 99'))
+    current = f'"format_version": {checkpoint.FORMAT_VERSION}'
+    config.write_text(config.read_text().replace(current, '"format_version": 99'))
     with pytest.raises(ValueError, match="format_version"):
         zoo.load(tmp_path)
 

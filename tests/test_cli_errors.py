@@ -108,7 +108,7 @@ CASES: list[tuple[list[str], tuple[str, ...]]] = [
     ([*TRAIN, "--data", "csv:reviews.csv", "--out", "run"], ("already holds checkpoints", "--resume", "--out")),
     ([*TRAIN, "--resume", "nowhere"], ("--resume", "nowhere", "does not exist")),
     (["train", "translation", "--resume", "run"], ("is a sentiment model", "zoo train sentiment")),
-    ([*TRAIN, "--init-backbone", "nowhere"], ("--init-backbone", "nowhere")),
+    ([*TRAIN, "--init-backbone", "nowhere"], ("--pretrained nowhere", "no such file or folder, nor a catalog")),
     # zoo eval
     (["eval", "sentiment"], ("required", "--checkpoint")),
     (["eval", "sentiment", "--checkpoint", "nowhere"], ("--checkpoint", "nowhere", "does not exist")),

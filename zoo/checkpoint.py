@@ -23,7 +23,7 @@ from zoo.errors import ZooError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: field tokenizer_kind (a sentencepiece or a Hugging Face tokenizers file)
 POINTERS = ("best", "last")   # a run folder's links to its best and last step-N checkpoints
 STEP_DIR = re.compile(r"step-(\d+)$")   # a run folder's checkpoint folders
 _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin", "checkpoint.pt")
@@ -33,6 +33,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "backbone": ((dict,), True), "head": ((dict,), True), "task": ((str, type(None)), False),
     "preprocessing": ((dict, type(None)), False), "tokenizer": ((str, type(None)), False),
     "lora": ((dict, type(None)), False),
+    "tokenizer_kind": ((str, type(None)), False),
 }
 
 
@@ -61,6 +62,13 @@ def migrate(config: dict[str, Any], path: Path) -> dict[str, Any]:
         config = dict(MIGRATIONS[version](dict(config)))
         version += 1
         config["format_version"] = version
+    return config
+
+
+@migration(1)
+def migrate_v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 stored only sentencepiece tokenizers: say so in ``tokenizer_kind``."""
+    config["tokenizer_kind"] = "sentencepiece" if config.get("tokenizer") is not None else None
     return config
 
 

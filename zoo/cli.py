@@ -1,6 +1,6 @@
-"""The ``zoo`` command: ``zoo list|data|train|eval|predict|bench|demo``, argparse subcommands.
+"""The ``zoo`` command: ``zoo list|data|weights|train|eval|predict|bench|demo``, argparse subcommands.
 
-``list`` and ``data`` run here; ``train``, ``eval`` and ``predict`` take a TASK, looked up in
+``list``, ``data`` and ``weights`` run here; ``train``, ``eval`` and ``predict`` take a TASK, looked up in
 the task registry, and hand the rest of the line to ``task.command`` (the task's own flags:
 ``zoo train sentiment --help``); ``bench`` and ``demo`` hand over to ``python -m benchmarks`` and
 ``python -m tasks.engine.demo``.
@@ -137,7 +137,7 @@ def build_parser() -> ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     listing = commands.add_parser("list", help="what the registries hold", description="List registered names.")
-    listing.add_argument("kind", choices=("backbones", "heads", "tasks"))
+    listing.add_argument("kind", choices=("backbones", "heads", "tasks", "weights"))
     listing.add_argument("pattern", nargs="?", default="*", help="shell wildcard such as 'vit_*' or 'timm/resnet*'")
     listing.set_defaults(run=_list)
 
@@ -149,6 +149,13 @@ def build_parser() -> ArgumentParser:
     data.add_argument("--set", dest="sets", action="append", help="only these built-in sets (repeatable)")
     data.add_argument("--quick", action="store_true", help="only each task's quickest set (what `zoo demo` uses)")
     data.set_defaults(run=_data)
+
+    weights = commands.add_parser("weights", help="fetch named pretrained weights (`zoo list weights`)",
+                                  description="Prepare named pretrained weights into $ZOO_DATA/weights.")
+    weights.add_argument("action", choices=("prepare",))
+    weights.add_argument("names", nargs="*", metavar="NAME", help="default: every built-in entry")
+    weights.add_argument("--force", action="store_true", help="fetch again even when prepared")
+    weights.set_defaults(run=_weights)
 
     summaries = {"train": "train a task's model", "eval": "score a checkpoint; the last line is JSON metrics",
                  "predict": "run a checkpoint on inputs (texts or files)"}
@@ -167,6 +174,9 @@ def build_parser() -> ArgumentParser:
 
 
 def _list(args: argparse.Namespace) -> None:
+    if args.kind == "weights":
+        _list_weights(args.pattern)
+        return
     registry = {"backbones": BACKBONES, "heads": HEADS, "tasks": TASKS}[args.kind]
     names = registry.list(args.pattern)
     if not names:
@@ -178,6 +188,28 @@ def _list(args: argparse.Namespace) -> None:
         meta = registry.meta(name) if "/" not in name else {}
         shown = {k: v for k, v in meta.items() if k in ("modality", "causal", "accepts", "input")}
         print(name + ("  " + "  ".join(f"{k}={v}" for k, v in shown.items()) if shown else ""))
+
+
+def _list_weights(pattern: str) -> None:
+    from fnmatch import fnmatchcase
+
+    from zoo.pretrained import catalog
+
+    rows = [(name, text) for name, text in catalog.listing() if fnmatchcase(name, pattern)]
+    if not rows:
+        raise ZooError(f"no pretrained weights match {pattern!r} (`zoo list weights` lists them all)")
+    for name, text in rows:
+        print(f"{name}  {text}")
+
+
+def _weights(args: argparse.Namespace) -> None:
+    from zoo.pretrained import catalog
+
+    names = args.names or list(catalog.BUILTIN)
+    for name in names:      # every name checked before any fetch
+        catalog.check_builtin(name)
+    for name in names:
+        print(f"{name}: {catalog.prepare(name, force=args.force)}")
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -221,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"put the TASK before the flags: zoo {argv[0]} TASK [flags] (tasks: {', '.join(TASKS.list())})")
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
-        parser.error("give a COMMAND: list, data, train, eval, predict, bench or demo")
+        parser.error("give a COMMAND: list, data, weights, train, eval, predict, bench or demo")
     try:
         args.run(args)
     except (KeyError, OSError, ValueError) as error:

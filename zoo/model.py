@@ -14,7 +14,7 @@ from zoo.arguments import check_args, fields_of
 from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, HEADS
-from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
+from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
 
 def create_backbone(name: str, **args: Any) -> nn.Module:
@@ -65,7 +65,7 @@ class ZooModel(nn.Module):
     arguments, preprocessing, the task); ``tokenizer`` is saved beside the weights.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, tokenizer: Tokenizer | None = None,
+    def __init__(self, backbone: nn.Module, head: nn.Module, tokenizer: BaseTokenizer | None = None,
                  preprocessing: dict | None = None, task: str | None = None) -> None:
         super().__init__()
         head.check_backbone(backbone)
@@ -118,7 +118,8 @@ class ZooModel(nn.Module):
             parts[part] = spec
         config = {"format_version": FORMAT_VERSION, **parts, "task": self.task,
                   "preprocessing": self.preprocessing,
-                  "tokenizer": TOKENIZER_FILE if self.tokenizer is not None else None}
+                  "tokenizer": self.tokenizer.file if self.tokenizer is not None else None,
+                  "tokenizer_kind": self.tokenizer.kind if self.tokenizer is not None else None}
         if self.lora is not None:
             config["lora"] = self.lora.to_config()
         return config
@@ -131,7 +132,7 @@ class ZooModel(nn.Module):
         config = self.config
         save_model(self, str(directory / WEIGHTS))
         if self.tokenizer is not None:
-            self.tokenizer.save(directory / TOKENIZER_FILE)
+            self.tokenizer.save(directory / self.tokenizer.file)
         if self.lora is not None:
             from zoo.lora import save_adapters
 
@@ -165,15 +166,17 @@ class ZooModel(nn.Module):
 
 def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module = "classification", *,
                  pretrained: str | Path | None = None, backbone_args: dict | None = None,
-                 tokenizer: Tokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
+                 tokenizer: BaseTokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
                  **head_args: Any) -> ZooModel:
     """Compose a model from registry names or built modules (the backbone defaults to ``vit_tiny``).
 
-    ``pretrained``: a zoo model or run folder, a local transformers folder, or a timm/torchaudio
-    safetensors file (see :mod:`zoo.pretrained`); it builds the backbone, and head tensors stored
-    beside it (a classifier of the same shape) fill the new head. ``model.pretrained_report``
+    ``pretrained``: a catalog name (``zoo list weights``: ``"wordllama"``), a zoo model or run
+    folder, a local transformers folder, or a timm/torchaudio safetensors file (see
+    :mod:`zoo.pretrained`); it builds the backbone (and brings its tokenizer), and head tensors
+    stored beside it (a classifier of the same shape) fill the new head. ``model.pretrained_report``
     then lists what was loaded, skipped and left new. ``backbone``/``backbone_args`` name the
-    model of a bare weights file that does not say its architecture.
+    model of a bare weights file that does not say its architecture, or the text backbone a
+    catalog token embedding goes into.
 
     >>> zoo.create_model(backbone="vit_tiny", head="classification",
     ...                  backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
@@ -233,7 +236,7 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
     tokenizer = None
     if config.get("tokenizer"):
         try:
-            tokenizer = Tokenizer.load(directory / config["tokenizer"])
+            tokenizer = stored_tokenizer(directory, config)
         except FileNotFoundError:
             raise
         except (ValueError, OSError) as err:

@@ -1,4 +1,10 @@
-"""A sentencepiece tokenizer with fixed special ids, trained from text and stored with the model."""
+"""Tokenizers stored with the model: sentencepiece (trained here) or Hugging Face ``tokenizers``.
+
+Both kinds share one interface the tasks use: ``encode``/``batch``/``decode``, the ``pad_id``,
+``unk_id``, ``bos_id``, ``eos_id`` special ids, ``vocab_size`` and ``save``. ``kind`` and ``file``
+name how a checkpoint stores one (``config.json`` field ``tokenizer_kind``, file ``tokenizer``);
+:func:`load_tokenizer` rebuilds it.
+"""
 from __future__ import annotations
 
 import io
@@ -8,12 +14,52 @@ from typing import Iterable
 import sentencepiece as spm
 import torch
 
+from zoo.errors import ZooError
+
 TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
+# special tokens of a tokenizers JSON, by role, in the spellings of common families (Llama, BERT, GPT-2)
+_SPECIALS = {"unk": ("<unk>", "[UNK]", "<|endoftext|>"), "bos": ("<s>", "[CLS]", "<|endoftext|>"),
+             "eos": ("</s>", "[SEP]", "<|endoftext|>"), "pad": ("<pad>", "[PAD]")}
 
 
-class Tokenizer:
+class BaseTokenizer:
+    """What every tokenizer kind provides; ``batch`` is shared."""
+
+    kind: str
+    file: str
+    pad_id: int
+    unk_id: int
+    bos_id: int
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of one text, optionally framed by BOS/EOS."""
+        raise NotImplementedError
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """Text of ids; special ids are dropped."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer to the file ``path``."""
+        raise NotImplementedError
+
+    def batch(self, texts: list[str], bos: bool = False, eos: bool = False, max_len: int | None = None,
+              left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode and pad: (ids (B, T) long, mask (B, T) bool True = real). Truncates to ``max_len``."""
+        rows = [self.encode(t, bos, eos)[:max_len] if max_len else self.encode(t, bos, eos) for t in texts]
+        return pad_ids(rows, self.pad_id, left_pad)
+
+
+class Tokenizer(BaseTokenizer):
     """Sentencepiece wrapper. Special ids: pad 0, unk 1, bos 2, eos 3."""
 
+    kind, file = "sentencepiece", TOKENIZER_FILE
     pad_id, unk_id, bos_id, eos_id = 0, 1, 2, 3
 
     def __init__(self, model_proto: bytes) -> None:
@@ -46,6 +92,7 @@ class Tokenizer:
             raise ValueError(f"{path} is not a sentencepiece model: {err}") from None
 
     def save(self, path: str | Path) -> None:
+        """Write the sentencepiece model proto to ``path``."""
         Path(path).write_bytes(self.proto)
 
     @property
@@ -57,17 +104,83 @@ class Tokenizer:
         ids = self.sp.encode(text)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
-    def batch(self, texts: list[str], bos: bool = False, eos: bool = False, max_len: int | None = None,
-              left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode and pad: (ids (B, T) long, mask (B, T) bool True = real). Truncates to ``max_len``."""
-        rows = [self.encode(t, bos, eos)[:max_len] if max_len else self.encode(t, bos, eos) for t in texts]
-        return pad_ids(rows, self.pad_id, left_pad)
-
     def decode(self, ids: list[int] | torch.Tensor) -> str:
         """Text of ids; special ids are dropped."""
         if torch.is_tensor(ids):
             ids = ids.tolist()
         return self.sp.decode([i for i in ids if i > self.eos_id])
+
+
+class HFTokenizer(BaseTokenizer):
+    """A Hugging Face ``tokenizers`` JSON (a transformers folder's ``tokenizer.json``, WordLlama's).
+
+    Texts are encoded without the JSON's own post-processing (no special tokens added: BOS/EOS
+    only when asked). Special ids are the JSON's tokens by role (``<unk>``/``[UNK]``,
+    ``<s>``/``[CLS]``, ``</s>``/``[SEP]``, ``<pad>``/``[PAD]``); without a pad token, EOS pads (the
+    mask hides padding). A tokenizer lacking a role's token is refused naming the role.
+    """
+
+    kind, file = "tokenizers", HF_TOKENIZER_FILE
+
+    def __init__(self, text: str, source: str = "tokenizer JSON") -> None:
+        from tokenizers import Tokenizer as Backend
+
+        try:
+            self.backend = Backend.from_str(text)
+        except Exception as err:   # the library raises its own Exception subclass
+            raise ZooError(f"{source}: not a tokenizers JSON ({' '.join(str(err).split())})") from None
+        self.text = text
+        ids = {role: next((i for t in spellings if (i := self.backend.token_to_id(t)) is not None), None)
+               for role, spellings in _SPECIALS.items()}
+        for role in ("unk", "bos", "eos"):
+            if ids[role] is None:
+                raise ZooError(f"{source}: no {role} token (looked for {', '.join(_SPECIALS[role])}); "
+                               f"add it to the tokenizer's added_tokens")
+        self.unk_id, self.bos_id, self.eos_id = ids["unk"], ids["bos"], ids["eos"]
+        self.pad_id = ids["pad"] if ids["pad"] is not None else self.eos_id
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HFTokenizer":
+        """Load a ``tokenizer.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file {path} not found")
+        return cls(path.read_text(encoding="utf-8"), str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizers JSON to ``path``."""
+        Path(path).write_text(self.text, encoding="utf-8")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of one text, optionally framed by BOS/EOS."""
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """Text of ids; special ids are dropped."""
+        if torch.is_tensor(ids):
+            ids = ids.tolist()
+        return self.backend.decode(ids, skip_special_tokens=True)
+
+
+KINDS: dict[str, type[BaseTokenizer]] = {Tokenizer.kind: Tokenizer, HFTokenizer.kind: HFTokenizer}
+
+
+def load_tokenizer(path: str | Path, kind: str = Tokenizer.kind) -> BaseTokenizer:
+    """The tokenizer of kind ``kind`` stored in file ``path`` (FileNotFoundError when absent)."""
+    if kind not in KINDS:
+        raise ZooError(f"{path}: tokenizer kind {kind!r} is unknown; kinds: {', '.join(KINDS)}")
+    return KINDS[kind].load(path)
+
+
+def stored_tokenizer(directory: str | Path, config: dict) -> BaseTokenizer:
+    """The tokenizer a model folder's (read, migrated) ``config`` names: fields ``tokenizer`` and
+    ``tokenizer_kind`` (absent: sentencepiece, the only kind before the field)."""
+    return load_tokenizer(Path(directory) / config["tokenizer"], config.get("tokenizer_kind") or Tokenizer.kind)
 
 
 def pad_ids(rows: list[list[int]], pad_id: int = 0, left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.distributed import pick_device
+from tasks.engine.pretrained import FLAG, check_source
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
 from tasks.engine.task import Task
@@ -95,15 +96,18 @@ def _resolved(path: str, flag: str, prefer: str = "best") -> Path:
 
 def check_train_args(task: Task, args: argparse.Namespace) -> None:
     """Refuse what would fail later in ``zoo train``: a bad --data SPEC, another task's or a missing
-    --resume/--init-backbone checkpoint, unknown --backbone/--head names or keys of their arguments."""
+    --resume checkpoint, a --pretrained source that is missing, unprepared or of a kind the task
+    does not start from, unknown --backbone/--head names or keys of their arguments."""
     parse_spec(args.data)
     if args.resume:
         checkpoint_folder(task, args.resume, "train", "--resume", prefer="last")
         return      # the model comes from the checkpoint: --backbone and --head play no part
     backbone = args.backbone
-    if args.init_backbone:
-        backbone = backbone or read_config(_resolved(args.init_backbone, "--init-backbone"))["backbone"]["name"]
-    check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
+    kind = check_source(task.name, task.pretrained_kinds, args.init_backbone) if args.init_backbone else None
+    if kind == "zoo":
+        backbone = backbone or read_config(_resolved(args.init_backbone, FLAG))["backbone"]["name"]
+    if kind != "weights":      # a transformers folder describes its backbone; a weights file takes the factory's
+        check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
     check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))
 
 

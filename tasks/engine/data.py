@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import parse_qsl
 
 from zoo.errors import ZooError
+from zoo.storage import atomic_folder, data_root
 
 T = TypeVar("T")
 
@@ -69,11 +69,6 @@ def parse_spec(spec: str) -> DataSpec:
     return DataSpec(fmt.lower(), path, dict(parse_qsl(query, keep_blank_values=True)))
 
 
-def data_root() -> Path:
-    """The built-in data cache: ``$ZOO_DATA`` or ``~/.cache/zoo/data``."""
-    return Path(os.environ.get("ZOO_DATA", Path.home() / ".cache" / "zoo" / "data")).expanduser()
-
-
 def builtin_dir(task: str, name: str, version: str) -> Path:
     """The folder of a prepared built-in set; raises naming the command that prepares it."""
     folder = data_root() / task / name
@@ -97,22 +92,11 @@ def build_atomically(task: str, name: str, version: str) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it is stamped and renamed into place.
 
     A failure or an interruption leaves any previous version untouched and no half-built
-    folder behind the final name.
+    folder behind the final name (:func:`zoo.storage.atomic_folder`).
     """
-    final = data_root() / task / name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; the cache may be shared
-    try:
+    with atomic_folder(data_root() / task / name) as tmp:
         yield tmp
         (tmp / STAMP).write_text(version + "\n")
-        old = final.parent / f".{name}-old-{os.getpid()}"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def debian_package_root(package: str, workdir: Path) -> Path:

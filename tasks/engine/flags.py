@@ -112,7 +112,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=COUNT, default=0, metavar="N",
                    help="stop after N evaluations without improvement")
     g.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    g.add_argument("--init-backbone", default=None, metavar="DIR", help="start from this checkpoint's backbone")
+    g.add_argument("--pretrained", "--init-backbone", dest="init_backbone", default=None, metavar="NAME|PATH",
+                   help="start from pretrained weights: a name of `zoo list weights`, a zoo run or model folder, "
+                        "a transformers folder, or a timm/torchaudio .safetensors file")
     g.add_argument("--checkpoint-every", type=COUNT, default=0, metavar="N",
                    help="also save every N steps (checkpoints are always saved at evaluations)")
     g.add_argument("--workers", type=COUNT, default=0, metavar="N", help="data loading processes")

@@ -384,9 +384,13 @@ class _Run:
             model = zoo.load(resume)
         else:
             model = self.task.build_model(self.args, self.train_set)
-            if self.args.init_backbone:
-                source = resolve_checkpoint(self.args.init_backbone, "best")
-                self._print(f"backbone from {source}: {model.load_backbone_from(source)}")
+            source = self.args.init_backbone
+            if source:
+                report = getattr(model, "pretrained_report", None)   # set when zoo.create_model(pretrained=) built it
+                if report is None:   # the task rebuilt a zoo checkpoint's architecture: copy its backbone in
+                    source = resolve_checkpoint(source, "best")
+                    report = model.load_backbone_from(source)
+                self._print(f"backbone from {source}: {report}")
         model.to(self.device).train()
         if self.args.freeze_backbone:
             model.backbone.requires_grad_(False)

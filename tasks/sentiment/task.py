@@ -1,11 +1,15 @@
 """The sentiment Task: a text backbone + the classification head, trained from scratch or transferred.
 
 From scratch, a sentencepiece tokenizer is trained on the training texts and saved with the
-checkpoint. With ``--init-backbone RUN_DIR`` (a trainer flag) the backbone is rebuilt exactly as
-that checkpoint describes it (registry name and arguments, e.g. the text-generation task's causal
-decoder) with that checkpoint's tokenizer; the trainer then copies its weights in. A causal
-backbone is pooled at its last token (the classification head's ``pool="auto"``), so texts get an
-EOS appended: that last position has read the whole sentence.
+checkpoint. With ``--pretrained RUN_DIR`` (alias ``--init-backbone``, a trainer flag) the backbone
+is rebuilt exactly as that checkpoint describes it (registry name and arguments, e.g. the
+text-generation task's causal decoder) with that checkpoint's tokenizer; the trainer then copies
+its weights in. ``--pretrained wordllama`` (a catalog name) or a transformers folder: the backbone
+comes from ``zoo.create_model(pretrained=...)`` with the source's tokenizer (a catalog token
+embedding goes into a new ``--backbone`` as wide as its table, learned positions; fine-tuned
+unless ``--freeze-embedding`` or ``--freeze-backbone``). A causal backbone is pooled at its last
+token (the classification head's ``pool="auto"``), so texts get an EOS appended: that last
+position has read the whole sentence.
 """
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
+from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
 from tasks.sentiment import data
 from tasks.sentiment.evaluation import classify, label_mapping, metrics
 from zoo.checkpoint import read_config
 from zoo.registry import BACKBONES
-from zoo.tokenizer import Tokenizer, pad_ids
+from zoo.errors import ZooError
+from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids, stored_tokenizer
 
 BUCKET_BATCHES = 50     # training batches are cut from pools of this many batches sorted by length
 TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=1e-3, weight_decay=0.1, epochs=4, eval_every=125)
@@ -42,6 +48,7 @@ class SentimentTask(Task):
     default_head = "classification"
     metric = Metric("accuracy", higher_is_better=True)
     demo_args = ("--epochs", "1")   # the cosine schedule ends within the demo's minute
+    pretrained_kinds = ("catalog", "zoo", "weights")
     data_module = data
 
     # ---- data -------------------------------------------------------------------------
@@ -73,29 +80,57 @@ class SentimentTask(Task):
         """``--vocab-size``, ``--max-len``, ``--token-dropout``; sets this task's training defaults (4 epochs...)."""
         group = parser.add_argument_group("sentiment")
         group.add_argument("--vocab-size", type=VOCAB_SIZE, default=8000,
-                           help="tokenizer vocabulary trained from scratch (ignored with --init-backbone)")
+                           help="tokenizer vocabulary trained from scratch (ignored with --pretrained)")
         group.add_argument("--max-len", type=POSITIVE_INT, default=128, help="tokens kept per text")
         group.add_argument("--token-dropout", type=DROP_FRACTION, default=0.15,
                            help="while training, replace this fraction of tokens by <unk> (word dropout)")
+        group.add_argument("--freeze-embedding", action="store_true",
+                           help="keep the token embedding as it came (e.g. --pretrained wordllama's table) and "
+                                "train the rest; --freeze-backbone freezes the whole backbone")
         parser.set_defaults(**TRAIN_DEFAULTS)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
-        """Tokenizer + backbone (new, or the architecture of ``--init-backbone``) + classification head."""
+        """Tokenizer + backbone (new, from ``--pretrained``, or the architecture of a zoo checkpoint) + head."""
         labels = list(train_set.classes)
-        if getattr(args, "init_backbone", None):
-            name, backbone_args, tokenizer = self._transferred(args)
-        else:
-            name, backbone_args, tokenizer = self._new(args, train_set)
-        backbone = zoo.create_backbone(name, **backbone_args)
-        if backbone.modality != "text":
-            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; sentiment needs a text one")
         head_args = {**REGULARIZATION, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
-        head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) != "zoo":
+            model = self._pretrained(args, source, head_args)
+        else:
+            if source:
+                name, backbone_args, tokenizer = self._transferred(args)
+            else:
+                name, backbone_args, tokenizer = self._new(args, train_set)
+            model = zoo.create_model(name, args.head or self.default_head, backbone_args=backbone_args,
+                                     tokenizer=tokenizer, task=self.name, **head_args)
+        backbone = model.backbone
+        if backbone.modality != "text":
+            raise ValueError(f"backbone {args.backbone or source!r} is a {backbone.modality} backbone; "
+                             f"sentiment needs a text one")
         max_len = args.max_len
         if getattr(backbone, "pos_embed", None) is not None:
             max_len = min(max_len, backbone.pos_embed.num_embeddings)
-        preprocessing = {"max_len": max_len, "eos": bool(backbone.causal), "token_dropout": args.token_dropout}
-        return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
+        model.preprocessing.update({"max_len": max_len, "eos": bool(backbone.causal),
+                                    "token_dropout": args.token_dropout})
+        if getattr(args, "freeze_embedding", False):
+            _embedding(model, "--freeze-embedding").requires_grad_(False)
+        return model
+
+    def _pretrained(self, args: argparse.Namespace, source: str, head_args: dict[str, Any]) -> zoo.ZooModel:
+        """The model whose backbone ``zoo.create_model(pretrained=source)`` builds, with the source's tokenizer."""
+        name = args.backbone or self.default_backbone
+        backbone_args = args.backbone_args
+        if source_kind(source) == "catalog":     # a token table: a new encoder around it, as from scratch
+            defaults = {**NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
+            backbone_args = {**_known(name, defaults), **(args.backbone_args or {})}
+        elif args.backbone is None:
+            name = None     # a transformers folder says its architecture
+        model = zoo.create_model(name, args.head or self.default_head, pretrained=source,
+                                 backbone_args=backbone_args, task=self.name, **head_args)
+        if model.tokenizer is None:
+            raise ZooError(f"{FLAG} {source} brings no tokenizer (a transformers folder's tokenizer.json); "
+                           f"sentiment needs the ids its backbone was trained on")
+        return model
 
     def _new(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer]:
         texts = (train_set[i]["text"] for i in range(len(train_set)))
@@ -104,7 +139,7 @@ class SentimentTask(Task):
         defaults = {"vocab_size": tokenizer.vocab_size, **NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
         return name, {**_known(name, defaults), **(args.backbone_args or {})}, tokenizer
 
-    def _transferred(self, args: argparse.Namespace) -> tuple[str, dict, Tokenizer]:
+    def _transferred(self, args: argparse.Namespace) -> tuple[str, dict, BaseTokenizer]:
         """The backbone name, arguments and tokenizer of the ``--init-backbone`` checkpoint.
 
         ``--backbone-args`` still apply on top (e.g. ``{"dropout": 0.1}``); shapes they change
@@ -119,7 +154,7 @@ class SentimentTask(Task):
         if not config.get("tokenizer"):
             raise ValueError(f"{Path(source) / 'config.json'}: this checkpoint stores no tokenizer, "
                              f"so its backbone cannot read sentiment texts")
-        tokenizer = Tokenizer.load(Path(source) / config["tokenizer"])
+        tokenizer = stored_tokenizer(source, config)
         backbone_args = {**config["backbone"]["args"], **_known(name, REGULARIZATION), **(args.backbone_args or {})}
         return name, backbone_args, tokenizer
 
@@ -151,6 +186,17 @@ class SentimentTask(Task):
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"
+
+
+def _embedding(model: zoo.ZooModel, flag: str) -> torch.nn.Embedding:
+    """The backbone's token embedding (our text backbones' ``embed``, a wrapped model's input embeddings)."""
+    embed = getattr(model.backbone, "embed", None)
+    if not isinstance(embed, torch.nn.Embedding) and hasattr(getattr(model.backbone, "model", None),
+                                                             "get_input_embeddings"):
+        embed = model.backbone.model.get_input_embeddings()
+    if not isinstance(embed, torch.nn.Embedding):
+        raise ZooError(f"{flag}: backbone {model.backbone.zoo_spec['name']!r} has no token embedding to freeze")
+    return embed
 
 
 def _known(backbone: str, defaults: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from torch import nn
 from zoo.checkpoint import CONFIG, WEIGHTS, read_weights, resolve_checkpoint
 from zoo.errors import ZooError
 from zoo.model import LoadReport, create_backbone
-from zoo.pretrained import gpt2, vit, wrapped
+from zoo.pretrained import catalog, gpt2, vit, wrapped
 from zoo.pretrained.weights import UNUSED, fill, folder_weights, refuse_pickle
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer
 
 CONVERTED = ("gpt2", "vit")
 SUPPORTED = tuple(sorted((*CONVERTED, *wrapped.FAMILIES)))   # transformers model_type values
@@ -26,23 +26,27 @@ class Pretrained:
     """A backbone built from pretrained weights, the head tensors found beside it, and the report.
 
     ``head_state`` holds head tensors in zoo's names (a classifier, a saved zoo head): they are
-    loaded into the new head where names and shapes match. ``tokenizer``: a zoo folder's own.
+    loaded into the new head where names and shapes match. ``tokenizer``: a zoo folder's own, a
+    transformers folder's ``tokenizer.json``, a catalog entry's.
     """
 
     backbone: nn.Module
     report: LoadReport
     head_state: dict[str, torch.Tensor] = field(default_factory=dict)
     preprocessing: dict[str, Any] = field(default_factory=dict)
-    tokenizer: Tokenizer | None = None
+    tokenizer: BaseTokenizer | None = None
 
 
 def load_pretrained(source: str | Path, backbone: str | None = None, backbone_args: dict | None = None) -> Pretrained:
-    """The backbone for pretrained ``source`` (a folder or a weights file); nothing is downloaded.
+    """The backbone for pretrained ``source`` (a catalog name, a folder or a weights file); nothing is downloaded.
 
     ``backbone``/``backbone_args`` name the factory of a bare weights file that does not say
-    its architecture (``torchaudio/wav2vec2_base``, or ``timm/vit_*`` for the number of heads);
-    a folder describes itself and refuses them.
+    its architecture (``torchaudio/wav2vec2_base``, or ``timm/vit_*`` for the number of heads),
+    or the text backbone a catalog token embedding goes into (default ``text_encoder_tiny``, as
+    wide as the table); a folder describes itself and refuses them.
     """
+    if catalog.is_name(source):
+        return _catalog_entry(str(source), backbone, dict(backbone_args or {}))
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"pretrained weights {path} do not exist; pass a model folder or a .safetensors file")
@@ -70,6 +74,34 @@ def load_pretrained(source: str | Path, backbone: str | None = None, backbone_ar
                    f"supported transformers families: {', '.join(SUPPORTED)}")
 
 
+def _catalog_entry(name: str, backbone: str | None, args: dict[str, Any]) -> Pretrained:
+    """A text backbone as wide as catalog entry ``name``'s token embedding, the table copied in."""
+    folder, card = catalog.resolve(name)
+    arch = card["architecture"]
+    if arch.get("kind") != catalog.TOKEN_EMBEDDING:
+        raise ZooError(f"{folder / catalog.CARD}: architecture kind {arch.get('kind')!r} is not one zoo builds "
+                       f"(kinds: {catalog.TOKEN_EMBEDDING})")
+    path = folder / arch["file"]
+    table = catalog.embedding_table(read_weights(path), path)
+    shape = {"vocab_size": int(table.shape[0]), "dim": int(table.shape[1])}
+    clash = {k: v for k, v in args.items() if k in shape and v != shape[k]}
+    if clash:
+        raise ZooError(f"backbone_args {clash} conflict with {name!r}, a table of {shape['vocab_size']} tokens x "
+                       f"{shape['dim']}; drop them (the table sets the vocabulary and the width)")
+    name_of_backbone = backbone or "text_encoder_tiny"
+    module = create_backbone(name_of_backbone, **{**args, **shape})
+    embed = getattr(module, "embed", None)
+    if module.modality != "text" or not isinstance(embed, nn.Embedding):
+        raise ZooError(f"backbone {name_of_backbone!r} has no token embedding 'embed' to take {name!r}'s table; "
+                       f"pass a text backbone (text_encoder_*, text_decoder_*)")
+    report = fill(module, {"embed.weight": table.float()}, path, {"embed.weight": arch.get("tensor", "")})
+    tokenizer = HFTokenizer.load(folder / arch["tokenizer"])
+    if tokenizer.vocab_size > shape["vocab_size"]:
+        raise ZooError(f"{folder / arch['tokenizer']}: {tokenizer.vocab_size} tokens, more than the table's "
+                       f"{shape['vocab_size']} rows")
+    return Pretrained(module, _prefixed(report), tokenizer=tokenizer)
+
+
 def _zoo_folder(folder: Path) -> Pretrained:
     from zoo.lora import merge_lora
     from zoo.model import load
@@ -92,17 +124,24 @@ def _transformers_folder(folder: Path, config: dict[str, Any]) -> Pretrained:
             folder_weights(folder)   # raises: no safetensors (names a pickle and its conversion)
         module, report = wrapped.load(folder, config)
         rate = {"sample_rate": 16000} if module.modality == "audio" else {}
-        return Pretrained(module, _prefixed(report), preprocessing=rate)
+        return Pretrained(module, _prefixed(report), preprocessing=rate, tokenizer=_folder_tokenizer(folder))
     tensors = folder_weights(folder)
     if family == "gpt2":
         module = create_backbone(gpt2.NAME, **gpt2.backbone_args(config, folder / CONFIG))
         converted, origin, unused = gpt2.convert(tensors, folder)
-        return Pretrained(module, _prefixed(fill(module, converted, folder, origin, unused)))
+        return Pretrained(module, _prefixed(fill(module, converted, folder, origin, unused)),
+                          tokenizer=_folder_tokenizer(folder))
     args = vit.transformers_args(config, folder / CONFIG)
     module = create_backbone(vit.registry_name(args["dim"]), **args)
     converted, origin, head, unused = vit.convert_transformers(tensors)
     report = fill(module, converted, folder, origin, unused)
     return Pretrained(module, _prefixed(report), head, _image_stats(folder / "preprocessor_config.json"))
+
+
+def _folder_tokenizer(folder: Path) -> HFTokenizer | None:
+    """A transformers folder's ``tokenizer.json`` (None when it has none: image and audio models)."""
+    path = folder / HF_TOKENIZER_FILE
+    return HFTokenizer.load(path) if path.is_file() else None
 
 
 def _timm_folder(folder: Path, config: dict[str, Any]) -> Pretrained:
