@@ -275,3 +275,22 @@ def test_cli_bad_lora_values_print_one_line(flags: list[str], message: str, tmp_
     assert exit_info.value.code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_merge_lora_writes_a_plain_folder_with_the_same_outputs(tmp_path: Path, capsys) -> None:
+    model = _lora_model("text_encoder")
+    batch = _batch(model)
+    model.save(tmp_path / "run")
+    cli.main(["merge-lora", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "plain")])
+    plain = zoo.load(tmp_path / "plain")
+    assert plain.lora is None
+    with torch.no_grad():
+        torch.testing.assert_close(_output(plain, batch), _output(model, batch), rtol=1e-5, atol=1e-5)
+    for argv, words in ((["--checkpoint", str(tmp_path / "plain"), "--out", str(tmp_path / "again")], "no LoRA"),
+                        (["--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "plain")], "already exists")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["merge-lora", *argv])
+        err = capsys.readouterr().err
+        assert exit_info.value.code != 0 and err.count("\n") == 1 and words in err
+    assert not (tmp_path / "again").exists()

@@ -18,6 +18,7 @@ import difflib
 import errno
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 import zoo
@@ -157,6 +158,13 @@ def build_parser() -> ArgumentParser:
     weights.add_argument("--force", action="store_true", help="fetch again even when prepared")
     weights.set_defaults(run=_weights)
 
+    merge = commands.add_parser("merge-lora", help="fold a LoRA run's adapters into a plain model folder",
+                                description="Merge the LoRA adapters of a checkpoint into its base weights and "
+                                            "save a plain model folder (no LoRA layers: ready for export).")
+    merge.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
+    merge.add_argument("--out", required=True, metavar="DIR", help="the new model folder (must not exist)")
+    merge.set_defaults(run=_merge_lora)
+
     summaries = {"train": "train a task's model", "eval": "score a checkpoint; the last line is JSON metrics",
                  "predict": "run a checkpoint on inputs (texts or files)"}
     for name, summary in summaries.items():
@@ -210,6 +218,21 @@ def _weights(args: argparse.Namespace) -> None:
         catalog.check_builtin(name)
     for name in names:
         print(f"{name}: {catalog.prepare(name, force=args.force)}")
+
+
+def _merge_lora(args: argparse.Namespace) -> None:
+    from zoo.checkpoint import resolve_checkpoint
+    from zoo.lora import merge_lora
+
+    out = Path(args.out)
+    if out.exists():
+        raise ZooError(f"--out {out} already exists; pass a new folder")
+    folder = resolve_checkpoint(args.checkpoint)
+    model = zoo.load(folder)
+    if model.lora is None:
+        raise ZooError(f"--checkpoint {args.checkpoint} has no LoRA adapters (was it trained with --lora?)")
+    merge_lora(model).save(out)
+    print(f"merged {folder} into {out}")
 
 
 def _data(args: argparse.Namespace) -> None:
