@@ -13,8 +13,7 @@ from torch import nn
 import zoo
 from tests.backbone_configs import ADAPTER_ARGS, WRAPPED_ARGS
 from tests.test_cli import TINY_BACKBONE, write_reviews
-from tests.test_trainer import Crash, TextTask, make_args, rows
-from tasks.engine.trainer import train
+from tests.test_trainer import crash_and_resume
 from zoo import cli
 from zoo.errors import ZooError
 from zoo.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, add_lora, apply_adapters, merge_lora, parameter_counts
@@ -224,19 +223,9 @@ def test_python_errors_name_the_value_and_list_valid_targets() -> None:
 
 
 def test_a_resumed_lora_run_repeats_the_uninterrupted_losses(tmp_path: Path) -> None:
-    flags = ("--batch-size", 8, "--max-steps", 8, "--checkpoint-every", 4, "--warmup-steps", 2, "--lora", 2,
-             "--ema", 0.9)
-    train(TextTask(), make_args(TextTask(), *flags, "--out", tmp_path / "a"))
-    task = TextTask()
-    task.crash_at_batch = 6
-    with pytest.raises(Crash):
-        train(task, make_args(task, *flags, "--out", tmp_path / "b"))
-    task.crash_at_batch = None
-    train(task, make_args(task, "--resume", tmp_path / "b"))
-    assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(tmp_path / "b")]
-    final_a, final_b = (zoo.load(run / "last").state_dict() for run in (tmp_path / "a", tmp_path / "b"))
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    assert zoo.load(tmp_path / "b" / "last").lora.rank == 2
+    resumed = crash_and_resume(tmp_path, "--batch-size", 8, "--max-steps", 8, "--checkpoint-every", 4,
+                               "--warmup-steps", 2, "--lora", 2, "--ema", 0.9)
+    assert zoo.load(resumed / "last").lora.rank == 2
 
 
 def _train(folder: Path, *flags: str) -> Path:

@@ -358,8 +358,9 @@ class TextTask(Task):
         return {"accuracy": accuracy}
 
 
-def test_resume_of_a_real_zoo_model(tmp_path):
-    flags = ("--batch-size", 8, "--max-steps", 8, "--checkpoint-every", 4, "--warmup-steps", 2)
+def crash_and_resume(tmp_path: Path, *flags: object) -> Path:
+    """Train run ``a`` straight through and run ``b`` crashed at batch 6 then resumed, with the same flags;
+    assert both logged the same losses and ended with the same weights. Returns run ``b``."""
     task = TextTask()
     train(task, make_args(task, *flags, "--out", tmp_path / "a"))
     task = TextTask()
@@ -371,6 +372,11 @@ def test_resume_of_a_real_zoo_model(tmp_path):
     assert [r["train_loss"] for r in rows(tmp_path / "a")] == [r["train_loss"] for r in rows(tmp_path / "b")]
     a, b = (zoo.load(tmp_path / run / "last").state_dict() for run in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    return tmp_path / "b"
+
+
+def test_resume_of_a_real_zoo_model(tmp_path):
+    crash_and_resume(tmp_path, "--batch-size", 8, "--max-steps", 8, "--checkpoint-every", 4, "--warmup-steps", 2)
 
 
 def test_accumulation_matches_one_big_batch(tmp_path):
