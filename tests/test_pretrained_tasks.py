@@ -9,6 +9,7 @@ and that ``zoo.load`` of the run scores the validation split exactly as the trai
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 import zoo
+from tasks.engine import trainer
 from zoo import cli
 from tests.test_task_contract import FIXTURES
 
@@ -40,6 +42,23 @@ def _quiet_transformers():
     transformers.logging.set_verbosity_error()
 
 
+@pytest.fixture(autouse=True)
+def trained(monkeypatch) -> dict[str, torch.nn.Module]:
+    """``trained["model"]``: a copy of the last run's model as it was in memory at the end, with the
+    weights it saved (the EMA when on)."""
+    captured: dict[str, torch.nn.Module] = {}
+    run = trainer._Run.run
+
+    def spy(self) -> Path:
+        folder = run(self)
+        with self._ema_weights():
+            captured["model"] = copy.deepcopy(self.model).eval()
+        return folder
+
+    monkeypatch.setattr(trainer._Run, "run", spy)
+    return captured
+
+
 def _train(task: str, tmp_path: Path, source: Path, *flags: str, freeze: bool = True) -> tuple[Path, str]:
     """Two steps of ``zoo train task --pretrained source`` on its fixture (the backbone frozen unless
     ``freeze`` is False): (run, data SPEC)."""
@@ -51,12 +70,22 @@ def _train(task: str, tmp_path: Path, source: Path, *flags: str, freeze: bool = 
     return out, spec
 
 
-def _assert_reloaded_scores_as_trained(task_name: str, run: Path, spec: str) -> zoo.ZooModel:
-    """The validation metrics the trainer logged at its last step equal those of ``zoo.load(run / "last")``."""
+def _assert_reloaded_scores_as_trained(task_name: str, run: Path, spec: str,
+                                       trained: dict[str, torch.nn.Module]) -> zoo.ZooModel:
+    """``zoo.load(run / "last")`` gives the trained model's outputs on a validation batch, and the
+    validation metrics the trainer logged at its last step."""
     logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     task = zoo.get_task(task_name)
     model = zoo.load(run / "last").eval()
-    metrics = task.evaluate(model, task.datasets(spec, "validation"), argparse.Namespace(batch_size=8))
+    validation = task.datasets(spec, "validation")
+    batch = task.make_collate(model, train=False)([validation[i] for i in range(min(4, len(validation)))])
+    with torch.no_grad():
+        expected, got = trained["model"](batch), model(batch)
+    compared = [k for k, v in expected.items() if torch.is_tensor(v)]
+    assert compared
+    for key in compared:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    metrics = task.evaluate(model, validation, argparse.Namespace(batch_size=8))
     for name, value in metrics.items():
         if isinstance(value, float):
             assert logged[f"val_{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), name
@@ -79,7 +108,7 @@ def _gpt2_folder(folder: Path, texts: list[str], tokenizer: bool = True) -> Path
     return folder
 
 
-def test_text_generation_from_a_gpt2_folder_tokenizes_with_its_tokenizer(tmp_path):
+def test_text_generation_from_a_gpt2_folder_tokenizes_with_its_tokenizer(tmp_path, trained):
     (tmp_path / "data").mkdir()
     spec, _ = FIXTURES["text_generation"].write(tmp_path / "data")
     task = zoo.get_task("text_generation")
@@ -88,7 +117,7 @@ def test_text_generation_from_a_gpt2_folder_tokenizes_with_its_tokenizer(tmp_pat
     # the lm head is tied to the embedding: nothing is left to train when the backbone freezes. Without
     # weight decay, positions past the 16-token blocks get no update and stay as the folder holds them.
     run, spec = _train("text_generation", tmp_path, gpt2, "--block-size", "16", "--weight-decay", "0", freeze=False)
-    model = _assert_reloaded_scores_as_trained("text_generation", run, spec)
+    model = _assert_reloaded_scores_as_trained("text_generation", run, spec, trained)
     stored = load_file(str(gpt2 / "model.safetensors"))
     assert model.backbone.zoo_spec["name"] == "text_decoder_gpt2"
     torch.testing.assert_close(model.backbone.pos_embed.weight[16:], stored["transformer.wpe.weight"][16:],
@@ -106,7 +135,7 @@ def test_text_generation_from_a_gpt2_folder_tokenizes_with_its_tokenizer(tmp_pat
 
 # ---- image classification: a transformers ViT folder with its image processor -------------------------
 
-def test_image_classification_from_a_transformers_vit_uses_its_size_and_statistics(tmp_path):
+def test_image_classification_from_a_transformers_vit_uses_its_size_and_statistics(tmp_path, trained):
     config = transformers.ViTConfig(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=1,
                                     num_attention_heads=2, intermediate_size=32, num_labels=2)
     folder = tmp_path / "vit"
@@ -114,7 +143,7 @@ def test_image_classification_from_a_transformers_vit_uses_its_size_and_statisti
     mean, std = [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]
     transformers.ViTImageProcessor(image_mean=mean, image_std=std, size=24).save_pretrained(folder)
     run, spec = _train("image_classification", tmp_path, folder)
-    model = _assert_reloaded_scores_as_trained("image_classification", run, spec)
+    model = _assert_reloaded_scores_as_trained("image_classification", run, spec, trained)
     stored = load_file(str(folder / "model.safetensors"))
     torch.testing.assert_close(model.backbone.patch_embed.proj.weight,
                                stored["vit.embeddings.patch_embeddings.projection.weight"], rtol=0, atol=0)
@@ -135,10 +164,10 @@ def _wav2vec2_folder(folder: Path) -> Path:
     return folder
 
 
-def test_asr_from_a_wav2vec2_folder_reads_16khz_and_normalises_as_its_extractor_says(tmp_path):
+def test_asr_from_a_wav2vec2_folder_reads_16khz_and_normalises_as_its_extractor_says(tmp_path, trained):
     folder = _wav2vec2_folder(tmp_path / "w2v")
     run, spec = _train("asr", tmp_path, folder)
-    model = _assert_reloaded_scores_as_trained("asr", run, spec)
+    model = _assert_reloaded_scores_as_trained("asr", run, spec, trained)
     stored = load_file(str(folder / "model.safetensors"))
     name = "feature_extractor.conv_layers.0.conv.weight"
     torch.testing.assert_close(model.backbone.model.state_dict()[name], stored[name], rtol=0, atol=0)
@@ -146,7 +175,7 @@ def test_asr_from_a_wav2vec2_folder_reads_16khz_and_normalises_as_its_extractor_
     assert model.preprocessing["sample_rate"] == 16000 and model.head.zoo_spec["name"] == "ctc"
 
 
-def test_asr_from_a_whisper_folder_keeps_its_encoder(tmp_path):
+def test_asr_from_a_whisper_folder_keeps_its_encoder(tmp_path, trained):
     config = transformers.WhisperConfig(vocab_size=40, num_mel_bins=16, d_model=16, encoder_layers=1,
                                         decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
                                         encoder_ffn_dim=32, decoder_ffn_dim=32, max_source_positions=50,
@@ -155,13 +184,13 @@ def test_asr_from_a_whisper_folder_keeps_its_encoder(tmp_path):
     folder = tmp_path / "whisper"
     transformers.WhisperModel(config).save_pretrained(folder, safe_serialization=True)
     run, spec = _train("asr", tmp_path, folder)
-    model = _assert_reloaded_scores_as_trained("asr", run, spec)
+    model = _assert_reloaded_scores_as_trained("asr", run, spec, trained)
     stored = load_file(str(folder / "model.safetensors"))
     torch.testing.assert_close(model.backbone.model.conv1.weight, stored["encoder.conv1.weight"], rtol=0, atol=0)
     assert model.backbone.family == "whisper" and model.preprocessing["sample_rate"] == 16000
 
 
-def test_asr_from_a_torchaudio_file_needs_and_uses_the_named_factory(tmp_path, capsys):
+def test_asr_from_a_torchaudio_file_needs_and_uses_the_named_factory(tmp_path, capsys, trained):
     reference = torchaudio.models.wav2vec2_model(**TORCHAUDIO_ARGS)
     path = tmp_path / "w2v.safetensors"
     save_file(reference.state_dict(), str(path))
@@ -171,7 +200,7 @@ def test_asr_from_a_torchaudio_file_needs_and_uses_the_named_factory(tmp_path, c
     assert not (tmp_path / "bare" / "run").exists()
     run, spec = _train("asr", tmp_path, path, "--backbone", "torchaudio/wav2vec2_model",
                        "--backbone-args", json.dumps(TORCHAUDIO_ARGS))
-    model = _assert_reloaded_scores_as_trained("asr", run, spec)
+    model = _assert_reloaded_scores_as_trained("asr", run, spec, trained)
     name = "encoder.transformer.layers.0.attention.k_proj.weight"
     torch.testing.assert_close(model.backbone.model.state_dict()[name], reference.state_dict()[name],
                                rtol=0, atol=0)
@@ -179,13 +208,13 @@ def test_asr_from_a_torchaudio_file_needs_and_uses_the_named_factory(tmp_path, c
 
 # ---- detection: a timm ViT file under the FCOS head -----------------------------------------------------
 
-def test_detection_from_a_timm_vit_file_feeds_its_pyramid_to_the_head(tmp_path):
+def test_detection_from_a_timm_vit_file_feeds_its_pyramid_to_the_head(tmp_path, trained):
     reference = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=0)
     path = tmp_path / "vit.safetensors"
     save_file(reference.state_dict(), str(path))
     run, spec = _train("detection", tmp_path, path, "--head", "fcos", "--head-args", '{"dim": 16, "tower_depth": 1}',
                        "--transform", '{"size": 48, "scale_range": [1.0, 1.0], "color_jitter": 0}')
-    model = _assert_reloaded_scores_as_trained("detection", run, spec)
+    model = _assert_reloaded_scores_as_trained("detection", run, spec, trained)
     torch.testing.assert_close(model.backbone.stack.blocks[0].attn.qkv.weight,
                                reference.state_dict()["blocks.0.attn.qkv.weight"], rtol=0, atol=0)
     features = model.backbone(torch.zeros(1, 3, 32, 32))
