@@ -21,6 +21,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
+from zoo.tokenizer import HFTokenizer
 
 import zoo
 from tasks.engine import trainer
@@ -222,18 +223,50 @@ def test_detection_from_a_timm_vit_file_feeds_its_pyramid_to_the_head(tmp_path, 
     assert model.preprocessing["mean"] == list(timm.data.IMAGENET_DEFAULT_MEAN)
 
 
+# ---- translation: a transformers Marian folder, its encoder under our seq2seq head ----------------------
+
+def _marian_folder(folder: Path, texts: list[str] | None = None) -> Path:
+    words = sorted({w for text in texts or [] for w in text.split()})
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<s>", "</s>", *words])}
+    config = transformers.MarianConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
+                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                       decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=0,
+                                       decoder_start_token_id=0)
+    transformers.MarianMTModel(config).save_pretrained(folder, safe_serialization=True)
+    if texts is not None:
+        backend = Backend(models.WordLevel(vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        backend.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_translation_from_a_marian_folder_reads_both_sides_with_its_tokenizer(tmp_path, trained):
+    (tmp_path / "data").mkdir()
+    spec, _ = FIXTURES["translation"].write(tmp_path / "data")
+    pairs = zoo.get_task("translation").datasets(spec, "train")
+    texts = [pairs[i][side] for i in range(len(pairs)) for side in ("source", "target")]
+    marian = _marian_folder(tmp_path / "marian", texts)
+    run, spec = _train("translation", tmp_path, marian, "--eval-beams", "1", "--head-args",
+                       '{"depth": 1, "heads": 2}')
+    model = _assert_reloaded_scores_as_trained("translation", run, spec, trained)
+    stored = load_file(str(marian / "model.safetensors"))
+    torch.testing.assert_close(model.backbone.model.layers[0].fc1.weight, stored["model.encoder.layers.0.fc1.weight"],
+                               rtol=0, atol=0)
+    assert model.backbone.family == "marian" and model.tokenizer.kind == "tokenizers"
+    batch = zoo.get_task("translation").make_collate(model, train=False)([pairs[0]])
+    expected = Backend.from_file(str(marian / "tokenizer.json"))
+    assert batch["inputs"][0].tolist() == expected.encode(pairs[0]["source"], add_special_tokens=False).ids
+    assert batch["targets"][0].tolist() == expected.encode(pairs[0]["target"], add_special_tokens=False).ids
+    assert "target_tokenizer" not in model.preprocessing     # one tokenizer, both sides
+
+
 # ---- refusals, before any work ---------------------------------------------------------------------------
 
 def test_sources_a_task_does_not_take_are_refused_naming_what_it_takes(tmp_path, capsys):
-    config = transformers.MarianConfig(vocab_size=30, d_model=16, encoder_layers=1, decoder_layers=1,
-                                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                                       decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=29,
-                                       decoder_start_token_id=29)
-    marian = tmp_path / "marian"
-    transformers.MarianModel(config).save_pretrained(marian, safe_serialization=True)
+    marian = _marian_folder(tmp_path / "marian")
     wav2vec2 = _wav2vec2_folder(tmp_path / "w2v")
-    cases = [("translation", marian, "is a transformers Marian folder; the translation task starts from a zoo run "
-                                     "or model folder"),
+    cases = [("translation", wav2vec2, "is a transformers wav2vec2 folder; the translation task starts from a zoo "
+                                       "run or model folder or a transformers Marian folder"),
              ("text_generation", wav2vec2, "is a transformers wav2vec2 folder; the text_generation task starts from "
                                            "a zoo run or model folder or a transformers GPT-2 folder"),
              ("image_classification", marian, "the image_classification task starts from a zoo run or model "
@@ -266,7 +299,6 @@ def test_a_gpt2_folder_without_its_tokenizer_is_refused(tmp_path, capsys):
 def test_a_byte_level_tokenizer_json_serves_the_text_generation_metrics_and_prompts(tmp_path):
     from tasks.text_generation.metrics import raw_characters
     from tasks.text_generation.prompts import continuation
-    from zoo.tokenizer import HFTokenizer
 
     texts = ["the cat sat on the mat", "we saw the cat, then the dog"]
     tokenizer = HFTokenizer.load(_gpt2_folder(tmp_path / "gpt2", texts * 20) / "tokenizer.json")
@@ -279,3 +311,12 @@ def test_a_byte_level_tokenizer_json_serves_the_text_generation_metrics_and_prom
     assert continuation(tokenizer, tokenizer.encode("the"), cat) == " cat"
     other = HFTokenizer.load(_gpt2_folder(tmp_path / "other", ["a dog ran far"] * 20) / "tokenizer.json")
     assert tokenizer.fingerprint() == HFTokenizer(tokenizer.text).fingerprint() != other.fingerprint()
+
+
+def test_a_marian_folder_without_its_tokenizer_is_refused(tmp_path, capsys):
+    marian = _marian_folder(tmp_path / "marian")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _train("translation", tmp_path, marian)
+    assert "has no tokenizer.json; translation reads both sides with the model's own tokenizer" in \
+        capsys.readouterr().err
