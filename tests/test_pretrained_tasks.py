@@ -153,6 +153,20 @@ def test_image_classification_from_a_transformers_vit_uses_its_size_and_statisti
     assert model.head.fc.weight.shape == stored["classifier.weight"].shape   # two classes: the classifier reused
 
 
+def test_image_classification_from_a_timm_hub_folder_takes_its_statistics_and_a_new_head(tmp_path, trained):
+    from timm.models import save_for_hf
+
+    args = dict(img_size=16, patch_size=8, depth=1, num_heads=2, embed_dim=16)
+    reference = timm.create_model("vit_tiny_patch16_224", num_classes=5, **args)
+    save_for_hf(reference, str(tmp_path / "timm"), model_args=args, safe_serialization=True)
+    run, spec = _train("image_classification", tmp_path, tmp_path / "timm")
+    model = _assert_reloaded_scores_as_trained("image_classification", run, spec, trained)
+    torch.testing.assert_close(model.backbone.pos_embed, reference.pos_embed, rtol=0, atol=0)
+    transform = model.preprocessing["transform"]
+    assert (transform["image_size"], transform["mean"]) == (16, list(reference.pretrained_cfg["mean"]))
+    assert model.head.fc.weight.shape == (2, 16)   # the fixture's two classes: a new head, not timm's five
+
+
 # ---- asr: a transformers wav2vec2 folder, a Whisper encoder, a torchaudio file -----------------------
 
 def _wav2vec2_folder(folder: Path) -> Path:
