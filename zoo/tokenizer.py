@@ -7,6 +7,7 @@ name how a checkpoint stores one (``config.json`` field ``tokenizer_kind``, file
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Iterable
@@ -47,6 +48,18 @@ class BaseTokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write the tokenizer to the file ``path``."""
+        raise NotImplementedError
+
+    def offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of ``text`` and each token's (start, stop) character span in it."""
+        raise NotImplementedError
+
+    def starts_word(self, token: int) -> bool:
+        """Whether token ``token`` begins with a word boundary (sentencepiece's \u2581, byte-level BPE's \u0120)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hex digest of the stored tokenizer: equal for equal tokenizers (cache keys)."""
         raise NotImplementedError
 
     def batch(self, texts: list[str], bos: bool = False, eos: bool = False, max_len: int | None = None,
@@ -110,6 +123,16 @@ class Tokenizer(BaseTokenizer):
             ids = ids.tolist()
         return self.sp.decode([i for i in ids if i > self.eos_id])
 
+    def offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = self.sp.encode_as_offset_mapping(text)
+        return list(encoded["ids"]), [tuple(span) for span in encoded["offsets"]]
+
+    def starts_word(self, token: int) -> bool:
+        return self.sp.id_to_piece(token).startswith("\u2581")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(self.proto).hexdigest()
+
 
 class HFTokenizer(BaseTokenizer):
     """A Hugging Face ``tokenizers`` JSON (a transformers folder's ``tokenizer.json``, WordLlama's).
@@ -165,6 +188,16 @@ class HFTokenizer(BaseTokenizer):
         if torch.is_tensor(ids):
             ids = ids.tolist()
         return self.backend.decode(ids, skip_special_tokens=True)
+
+    def offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = self.backend.encode(text, add_special_tokens=False)
+        return list(encoded.ids), [tuple(span) for span in encoded.offsets]
+
+    def starts_word(self, token: int) -> bool:
+        return (self.backend.id_to_token(token) or "").startswith(("\u2581", "\u0120"))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
 
 KINDS: dict[str, type[BaseTokenizer]] = {Tokenizer.kind: Tokenizer, HFTokenizer.kind: HFTokenizer}

@@ -9,6 +9,11 @@ decodes by attention over the same features (``model.generate``, greedy or ``--b
 sentencepiece tokenizer stored with the model. Training clips are speed-perturbed (0.9/1.0/1.1/1.2:
 new pitch and tempo, as from another speaker) and batches group utterances of similar length.
 The primary metric is WER (jiwer, on ``normalize_text``-ed transcripts), with CER beside it.
+``--pretrained`` a transformers wav2vec2 or Whisper folder (the Whisper encoder), or a torchaudio
+wav2vec2 ``.safetensors`` file with ``--backbone torchaudio/<factory>``, wraps that model as the
+backbone under the head (``zoo.create_model(pretrained=...)``); audio is then read at 16 kHz, and a
+wav2vec2 folder whose ``preprocessor_config.json`` says ``do_normalize`` normalises each waveform
+inside the backbone.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import UNITS, build_units, encode_targets
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 
 BUCKET_BATCHES = 20   # training batches are cut from pools of this many batches sorted by length
@@ -44,6 +50,7 @@ class AsrTask(Task):
     default_backbone = "speech_encoder_tiny"
     default_head = "ctc"
     metric = Metric("wer", higher_is_better=False)
+    pretrained_kinds = ("zoo", "wav2vec2", "whisper", "torchaudio_wav2vec2")
     data_module = data
 
     # ---- data -------------------------------------------------------------------------
@@ -87,15 +94,22 @@ class AsrTask(Task):
         head_name = args.head or self.default_head
         texts = [entry.text for entry in train_set.entries]
         head_args, tokenizer = build_units(head_name, args.units, texts, args.vocab_size)
+        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **head_args, **(args.head_args or {})}
+        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) == "weights":   # the wrapped model: 16 kHz (its preprocessing says)
+            model = zoo.create_model(args.backbone, head_name, pretrained=source, backbone_args=args.backbone_args,
+                                     tokenizer=tokenizer, task=self.name, **head_args)
+            model.preprocessing.update({"sample_rate": model.preprocessing.get("sample_rate", SAMPLE_RATE),
+                                        "speed_perturb": speeds})
+            return model
         name = args.backbone or self.default_backbone
         defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
         backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
         if backbone.modality != "audio":
             raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; asr needs an audio one")
-        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **head_args, **(args.head_args or {})}
         head = zoo.create_head(head_name, backbone, **head_args)
         sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
-        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
         preprocessing = {"sample_rate": sample_rate, "speed_perturb": speeds}
         return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
 

@@ -14,7 +14,10 @@ over the time budget, evaluating every 400 steps. Augmentation is the horizontal
 a budget of a few epochs scale and colour jitter cost data time and slow convergence; turn
 them on with ``--transform '{"scale_range": [0.8, 1.2], "color_jitter": 0.2}'`` for long runs.
 Our ViT gets ``img_size=128, patch_size=8`` (maps at strides 8, 16, 32) unless
-``--backbone-args`` say otherwise.
+``--backbone-args`` say otherwise. ``--pretrained`` a transformers ViT folder or a timm ViT
+``.safetensors`` file or hub folder converts it into our ``vit_*``, whose pyramid (maps at
+strides p, 2p, 4p, the up/down-sampling layers new) feeds the head; images are normalised with
+the mean/std the source records (else ImageNet's).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from tasks.detection.evaluation import coco_metrics, label_mapping
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY, json_object
+from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.registry import BACKBONES
@@ -49,6 +53,7 @@ class DetectionTask(Task):
     default_backbone = "timm/mobilenetv3_small_100"
     default_head = "fcos"
     metric = Metric("map_50", higher_is_better=True)
+    pretrained_kinds = ("zoo", "vit", "timm_vit")
     data_module = data
     demo_args = ("--time-budget", "60", "--eval-every", "0")
 
@@ -75,22 +80,31 @@ class DetectionTask(Task):
         parser.set_defaults(**TRAIN_DEFAULTS)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
-        """Backbone (ViT sized for the scenes) + head for the training set's classes + preprocessing."""
+        """Backbone (ViT sized for the scenes, or the ``--pretrained`` ViT) + head for the training set's
+        classes + preprocessing."""
+        head_name = args.head or self.default_head
+        labels = list(train_set.classes)
+        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **(args.head_args or {}),
+                     "num_classes": len(labels), "labels": labels}
+        transform = {**DEFAULT_CONFIG, **TRANSFORM_DEFAULTS, **(getattr(args, "transform", None) or {})}
+        build_detection_transform(transform, train=True)  # unknown keys fail now, not in the first batch
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) == "weights":
+            model = zoo.create_model(args.backbone, head_name, pretrained=source, backbone_args=args.backbone_args,
+                                     task=self.name, **head_args)
+            pre = model.preprocessing
+            model.preprocessing = {"mean": list(pre.get("mean", IMAGENET_MEAN)),
+                                   "std": list(pre.get("std", IMAGENET_STD)), "transform": transform}
+            return model
         name = args.backbone or self.default_backbone
         fields = BACKBONES.meta(name).get("config", {})
         defaults = {k: v for k, v in VIT_DEFAULTS.items() if k in fields}
         backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
         if backbone.modality != "image":
             raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; detection needs an image one")
-        head_name = args.head or self.default_head
-        labels = list(train_set.classes)
-        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **(args.head_args or {}),
-                     "num_classes": len(labels), "labels": labels}
         head = zoo.create_head(head_name, backbone, **head_args)
         mean = getattr(backbone, "mean", None) or BACKBONES.meta(name).get("mean") or IMAGENET_MEAN
         std = getattr(backbone, "std", None) or BACKBONES.meta(name).get("std") or IMAGENET_STD
-        transform = {**DEFAULT_CONFIG, **TRANSFORM_DEFAULTS, **(getattr(args, "transform", None) or {})}
-        build_detection_transform(transform, train=True)  # unknown keys fail now, not in the first batch
         preprocessing = {"mean": list(mean), "std": list(std), "transform": transform}
         return zoo.ZooModel(backbone, head, preprocessing=preprocessing, task=self.name)
 

@@ -17,7 +17,7 @@ import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.distributed import pick_device
-from tasks.engine.pretrained import FLAG, check_source
+from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
 from tasks.engine.task import Task
@@ -106,6 +106,10 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
     kind = check_source(task.name, task.pretrained_kinds, args.init_backbone) if args.init_backbone else None
     if kind == "zoo":
         backbone = backbone or read_config(_resolved(args.init_backbone, FLAG))["backbone"]["name"]
+    if (kind == "weights" and not str(backbone or "").startswith("torchaudio/")
+            and weights_family(args.init_backbone) == "torchaudio_wav2vec2"):
+        raise ZooError(f"{FLAG} {args.init_backbone} holds torchaudio wav2vec2 weights, which do not say their "
+                       f"architecture; pass --backbone torchaudio/<factory> (and its --backbone-args) naming it")
     if kind != "weights":      # a transformers folder describes its backbone; a weights file takes the factory's
         check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
     check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))

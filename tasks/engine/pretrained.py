@@ -4,7 +4,9 @@ Three kinds: ``catalog`` (a name of ``zoo list weights``), ``zoo`` (a zoo run or
 the task rebuilds its backbone's architecture and the trainer copies the weights in) and
 ``weights`` (a transformers folder, a timm or torchaudio safetensors file: ``zoo.create_model
 (pretrained=...)`` builds the backbone that fits). A task says which kinds it starts from in
-``Task.pretrained_kinds``.
+``Task.pretrained_kinds``: ``weights`` takes any weights source, a family name of :data:`FAMILIES`
+(``gpt2``, ``vit``, ``timm_vit``, ``wav2vec2``...) only sources of that family, told apart by
+their ``config.json`` or, for a bare file, the names of its tensors (nothing is loaded).
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ FLAG = "--pretrained"
 KINDS = ("catalog", "zoo", "weights")
 _DESCRIBED = {"catalog": "named weights", "zoo": "a zoo run or model folder",
               "weights": "a transformers folder or a timm/torchaudio weights file"}
+FAMILIES = {"gpt2": "a transformers GPT-2 folder", "vit": "a transformers ViT folder",
+            "timm_vit": "a timm ViT weights file or hub folder", "bert": "a transformers BERT folder",
+            "marian": "a transformers Marian folder", "wav2vec2": "a transformers wav2vec2 folder",
+            "whisper": "a transformers Whisper folder",
+            "torchaudio_wav2vec2": "a torchaudio wav2vec2 weights file (with --backbone torchaudio/<factory>)"}
 
 
 def source_kind(source: str) -> str:
@@ -48,13 +55,47 @@ def source_kind(source: str) -> str:
     return "zoo" if isinstance(settings, dict) and "format_version" in settings else "weights"
 
 
+def weights_family(source: str) -> str:
+    """The family of weights source ``source`` (a key of :data:`FAMILIES`), or how to describe one
+    zoo reads for no task ("a bert folder", "a timm resnet18 folder", "unknown weights")."""
+    path = Path(source)
+    if path.is_file():
+        return _file_family(path)
+    config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    if "model_type" in config:
+        family = str(config["model_type"])
+        return family if family in FAMILIES else f"a transformers {family} folder"
+    architecture = str(config.get("architecture", "?"))
+    return "timm_vit" if architecture.startswith("vit_") else f"a timm {architecture} folder"
+
+
+def _file_family(path: Path) -> str:
+    """``timm_vit`` or ``torchaudio_wav2vec2`` from a safetensors file's tensor names."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+    except (SafetensorError, OSError):
+        return f"{path.suffix or 'a'} file that is no safetensors"
+    if {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} <= names:
+        return "timm_vit"
+    if any(n.startswith("feature_extractor.conv_layers.") for n in names):
+        return "torchaudio_wav2vec2"
+    return "a safetensors file of no family zoo reads"
+
+
 def check_source(task_name: str, kinds: tuple[str, ...], source: str) -> str:
-    """The kind of ``source``, refused unless task ``task_name`` starts from that kind (``kinds``);
-    a catalog name must be prepared and match its card."""
+    """The kind of ``source``, refused unless task ``task_name`` starts from that kind (``kinds``:
+    a weights source must be of a family ``kinds`` names, or ``weights`` be among them); a catalog
+    name must be prepared and match its card."""
     kind = source_kind(source)
-    if kind not in kinds:
-        takes = " or ".join(_DESCRIBED[k] for k in kinds)
-        raise ZooError(f"{FLAG} {source} is {_DESCRIBED[kind]}; the {task_name} task starts from {takes}")
+    family = weights_family(source) if kind == "weights" and "weights" not in kinds else None
+    if kind not in kinds and family not in kinds:
+        names = [_DESCRIBED.get(k) or FAMILIES[k] for k in kinds]
+        takes = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        found = FAMILIES.get(family, family) if family else _DESCRIBED[kind]
+        raise ZooError(f"{FLAG} {source} is {found}; the {task_name} task starts from {takes}")
     if kind == "catalog":
         try:
             catalog.resolve(source)

@@ -60,7 +60,8 @@ class Task:
     default_head: str = ""
     metric: Metric = Metric("loss", higher_is_better=False)
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
-    pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name (tasks/engine/pretrained.py)
+    pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name: kinds and weights families
+                                                   # of tasks/engine/pretrained.py
     data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force), read(spec, split), QUICK_SET
 
     # ---- data -------------------------------------------------------------------------

@@ -19,6 +19,10 @@ Fine-tuning: ``--init-backbone RUN_DIR`` rebuilds the backbone as that checkpoin
 (the trainer then copies its weights) with a new head for this data's classes;
 ``--backbone timm/NAME --backbone-args '{"checkpoint_path": "FILE"}'`` starts a timm backbone
 from a local weights file. That path is not stored in the new checkpoint: its weights are.
+``--pretrained`` a transformers ViT folder or a timm ViT ``.safetensors`` file or hub folder
+converts it into our ``vit_*`` (``zoo.create_model(pretrained=...)``; the stored classifier is
+kept when its shape fits this data's classes, else the head is new); the transforms then use the
+ViT's image size (unless ``--image-size``) and the mean/std the source records (else ImageNet's).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
+from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 from tasks.image_classification import data
 from tasks.image_classification.cache import in_memory
@@ -76,6 +81,7 @@ class ImageClassificationTask(Task):
     default_backbone = "vit_tiny"
     default_head = "classification"
     metric = Metric("top1", higher_is_better=True)
+    pretrained_kinds = ("zoo", "vit", "timm_vit")
     data_module = data
 
     # ---- data -------------------------------------------------------------------------
@@ -122,7 +128,11 @@ class ImageClassificationTask(Task):
         """Backbone (new, or the architecture of ``--init-backbone``) + classification head + transforms."""
         labels = list(train_set.classes)
         builtin = _builtin_name(getattr(args, "data", "") or "")
-        if getattr(args, "init_backbone", None):
+        head_args = {**HEAD_DEFAULTS, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) == "weights":
+            return self._pretrained(args, source, builtin, head_args)
+        if source:
             name, backbone_args, transform = _transferred(args, self.default_backbone)
             backbone = zoo.create_backbone(name, **backbone_args)
         else:
@@ -139,9 +149,26 @@ class ImageClassificationTask(Task):
             backbone.zoo_spec["args"] = {k: v for k, v in backbone_args.items() if k != "checkpoint_path"}
         transform.update(_augment_flags(args, builtin))
         build_transform(transform, train=True)  # a bad flag fails here, naming the field
-        head_args = {**HEAD_DEFAULTS, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
         head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
         return zoo.ZooModel(backbone, head, preprocessing={"transform": transform}, task=self.name)
+
+    def _pretrained(self, args: argparse.Namespace, source: str, builtin: str | None,
+                    head_args: dict[str, Any]) -> zoo.ZooModel:
+        """The ViT converted from ``source`` + the classification head, transforms at its size and statistics.
+
+        ``--backbone timm/vit_*`` (with ``--backbone-args``) names the timm model of a bare weights
+        file, for its number of heads.
+        """
+        model = zoo.create_model(args.backbone, args.head or self.default_head, pretrained=source,
+                                 backbone_args=args.backbone_args, task=self.name, **head_args)
+        pre = model.preprocessing
+        size = args.image_size or model.backbone.cfg.img_size
+        gray = bool(builtin is not None and data.BUILTIN_IMAGE_STATS[builtin]["grayscale_source"])
+        transform = default_transform_config(size, pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD), gray)
+        transform.update(_augment_flags(args, builtin))
+        build_transform(transform, train=True)
+        model.preprocessing = {"transform": transform}
+        return model
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:

@@ -8,23 +8,21 @@ task sets it when it builds a model or is handed one.
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch.utils.data import Dataset
 
 from tasks.text_generation.data import TextDataset, pack_blocks
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import BaseTokenizer
 
 
 class BlockLayout:
     """The tokenizer and block size the data sets of one task instance are packed with."""
 
     def __init__(self) -> None:
-        self.tokenizer: Tokenizer | None = None
+        self.tokenizer: BaseTokenizer | None = None
         self.block_size = 0
 
-    def set(self, tokenizer: Tokenizer, block_size: int) -> None:
+    def set(self, tokenizer: BaseTokenizer, block_size: int) -> None:
         """Use ``tokenizer`` and ``block_size`` (tokens per block) from now on."""
         if block_size < 1:
             raise ValueError(f"block size must be at least 1, got {block_size}")
@@ -45,9 +43,9 @@ class TextBlocks(Dataset):
         self._key: tuple[str, int] | None = None
         self._blocks: torch.Tensor | None = None
 
-    def blocks(self, tokenizer: Tokenizer, block_size: int) -> torch.Tensor:
+    def blocks(self, tokenizer: BaseTokenizer, block_size: int) -> torch.Tensor:
         """All blocks (N, size + 1) for this tokenizer and block size (tokenized once, then cached)."""
-        key = (hashlib.sha1(tokenizer.proto).hexdigest(), block_size)
+        key = (tokenizer.fingerprint(), block_size)
         if key != self._key:
             docs = [tokenizer.encode(text) for text in self.texts]
             tokens = sum(len(doc) + 1 for doc in docs)  # + EOS after each

@@ -16,18 +16,18 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import BaseTokenizer
 
 
-def raw_characters(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[list[int], list[int]]:
+def raw_characters(tokenizer: BaseTokenizer, texts: Sequence[str]) -> tuple[list[int], list[int]]:
     """The token stream of ``texts`` (each document's ids, then EOS) and the raw characters of
     each of its tokens."""
     ids: list[int] = []
     characters: list[int] = []
     for text in texts:
-        encoded = tokenizer.sp.encode_as_offset_mapping(text)
+        tokens, spans = tokenizer.offsets(text)
         end = 0
-        for token, (_, stop) in zip(encoded["ids"], encoded["offsets"]):
+        for token, (_, stop) in zip(tokens, spans):
             ids.append(token)
             characters.append(max(stop - end, 0))
             end = max(end, stop)

@@ -12,7 +12,7 @@ from typing import Any, Sequence, TextIO
 import torch
 
 from zoo.generation import stream
-from zoo.tokenizer import Tokenizer, pad_ids
+from zoo.tokenizer import BaseTokenizer, pad_ids
 
 
 def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
@@ -35,14 +35,14 @@ def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens:
     return {"inputs": inputs.to(device), "mask": mask.to(device)}
 
 
-def continuation(tokenizer: Tokenizer, prompt: list[int], new: list[int]) -> str:
+def continuation(tokenizer: BaseTokenizer, prompt: list[int], new: list[int]) -> str:
     """The text ``new`` adds after ``prompt`` (with its leading space, when it starts a word)."""
     before = tokenizer.decode(prompt)
     after = tokenizer.decode(prompt + new)
     if after.startswith(before):
         return after[len(before):]
     text = tokenizer.decode(new)  # the tokenizer normalised the prompt differently in context
-    starts_word = bool(new) and tokenizer.sp.id_to_piece(new[0]).startswith("\u2581")
+    starts_word = bool(new) and tokenizer.starts_word(new[0])
     return (" " + text) if starts_word and before else text
 
 

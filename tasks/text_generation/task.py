@@ -2,7 +2,9 @@
 
 A sentencepiece tokenizer is trained from the training documents (``--vocab-size``,
 ``--tokenizer-type``) unless ``--tokenizer`` gives one; it is saved with every checkpoint, and
-the block size (``--block-size``) goes into the model's preprocessing. Documents are packed
+the block size (``--block-size``) goes into the model's preprocessing. ``--pretrained`` a
+transformers GPT-2 folder converts it into ``text_decoder_gpt2`` + ``lm`` and tokenizes with the
+folder's ``tokenizer.json`` instead of training one. Documents are packed
 into blocks of ``block_size + 1`` tokens (:mod:`tasks.text_generation.blocks`); a batch is
 ``inputs`` (B, T) and ``targets`` (B, T), the same tokens shifted by one. Metrics: ``loss``
 (nats per token), ``perplexity`` and the primary ``bits_per_char``, on the characters of the
@@ -20,11 +22,13 @@ import torch
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
 from tasks.text_generation import data
 from tasks.text_generation.blocks import BlockLayout, TextBlocks
 from tasks.text_generation.metrics import evaluate_blocks
 from tasks.text_generation.prompts import generate_texts, stream_text
+from zoo.errors import ZooError
 from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
 
 # The trainer's defaults for this task, chosen on the 2-core CPU: within 10 minutes the tiny decoder
@@ -40,6 +44,7 @@ class TextGenerationTask(Task):
     default_backbone = "text_decoder_tiny"
     default_head = "lm"
     metric = Metric("bits_per_char", higher_is_better=False)
+    pretrained_kinds = ("zoo", "gpt2")
     data_module = data
 
     def __init__(self) -> None:
@@ -82,20 +87,40 @@ class TextGenerationTask(Task):
         parser.set_defaults(**TRAIN_DEFAULTS)
 
     def build_model(self, args: argparse.Namespace, train_set: TextBlocks) -> zoo.ZooModel:
-        """Tokenizer (trained from ``train_set`` or loaded) + causal backbone + LM head."""
-        tokenizer = self._tokenizer(args, train_set)
-        name = args.backbone or self.default_backbone
-        backbone_args = {"vocab_size": tokenizer.vocab_size, **(args.backbone_args or {})}
-        if backbone_args["vocab_size"] < tokenizer.vocab_size:
-            raise ValueError(f"--backbone-args vocab_size={backbone_args['vocab_size']} is smaller than the "
-                             f"tokenizer's {tokenizer.vocab_size} tokens")
-        backbone = zoo.create_backbone(name, **backbone_args)
-        cfg = getattr(backbone, "cfg", None)
+        """Tokenizer (trained from ``train_set`` or loaded) + causal backbone + LM head, or the
+        ``--pretrained`` GPT-2 with its tokenizer."""
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) == "weights":
+            model = self._pretrained(args, source)
+        else:
+            tokenizer = self._tokenizer(args, train_set)
+            backbone_args = {"vocab_size": tokenizer.vocab_size, **(args.backbone_args or {})}
+            if backbone_args["vocab_size"] < tokenizer.vocab_size:
+                raise ValueError(f"--backbone-args vocab_size={backbone_args['vocab_size']} is smaller than the "
+                                 f"tokenizer's {tokenizer.vocab_size} tokens")
+            backbone = zoo.create_backbone(args.backbone or self.default_backbone, **backbone_args)
+            head = zoo.create_head(args.head or self.default_head, backbone, **(args.head_args or {}))
+            model = zoo.ZooModel(backbone, head, tokenizer, {}, task=self.name)
+        cfg = getattr(model.backbone, "cfg", None)
         if getattr(cfg, "position", None) == "learned" and cfg.max_len < args.block_size:
-            raise ValueError(f"--block-size {args.block_size} is longer than {name}'s {cfg.max_len} positions")
-        head = zoo.create_head(args.head or self.default_head, backbone, **(args.head_args or {}))
-        model = zoo.ZooModel(backbone, head, tokenizer, {"block_size": args.block_size}, task=self.name)
+            raise ValueError(f"--block-size {args.block_size} is longer than the backbone's {cfg.max_len} positions")
+        model.preprocessing["block_size"] = args.block_size
         self._use(model)
+        return model
+
+    def _pretrained(self, args: argparse.Namespace, source: str) -> zoo.ZooModel:
+        """The converted GPT-2 of folder ``source`` + the LM head, tokenizing with its ``tokenizer.json``."""
+        if args.tokenizer:
+            raise ZooError(f"--tokenizer {args.tokenizer} conflicts with {FLAG} {source}: the pretrained model "
+                           f"reads the ids of its own tokenizer.json; drop --tokenizer")
+        model = zoo.create_model(None, args.head or self.default_head, pretrained=source, task=self.name,
+                                 **(args.head_args or {}))
+        if model.tokenizer is None:
+            raise ZooError(f"{FLAG} {source} has no tokenizer.json; text_generation needs the tokenizer the "
+                           f"model was trained with (save it beside the weights)")
+        if model.tokenizer.vocab_size > model.backbone.cfg.vocab_size:
+            raise ZooError(f"{FLAG} {source}: tokenizer.json has {model.tokenizer.vocab_size} tokens, more than "
+                           f"the model's {model.backbone.cfg.vocab_size}; the two do not belong together")
         return model
 
     def _tokenizer(self, args: argparse.Namespace, train_set: TextBlocks) -> Tokenizer:

@@ -10,6 +10,8 @@ similar length (more updates per sentence seen learn faster in a short budget), 
 rate 2e-3, evaluation with beam 4. Scale up with ``--backbone text_encoder_small
 --head-args '{"depth": 4}' --vocab-size 8000`` where compute allows. The primary metric is
 corpus BLEU on detokenized text (sacrebleu), with chrF and exact match beside it.
+``--pretrained`` a transformers Marian folder wraps its encoder as the backbone under our seq2seq
+head (a new decoder); the folder's ``tokenizer.json`` reads both sides (one joint vocabulary).
 """
 from __future__ import annotations
 
@@ -24,13 +26,15 @@ import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
 from tasks.translation import data
 from tasks.translation.evaluation import scores, translate
 from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, tokenizers,
                                      train_tokenizers)
+from zoo.errors import ZooError
 from zoo.registry import BACKBONES
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import HF_TOKENIZER_FILE, HFTokenizer, Tokenizer
 
 BUCKET_BATCHES = 50   # training batches are cut from pools of this many batches sorted by length
 TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=2e-3, warmup_steps=200)
@@ -45,6 +49,7 @@ class TranslationTask(Task):
     default_backbone = "text_encoder_tiny"
     default_head = "seq2seq"
     metric = Metric("bleu", higher_is_better=True)
+    pretrained_kinds = ("zoo", "marian")
     data_module = data
 
     # ---- data -------------------------------------------------------------------------
@@ -74,7 +79,10 @@ class TranslationTask(Task):
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Tokenizer(s) + encoder backbone + seq2seq head; ``--init-backbone`` reuses that model's encoder and vocabulary."""
-        if getattr(args, "init_backbone", None):
+        source = getattr(args, "init_backbone", None)
+        if source and source_kind(source) == "weights":
+            return self._pretrained(args, source)
+        if source:
             name, backbone_args, source_tok, target_tok = self._transferred(args, train_set)
         else:
             source_tok, target_tok = train_tokenizers(_pairs(train_set), args.vocab_size, args.separate_vocab)
@@ -90,6 +98,20 @@ class TranslationTask(Task):
         head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
         return zoo.ZooModel(backbone, head, source_tok, preprocessing(source_tok, target_tok, args.max_len),
                             task=self.name)
+
+    def _pretrained(self, args: argparse.Namespace, source: str) -> zoo.ZooModel:
+        """The wrapped encoder of Marian folder ``source`` + a new seq2seq head over its ``tokenizer.json``'s ids."""
+        path = Path(source) / HF_TOKENIZER_FILE
+        if not path.is_file():
+            raise ZooError(f"{FLAG} {source} has no {HF_TOKENIZER_FILE}; translation reads both sides with the "
+                           f"model's own tokenizer (save a fast tokenizer beside the weights)")
+        if args.separate_vocab:
+            raise ZooError(f"--separate-vocab conflicts with {FLAG} {source}: its {HF_TOKENIZER_FILE} reads both sides")
+        tokenizer = HFTokenizer.load(path)
+        head_args = {**HEAD_DEFAULTS, "vocab_size": tokenizer.vocab_size, **(args.head_args or {})}
+        return zoo.create_model(None, args.head or self.default_head, pretrained=source, tokenizer=tokenizer,
+                                preprocessing=preprocessing(tokenizer, tokenizer, args.max_len), task=self.name,
+                                **head_args)
 
     def _transferred(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer, Tokenizer]:
         """Backbone name/arguments and tokenizers of the ``--init-backbone`` checkpoint.

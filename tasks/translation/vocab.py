@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from zoo.tokenizer import Tokenizer
+from zoo.tokenizer import BaseTokenizer, Tokenizer
 
 TARGET_KEY = "target_tokenizer"   # preprocessing key of a separate target tokenizer
 DEFAULT_MAX_LEN = 256             # tokens kept per side (source; target including EOS)
@@ -29,7 +29,7 @@ def train_tokenizers(pairs: list[tuple[str, str]], vocab_size: int, separate: bo
     return joint, joint
 
 
-def preprocessing(source: Tokenizer, target: Tokenizer, max_len: int) -> dict[str, Any]:
+def preprocessing(source: BaseTokenizer, target: BaseTokenizer, max_len: int) -> dict[str, Any]:
     """The model's ``preprocessing``: ``max_len`` and, when it differs from the source one, the target tokenizer."""
     settings: dict[str, Any] = {"max_len": max_len}
     if target is not source:
@@ -37,7 +37,7 @@ def preprocessing(source: Tokenizer, target: Tokenizer, max_len: int) -> dict[st
     return settings
 
 
-def tokenizers(model: torch.nn.Module) -> tuple[Tokenizer, Tokenizer]:
+def tokenizers(model: torch.nn.Module) -> tuple[BaseTokenizer, BaseTokenizer]:
     """(source, target) tokenizers of a translation model."""
     source = model.tokenizer
     if source is None:
@@ -54,7 +54,7 @@ class PairCollate:
     tokens (the target to ``max_len - 1``, leaving room for the EOS the head appends).
     """
 
-    def __init__(self, source: Tokenizer, target: Tokenizer, max_len: int) -> None:
+    def __init__(self, source: BaseTokenizer, target: BaseTokenizer, max_len: int) -> None:
         self.source, self.target, self.max_len = source, target, max_len
 
     def __call__(self, samples: list[dict[str, str]]) -> dict[str, torch.Tensor]:
