@@ -244,3 +244,26 @@ def test_learns_digits(tmp_path):
     result = TASK.command("eval", ["--checkpoint", str(run), "--data", "builtin:digits", "--precision", "fp32"])
     assert result["split"] == "test" and result["n"] == 180
     assert result["top1"] > 0.5  # chance is 0.1
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, "fp32"), (True, False, "bf16"),
+                                                         (False, True, "bf16")])
+def test_default_precision_follows_the_cpu_bf16_units(monkeypatch, avx512_bf16: bool, amx: bool,
+                                                      expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    TASK.add_arguments(parser)
+    assert parser.parse_args([]).precision == expected
+
+
+@pytest.mark.parametrize("bf16_supported", [False, True])
+def test_default_precision_on_a_gpu_follows_its_bf16_support(monkeypatch, bf16_supported: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    TASK.add_arguments(parser)
+    assert parser.parse_args([]).precision == ("bf16" if bf16_supported else "fp32")
