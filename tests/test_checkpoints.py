@@ -256,3 +256,15 @@ def test_a_read_only_run_folder_is_one_zoo_error_and_keeps_the_last(tmp_path):
     finally:
         run.chmod(0o755)
     zoo.load(resolve_checkpoint(run, "last"))
+
+
+def test_zoo_load_accepts_a_run_folder_through_its_best_pointer(tmp_path) -> None:
+    model = zoo.create_model(backbone="vit_tiny", head="classification",
+                             backbone_args={"img_size": 8, "patch_size": 4, "depth": 1, "dim": 16, "heads": 2},
+                             num_classes=3).eval()
+    run = tmp_path / "run"
+    model.save(run / "step-3")
+    (run / "best").symlink_to("step-3")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(zoo.load(run)({"inputs": x})["logits"], model({"inputs": x})["logits"])

@@ -176,7 +176,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} is a file, not a model folder or a run folder")
-    if (path / CONFIG).is_file():
+    if (path / CONFIG).exists() or (path / WEIGHTS).exists():   # a model folder: reading names its faults
         return path
     for name in (prefer, *[p for p in POINTERS if p != prefer]):
         if (path / name).exists():

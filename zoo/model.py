@@ -11,7 +11,8 @@ from safetensors.torch import save_model
 from torch import nn
 
 from zoo.arguments import check_args, fields_of
-from zoo.checkpoint import CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights
+from zoo.checkpoint import (CONFIG, FORMAT_VERSION, WEIGHTS, check_weights, read_config, read_weights,
+                            resolve_checkpoint)
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, HEADS
 from zoo.tokenizer import BaseTokenizer, stored_tokenizer
@@ -227,10 +228,11 @@ def _fill_head(model: ZooModel, report: LoadReport, stored: dict[str, torch.Tens
 def load(directory: str | Path, map_location: str | torch.device = "cpu") -> ZooModel:
     """Rebuild a saved model from ``config.json`` + ``model.safetensors`` (no pickle anywhere).
 
+    ``directory`` is a model folder or a run folder (its ``best`` checkpoint, else ``last``).
     Every problem of the folder raises ZooError (FileNotFoundError for a missing file) naming
     the file and the field or tensor: nothing wrong is loaded silently.
     """
-    directory = Path(directory)
+    directory = resolve_checkpoint(directory)
     config = read_config(directory)
     config_path = directory / CONFIG
     tokenizer = None
