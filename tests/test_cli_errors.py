@@ -8,6 +8,7 @@ Commands run in-process (``zoo.cli.main``) with cwd, HOME and ZOO_DATA in a temp
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import subprocess
 import sys
@@ -297,3 +298,15 @@ def test_good_commands_still_work_after_the_bad_ones(isolated: Path, capsys: pyt
     cli.main(["predict", "sentiment", "--checkpoint", "run", "a great film", "--device", "cpu"])
     label = capsys.readouterr().out.split("\t")[0]
     assert label in ("negative", "positive")
+
+
+@pytest.mark.parametrize("task", zoo.list_tasks())
+def test_python_m_task_train_prints_the_same_one_line(task: str, isolated: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m tasks.TASK.train`` goes through the same CLI, so its errors are one line too."""
+    module = importlib.import_module(f"tasks.{task}.train")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--batch-size", "0"])
+    captured = capsys.readouterr()
+    _check(exit_info.value.code, captured.out, captured.err, ("--batch-size", f"zoo train {task} --help"))

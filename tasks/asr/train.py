@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-import zoo
+from zoo import cli
 
 
 def main(argv: list[str] | None = None) -> None:
     """Train the speech recognition task with the shared trainer's flags (``--help`` lists them)."""
-    zoo.get_task("asr").command("train", sys.argv[1:] if argv is None else argv)
+    cli.main(["train", "asr", *(sys.argv[1:] if argv is None else argv)])   # its one-line errors too
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 
-import zoo
+from zoo import cli
 
 
 def main(argv: list[str] | None = None) -> None:
     """Train the text-generation task with the shared trainer's flags (``--help`` lists them)."""
-    zoo.get_task("text_generation").command("train", sys.argv[1:] if argv is None else argv)
+    cli.main(["train", "text_generation", *(sys.argv[1:] if argv is None else argv)])   # its one-line errors too
 
 
 if __name__ == "__main__":
