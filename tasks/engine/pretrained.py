@@ -17,6 +17,7 @@ from zoo.checkpoint import CONFIG, resolve_checkpoint
 from zoo.cli import did_you_mean
 from zoo.errors import ZooError
 from zoo.pretrained import catalog
+from zoo.pretrained.sources import weights_file_family
 
 FLAG = "--pretrained"
 KINDS = ("catalog", "zoo", "weights")
@@ -78,11 +79,7 @@ def _file_family(path: Path) -> str:
             names = set(f.keys())
     except (SafetensorError, OSError):
         return f"{path.suffix or 'a'} file that is no safetensors"
-    if {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} <= names:
-        return "timm_vit"
-    if any(n.startswith("feature_extractor.conv_layers.") for n in names):
-        return "torchaudio_wav2vec2"
-    return "a safetensors file of no family zoo reads"
+    return weights_file_family(names) or "a safetensors file of no family zoo reads"
 
 
 def check_source(task_name: str, kinds: tuple[str, ...], source: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -19,6 +19,16 @@ from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer
 CONVERTED = ("gpt2", "vit")
 SUPPORTED = tuple(sorted((*CONVERTED, *wrapped.FAMILIES)))   # transformers model_type values
 _HINT = "pass backbone='torchaudio/<factory>' (and its backbone_args) naming the model these weights belong to"
+
+
+def weights_file_family(names: Iterable[str]) -> str | None:
+    """``timm_vit`` or ``torchaudio_wav2vec2`` from a bare weights file's tensor names; None for neither."""
+    names = set(names)
+    if {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight"} <= names:
+        return "timm_vit"
+    if any(n.startswith("feature_extractor.conv_layers.") for n in names):
+        return "torchaudio_wav2vec2"
+    return None
 
 
 @dataclass
@@ -166,14 +176,15 @@ def _weights_file(path: Path, backbone: str | None, args: dict[str, Any]) -> Pre
     if path.suffix in (".bin", ".pth", ".pt", ".ckpt"):
         raise refuse_pickle(path, path.with_suffix(".safetensors"))
     tensors = read_weights(path)
-    if "patch_embed.proj.weight" in tensors and "blocks.0.attn.qkv.weight" in tensors:
+    family = weights_file_family(tensors)
+    if family == "timm_vit":
         heads = None
         if backbone is not None:
             if not backbone.startswith("timm/"):
                 raise ZooError(f"{path} holds timm ViT weights; backbone={backbone!r} should be 'timm/vit_...'")
             heads = vit.timm_heads(backbone[len("timm/"):], args)
         return _timm_vit(tensors, path, heads, {})
-    if any(k.startswith("feature_extractor.conv_layers.") for k in tensors):
+    if family == "torchaudio_wav2vec2":
         if backbone is None or not backbone.startswith("torchaudio/"):
             raise ZooError(f"{path} holds torchaudio wav2vec2-style weights, which do not say their "
                            f"architecture; {_HINT}")
