@@ -23,7 +23,7 @@ from typing import Any, NoReturn, Sequence
 
 import zoo
 from zoo.errors import ZooError
-from zoo.registry import BACKBONES, HEADS, TASKS
+from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
 TASK_COMMANDS = ("train", "eval", "predict")
 HANDED_OVER = {"bench": "benchmarks", "demo": "tasks.engine.demo"}     # command -> module run as a new process
@@ -122,9 +122,9 @@ class _CommandHelp(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        names = TASKS.list()     # the shared flags come from the task packages, found through the registry
-        if names:
-            zoo.get_task(names[0]).shared_parser(parser.prog.split()[-1]).print_help()
+        command = parser.prog.split()[-1]     # the shared flags come from the task packages, through the registry
+        if command in COMMANDS:
+            COMMANDS.meta(command)["parser"]().print_help()
         else:
             parser.print_help()
         parser.exit()
@@ -245,7 +245,7 @@ def _task_command(args: argparse.Namespace) -> None:
     if args.task is None:
         raise ZooError(f"`zoo {args.command}` needs a TASK: zoo {args.command} TASK [flags] "
                        f"(tasks: {', '.join(TASKS.list())})")
-    zoo.get_task(args.task).command(args.command, args.flags)
+    COMMANDS.get(args.command)(zoo.get_task(args.task), args.flags)
 
 
 def user_message(error: BaseException) -> str | None:

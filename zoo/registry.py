@@ -103,3 +103,4 @@ class Registry:
 BACKBONES = Registry("backbone")
 HEADS = Registry("head")
 TASKS = Registry("task")
+COMMANDS = Registry("command")   # `zoo train|eval|predict TASK`: fn(task, argv), meta parser(task|None)

@@ -52,6 +52,7 @@ class AsrTask(Task):
     metric = Metric("wer", higher_is_better=False)
     pretrained_kinds = ("zoo", "wav2vec2", "whisper", "torchaudio_wav2vec2")
     data_module = data
+    quick_set = "digits"
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:

@@ -55,6 +55,7 @@ class DetectionTask(Task):
     metric = Metric("map_50", higher_is_better=True)
     pretrained_kinds = ("zoo", "vit", "timm_vit")
     data_module = data
+    quick_set = "small"
     demo_args = ("--time-budget", "60", "--eval-every", "0")
 
     # ---- data -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from tasks.engine.task import Task
 from zoo.checkpoint import read_config
 from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
-from zoo.registry import BACKBONES, HEADS, TASKS
+from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
 SPLITS = ("train", "validation", "test", "all")
 
@@ -115,6 +115,7 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
     check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))
 
 
+@COMMANDS.register("train", parser=lambda task=None: command_parser("train", task))
 def train_command(task: Task, argv: list[str]) -> Path:
     """``zoo train TASK``: parse the shared and task flags, check them, then train."""
     from tasks.engine.trainer import train
@@ -140,6 +141,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ZooError(f"{path}: not valid JSON ({err}); pass --data SPEC to say what to score") from None
 
 
+@COMMANDS.register("eval", parser=lambda task=None: command_parser("eval", task))
 def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     """``zoo eval TASK --checkpoint DIR``: the last printed line is one JSON object of metrics."""
     args = command_parser("eval", task).parse_args(argv)
@@ -165,6 +167,7 @@ def read_input_file(path: str) -> list[str]:
     return [line for line in split_lines(text) if line.strip()]
 
 
+@COMMANDS.register("predict", parser=lambda task=None: command_parser("predict", task))
 def predict_command(task: Task, argv: list[str]) -> list[Any]:
     """``zoo predict TASK --checkpoint DIR [INPUT ...] [--input-file FILE] [--json]``."""
     parser = command_parser("predict", task)

@@ -1,7 +1,11 @@
 """The Task object: everything the CLI, the trainer and the benchmark runner know about a task.
 
 A task package registers one instance with ``@zoo.register_task(name)``. The CLI and the
-runner never import task packages directly; they look tasks up in the registry.
+runner never import task packages directly; they look tasks up in the registry. A task is
+mostly declarations (modality, defaults, formats, built-in sets, metric, how long a sample
+is); this base class turns them into reading by SPEC, preparation, modality checks and
+length-bucketed batches. This module is a leaf of the engine: it imports no command and no
+trainer (``zoo train|eval|predict`` are found in the ``COMMANDS`` registry).
 """
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ import argparse
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
+
+from tasks.engine.batching import length_bucketed_batches
+from tasks.engine.sets import BuiltinSet, Format, prepare_sets, read_spec
+from zoo.errors import ZooError
+from zoo.registry import COMMANDS
 
 
 @dataclass(frozen=True)
@@ -53,23 +61,26 @@ class Workload:
 
 
 class Task:
-    """Base class of every task. Subclasses set the class attributes and override the hooks."""
+    """Base class of every task. Subclasses declare the class attributes and override the hooks."""
 
     name: str = ""
+    modality: str = ""                  # what backbones it reads: "text" | "image" | "audio"
     default_backbone: str = ""
     default_head: str = ""
     metric: Metric = Metric("loss", higher_is_better=False)
+    generates: bool = False             # predictions are decoded sequences (generation flags apply)
+    train_defaults: ClassVar[Mapping[str, Any]] = {}            # `zoo train` flag defaults of this task
+    head_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # head name -> its default arguments
+    formats: ClassVar[Mapping[str, Format]] = {}                # --data NAME:PATH?k=v readers
+    builtin_sets: ClassVar[Mapping[str, BuiltinSet]] = {}       # --data builtin:NAME
+    quick_set: str = ""                 # the fastest built-in set (make demo, tests)
+    data_module: Any = None             # TRANSITIONAL: the old tasks/<task>/data.py (read, prepare, QUICK_SET)
+    bucket_batches: int = 50            # training batches cut from pools of this many, sorted by length
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
     pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name: kinds and weights families
                                                    # of tasks/engine/pretrained.py
-    data_module: ModuleType          # tasks/<task>/data.py: prepare(names, force), read(spec, split), QUICK_SET
 
     # ---- data -------------------------------------------------------------------------
-    @property
-    def quick_set(self) -> str:
-        """The fastest built-in set (make demo, tests): the data module's ``QUICK_SET``."""
-        return self.data_module.QUICK_SET
-
     @property
     def quick_data(self) -> str:
         """The data SPEC of :attr:`quick_set`."""
@@ -77,11 +88,29 @@ class Task:
 
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
         """Build this task's built-in data sets into the cache (the only code that fetches)."""
-        self.data_module.prepare(names, force)
+        if self.data_module is not None:  # TRANSITIONAL until every task declares its sets
+            return self.data_module.prepare(names, force)
+        prepare_sets(self.name, self.builtin_sets, names, force)
 
     def datasets(self, spec: str, split: str) -> Dataset:
         """Samples of ``split`` ("train" | "validation" | "test" | "all") from a data SPEC."""
-        return self.data_module.read(spec, split)
+        if self.data_module is not None:  # TRANSITIONAL
+            return self.data_module.read(spec, split)
+        return read_spec(self.name, spec, split, self.formats, self.builtin_sets)
+
+    def sample_length(self, sample: dict) -> int | None:
+        """How long a sample is, for length-bucketed training batches; None: no bucketing."""
+        return None
+
+    def head_args(self, head: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``head``'s declared defaults under the user's ``--head-args``."""
+        return {**self.head_defaults.get(head, {}), **(given or {})}
+
+    def check_backbone(self, backbone: torch.nn.Module, name: str) -> None:
+        """Refuse a backbone of another modality than the task reads (``name`` for the message)."""
+        if backbone.modality != self.modality:
+            raise ZooError(f"backbone {name!r} is a {backbone.modality} backbone; {self.name} needs "
+                           f"{'an' if self.modality[0] in 'aeiou' else 'a'} {self.modality} one")
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """A collate function turning sample dicts into the batch dict of DESIGN.md."""
@@ -89,12 +118,18 @@ class Task:
 
     def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
                       train: bool) -> Iterable[list[int]] | None:
-        """Optional custom batching (e.g. by length); None means shuffled fixed-size batches."""
-        return None
+        """Training batches of similar :meth:`sample_length` (less padding), still shuffled; None
+        (shuffled fixed-size batches) when the task measures no length, and for evaluation."""
+        if not train or len(dataset) == 0 or self.sample_length(dataset[0]) is None:
+            return None
+        lengths = [self.sample_length(dataset[i]) for i in range(len(dataset))]
+        return length_bucketed_batches(lengths, batch_size, generator, self.bucket_batches)
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Task-specific command-line flags (model size, vocabulary, image size...)."""
+        """Task-specific command-line flags (model size, vocabulary, image size...) and the
+        task's :attr:`train_defaults`; subclasses adding flags call this too."""
+        parser.set_defaults(**self.train_defaults)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> torch.nn.Module:
         """A new ZooModel for training (builds the tokenizer/labels from ``train_set`` if needed)."""
@@ -120,23 +155,10 @@ class Task:
         """One prediction as human-readable text for `zoo predict`."""
         return f"{item}\t{prediction}"
 
-    # ---- commands (the CLI calls these; zoo never imports tasks) ----------------------------
+    # ---- commands (the CLI finds them in the COMMANDS registry; zoo never imports tasks) -----
     def command(self, name: str, argv: list[str]) -> Any:
-        """Run ``zoo <name> <task> argv``: train, eval or predict."""
-        from tasks.engine import commands
-
-        handlers = {"train": commands.train_command, "eval": commands.eval_command,
-                    "predict": commands.predict_command}
-        if name not in handlers:
-            raise ValueError(f"unknown command {name!r}; expected one of {sorted(handlers)}")
-        return handlers[name](self, argv)
-
-    @staticmethod
-    def shared_parser(name: str) -> argparse.ArgumentParser:
-        """The parser of ``zoo <name> TASK`` with only the flags every task shares (``zoo train --help``)."""
-        from tasks.engine import commands
-
-        return commands.command_parser(name)
+        """Run ``zoo <name> <task> argv`` (train, eval or predict) from Python."""
+        return COMMANDS.get(name)(self, argv)
 
     # ---- benchmark ----------------------------------------------------------------------
     def bench_workloads(self, device: torch.device, precision: str, quick: bool,

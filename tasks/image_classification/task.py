@@ -83,6 +83,7 @@ class ImageClassificationTask(Task):
     metric = Metric("top1", higher_is_better=True)
     pretrained_kinds = ("zoo", "vit", "timm_vit")
     data_module = data
+    quick_set = "digits"
 
     # ---- data -------------------------------------------------------------------------
     def datasets(self, spec: str, split: str) -> data.LabelledImages:

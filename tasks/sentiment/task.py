@@ -50,6 +50,7 @@ class SentimentTask(Task):
     demo_args = ("--epochs", "1")   # the cosine schedule ends within the demo's minute
     pretrained_kinds = ("catalog", "zoo", "weights")
     data_module = data
+    quick_set = "default"
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:

@@ -46,6 +46,7 @@ class TextGenerationTask(Task):
     metric = Metric("bits_per_char", higher_is_better=False)
     pretrained_kinds = ("zoo", "gpt2")
     data_module = data
+    quick_set = "fortunes"
 
     def __init__(self) -> None:
         self.layout = BlockLayout()     # shared by every data set this task instance reads

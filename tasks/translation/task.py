@@ -51,6 +51,7 @@ class TranslationTask(Task):
     metric = Metric("bleu", higher_is_better=True)
     pretrained_kinds = ("zoo", "marian")
     data_module = data
+    quick_set = "numbers"
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
