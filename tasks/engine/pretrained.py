@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from zoo.checkpoint import CONFIG, resolve_checkpoint
+from zoo.checkpoint import CONFIG, read_config, resolve_checkpoint
 from zoo.cli import did_you_mean
 from zoo.errors import ZooError
 from zoo.pretrained import catalog
@@ -99,3 +99,21 @@ def check_source(task_name: str, kinds: tuple[str, ...], source: str) -> str:
         except FileNotFoundError as err:
             raise ZooError(f"{FLAG} {source}: {err}") from None
     return kind
+
+
+def zoo_backbone(source: str, backbone: str | None, backbone_args: dict | None,
+                 default_backbone: str | None = None) -> tuple[str, dict, dict, Path]:
+    """The backbone a zoo ``--pretrained`` checkpoint describes: ``(registry name, arguments, config, folder)``.
+
+    The arguments are the checkpoint's with ``backbone_args`` (``--backbone-args``) on top; shapes
+    they change are then not loaded, which the trainer reports. A ``backbone`` (``--backbone``)
+    naming another architecture than the checkpoint's (or than ``default_backbone``, the value a
+    task may fill in itself) is refused.
+    """
+    folder = resolve_checkpoint(source, "best")
+    config = read_config(folder)
+    name = config["backbone"]["name"]
+    if backbone not in (None, default_backbone, name):
+        raise ZooError(f"--backbone {backbone} conflicts with {FLAG} {source}, whose backbone is {name!r} "
+                       "(omit --backbone to reuse it)")
+    return name, {**config["backbone"]["args"], **(backbone_args or {})}, config, folder
