@@ -23,6 +23,7 @@ import torch
 import zoo
 from benchmarks import flops, report
 from tasks.engine import bench
+from tasks.engine.device import pick_device
 from tasks.engine.flags import POSITIVE, POSITIVE_INT
 from tasks.engine.task import Workload
 from zoo.cli import ArgumentParser
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         bench.set_threads(args.threads)
-        device = bench.resolve_device(args.device)
+        device = pick_device(args.device)
     except (RuntimeError, ValueError) as error:
         print(f"python -m benchmarks: error: {error}", file=sys.stderr)
         return 2

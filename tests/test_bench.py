@@ -16,7 +16,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import flops, report, run
 from tasks.engine import bench
+from tasks.engine.device import pick_device
 from tasks.engine.task import Workload
+from zoo.errors import ZooError
 
 CPU = torch.device("cpu")
 
@@ -101,7 +103,9 @@ def test_channels_last_and_compile_paths_run_on_cpu() -> None:
 PEAK_SCRIPT = """
 import sys, time, torch
 from tasks.engine import bench
+from tasks.engine.device import pick_device
 from tasks.engine.task import Workload
+from zoo.errors import ZooError
 if sys.argv[1] == "sampled":  # the fallback for kernels that ignore a VmHWM reset
     bench._host_memory().kind = "sampled"
 
@@ -163,16 +167,21 @@ def test_threads_and_device_options() -> None:
         torch.set_num_threads(before)
     with pytest.raises(ValueError):
         bench.set_threads(0)
-    assert bench.resolve_device("cpu") == CPU
+    assert pick_device("cpu") == CPU
 
 
 @pytest.mark.parametrize("has_cuda", [False, True])
 def test_auto_device_follows_cuda_availability(monkeypatch, has_cuda: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
-    assert bench.resolve_device("auto").type == ("cuda" if has_cuda else "cpu")
-    if not has_cuda:
-        with pytest.raises(RuntimeError, match="no CUDA device"):
-            bench.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(has_cuda))
+    assert pick_device("auto").type == ("cuda" if has_cuda else "cpu")
+    if has_cuda:
+        assert pick_device("cuda:0") == torch.device("cuda", 0)
+    else:
+        with pytest.raises(ZooError, match="--device cuda:0 .*no CUDA device"):
+            pick_device("cuda:0")
+    with pytest.raises(ZooError, match="--device 'gpu'"):
+        pick_device("gpu")
 
 
 # ---- FLOPs ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 
 import zoo
 from tasks.engine.commands import read_input_file
-from tasks.engine.distributed import pick_device
+from tasks.engine.device import pick_device
 from tasks.engine.flags import (COUNT, DECAY, DROP_FRACTION, POSITIVE, PROBABILITY, Range, check_factory_args,
                                 factory_keys)
 from tasks.engine.task import Task

@@ -16,7 +16,7 @@ from typing import Any
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
-from tasks.engine.distributed import pick_device
+from tasks.engine.device import pick_device
 from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)

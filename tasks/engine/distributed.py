@@ -1,4 +1,4 @@
-"""Device choice and data-parallel plumbing for the trainer (single process or DDP).
+"""Data-parallel plumbing for the trainer (single process or DDP).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`setup` joins the process
 group (NCCL on GPUs, gloo on CPUs) with ``env://``; a caller that has already initialised a
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from zoo.errors import ZooError
+from tasks.engine.device import pick_device
 
 
 @dataclass
@@ -83,27 +83,12 @@ class Dist:
             dist.destroy_process_group()
 
 
-def pick_device(flag: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is present, else the CPU; ``cuda`` without a GPU raises."""
-    if flag == "auto":
-        flag = "cuda" if torch.cuda.is_available() else "cpu"
-    if flag == "cuda":
-        if not torch.cuda.is_available():
-            raise ZooError("--device cuda was asked for but torch sees no CUDA device; use --device cpu (or auto)")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if flag != "cpu":
-        raise ValueError(f"--device {flag!r}: expected auto, cpu or cuda")
-    return torch.device("cpu")
-
-
 def setup(device_flag: str) -> Dist:
     """Choose the device and join (or reuse) the process group when several processes run."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_flag, int(os.environ.get("LOCAL_RANK", "0")))
     if dist.is_initialized():
-        device = pick_device(device_flag, local_rank)
         return Dist(dist.get_rank(), dist.get_world_size(), device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(device_flag, local_rank)
     if world_size == 1:
         return Dist(0, 1, device)
     if device.type == "cuda":
