@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 
 import zoo
 from tasks.asr.task import BACKBONE_DEFAULTS, HEAD_DEFAULTS
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, mode_step
 from tasks.engine.task import Workload
 from zoo.features import Features
 
@@ -113,26 +113,10 @@ def _encoder(model: zoo.ZooModel) -> Callable[[torch.Tensor, torch.Tensor], Feat
     return conformer
 
 
-def _optimizer_step(model: nn.Module, loss_of: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    """One AdamW step: zero_grad, forward + loss, backward, step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_of().backward()
-        optimizer.step()
-
-    return step
-
-
 def _run(model: zoo.ZooModel, mode: str, forward: Callable[[], dict[str, torch.Tensor]],
          batch: dict[str, Any]) -> Callable[[], Any]:
     """Training: an optimizer step on the CTC loss. Inference: forward + greedy decoding."""
-    if mode == "train":
-        model.train()
-        return _optimizer_step(model, lambda: model.loss(forward(), batch)["loss"])
-    model.eval()
-    return lambda: model.decode(forward())
+    return mode_step(model, mode, lambda: model.loss(forward(), batch)["loss"], lambda: model.decode(forward()))
 
 
 def encoder_workload(side: str, mode: str, device: torch.device, compile: bool | str, seconds: float,

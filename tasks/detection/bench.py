@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-from torch import nn
 
 import zoo
 from tasks.detection.data import FASHION_MNIST_CLASSES
 from tasks.detection.task import HEAD_DEFAULTS
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, mode_step
 from tasks.engine.task import Workload
 
 BOXES_PER_IMAGE = 3
@@ -68,17 +66,6 @@ def _images(shape: Shape, batch: int, device: torch.device
     return images.to(device), [b.to(device) for b in boxes], [l.to(device) for l in labels]
 
 
-def _train_step(model: nn.Module, loss_of: Callable[[], torch.Tensor]) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_of().backward()
-        optimizer.step()
-
-    return step
-
-
 def ours(shape: Shape, mode: str, backbone: str, head: str, device: torch.device, compile: bool,
          batch: int) -> Workload:
     """Our ``head`` on ``backbone``: one training step, or forward + decode, on ``batch`` images."""
@@ -91,15 +78,8 @@ def ours(shape: Shape, mode: str, backbone: str, head: str, device: torch.device
             "boxes": boxes, "labels": labels,
             "image_sizes": torch.tensor([[shape.size, shape.size]] * batch, device=device)}
     net = maybe_compile(model, compile)
-    if mode == "train":
-        model.train()
-        step = _train_step(model, lambda: model.loss(net(data), data)["loss"])
-    else:
-        model.eval()
-
-        def step() -> None:
-            model.decode(net(data), batch=data)
-
+    step = mode_step(model, mode, lambda: model.loss(net(data), data)["loss"],
+                     lambda: model.decode(net(data), batch=data))
     return Workload(f"detection {mode} {shape.size}px ({head} on {backbone})", "images", batch, step, model, mode,
                     batch, f"{shape.describe(batch)}; {head} {HEAD_DEFAULTS.get(head, {})}",
                     functools.partial(ours, shape, mode, backbone, head, device, compile))
@@ -116,15 +96,7 @@ def torchvision_fcos(shape: Shape, mode: str, device: torch.device, compile: boo
     image_list = list(images)
     targets = [{"boxes": b, "labels": l + 1} for b, l in zip(boxes, labels)]
     net = maybe_compile(model, compile)
-    if mode == "train":
-        model.train()
-        step = _train_step(model, lambda: sum(net(image_list, targets).values()))
-    else:
-        model.eval()
-
-        def step() -> None:
-            net(image_list)
-
+    step = mode_step(model, mode, lambda: sum(net(image_list, targets).values()), lambda: net(image_list))
     return Workload(f"detection {mode} {shape.size}px (torchvision fcos_resnet50_fpn)", "images", batch, step, model,
                     mode, batch, f"{shape.describe(batch)}; torchvision FCOS (FPN 256, P3-P7, 4-conv towers)",
                     functools.partial(torchvision_fcos, shape, mode, device, compile))

@@ -10,6 +10,9 @@ on CUDA from ``max_memory_allocated`` (reset first), on the CPU from the process
 resident set (``VmHWM`` reset through ``/proc/self/clear_refs``, or sampled by a thread)
 over the first, cold warm-up step, when pages are still fresh.
 
+Task benchmarks build their training steps with :func:`train_step` (one AdamW step, the same on
+both sides of a pair) and :func:`mode_step`.
+
 FLOP counting, peak device FLOP/s and the plain-matmul reference live in
 ``benchmarks/flops.py``; interleaving ours against the reference is :func:`interleave`.
 """
@@ -34,16 +37,6 @@ from torch import nn
 from tasks.engine.task import Workload
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return device
 
 
 def set_threads(threads: int | None) -> None:
@@ -89,6 +82,37 @@ def prepare_model(model: nn.Module, *, compile: bool | str = False, channels_las
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return maybe_compile(model, compile)
+
+
+def train_step(model: nn.Module, loss_of: Callable[[], torch.Tensor], lr: float = 1e-4,
+               fused: bool = False) -> Callable[[], torch.Tensor]:
+    """One AdamW step over ``model``'s trainable parameters: zero_grad, ``loss_of()``, backward, step.
+
+    ``fused`` takes PyTorch's fused CUDA kernel (give ours and the reference the same); off,
+    AdamW keeps its default (foreach on CUDA). The step returns the loss.
+    """
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  fused=True if fused else None)
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def mode_step(model: nn.Module, mode: str, loss_of: Callable[[], torch.Tensor], infer: Callable[[], Any],
+              fused: bool = False) -> Callable[[], Any]:
+    """The step of a ``train`` workload (``model.train()``, :func:`train_step` on ``loss_of``) or of
+    an ``inference`` one (``model.eval()``, ``infer``)."""
+    if mode == "train":
+        model.train()
+        return train_step(model, loss_of, fused=fused)
+    model.eval()
+    return infer
 
 
 def parameter_count(model: nn.Module | None) -> int:

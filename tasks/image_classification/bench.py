@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, mode_step
 from tasks.engine.task import Workload
 from tasks.image_classification import data
 from tasks.image_classification.task import vit_defaults
@@ -57,21 +57,8 @@ def classifier_workload(name: str, model: nn.Module, forward: Callable[[torch.Te
     """
     images = torch.randn(batch, 3, image_size, image_size, device=device)
     labels = torch.randint(0, num_classes, (batch,), device=device)
-    if mode == "inference":
-        model.eval()
-
-        def step() -> torch.Tensor:
-            return forward(images)
-    else:
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-
-        def step() -> torch.Tensor:
-            loss = F.cross_entropy(forward(images).float(), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss
+    step = mode_step(model, mode, lambda: F.cross_entropy(forward(images).float(), labels), lambda: forward(images),
+                     fused=device.type == "cuda")
 
     def factory(size: int) -> Workload:
         return classifier_workload(name, model, forward, mode, size, image_size, num_classes, config, device)

@@ -10,13 +10,13 @@ Both sides get the same work per step: a forward pass (inference), or forward + 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 import zoo
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, mode_step
 from tasks.engine.task import Workload
 
 
@@ -48,22 +48,9 @@ def workloads(device: torch.device, precision: str, quick: bool,
     shape, batch_size = QUICK if quick else FULL
     pairs = []
     for mode in ("train", "inference"):
-        ours = _factory(_ours, shape, mode, device, compile)
-        reference = _factory(_reference, shape, mode, device, compile)
-        pairs.append((ours(batch_size), reference(batch_size)))
+        pairs.append((_ours(shape, mode, device, compile, batch_size),
+                      _reference(shape, mode, device, compile, batch_size)))
     return pairs
-
-
-def _factory(build: Callable[[Shape, str, torch.device, int, bool], Workload], shape: Shape, mode: str,
-             device: torch.device, compile: bool) -> Callable[[int], Workload]:
-    """``factory(batch_size)`` building one side's workload (the runner's batch-size sweep uses it)."""
-
-    def factory(batch_size: int) -> Workload:
-        workload = build(shape, mode, device, batch_size, compile)
-        workload.factory = factory
-        return workload
-
-    return factory
 
 
 def batch(shape: Shape, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -76,32 +63,20 @@ def batch(shape: Shape, batch_size: int, device: torch.device) -> dict[str, torc
     return {"inputs": (ids * mask).to(device), "mask": mask.to(device), "labels": labels.to(device)}
 
 
-def _ours(shape: Shape, mode: str, device: torch.device, batch_size: int, compile: bool) -> Workload:
+def _ours(shape: Shape, mode: str, device: torch.device, compile: bool, batch_size: int) -> Workload:
     backbone_args = dict(vocab_size=shape.vocab_size, dim=shape.dim, depth=shape.depth, heads=shape.heads,
                          mlp_ratio=shape.mlp_ratio, dropout=shape.dropout, position="learned", max_len=shape.seq_len)
     model = zoo.create_model("text_encoder_tiny", "classification", backbone_args=backbone_args,
                              num_classes=shape.classes, dropout=shape.dropout).to(device)
     net = maybe_compile(model, compile)
     data = batch(shape, batch_size, device)
-    if mode == "inference":
-        model.eval()
-
-        def step() -> torch.Tensor:
-            return net(data)["logits"]
-    else:
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            model.loss(net(data), data)["loss"].backward()
-            optimizer.step()
-
+    step = mode_step(model, mode, lambda: model.loss(net(data), data)["loss"], lambda: net(data)["logits"])
     return Workload(f"zoo text_encoder_tiny + classification ({mode})", "sentences", batch_size, step, model,
-                    mode, batch_size, shape.describe(batch_size))
+                    mode, batch_size, shape.describe(batch_size),
+                    functools.partial(_ours, shape, mode, device, compile))
 
 
-def _reference(shape: Shape, mode: str, device: torch.device, batch_size: int, compile: bool) -> Workload:
+def _reference(shape: Shape, mode: str, device: torch.device, compile: bool, batch_size: int) -> Workload:
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(vocab_size=shape.vocab_size, hidden_size=shape.dim, num_hidden_layers=shape.depth,
@@ -113,19 +88,8 @@ def _reference(shape: Shape, mode: str, device: torch.device, batch_size: int, c
     net = maybe_compile(model, compile)
     data = batch(shape, batch_size, device)
     ids, mask, labels = data["inputs"], data["mask"].long(), data["labels"]
-    if mode == "inference":
-        model.eval()
-
-        def step() -> torch.Tensor:
-            return net(input_ids=ids, attention_mask=mask).logits
-    else:
-        model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            net(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-            optimizer.step()
-
+    step = mode_step(model, mode, lambda: net(input_ids=ids, attention_mask=mask, labels=labels).loss,
+                     lambda: net(input_ids=ids, attention_mask=mask).logits)
     return Workload(f"transformers BertForSequenceClassification ({mode})", "sentences", batch_size, step, model,
-                    mode, batch_size, shape.describe(batch_size))
+                    mode, batch_size, shape.describe(batch_size),
+                    functools.partial(_reference, shape, mode, device, compile))

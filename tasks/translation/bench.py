@@ -17,14 +17,13 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, train_step
 from tasks.engine.task import Workload
 from zoo.layers.position import sinusoidal_table
 from zoo.tokenizer import Tokenizer
@@ -87,18 +86,6 @@ def _tokens(rows: int, length: int, vocab: int, device: torch.device, seed: int)
     return torch.randint(Tokenizer.eos_id + 1, vocab, (rows, length), generator=generator).to(device)
 
 
-def _train_step(model: nn.Module, loss_of: Any) -> Any:
-    """One AdamW step: zero_grad, forward + loss, backward, step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_of().backward()
-        optimizer.step()
-
-    return step
-
-
 def train_ours(shape: Shape, device: torch.device, compile: bool, batch: int) -> Workload:
     """Our encoder + seq2seq head, one optimizer step on ``batch`` pairs."""
     model = _ours(shape, device).train()
@@ -107,7 +94,7 @@ def train_ours(shape: Shape, device: torch.device, compile: bool, batch: int) ->
             "mask": torch.ones(batch, shape.source_len, dtype=torch.bool, device=device),
             "targets": _tokens(batch, shape.target_len, shape.vocab, device, 1),
             "target_mask": torch.ones(batch, shape.target_len, dtype=torch.bool, device=device)}
-    step = _train_step(model, lambda: model.loss(net(data), data)["loss"])
+    step = train_step(model, lambda: model.loss(net(data), data)["loss"])
     return Workload("translation train (zoo seq2seq)", "tokens", batch * (shape.source_len + shape.target_len),
                     step, model, "train", batch, shape.describe(batch, False),
                     functools.partial(train_ours, shape, device, compile))
@@ -152,7 +139,7 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=LABEL_SMOOTHING)
 
     return Workload("translation train (torch.nn.Transformer)", "tokens", batch * (shape.source_len + shape.target_len),
-                    _train_step(model, loss), model, "train", batch, shape.describe(batch, False),
+                    train_step(model, loss), model, "train", batch, shape.describe(batch, False),
                     functools.partial(train_reference, shape, device, compile))
 
 
