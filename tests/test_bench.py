@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 import time
@@ -156,6 +157,21 @@ def test_parameter_bytes_and_count() -> None:
     model = nn.Linear(100, 100)
     assert bench.parameter_bytes(model) == (100 * 100 + 100) * 4
     assert bench.parameter_count(model) == 100 * 100 + 100
+
+
+def test_train_step_updates_only_trainable_weights_and_mode_step_sets_the_mode() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+    model[0].requires_grad_(False)
+    frozen, before = model[0].weight.clone(), model[2].weight.clone()
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    step = bench.mode_step(model, "train", lambda: F.mse_loss(model(x), y), lambda: model(x))
+    assert model.training
+    losses = [step().item() for _ in range(3)]
+    assert torch.equal(model[0].weight, frozen) and not torch.equal(model[2].weight, before)
+    assert all(math.isfinite(loss) for loss in losses)
+    infer = bench.mode_step(model, "inference", lambda: F.mse_loss(model(x), y), lambda: model(x))
+    assert not model.training and torch.equal(infer(), infer())  # eval: dropout off
 
 
 def test_threads_and_device_options() -> None:
