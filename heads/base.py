@@ -1,4 +1,4 @@
-"""The Head contract of DESIGN.md: ``forward``, ``loss``, ``decode`` (+ the step protocol for generators)."""
+"""The Head contract of docs/design.md: ``forward``, ``loss``, ``decode`` (+ the step protocol for generators)."""
 from __future__ import annotations
 
 from typing import Any

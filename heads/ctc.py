@@ -6,7 +6,7 @@ Units: characters by default (``alphabet``, stored in the head's arguments and s
 sentencepiece tokenizer stored with the model (``vocab_size`` without ``alphabet``), whose pad id
 0 doubles as the blank: it never occurs inside a target.
 
-Batch contract (DESIGN.md): ``targets`` (B, L) unit ids without BOS/EOS, right-padded, with
+Batch contract (docs/design.md): ``targets`` (B, L) unit ids without BOS/EOS, right-padded, with
 ``target_mask`` (B, L); input lengths come from ``Features.mask``.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sequence-to-sequence decoder head: a causal stack of the shared block with cross-attention over
 any backbone's ``Features`` (text for translation, audio for attention-based ASR).
 
-Batch contract (DESIGN.md): ``targets`` (B, L) token ids *without* BOS/EOS, right-padded, with
+Batch contract (docs/design.md): ``targets`` (B, L) token ids *without* BOS/EOS, right-padded, with
 ``target_mask`` (B, L) True on real tokens. The head frames them itself: the decoder reads
 ``[BOS] + targets`` and learns to predict ``targets + [EOS]``.
 

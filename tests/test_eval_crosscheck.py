@@ -53,7 +53,7 @@ def train_args(task_name: str, argv: list[str]) -> argparse.Namespace:
 
 
 def check_keys(metrics: dict, task: str) -> None:
-    """The keys DESIGN.md names: snake_case, the task's primary metric among them, fractions in [0, 1];
+    """The keys docs/design.md names: snake_case, the task's primary metric among them, fractions in [0, 1];
     ``split`` and ``n`` are the CLI's to add."""
     assert zoo.get_task(task).metric.name in metrics
     assert not {"split", "n"} & metrics.keys()

@@ -7,7 +7,7 @@ smallest registered backbone, built with the reduced arguments of ``tests/backbo
 
 What a head needs beyond the inputs is found by asking it: the model runs on a batch holding
 only ``inputs`` and ``mask``, and the first batch key the head looks up and misses names the
-target builder (``TARGETS``) that completes the batch as DESIGN.md's batch contract says.
+target builder (``TARGETS``) that completes the batch as the batch contract of docs/design.md says.
 Required head arguments come from the head factory's signature (``REQUIRED_ARGS``); a head
 that reads a key or needs an argument this file does not know fails with a message saying
 what to add.
@@ -173,7 +173,7 @@ def _batch(model: zoo.ZooModel, head: str) -> dict[str, Any]:
             key = missing.args[0]
             if key not in TARGETS or key in used:
                 pytest.fail(f"head {head!r} reads batch[{key!r}], which no builder in TARGETS of {__file__} "
-                            f"makes: add a builder following the batch contract of DESIGN.md")
+                            f"makes: add a builder following the batch contract of docs/design.md")
             used.append(key)
             batch.update(TARGETS[key](batch))
 

@@ -1,4 +1,4 @@
-"""Imports point down only (DESIGN.md): zoo imports no heads/tasks/benchmarks, heads no tasks/benchmarks."""
+"""Imports point down only (docs/design.md): zoo imports no heads/tasks/benchmarks, heads no tasks/benchmarks."""
 from __future__ import annotations
 
 import ast

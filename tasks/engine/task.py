@@ -113,7 +113,7 @@ class Task:
                            f"{'an' if self.modality[0] in 'aeiou' else 'a'} {self.modality} one")
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
-        """A collate function turning sample dicts into the batch dict of DESIGN.md."""
+        """A collate function turning sample dicts into the batch dict of docs/design.md."""
         raise NotImplementedError
 
     def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
@@ -137,7 +137,7 @@ class Task:
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
-        """The field's metrics on ``dataset`` (keys of DESIGN.md); must include ``metric.name``."""
+        """The field's metrics on ``dataset`` (keys of docs/design.md); must include ``metric.name``."""
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[Any], **options: Any) -> list[Any]:

@@ -47,7 +47,7 @@ def tokenizers(model: torch.nn.Module) -> tuple[BaseTokenizer, BaseTokenizer]:
 
 
 class PairCollate:
-    """Sample dicts ``{"source", "target"}`` -> the batch of DESIGN.md.
+    """Sample dicts ``{"source", "target"}`` -> the batch of docs/design.md.
 
     ``inputs``/``mask`` (B, S) source ids; ``targets``/``target_mask`` (B, L) target ids without
     BOS/EOS, right-padded (the seq2seq head frames them). Both sides are cut to ``max_len``
