@@ -21,21 +21,11 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from tasks.engine.evaluation import EvalOptions, run_batches
+from tasks.engine.evaluation import EvalOptions, label_mapping, run_batches  # label_mapping: for task.py
 
 EVAL_SCORE_THRESHOLD = 0.01  # keep low-scored detections for AP (the precision-recall curve needs them)
 EVAL_MAX_DETECTIONS = 100
 MAX_WAITING_BATCHES = 8  # same-size grouping holds at most this many batches of samples before running one
-
-
-def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
-    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
-    index = {name: i for i, name in enumerate(model_labels)}
-    unknown = [name for name in data_classes if name not in index]
-    if unknown:
-        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
-                         f"name the classes as the model does (classes=... in the data SPEC)")
-    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
 
 
 def is_padding_sensitive(model: torch.nn.Module) -> bool:

@@ -51,6 +51,16 @@ class EvalOptions:
         return cls(**{**given, **overrides})
 
 
+def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
+    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
+    index = {name: i for i, name in enumerate(model_labels)}
+    unknown = [name for name in data_classes if name not in index]
+    if unknown:
+        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
+                         f"give classes=... in the data SPEC to name them as the model does")
+    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
+
+
 def to_device(obj: Any, device: torch.device) -> Any:
     """``obj`` with every tensor in it (in dicts, lists, tuples) on ``device``; other values as they are."""
     if isinstance(obj, torch.Tensor):

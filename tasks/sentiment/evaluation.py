@@ -13,17 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.engine.confusion import write_confusion_matrix
-from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
-
-
-def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
-    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
-    index = {name: i for i, name in enumerate(model_labels)}
-    unknown = [name for name in data_classes if name not in index]
-    if unknown:
-        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
-                         f"give classes=... in the data SPEC to name them as the model does")
-    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
+from tasks.engine.evaluation import EvalOptions, label_mapping, ordered_chunks, run_batches  # label_mapping: for task.py
 
 
 def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[list[dict]], dict],
