@@ -13,6 +13,7 @@ from PIL import Image
 import zoo
 from tasks.detection import bench
 from tasks.detection.task import DetectionTask
+from tasks.engine.evaluation import EvalOptions
 
 VIT = {"img_size": 64, "patch_size": 8, "dim": 32, "depth": 1, "heads": 2}
 FCOS = {"dim": 32, "tower_depth": 1}
@@ -85,7 +86,7 @@ def test_training_lowers_the_loss_and_detects(trained: tuple[Path, Path, Path]) 
     assert {"train_cls", "train_box", "train_ctr"} <= rows[0].keys()
     task = DetectionTask()
     model = zoo.load(run / "best")
-    metrics = task.evaluate(model, task.datasets(f"coco:{annotations}", "all"), argparse.Namespace(batch_size=16))
+    metrics = task.evaluate(model, task.datasets(f"coco:{annotations}", "all"), EvalOptions(batch_size=16))
     assert set(metrics) == {"map", "map_50", "map_75", "mar_100"}
     assert metrics["map_50"] > 0.05 and all(0.0 <= v <= 1.0 for v in metrics.values())
 
@@ -177,7 +178,7 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
     data["categories"][0]["name"] = "circle"
     annotations.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"\['circle'\] are not among the model's labels"):
-        task.evaluate(model, task.datasets(f"coco:{annotations}", "all"), argparse.Namespace(batch_size=2))
+        task.evaluate(model, task.datasets(f"coco:{annotations}", "all"), EvalOptions(batch_size=2))
 
 
 def test_bench_pairs_ours_with_torchvision_fcos_at_the_same_size(monkeypatch: pytest.MonkeyPatch) -> None:

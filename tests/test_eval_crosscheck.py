@@ -1,4 +1,4 @@
-"""Each task's evaluation (what `zoo eval` runs: ``task.evaluate(model, dataset, args)``) against the
+"""Each task's evaluation (what `zoo eval` runs: ``task.evaluate(model, dataset, options)``) against the
 reference library called directly on the same raw strings and boxes, plus hand-computed detection cases.
 
 Models are stubs with fixed outputs (or tiny untrained models whose forward is replaced), so every
@@ -33,6 +33,7 @@ from tasks.detection import data as detection_data
 from tasks.detection.evaluation import detect
 from tasks.detection.task import DetectionTask
 from tasks.engine.data import write_jsonl
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
 from tasks.translation.vocab import tokenizers
 
@@ -134,7 +135,7 @@ def _coco(folder: Path, images: dict[str, tuple[int, int]], boxes: dict[str, lis
 def _evaluate_detection(annotations: Path, model: StubDetector, batch_size: int = 2) -> dict[str, float]:
     task = DetectionTask()
     dataset = task.datasets(f"coco:{annotations}", "all")
-    metrics = task.evaluate(model, dataset, argparse.Namespace(batch_size=batch_size, precision="fp32"))
+    metrics = task.evaluate(model, dataset, EvalOptions(batch_size=batch_size, precision="fp32"))
     check_keys(metrics, "detection")
     return metrics
 
@@ -272,7 +273,7 @@ def test_sentiment_accuracy_and_macro_f1_match_a_plain_count(tmp_path: Path) -> 
     _fixed_classifier(model, lambda batch: (batch["inputs"] * batch["mask"]).sum(dim=1) % 2)
     dataset = task.datasets(f"csv:{path}?classes=positive,negative", "all")  # other class order than the model's
     assert dataset.classes != model.head.labels
-    metrics = task.evaluate(model, dataset, args)
+    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
     check_keys(metrics, "sentiment")
     collate = task.make_collate(model, train=False)
     predicted = [model.head.labels[int(model(collate([s]))["logits"].argmax())] for s in dataset]
@@ -297,7 +298,7 @@ def test_image_classification_top1_matches_a_plain_count(tmp_path: Path) -> None
     model = task.build_model(args, task.datasets(args.data, "train"))
     _fixed_classifier(model, lambda batch: (batch["inputs"].mean(dim=(1, 2, 3)) > 0).long())  # bright -> class 1
     dataset = task.datasets(args.data, "all")
-    metrics = task.evaluate(model, dataset, args)
+    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
     check_keys(metrics, "image_classification")
     predicted = {key: model.head.labels[int(is_bright)] for key, is_bright in bright.items()}
     correct = sum(predicted[key] == key.split("/")[0] for key in bright)
@@ -336,7 +337,7 @@ def test_translation_bleu_and_chrf_match_sacrebleu_on_the_raw_strings(tmp_path: 
     model.generate = generate
     test_file = tmp_path / "test.tsv"
     test_file.write_text("".join(f"{s}\t{t}\n" for s, t in evaluated), encoding="utf-8")
-    metrics = task.evaluate(model, task.datasets(f"tsv:{test_file}", "all"), args)
+    metrics = task.evaluate(model, task.datasets(f"tsv:{test_file}", "all"), EvalOptions.from_args(args))
     check_keys(metrics, "translation")
     hyps, refs = [hypothesis[s] for s, _ in evaluated], [t for _, t in evaluated]
     assert 10 < metrics["bleu"] < 95
@@ -362,7 +363,7 @@ def test_asr_wer_and_cer_match_jiwer_on_the_raw_transcripts(tmp_path: Path) -> N
     model.forward = lambda batch: {"lengths": batch["mask"].sum(dim=1)}
     model.head.decode = lambda outputs, beams=1, **options: [model.head.encode_text(by_length[int(n)])
                                                              for n in outputs["lengths"]]
-    metrics = task.evaluate(model, dataset, argparse.Namespace(batch_size=3, precision="fp32", eval_beams=1))
+    metrics = task.evaluate(model, dataset, EvalOptions(batch_size=3, precision="fp32", beams=1))
     check_keys(metrics, "asr")
     assert 0.05 < metrics["wer"] < 0.9
     assert metrics["wer"] == pytest.approx(jiwer.wer(references, decoded), abs=1e-9)

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
 from tasks.image_classification import data
 from tasks.image_classification.cache import in_memory
@@ -228,7 +229,7 @@ def test_bad_inputs_are_named(tmp_path):
         _args("--hflip", "2")
     unknown = _folder(tmp_path / "other", classes=3)
     with pytest.raises(ValueError, match=r"classes \['c2'\] are not among"):
-        TASK.evaluate(model, TASK.datasets(f"imagefolder:{unknown}", "all"), _args())
+        TASK.evaluate(model, TASK.datasets(f"imagefolder:{unknown}", "all"), EvalOptions())
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ and that ``zoo.load`` of the run scores the validation split exactly as the trai
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -25,6 +24,7 @@ from zoo.tokenizer import HFTokenizer
 
 import zoo
 from tasks.engine import trainer
+from tasks.engine.evaluation import EvalOptions
 from zoo import cli
 from tests.test_task_contract import FIXTURES
 
@@ -86,7 +86,7 @@ def _assert_reloaded_scores_as_trained(task_name: str, run: Path, spec: str,
     assert compared
     for key in compared:
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
-    metrics = task.evaluate(model, validation, argparse.Namespace(batch_size=8))
+    metrics = task.evaluate(model, validation, EvalOptions(batch_size=8))
     for name, value in metrics.items():
         if isinstance(value, float):
             assert logged[f"val_{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), name

@@ -15,6 +15,7 @@ import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.sentiment import data
 from tasks.engine.confusion import CONFUSION_JSON, CONFUSION_PNG
+from tasks.engine.evaluation import EvalOptions
 from tasks.sentiment.task import REGULARIZATION, encode
 
 TINY = {"dim": 32, "depth": 1, "heads": 2}
@@ -157,7 +158,7 @@ def test_train_frozen_transferred_backbone_changes_only_the_head(task, files, lm
 
 def test_evaluate_metrics_and_confusion_matrix(task, model, files, tmp_path):
     dataset = task.datasets(f"csv:{files['test']}", "all")
-    result = task.evaluate(model, dataset, _args(out=str(tmp_path)))
+    result = task.evaluate(model, dataset, EvalOptions(batch_size=16, out=tmp_path))
     predicted = [p["label"] for p in task.predict(model, [s["text"] for s in dataset])]
     truth = [dataset.classes[s["label"]] for s in dataset]
     assert result["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth))
@@ -173,12 +174,12 @@ def test_evaluate_metrics_and_confusion_matrix(task, model, files, tmp_path):
 def test_evaluate_maps_classes_by_name(task, model, tmp_path):
     flipped = _write_csv(tmp_path / "f.csv", [("great and good", "positive"), ("bad and dull", "negative")])
     dataset = task.datasets(f"csv:{flipped}?classes=positive,negative", "all")
-    by_name = task.evaluate(model, dataset, _args())
-    plain = task.evaluate(model, task.datasets(f"csv:{flipped}", "all"), _args())
+    by_name = task.evaluate(model, dataset, EvalOptions(batch_size=16))
+    plain = task.evaluate(model, task.datasets(f"csv:{flipped}", "all"), EvalOptions(batch_size=16))
     assert by_name == plain
     odd = _write_csv(tmp_path / "o.csv", [("fine", "neutral"), ("bad", "negative")])
     with pytest.raises(ValueError, match=r"\['neutral'\] are not among the model's labels"):
-        task.evaluate(model, task.datasets(f"csv:{odd}", "all"), _args())
+        task.evaluate(model, task.datasets(f"csv:{odd}", "all"), EvalOptions(batch_size=16))
 
 
 def test_predict_api(task, model):

@@ -25,6 +25,7 @@ import zoo
 from benchmarks.flops import count_flops
 from tasks.engine.bench import run_context
 from tasks.engine.data import write_jsonl
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.task import Task, Workload
 from tasks.engine.trainer import add_train_arguments
 from tests.test_asr_task import TEXTS as SPOKEN, noise_clip
@@ -136,7 +137,7 @@ def test_collate_loss_evaluate_and_save_load_predictions(name: str, tmp_path: Pa
     assert torch.isfinite(loss) and loss.item() > 0
 
     model.eval()
-    metrics = task.evaluate(model, task.datasets(spec, "all"), args)
+    metrics = task.evaluate(model, task.datasets(spec, "all"), EvalOptions.from_args(args))
     assert task.metric.name in metrics, f"{name}: evaluate gave {sorted(metrics)} without the primary metric"
     assert math.isfinite(metrics[task.metric.name])
 

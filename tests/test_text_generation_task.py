@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import zoo
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
 from tasks.text_generation.prompts import generate_texts
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
@@ -72,7 +73,7 @@ def test_bits_per_char_counts_the_characters_of_the_raw_text(built, tmp_path: Pa
     one_doc.write_text(raw)
     dataset = task.datasets(f"text:{one_doc}?sample_by=document", "all")
     assert dataset.texts == [raw]
-    metrics = task.evaluate(model, dataset, args)
+    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
 
     stream = torch.tensor([doc + [tokenizer.eos_id]])  # one block: the first token is context only
     assert stream.shape[1] <= 17
@@ -93,7 +94,8 @@ def test_save_load_gives_the_same_metrics_and_texts(built, tmp_path: Path) -> No
     loaded = zoo.load(tmp_path / "model")
     assert loaded.tokenizer.proto == model.tokenizer.proto and loaded.preprocessing == model.preprocessing
     validation = task.datasets(args.data, "validation")
-    assert task.evaluate(loaded, validation, args) == pytest.approx(task.evaluate(model, validation, args))
+    options = EvalOptions.from_args(args)
+    assert task.evaluate(loaded, validation, options) == pytest.approx(task.evaluate(model, validation, options))
     prompts = ["the cat", "we saw the sea at", ""]
     assert generate_texts(loaded, prompts, max_new_tokens=6) == generate_texts(model, prompts, max_new_tokens=6)
 

@@ -29,6 +29,7 @@ from zoo.tokenizer import pad_ids
 from tasks.engine import checkpoints, trainer
 from tasks.engine.checkpoints import load_trainer_state, resolve_checkpoint
 from tasks.engine.curves import plot_curves
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.task import Metric, Task
 from tasks.engine.trainer import EMA, add_train_arguments, lr_at, train
 
@@ -124,7 +125,7 @@ class ToyTask(Task):
             setattr(model, key, value)
         return model
 
-    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+    def evaluate(self, model: nn.Module, dataset, options: EvalOptions) -> dict:
         batch = self.make_collate(model, train=False)(list(dataset))
         logits = model(batch)["logits"]
         return {"accuracy": (logits.argmax(-1) == batch["labels"]).float().mean().item(),
@@ -352,7 +353,7 @@ class TextTask(Task):
         return zoo.create_model("text_encoder_tiny", "classification", num_classes=3, dropout=0.2,
                                 backbone_args=dict(vocab_size=50, dim=32, depth=1, heads=2, dropout=0.1))
 
-    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+    def evaluate(self, model: nn.Module, dataset, options: EvalOptions) -> dict:
         batch = self.make_collate(model, train=False)(list(dataset))
         accuracy = (model(batch)["logits"].argmax(-1) == batch["labels"]).float().mean().item()
         return {"accuracy": accuracy}
@@ -452,7 +453,7 @@ class LMTask(Task):
     def build_model(self, args: argparse.Namespace, train_set) -> nn.Module:
         return zoo.create_model("text_decoder_tiny", "lm", backbone_args=dict(vocab_size=30, dim=16, depth=1, heads=2))
 
-    def evaluate(self, model: nn.Module, dataset, args: argparse.Namespace) -> dict:
+    def evaluate(self, model: nn.Module, dataset, options: EvalOptions) -> dict:
         batch = self.make_collate(model, train=False)(list(dataset))
         return {"loss": model.loss(model(batch), batch)["loss"].item()}
 

@@ -30,6 +30,7 @@ from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import UNITS, build_units, encode_targets
 from tasks.engine.batching import length_bucketed_batches
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
@@ -115,11 +116,11 @@ class AsrTask(Task):
         return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
         """WER and CER of the transcripts of every utterance (greedy unless ``--eval-beams``)."""
         hypotheses = transcribe(model, lambda i: dataset[i]["audio"], dataset.lengths,
-                                batch_size=getattr(args, "batch_size", 32),
-                                precision=getattr(args, "precision", "fp32"), beams=getattr(args, "eval_beams", 1))
+                                batch_size=options.batch_size or self.eval_batch_size, options=options,
+                                beams=options.beams)
         return error_rates(hypotheses, [entry.text for entry in dataset.entries])
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 16,

@@ -16,25 +16,16 @@ predictions do not depend on which images share its batch.
 from __future__ import annotations
 
 import itertools
-from contextlib import nullcontext
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
+from tasks.engine.evaluation import EvalOptions, label_mapping, run_batches  # label_mapping: for task.py
+
 EVAL_SCORE_THRESHOLD = 0.01  # keep low-scored detections for AP (the precision-recall curve needs them)
 EVAL_MAX_DETECTIONS = 100
 MAX_WAITING_BATCHES = 8  # same-size grouping holds at most this many batches of samples before running one
-
-
-def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
-    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
-    index = {name: i for i, name in enumerate(model_labels)}
-    unknown = [name for name in data_classes if name not in index]
-    if unknown:
-        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
-                         f"name the classes as the model does (classes=... in the data SPEC)")
-    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
 
 
 def is_padding_sensitive(model: torch.nn.Module) -> bool:
@@ -72,36 +63,29 @@ def batches(samples: Iterable[dict], batch_size: int, same_size: bool) -> Iterat
 
 @torch.no_grad()
 def detect(model: torch.nn.Module, samples: Iterable[dict], collate: Callable[[list[dict]], dict],
-           batch_size: int, precision: str = "fp32", **decode_options: Any
+           batch_size: int, options: EvalOptions = EvalOptions(), **decode_options: Any
            ) -> Iterator[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
     """Yield (the sample as fed, its detections on CPU) for every sample, in order, ``batch_size`` at a time.
 
     The sample as fed: ``boxes`` and ``labels`` after the collate's transform, ``image_size`` (h, w)
     of the image the model saw (the detections' pixels) and ``sample``, the sample as given.
     Batches hold one image size only when the model is padding-sensitive (:func:`is_padding_sensitive`).
+    The forward pass runs under ``options``' autocast, the decoding outside it.
     """
-    device = next(model.parameters()).device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    was_training = model.training
-    model.eval()
     done: dict[int, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
     position = 0
-    try:
-        for chunk in batches(samples, batch_size, same_size=is_padding_sensitive(model)):
-            batch = collate([sample for _, sample in chunk])
-            on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with autocast:
-                outputs = model(on_device)
-            found = model.decode(outputs, batch=on_device, **decode_options)
-            for i, ((at, sample), detections) in enumerate(zip(chunk, found)):
-                fed = {"boxes": batch["boxes"][i], "labels": batch["labels"][i],
-                       "image_size": batch["image_sizes"][i].tolist(), "sample": sample}
-                done[at] = fed, {k: v.cpu() for k, v in detections.items()}
-            while position in done:  # same-size batches may finish out of order
-                yield done.pop(position)
-                position += 1
-    finally:
-        model.train(was_training)
+    chunks = ((chunk, collate([sample for _, sample in chunk]))
+              for chunk in batches(samples, batch_size, same_size=is_padding_sensitive(model)))
+    for (chunk, batch), (outputs, on_device) in run_batches(model, chunks, lambda key: key[1],
+                                                            lambda on_device: (model(on_device), on_device), options):
+        found = model.decode(outputs, batch=on_device, **decode_options)
+        for i, ((at, sample), detections) in enumerate(zip(chunk, found)):
+            fed = {"boxes": batch["boxes"][i], "labels": batch["labels"][i],
+                   "image_size": batch["image_sizes"][i].tolist(), "sample": sample}
+            done[at] = fed, {k: v.cpu() for k, v in detections.items()}
+        while position in done:  # same-size batches may finish out of order
+            yield done.pop(position)
+            position += 1
 
 
 def to_original_pixels(boxes: torch.Tensor, fed_size: list[int], original_size: tuple[int, ...]) -> torch.Tensor:
@@ -111,13 +95,13 @@ def to_original_pixels(boxes: torch.Tensor, fed_size: list[int], original_size: 
 
 
 def coco_metrics(model: torch.nn.Module, samples: Iterable[dict], collate: Callable[[list[dict]], dict],
-                 batch_size: int, precision: str, mapping: torch.Tensor) -> dict[str, float]:
+                 batch_size: int, options: EvalOptions, mapping: torch.Tensor) -> dict[str, float]:
     """``map``, ``map_50``, ``map_75``, ``mar_100`` of the model's detections on ``samples``.
 
     Scored in each image's original pixels against its boxes as read (see the module docstring).
     """
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
-    for fed, found in detect(model, samples, collate, batch_size, precision,
+    for fed, found in detect(model, samples, collate, batch_size, options,
                              score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS):
         sample = fed["sample"]
         boxes = to_original_pixels(found["boxes"].float(), fed["image_size"], tuple(sample["image"].shape))

@@ -33,6 +33,7 @@ from tasks.detection import data
 from tasks.detection.evaluation import coco_metrics, label_mapping
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY, json_object
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
@@ -110,12 +111,12 @@ class DetectionTask(Task):
         return zoo.ZooModel(backbone, head, preprocessing=preprocessing, task=self.name)
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
         """COCO ``map``, ``map_50``, ``map_75``, ``mar_100`` on ``dataset``."""
         mapping = label_mapping(list(dataset.classes), model.head.labels, getattr(dataset, "source", "data set"))
         samples = (dataset[i] for i in range(len(dataset)))
-        return coco_metrics(model, samples, self.make_collate(model, train=False), getattr(args, "batch_size", 32),
-                            getattr(args, "precision", "fp32"), mapping)
+        return coco_metrics(model, samples, self.make_collate(model, train=False),
+                            options.batch_size or self.eval_batch_size, options, mapping)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], score_threshold: float = 0.3,
                 max_detections: int = 100, out: str | None = None, batch_size: int = 8,

@@ -17,6 +17,7 @@ import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
@@ -48,6 +49,7 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
         g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or plain fp32")
         g.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
+        g.add_argument("--no-progress", action="store_true", help="no progress bar")
         if task is not None:
             task.add_arguments(parser)
     elif command == "predict":
@@ -150,7 +152,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     parse_spec(args.data)
     model = zoo.load(folder, map_location=pick_device(args.device))
     dataset = task.datasets(args.data, split)
-    metrics = task.evaluate(model, dataset, args)
+    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
     result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
     return result

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.batching import length_bucketed_batches
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.sets import BuiltinSet, Format, prepare_sets, read_spec
 from zoo.errors import ZooError
 from zoo.registry import COMMANDS
@@ -136,8 +137,14 @@ class Task:
         raise NotImplementedError
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
-        """The field's metrics on ``dataset`` (keys of docs/design.md); must include ``metric.name``."""
+    eval_batch_size: int = 32           # evaluate()'s batch size when the options give none
+
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
+        """The field's metrics on ``dataset`` (keys of docs/design.md); must include ``metric.name``.
+
+        ``options`` say the batch size (None: :attr:`eval_batch_size`), precision, beams and the
+        folder for evaluation files; the loop over batches is ``tasks.engine.evaluation.run_batches``.
+        """
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[Any], **options: Any) -> list[Any]:

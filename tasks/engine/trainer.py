@@ -64,6 +64,7 @@ from tasks.engine import distributed
 from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
                                       save_trainer_state, set_rng_state, write_checkpoint)
 from tasks.engine.curves import plot_curves
+from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import add_train_arguments
 from tasks.engine.task import Task
 from zoo.errors import ZooError
@@ -179,7 +180,7 @@ class _Run:
             args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
         self.task, self.args, self.ctx, self.device = task, args, ctx, ctx.device
         self.out = Path(ctx.broadcast(str(args.out or (resume.parent if resume else _default_out(task)))))
-        args.out = str(self.out)     # the task's evaluate writes its files (confusion matrix...) here
+        self.eval_options = EvalOptions.from_args(args, out=self.out)  # evaluate writes its files here
         self.state = TrainState()
         if ctx.is_main and resume is None and any(self.out.glob("step-*")):
             raise FileExistsError(f"{self.out} already holds checkpoints; pass --resume {self.out} or another --out")
@@ -206,7 +207,8 @@ class _Run:
         self.net = torch.compile(self.ddp) if args.compile else self.ddp
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "args.json").write_text(json.dumps(vars(args), indent=1, default=str) + "\n")
+            (self.out / "args.json").write_text(json.dumps({**vars(args), "out": str(self.out)}, indent=1,
+                                                           default=str) + "\n")
             _truncate_metrics(self.out / "metrics.jsonl", self.state.step)
         self.bar = tqdm(total=self.planned, initial=self.state.step, disable=args.no_progress or not ctx.is_main,
                         unit="step", dynamic_ncols=True)
@@ -339,7 +341,8 @@ class _Run:
         if self.ctx.is_main:
             self.model.eval()
             with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
-                metrics = {k: _plain(v) for k, v in self.task.evaluate(self.model, self.val_set, self.args).items()}
+                evaluated = self.task.evaluate(self.model, self.val_set, self.eval_options)
+                metrics = {k: _plain(v) for k, v in evaluated.items()}
             self.model.train()
             if self.task.metric.name not in metrics:
                 raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
@@ -495,7 +498,7 @@ class _Stream:
             self._start()
         batch, n = next(self.loader)
         self.position += 1
-        return _to_device(batch, self.ctx.device), n
+        return to_device(batch, self.ctx.device), n
 
     def _order(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.args.seed + epoch)
@@ -537,18 +540,6 @@ class _Batches(Dataset):
 
 def _unchanged(item: Any) -> Any:
     return item
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_device(v, device) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(_to_device(v, device) for v in obj)
-    return obj
 
 
 def _seed_all(seed: int) -> None:

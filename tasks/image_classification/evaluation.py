@@ -7,7 +7,6 @@ confusion matrix (JSON + PNG, rows true, columns predicted) is drawn by
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,25 +16,20 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
 from tasks.engine.confusion import write_confusion_matrix
+from tasks.engine.evaluation import EvalOptions, run_batches
 
 TOP_K = 5
 
 
-@torch.no_grad()
 def classify(model: torch.nn.Module, dataset: Dataset, collate: Callable[[list[dict]], dict],
-             batch_size: int, precision: str = "fp32", workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+             batch_size: int, options: EvalOptions = EvalOptions()) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float logits and (N,) labels of every sample of ``dataset``, in order."""
-    device = next(model.parameters()).device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
-    was_training = model.training
-    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=options.workers, collate_fn=collate)
     logits, labels = [], []
-    with autocast:
-        for batch in loader:
-            logits.append(model({"inputs": batch["inputs"].to(device)})["logits"].float().cpu())
-            labels.append(batch["labels"])
-    model.train(was_training)
+    for batch, scores in run_batches(model, loader, lambda batch: {"inputs": batch["inputs"]},
+                                     lambda batch: model(batch)["logits"].float().cpu(), options):
+        logits.append(scores)
+        labels.append(batch["labels"])
     return torch.cat(logits), torch.cat(labels)
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
@@ -172,14 +173,15 @@ class ImageClassificationTask(Task):
         return model
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, Any]:
-        """``top1``, ``top5``, ``loss``, ``per_class_accuracy``; the confusion matrix goes to ``args.out`` when set."""
+    eval_batch_size = 128
+
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, Any]:
+        """``top1``, ``top5``, ``loss``, ``per_class_accuracy``; the confusion matrix to ``options.out`` when set."""
         labels = model.head.labels
         data.align_classes(dataset, labels)
         logits, target = classify(model, dataset, self.make_collate(model, train=False),
-                                  getattr(args, "batch_size", 128), getattr(args, "precision", "fp32"),
-                                  getattr(args, "workers", 0))
-        return metrics(logits, target, labels, getattr(args, "out", None))
+                                  options.batch_size or self.eval_batch_size, options)
+        return metrics(logits, target, labels, options.out)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | Image.Image], top_k: int = TOP_K,
                 explain_to: str | Path | None = None, batch_size: int = 64, **options: Any) -> list[dict[str, Any]]:

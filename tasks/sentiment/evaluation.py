@@ -6,7 +6,6 @@ and a class the model does not know is an error naming it.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -14,35 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from tasks.engine.confusion import write_confusion_matrix
+from tasks.engine.evaluation import EvalOptions, label_mapping, ordered_chunks, run_batches  # label_mapping: for task.py
 
 
-def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
-    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
-    index = {name: i for i, name in enumerate(model_labels)}
-    unknown = [name for name in data_classes if name not in index]
-    if unknown:
-        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
-                         f"give classes=... in the data SPEC to name them as the model does")
-    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
-
-
-@torch.no_grad()
 def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[list[dict]], dict],
-             batch_size: int, precision: str = "fp32") -> torch.Tensor:
+             batch_size: int, options: EvalOptions = EvalOptions()) -> torch.Tensor:
     """(N, C) float logits of ``samples`` in their order, batched by similar length."""
-    device = next(model.parameters()).device
     order = sorted(range(len(samples)), key=lambda i: len(samples[i]["text"]))
     logits = torch.empty(len(samples), len(model.head.labels))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    was_training = model.training
-    model.eval()
-    with autocast:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = collate([samples[i] for i in chunk])
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            logits[chunk] = model(batch)["logits"].float().cpu()
-    model.train(was_training)
+    for chunk, scores in run_batches(model, ordered_chunks(order, batch_size),
+                                     lambda chunk: collate([samples[i] for i in chunk]),
+                                     lambda batch: model(batch)["logits"].float().cpu(), options):
+        logits[chunk] = scores
     return logits
 
 

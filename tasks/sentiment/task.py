@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
@@ -160,15 +161,17 @@ class SentimentTask(Task):
         return name, backbone_args, tokenizer
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
-        """Accuracy, macro-F1 and loss; the confusion matrix goes to ``args.out`` when set."""
+    eval_batch_size = 64
+
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
+        """Accuracy, macro-F1 and loss; the confusion matrix goes to ``options.out`` when set."""
         labels = model.head.labels
         samples = [dataset[i] for i in range(len(dataset))]
         logits = classify(model, samples, self.make_collate(model, train=False),
-                          getattr(args, "batch_size", 64), getattr(args, "precision", "fp32"))
+                          options.batch_size or self.eval_batch_size, options)
         mapping = label_mapping(dataset.classes, labels, getattr(dataset, "source", "data set"))
         target = mapping[torch.tensor([s["label"] for s in samples], dtype=torch.long)]
-        return metrics(logits, target, labels, getattr(args, "out", None))
+        return metrics(logits, target, labels, options.out)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 64,
                 **options: Any) -> list[dict[str, Any]]:

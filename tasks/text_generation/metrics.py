@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from tasks.engine.evaluation import EvalOptions, run_batches
 from zoo.tokenizer import BaseTokenizer
 
 
@@ -43,19 +44,16 @@ def lm_metrics(nats: float, tokens: int, characters: int) -> dict[str, float]:
             "bits_per_char": nats / max(characters, 1) / math.log(2), "tokens": tokens, "characters": characters}
 
 
-@torch.no_grad()
 def evaluate_blocks(model: torch.nn.Module, blocks: torch.Tensor, texts: Sequence[str], batch_size: int,
-                    precision: str = "fp32") -> dict[str, float]:
+                    options: EvalOptions = EvalOptions()) -> dict[str, float]:
     """Metrics of ``model`` on packed blocks (N, T + 1) of the documents ``texts``: every token
     after the first is predicted once; characters are those of ``texts`` the targets stand for."""
-    device = next(model.parameters()).device
     nats = 0.0
-    for chunk in blocks.split(batch_size):
-        chunk = chunk.to(device)
-        batch = {"inputs": chunk[:, :-1], "targets": chunk[:, 1:]}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(batch)["logits"]  # (B, T, V)
-        nats += F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), reduction="sum").item()
+    for _, (logits, targets) in run_batches(model, blocks.split(batch_size),
+                                            lambda chunk: {"inputs": chunk[:, :-1], "targets": chunk[:, 1:]},
+                                            lambda batch: (model(batch)["logits"], batch["targets"]), options):
+        # (B, T, V) logits, scored outside autocast
+        nats += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum").item()
     targets = blocks[:, 1:].flatten()  # (N * T,): the stream after its first token, in order
     ids, characters = raw_characters(model.tokenizer, texts)
     if ids[1:targets.numel() + 1] != targets.tolist():

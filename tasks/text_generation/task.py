@@ -21,6 +21,7 @@ import torch
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
@@ -133,12 +134,11 @@ class TextGenerationTask(Task):
         return Tokenizer.train(train_set.texts, vocab_size=args.vocab_size, model_type=args.tokenizer_type)
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: TextBlocks, args: argparse.Namespace) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, dataset: TextBlocks, options: EvalOptions) -> dict[str, float]:
         """``loss``, ``perplexity``, ``bits_per_char`` (+ ``tokens``, ``characters``) on every block."""
         self._use(model)
         blocks = dataset.blocks(model.tokenizer, int(model.preprocessing["block_size"]))
-        return evaluate_blocks(model, blocks, dataset.texts, getattr(args, "batch_size", 32),
-                               getattr(args, "precision", "fp32"))
+        return evaluate_blocks(model, blocks, dataset.texts, options.batch_size or self.eval_batch_size, options)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], stream: bool = False,
                 **options: Any) -> list[str]:

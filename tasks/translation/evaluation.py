@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import sacrebleu
 import torch
 
+from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
 from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
 from zoo.tokenizer import pad_ids
 
@@ -19,29 +20,33 @@ def output_budget(source_tokens: int, max_len: int) -> int:
     return min(max_len, int(1.5 * source_tokens) + 10)
 
 
-@torch.no_grad()
 def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 32,
-              max_new_tokens: int | None = None, **options: Any) -> list[str]:
-    """Detokenized translations of ``sources``, in order; ``options`` go to ``model.generate``.
+              max_new_tokens: int | None = None, options: EvalOptions = EvalOptions(),
+              **generation: Any) -> list[str]:
+    """Detokenized translations of ``sources``, in order; ``generation`` goes to ``model.generate``.
 
     Sources are batched by length (less padding, and one long sentence does not hold up a
     batch of short ones). ``max_new_tokens`` None sizes each batch's budget from its sources.
+    Generation runs under ``options``' autocast.
     """
     for number, text in enumerate(sources, 1):
         if not text.strip():
             raise ValueError(f"input {number} is an empty text; there is nothing to translate")
     source_tok, target_tok = tokenizers(model)
     max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
-    device = next(model.parameters()).device
     encoded = [source_tok.encode(text)[:max_len] for text in sources]
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
-    results: list[str] = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+
+    def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
         inputs, mask = pad_ids([encoded[i] for i in rows], source_tok.pad_id)
-        budget = max_new_tokens or output_budget(inputs.shape[1], max_len)
-        generated = model.generate({"inputs": inputs.to(device), "mask": mask.to(device)},
-                                   max_new_tokens=budget, **options)
+        return {"inputs": inputs, "mask": mask}
+
+    def generate(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        budget = max_new_tokens or output_budget(batch["inputs"].shape[1], max_len)
+        return model.generate(batch, max_new_tokens=budget, **generation)
+
+    results: list[str] = [""] * len(sources)
+    for rows, generated in run_batches(model, ordered_chunks(order, batch_size), batch_of, generate, options):
         for i, ids in zip(rows, generated):
             results[i] = target_tok.decode(ids)
     return results

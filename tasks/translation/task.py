@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
@@ -134,14 +135,11 @@ class TranslationTask(Task):
         return spec["name"], {**spec["args"], **(args.backbone_args or {})}, source_tok, target_tok
 
     # ---- evaluation and prediction -----------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, dataset: Dataset, args: argparse.Namespace) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
         """Corpus BLEU, chrF and exact match of the translations of every source (beam ``--eval-beams``)."""
         pairs = _pairs(dataset)
-        precision = getattr(args, "precision", "fp32")
-        device_type = next(model.parameters()).device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            hypotheses = translate(model, [s for s, _ in pairs], batch_size=getattr(args, "batch_size", 32),
-                                   beams=getattr(args, "eval_beams", 1))
+        hypotheses = translate(model, [s for s, _ in pairs], batch_size=options.batch_size or self.eval_batch_size,
+                               options=options, beams=options.beams)
         return scores(hypotheses, [t for _, t in pairs])
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 32,

@@ -1,0 +1,106 @@
+"""How every task evaluates: typed evaluation options and the one loop over batches.
+
+:class:`EvalOptions` holds what ``Task.evaluate`` may read (built from parsed flags by
+:meth:`EvalOptions.from_args` in `zoo eval` and once per run in the trainer). :func:`run_batches`
+is the loop of every task's evaluation: eval mode (the previous mode restored), no gradients,
+bf16 autocast when asked, batches in the caller's order moved to the model's device; the task
+keeps only what it does with each batch's outputs (its metrics).
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sized
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+from tqdm import tqdm
+
+Key = TypeVar("Key")
+Output = TypeVar("Output")
+
+PROGRESS_DELAY_S = 2.0   # a progress bar appears only for evaluations longer than this
+
+# EvalOptions field -> the flag (argparse dest) it is read from; a flag absent from the parser keeps the default
+FLAGS = {"batch_size": "batch_size", "precision": "precision", "out": "out", "beams": "eval_beams",
+         "workers": "workers"}
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What an evaluation may read besides the model and the data."""
+
+    batch_size: int | None = None   # items scored together; None: the task's ``eval_batch_size``
+    precision: str = "fp32"         # "bf16": forward passes under bf16 autocast
+    out: Path | None = None         # folder for the task's evaluation files (confusion matrix...)
+    beams: int = 1                  # beam size of decoding tasks (1 = greedy); `--eval-beams`
+    workers: int = 0                # data loading processes, for tasks that load through a DataLoader
+    progress: bool = False          # a progress bar (on a terminal, past PROGRESS_DELAY_S)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> EvalOptions:
+        """The options of parsed `zoo train|eval` flags (``--batch-size``, ``--precision``, ``--out``,
+        ``--eval-beams``, ``--workers``, ``--no-progress``), then ``overrides``."""
+        given = {name: getattr(args, flag) for name, flag in FLAGS.items() if getattr(args, flag, None) is not None}
+        if given.get("out") is not None:
+            given["out"] = Path(given["out"])
+        if hasattr(args, "no_progress"):
+            given["progress"] = not args.no_progress
+        return cls(**{**given, **overrides})
+
+
+def label_mapping(data_classes: list[str], model_labels: list[str], source: str) -> torch.Tensor:
+    """(C_data,) long: the model's class id of each of the data set's class ids, matched by name."""
+    index = {name: i for i, name in enumerate(model_labels)}
+    unknown = [name for name in data_classes if name not in index]
+    if unknown:
+        raise ValueError(f"{source}: class(es) {unknown} are not among the model's labels {model_labels}; "
+                         f"give classes=... in the data SPEC to name them as the model does")
+    return torch.tensor([index[name] for name in data_classes], dtype=torch.long)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in it (in dicts, lists, tuples) on ``device``; other values as they are."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_device(v, device) for v in obj)
+    return obj
+
+
+def ordered_chunks(order: list[int], batch_size: int) -> list[list[int]]:
+    """``order`` cut into consecutive batches of ``batch_size`` indices (the last may be shorter)."""
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def run_batches(model: torch.nn.Module, keys: Iterable[Key], make_batch: Callable[[Key], dict[str, Any]],
+                step: Callable[[dict[str, Any]], Output], options: EvalOptions) -> Iterator[tuple[Key, Output]]:
+    """Yield ``(key, step(batch))`` for each key of ``keys``, in their order.
+
+    ``make_batch(key)`` builds the batch dict of a key (e.g. the indices of its samples); its
+    tensors are moved to the model's device, and ``step`` runs on it under bf16 autocast when
+    ``options.precision`` is "bf16" (nothing else is autocast). The model is in eval mode without
+    gradients while the generator runs (torch's no_grad applies to a generator's own frames
+    only, so the caller's code between batches runs in its own mode); the previous train/eval mode
+    comes back when it finishes or is closed. Consume it to the end.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        total = len(keys) if isinstance(keys, Sized) else None
+        for key in tqdm(keys, total=total, unit="batch", leave=False, delay=PROGRESS_DELAY_S,
+                        disable=None if options.progress else True):
+            batch = to_device(make_batch(key), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16) if options.precision == "bf16" else nullcontext():
+                output = step(batch)
+            yield key, output
+    finally:
+        model.train(was_training)
