@@ -11,7 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
-from types import SimpleNamespace
+from tasks.engine.evaluation import EvalOptions
 from typing import Any, Iterator
 
 import pytest
@@ -111,7 +111,7 @@ def test_the_example_task_reads_its_file_and_gives_a_finite_loss(page: dict[str,
     assert batch["inputs"].dtype == torch.long and batch["mask"].shape == batch["inputs"].shape
     assert batch["labels"].shape == (5,)
     assert math.isfinite(model.loss(model(batch), batch)["loss"].item())
-    metrics = task.evaluate(model, splits["test"], SimpleNamespace(batch_size=1))
+    metrics = task.evaluate(model, splits["test"], EvalOptions(batch_size=1))
     assert set(metrics) == {task.metric.name} and 0 <= metrics["accuracy"] <= 1
 
 
