@@ -78,7 +78,7 @@ def _assert_reloaded_scores_as_trained(task_name: str, run: Path, spec: str,
     logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     task = zoo.get_task(task_name)
     model = zoo.load(run / "last").eval()
-    validation = task.datasets(spec, "validation")
+    validation = task.for_model(task.datasets(spec, "validation"), model)
     batch = task.make_collate(model, train=False)([validation[i] for i in range(min(4, len(validation)))])
     with torch.no_grad():
         expected, got = trained["model"](batch), model(batch)
