@@ -118,11 +118,11 @@ def test_train_help_shows_the_shared_flags_with_defaults_and_the_tasks(capsys: p
 
 
 def test_task_help_shows_the_tasks_own_flags_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.sentiment.task import TRAIN_DEFAULTS
+    from tasks.sentiment.task import SentimentTask
 
     assert _exit_status(["train", "sentiment", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"passes over the training set (default: {TRAIN_DEFAULTS['epochs']})" in out
+    assert f"passes over the training set (default: {SentimentTask.train_defaults['epochs']})" in out
     assert "--token-dropout TOKEN_DROPOUT" in out and "(default: 0.15)" in out
 
 

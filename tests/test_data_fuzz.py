@@ -30,13 +30,12 @@ from image_fixtures import TRICKY, bomb_png
 from tasks.asr import data as asr
 from tasks.detection import data as detection
 from tasks.image_classification import data as images
-from tasks.sentiment import data as sentiment
-from tasks.text_generation import data as text_generation
-from tasks.translation import data as translation
+from zoo import get_task
 from zoo.errors import ZooError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+sentiment, text_generation, translation = (get_task(name) for name in ("sentiment", "text_generation", "translation"))
 
 
 # ---- outcomes ------------------------------------------------------------------------------------
@@ -167,26 +166,26 @@ def _sentiment_table(delimiter: str, fmt: str) -> Callable[[Path], tuple[Path, C
     def build(tmp: Path) -> tuple[Path, Callable]:
         rows = "".join(f"{text}{delimiter}{label}\n" for text, label in REVIEWS)
         path = _write(tmp / f"reviews.{fmt}", f"text{delimiter}label\n" + rows)
-        return path, lambda: sentiment_values(sentiment.read(f"{fmt}:{path}", "all"))
+        return path, lambda: sentiment_values(sentiment.datasets(f"{fmt}:{path}", "all"))
     return build
 
 
 def _sentiment_jsonl(tmp: Path) -> tuple[Path, Callable]:
     path = _write(tmp / "reviews.jsonl", "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in REVIEWS))
-    return path, lambda: sentiment_values(sentiment.read(f"jsonl:{path}", "all"))
+    return path, lambda: sentiment_values(sentiment.datasets(f"jsonl:{path}", "all"))
 
 
 def _sst2(tmp: Path) -> tuple[Path, Callable]:
     rows = "".join(f"{t}\t{int(l == 'positive')}\n" for t, l in REVIEWS)
     path = _write(tmp / "sst2.tsv", "sentence\tlabel\n" + rows)
-    return path, lambda: sentiment_values(sentiment.read(f"sst2:{path}", "all"))
+    return path, lambda: sentiment_values(sentiment.datasets(f"sst2:{path}", "all"))
 
 
 def _imdb(tmp: Path) -> tuple[Path, Callable]:
     _write(tmp / "imdb" / "neg" / "0_2.txt", "bad film")
     _write(tmp / "imdb" / "pos" / "1_9.txt", "good film")
     path = _write(tmp / "imdb" / "pos" / "2_8.txt", "fine film")
-    return path, lambda: sentiment_values(sentiment.read(f"imdb:{tmp / 'imdb'}", "all"))
+    return path, lambda: sentiment_values(sentiment.datasets(f"imdb:{tmp / 'imdb'}", "all"))
 
 
 PAIRS = [("one", "uno"), ("two", "dos"), ("three", "tres")]
@@ -194,18 +193,18 @@ PAIRS = [("one", "uno"), ("two", "dos"), ("three", "tres")]
 
 def _translation_tsv(tmp: Path) -> tuple[Path, Callable]:
     path = _write(tmp / "pairs.tsv", "".join(f"{s}\t{t}\n" for s, t in PAIRS))
-    return path, lambda: translation_values(translation.read(f"tsv:{path}", "all"))
+    return path, lambda: translation_values(translation.datasets(f"tsv:{path}", "all"))
 
 
 def _translation_jsonl(tmp: Path) -> tuple[Path, Callable]:
     path = _write(tmp / "pairs.jsonl", "".join(json.dumps({"src": s, "tgt": t}) + "\n" for s, t in PAIRS))
-    return path, lambda: translation_values(translation.read(f"jsonl:{path}", "all"))
+    return path, lambda: translation_values(translation.datasets(f"jsonl:{path}", "all"))
 
 
 def _translation_pairs(side: int) -> Callable[[Path], tuple[Path, Callable]]:
     def build(tmp: Path) -> tuple[Path, Callable]:
         files = [_write(tmp / f"train.{lang}", "".join(p[k] + "\n" for p in PAIRS)) for k, lang in enumerate(("en", "es"))]
-        return files[side], lambda: translation_values(translation.read(f"pairs:{files[0]},{files[1]}", "all"))
+        return files[side], lambda: translation_values(translation.datasets(f"pairs:{files[0]},{files[1]}", "all"))
     return build
 
 
@@ -214,18 +213,18 @@ PARAGRAPHS = ["First part.", "Second part.", "Third part."]
 
 def _text_file(tmp: Path) -> tuple[Path, Callable]:
     path = _write(tmp / "book.txt", "\n\n".join(PARAGRAPHS) + "\n")
-    return path, lambda: text_values(text_generation.read(f"text:{path}", "all"))
+    return path, lambda: text_values(text_generation.datasets(f"text:{path}", "all"))
 
 
 def _text_folder(tmp: Path) -> tuple[Path, Callable]:
     for name, text in zip("abc", PARAGRAPHS):
         _write(tmp / "corpus" / f"{name}.txt", text + "\n")
-    return tmp / "corpus" / "b.txt", lambda: text_values(text_generation.read(f"text:{tmp / 'corpus'}", "all"))
+    return tmp / "corpus" / "b.txt", lambda: text_values(text_generation.datasets(f"text:{tmp / 'corpus'}", "all"))
 
 
 def _text_jsonl(tmp: Path) -> tuple[Path, Callable]:
     path = _write(tmp / "docs.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in PARAGRAPHS))
-    return path, lambda: text_values(text_generation.read(f"jsonl:{path}", "all"))
+    return path, lambda: text_values(text_generation.datasets(f"jsonl:{path}", "all"))
 
 
 IMAGE_ROWS = [("a.png", "cat", 10), ("b.png", "dog", 100), ("c.png", "cat", 200)]
@@ -485,26 +484,26 @@ def _sentiment_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
     def table(header: str, rows: list[str], options: str = "", fmt: str = "csv"):
         def case(tmp: Path):
             path = _write(tmp / f"r.{fmt}", "\n".join([header, *rows]) + "\n")
-            return (lambda: sentiment_values(sentiment.read(f"{fmt}:{path}{options}", "all"))), Fails(path.name)
+            return (lambda: sentiment_values(sentiment.datasets(f"{fmt}:{path}{options}", "all"))), Fails(path.name)
         return case
 
     def jsonl(rows: list, options: str = ""):
         def case(tmp: Path):
             path = _json_lines(tmp / "r.jsonl", [{"text": "fine", "label": 0}, *rows])
-            return (lambda: sentiment_values(sentiment.read(f"jsonl:{path}{options}", "all"))), Fails(path.name)
+            return (lambda: sentiment_values(sentiment.datasets(f"jsonl:{path}{options}", "all"))), Fails(path.name)
         return case
 
     def read_table(content: str, expected: list, options: str = ""):
         def case(tmp: Path):
             path = _write(tmp / "r.csv", content)
-            return (lambda: sentiment_values(sentiment.read(f"csv:{path}{options}", "all"))), Reads(expected)
+            return (lambda: sentiment_values(sentiment.datasets(f"csv:{path}{options}", "all"))), Reads(expected)
         return case
 
     def imdb(layout: dict[str, str], outcome: Callable[[Path], Outcome]):
         def case(tmp: Path):
             for name, text in layout.items():
                 _write(tmp / "imdb" / name, text)
-            return (lambda: sentiment_values(sentiment.read(f"imdb:{tmp / 'imdb'}", "all"))), outcome(tmp / "imdb")
+            return (lambda: sentiment_values(sentiment.datasets(f"imdb:{tmp / 'imdb'}", "all"))), outcome(tmp / "imdb")
         return case
 
     return {
@@ -543,15 +542,15 @@ def _sentiment_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
         "jsonl-nul-in-text": jsonl([{"text": "a\u0000b", "label": 1}]),
         "jsonl-stray-integer-label": jsonl([{"text": "b", "label": 1}, {"text": "c", "label": 123456}]),
         "sst2-label-out-of-range": lambda tmp: (
-            lambda p: ((lambda: sentiment_values(sentiment.read(f"sst2:{p}", "all"))), Fails(p.name)))(
+            lambda p: ((lambda: sentiment_values(sentiment.datasets(f"sst2:{p}", "all"))), Fails(p.name)))(
             _write(tmp / "s.tsv", "sentence\tlabel\na\t1\nb\t2\n")),
         "imdb-missing-neg-folder": imdb({"pos/0_9.txt": "good"}, lambda root: Fails("neg")),
         "imdb-not-a-folder": lambda tmp: (
-            (lambda: sentiment_values(sentiment.read(f"imdb:{_write(tmp / 'imdb.txt', 'x')}", "all"))),
+            (lambda: sentiment_values(sentiment.datasets(f"imdb:{_write(tmp / 'imdb.txt', 'x')}", "all"))),
             Fails("imdb.txt")),
         "imdb-all-files-empty": imdb({"neg/0_1.txt": " ", "pos/0_9.txt": "<br />"}, lambda root: Fails("imdb")),
-        "missing-file": lambda tmp: ((lambda: sentiment.read(f"csv:{tmp / 'nope.csv'}", "all")), Fails("nope.csv")),
-        "path-is-a-folder": lambda tmp: ((lambda: sentiment.read(f"csv:{tmp}", "all")), Fails(tmp.name)),
+        "missing-file": lambda tmp: ((lambda: sentiment.datasets(f"csv:{tmp / 'nope.csv'}", "all")), Fails("nope.csv")),
+        "path-is-a-folder": lambda tmp: ((lambda: sentiment.datasets(f"csv:{tmp}", "all")), Fails(tmp.name)),
     }
 
 
@@ -559,19 +558,19 @@ def _translation_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]
     def tsv(lines: list[str]):
         def case(tmp: Path):
             path = _write(tmp / "p.tsv", "\n".join(lines) + "\n")
-            return (lambda: translation_values(translation.read(f"tsv:{path}", "all"))), Fails(path.name)
+            return (lambda: translation_values(translation.datasets(f"tsv:{path}", "all"))), Fails(path.name)
         return case
 
     def jsonl(rows: list, options: str = ""):
         def case(tmp: Path):
             path = _json_lines(tmp / "p.jsonl", [{"src": "a", "tgt": "b"}, *rows])
-            return (lambda: translation_values(translation.read(f"jsonl:{path}{options}", "all"))), Fails(path.name)
+            return (lambda: translation_values(translation.datasets(f"jsonl:{path}{options}", "all"))), Fails(path.name)
         return case
 
     def pairs(source: str, target: str, name: str):
         def case(tmp: Path):
             files = [_write(tmp / "s.en", source), _write(tmp / "t.es", target)]
-            return (lambda: translation_values(translation.read(f"pairs:{files[0]},{files[1]}", "all"))), Fails(name)
+            return (lambda: translation_values(translation.datasets(f"pairs:{files[0]},{files[1]}", "all"))), Fails(name)
         return case
 
     return {
@@ -590,12 +589,12 @@ def _translation_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]
         "pairs-source-shorter": pairs("a\n", "x\ny\n", "s.en"),
         "pairs-empty-line-in-target": pairs("a\nb\n", "x\n\n", "t.es"),
         "pairs-one-file-only": lambda tmp: (
-            (lambda: translation.read(f"pairs:{_write(tmp / 's.en', 'a')}", "all")), Fails("s.en")),
+            (lambda: translation.datasets(f"pairs:{_write(tmp / 's.en', 'a')}", "all")), Fails("s.en")),
         "pairs-missing-target": lambda tmp: (
-            (lambda: translation.read(f"pairs:{_write(tmp / 's.en', 'a')},{tmp / 'gone.es'}", "all")), Fails("gone.es")),
-        "tsv-missing-file": lambda tmp: ((lambda: translation.read(f"tsv:{tmp / 'nope.tsv'}", "all")), Fails("nope.tsv")),
+            (lambda: translation.datasets(f"pairs:{_write(tmp / 's.en', 'a')},{tmp / 'gone.es'}", "all")), Fails("gone.es")),
+        "tsv-missing-file": lambda tmp: ((lambda: translation.datasets(f"tsv:{tmp / 'nope.tsv'}", "all")), Fails("nope.tsv")),
         "tsv-unicode-line-separator-kept-inside-a-pair": lambda tmp: (
-            (lambda p: (lambda: translation_values(translation.read(f"tsv:{p}", "all"))))(
+            (lambda p: (lambda: translation_values(translation.datasets(f"tsv:{p}", "all"))))(
                 _write(tmp / "u.tsv", "a\u2028b\tc\nd\te\n")), Reads([("a\u2028b", "c"), ("d", "e")])),
     }
 
@@ -604,7 +603,7 @@ def _text_generation_cases() -> dict[str, Callable[[Path], tuple[Callable, Outco
     def jsonl(rows: list, options: str = ""):
         def case(tmp: Path):
             path = _json_lines(tmp / "d.jsonl", [{"text": "fine"}, *rows])
-            return (lambda: text_values(text_generation.read(f"jsonl:{path}{options}", "all"))), Fails(path.name)
+            return (lambda: text_values(text_generation.datasets(f"jsonl:{path}{options}", "all"))), Fails(path.name)
         return case
 
     return {
@@ -616,12 +615,12 @@ def _text_generation_cases() -> dict[str, Callable[[Path], tuple[Callable, Outco
         "jsonl-renamed-field-missing": jsonl([], "?field=body"),
         "jsonl-unknown-option": jsonl([], "?feild=text"),
         "text-unknown-sample-by": lambda tmp: (
-            (lambda: text_generation.read(f"text:{_write(tmp / 'a.txt', 'x')}?sample_by=word", "all")), Fails("a.txt")),
-        "text-missing-path": lambda tmp: ((lambda: text_generation.read(f"text:{tmp / 'gone'}", "all")), Fails("gone")),
+            (lambda: text_generation.datasets(f"text:{_write(tmp / 'a.txt', 'x')}?sample_by=word", "all")), Fails("a.txt")),
+        "text-missing-path": lambda tmp: ((lambda: text_generation.datasets(f"text:{tmp / 'gone'}", "all")), Fails("gone")),
         "text-folder-without-txt": lambda tmp: (
-            (lambda: text_generation.read(f"text:{_write(tmp / 'f' / 'a.md', 'x').parent}", "all")), Fails("f")),
+            (lambda: text_generation.datasets(f"text:{_write(tmp / 'f' / 'a.md', 'x').parent}", "all")), Fails("f")),
         "text-folder-all-damaged": lambda tmp: (
-            (lambda folder: (lambda: text_generation.read(f"text:{folder}", "all")))(
+            (lambda folder: (lambda: text_generation.datasets(f"text:{folder}", "all")))(
                 _write(tmp / "f" / "a.txt", bytes([0xff])).parent), Fails("f")),
     }
 

@@ -78,7 +78,7 @@ def _assert_reloaded_scores_as_trained(task_name: str, run: Path, spec: str,
     logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     task = zoo.get_task(task_name)
     model = zoo.load(run / "last").eval()
-    validation = task.datasets(spec, "validation")
+    validation = task.for_model(task.datasets(spec, "validation"), model)
     batch = task.make_collate(model, train=False)([validation[i] for i in range(min(4, len(validation)))])
     with torch.no_grad():
         expected, got = trained["model"](batch), model(batch)
@@ -126,8 +126,7 @@ def test_text_generation_from_a_gpt2_folder_tokenizes_with_its_tokenizer(tmp_pat
     assert not torch.equal(model.backbone.embed.weight, stored["transformer.wte.weight"])   # it did train
     reference = Backend.from_file(str(gpt2 / "tokenizer.json"))
     assert model.tokenizer.kind == "tokenizers"
-    blocks = task.datasets(spec, "train")
-    task.make_collate(model, train=False)      # packs the task's data sets with the model's tokenizer
+    blocks = task.for_model(task.datasets(spec, "train"), model)      # packed with the model's tokenizer
     first = reference.encode(blocks.texts[0], add_special_tokens=False).ids
     assert blocks[0]["block"][:8].tolist() == first[:8]
     assert task.predict(model, ["the cat"], max_new_tokens=3) == task.predict(zoo.load(run / "last"), ["the cat"],

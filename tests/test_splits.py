@@ -16,10 +16,15 @@ from tasks.asr import data as asr_data
 from tasks.detection import data as detection_data
 from tasks.engine.data import THREE_WAY, TWO_WAY, hash_split, split_assignment, split_score
 from tasks.image_classification import data as image_data
-from tasks.sentiment import data as sentiment_data
-from tasks.text_generation import data as text_data
-from tasks.translation import data as translation_data
+from tasks.sentiment import builtin as sentiment_builtin
+from tasks.sentiment.formats import SentimentDataset
+from tasks.text_generation import builtin as text_builtin
+from tasks.text_generation.formats import TextDataset
+from tasks.translation.formats import TranslationDataset
+from zoo import get_task
 from zoo.errors import ZooError
+
+SENTIMENT, TRANSLATION, TEXT = (get_task(name) for name in ("sentiment", "translation", "text_generation"))
 
 SPLITS = ("train", "validation", "test")
 N = 45  # samples per fixture; text fixtures repeat some of them
@@ -201,11 +206,11 @@ def detection_yolo(root: Path) -> str:
 
 def _identities(dataset: Any) -> list[str]:
     """The samples of a data set as comparable strings: texts, source sentences, files."""
-    if isinstance(dataset, sentiment_data.SentimentDataset):
+    if isinstance(dataset, SentimentDataset):
         return [s["text"] for s in dataset.samples]
-    if isinstance(dataset, translation_data.TranslationDataset):
+    if isinstance(dataset, TranslationDataset):
         return [source for source, _ in dataset.pairs]
-    if isinstance(dataset, text_data.TextDataset):
+    if isinstance(dataset, TextDataset):
         return list(dataset.texts)
     if isinstance(dataset, image_data.ImageFiles):
         return list(dataset.paths)
@@ -219,11 +224,11 @@ def _identities(dataset: Any) -> list[str]:
 
 
 ADAPTERS: list[tuple[Callable[[str, str], Any], Callable[[Path], str]]] = [
-    (sentiment_data.read, sentiment_csv), (sentiment_data.read, sentiment_tsv), (sentiment_data.read, sentiment_jsonl),
-    (sentiment_data.read, sentiment_sst2), (sentiment_data.read, sentiment_imdb),
-    (translation_data.read, translation_tsv), (translation_data.read, translation_jsonl),
-    (translation_data.read, translation_pairs),
-    (text_data.read, text_file), (text_data.read, text_folder), (text_data.read, text_jsonl),
+    (SENTIMENT.datasets, sentiment_csv), (SENTIMENT.datasets, sentiment_tsv), (SENTIMENT.datasets, sentiment_jsonl),
+    (SENTIMENT.datasets, sentiment_sst2), (SENTIMENT.datasets, sentiment_imdb),
+    (TRANSLATION.datasets, translation_tsv), (TRANSLATION.datasets, translation_jsonl),
+    (TRANSLATION.datasets, translation_pairs),
+    (TEXT.datasets, text_file), (TEXT.datasets, text_folder), (TEXT.datasets, text_jsonl),
     (image_data.read, image_folder), (image_data.read, image_csv),
     (asr_data.read, asr_manifest), (asr_data.read, asr_manifest_csv), (asr_data.read, asr_librispeech),
     (asr_data.read, asr_commonvoice_table),
@@ -254,7 +259,7 @@ def test_a_user_file_split_survives_reordering_and_appending(tmp_path: Path) -> 
 
     def splits_of(rows: list[tuple[str, int]]) -> dict[str, str]:
         path.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
-        return {text: split for split in SPLITS for text in _identities(sentiment_data.read(f"csv:{path}", split))}
+        return {text: split for split in SPLITS for text in _identities(SENTIMENT.datasets(f"csv:{path}", split))}
 
     before = splits_of(rows)
     after = splits_of(rows[::-1] + [(f"new review {i}", 1) for i in range(100)])
@@ -370,16 +375,16 @@ def _builtin_parts(read: Callable[[str, str], Any], spec: str) -> dict[str, list
 
 def test_builtin_sentiment_splits_share_no_sentence(monkeypatch) -> None:
     lines = [f"{n}\t{2.0 if n % 3 else -2.0}\tsentence {n % 50}." for n in range(80)]  # 30 repeated sentences
-    monkeypatch.setattr(sentiment_data, "_download_ground_truth",
+    monkeypatch.setattr(sentiment_builtin, "_download_ground_truth",
                         lambda workdir: ("\r\n".join(lines).encode(), "fixture"))
-    sentiment_data.prepare()
-    parts = _builtin_parts(sentiment_data.read, "builtin")
+    SENTIMENT.prepare()
+    parts = _builtin_parts(SENTIMENT.datasets, "builtin")
     assert sorted(sum(parts.values(), [])) == sorted(f"sentence {n}." for n in range(50))
 
 
 def test_builtin_translation_numbers_splits_share_no_source() -> None:
-    translation_data.prepare(["numbers"])
-    parts = _builtin_parts(translation_data.read, "builtin:numbers")
+    TRANSLATION.prepare(["numbers"])
+    parts = _builtin_parts(TRANSLATION.datasets, "builtin:numbers")
     assert len(set(sum(parts.values(), []))) == 12_000
 
 
@@ -389,9 +394,9 @@ def test_builtin_fortunes_splits_share_no_quote(tmp_path: Path, monkeypatch) -> 
     quotes = [f"Fortune {i}." for i in range(50)]
     (folder / "one").write_text("\n%\n".join(quotes[:30]) + "\n%\n")
     (folder / "two").write_text("\n%\n".join(quotes[20:]) + "\n%\n")  # 10 quotes in both files
-    monkeypatch.setattr(text_data, "debian_package_root", lambda package, workdir: tmp_path / "deb")
-    text_data.prepare(["fortunes"])
-    parts = _builtin_parts(text_data.read, "builtin:fortunes")
+    monkeypatch.setattr(text_builtin, "debian_package_root", lambda package, workdir: tmp_path / "deb")
+    TEXT.prepare(["fortunes"])
+    parts = _builtin_parts(TEXT.datasets, "builtin:fortunes")
     assert sorted(sum(parts.values(), [])) == sorted(quotes)
 
 

@@ -131,6 +131,7 @@ def test_collate_loss_evaluate_and_save_load_predictions(name: str, tmp_path: Pa
     torch.manual_seed(0)
     model = task.build_model(args, train)
     assert model.task == name
+    train = task.for_model(train, model)     # as the trainer trains on it
 
     batch = task.make_collate(model, train=True)([train[i] for i in range(min(4, len(train)))])
     loss = model.loss(model(batch), batch)["loss"]

@@ -11,8 +11,14 @@ import pytest
 import rdata
 import torch
 
+from tasks.engine import sources
 from tasks.engine.rdata import read_r_lazyload
-from tasks.text_generation import data
+from tasks.engine.sets import BUILTIN_SPLITS
+from tasks.text_generation import builtin
+from tasks.text_generation.blocks import pack_blocks
+from zoo import get_task
+
+TASK = get_task("text_generation")
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +36,9 @@ def texts(dataset) -> list[str]:
 def test_text_file_is_cut_into_paragraphs_lines_or_one_document(tmp_path: Path) -> None:
     path = tmp_path / "book.txt"
     path.write_bytes("\ufeffFirst line\r\nstill first.\r\n\r\n  \r\nSecond.\n\n\nThird.\n".encode())
-    assert texts(data.read(f"text:{path}", "all")) == ["First line\nstill first.", "Second.", "Third."]
-    assert texts(data.read(f"text:{path}?sample_by=line", "all")) == ["First line", "still first.", "Second.", "Third."]
-    assert texts(data.read(f"text:{path}?sample_by=document", "all")) == [
+    assert texts(TASK.datasets(f"text:{path}", "all")) == ["First line\nstill first.", "Second.", "Third."]
+    assert texts(TASK.datasets(f"text:{path}?sample_by=line", "all")) == ["First line", "still first.", "Second.", "Third."]
+    assert texts(TASK.datasets(f"text:{path}?sample_by=document", "all")) == [
         "First line\nstill first.\n\n  \nSecond.\n\n\nThird."]
 
 
@@ -44,7 +50,7 @@ def test_text_folder_is_recursive_sorted_and_skips_damaged_files(tmp_path: Path)
     (tmp_path / "corpus" / "empty.txt").write_text(" \n")
     (tmp_path / "corpus" / "latin1.txt").write_bytes("ok\ncaf\xe9".encode("latin-1"))
     with pytest.warns(UserWarning) as caught:
-        dataset = data.read(f"text:{tmp_path / 'corpus'}", "all")
+        dataset = TASK.datasets(f"text:{tmp_path / 'corpus'}", "all")
     assert texts(dataset) == ["One.", "Two.\n\nStill two."]
     assert dataset.skipped == 2
     messages = " ".join(str(w.message) for w in caught)
@@ -55,27 +61,27 @@ def test_text_errors_name_the_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\nfine\n\xff broken\n")
     with pytest.raises(ValueError, match=r"bad\.txt: not UTF-8 \(byte 0x[0-9a-f]{2} at line 3\)"):
-        data.read(f"text:{bad}", "all")
+        TASK.datasets(f"text:{bad}", "all")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(ValueError, match=r"empty\.txt: empty text"):
-        data.read(f"text:{empty}", "all")
+        TASK.datasets(f"text:{empty}", "all")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        data.read(f"text:{tmp_path / 'missing.txt'}", "all")
+        TASK.datasets(f"text:{tmp_path / 'missing.txt'}", "all")
     (tmp_path / "nothing").mkdir()
     with pytest.raises(FileNotFoundError, match="nothing: no .txt files"):
-        data.read(f"text:{tmp_path / 'nothing'}", "all")
+        TASK.datasets(f"text:{tmp_path / 'nothing'}", "all")
     with pytest.raises(ValueError, match="sample_by='chapter'"):
-        data.read(f"text:{bad}?sample_by=chapter", "all")
+        TASK.datasets(f"text:{bad}?sample_by=chapter", "all")
 
 
 def test_user_splits_are_a_seeded_disjoint_hold_out(tmp_path: Path) -> None:
     path = tmp_path / "many.txt"
     path.write_text("\n\n".join(f"Paragraph {i}." for i in range(100)))
-    train, validation, test = (texts(data.read(f"text:{path}", split)) for split in ("train", "validation", "test"))
+    train, validation, test = (texts(TASK.datasets(f"text:{path}", split)) for split in ("train", "validation", "test"))
     assert 80 <= len(train) <= 98 and validation and test
-    assert sorted(train + validation + test) == sorted(texts(data.read(f"text:{path}", "all")))
-    assert validation == texts(data.read(f"text:{path}", "validation"))
+    assert sorted(train + validation + test) == sorted(texts(TASK.datasets(f"text:{path}", "all")))
+    assert validation == texts(TASK.datasets(f"text:{path}", "validation"))
 
 
 # ---- jsonl: -------------------------------------------------------------------------------
@@ -87,10 +93,10 @@ def write_rows(path: Path, rows: list) -> Path:
 
 def test_jsonl_reads_the_default_and_a_named_field(tmp_path: Path) -> None:
     path = write_rows(tmp_path / "d.jsonl", [{"text": "alpha", "id": 1}, {"text": "beta\ngamma", "id": 2}])
-    dataset = data.read(f"jsonl:{path}", "all")
+    dataset = TASK.datasets(f"jsonl:{path}", "all")
     assert texts(dataset) == ["alpha", "beta\ngamma"] and dataset.skipped == 0
     path = write_rows(tmp_path / "e.jsonl", [{"body": "one"}, {"body": "two"}])
-    assert texts(data.read(f"jsonl:{path}?field=body", "all")) == ["one", "two"]
+    assert texts(TASK.datasets(f"jsonl:{path}?field=body", "all")) == ["one", "two"]
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -102,26 +108,26 @@ def test_jsonl_reads_the_default_and_a_named_field(tmp_path: Path) -> None:
 def test_jsonl_errors_name_the_file_and_line(tmp_path: Path, rows: list, message: str) -> None:
     path = write_rows(tmp_path / "d.jsonl", rows)
     with pytest.raises(ValueError, match=message):
-        data.read(f"jsonl:{path}", "all")
+        TASK.datasets(f"jsonl:{path}", "all")
 
 
 def test_jsonl_malformed_line_missing_file_and_unknown_option(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "ok"}\n{"text": \n')
     with pytest.raises(ValueError, match=r"d\.jsonl:2: not valid JSON"):
-        data.read(f"jsonl:{path}", "all")
+        TASK.datasets(f"jsonl:{path}", "all")
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        data.read(f"jsonl:{tmp_path / 'nope.jsonl'}", "all")
+        TASK.datasets(f"jsonl:{tmp_path / 'nope.jsonl'}", "all")
     with pytest.raises(ValueError, match="unknown option.*feild"):
-        data.read(f"jsonl:{path}?feild=text", "all")
+        TASK.datasets(f"jsonl:{path}?feild=text", "all")
     with pytest.raises(ValueError, match="unknown format 'csv'"):
-        data.read(f"csv:{path}", "all")
+        TASK.datasets(f"csv:{path}", "all")
 
 
 # ---- packing ------------------------------------------------------------------------------
 
 def test_pack_blocks_values_shift_and_dropped_tail() -> None:
-    blocks = data.pack_blocks([[1, 2, 3], [4, 5], [6, 7, 8, 9]], block_size=4, eos_id=0)
+    blocks = pack_blocks([[1, 2, 3], [4, 5], [6, 7, 8, 9]], block_size=4, eos_id=0)
     # stream: 1 2 3 0 4 5 0 6 7 8 9 0 (12 tokens) -> (12 - 1) // 4 = 2 blocks of 5, sharing one token
     assert blocks.dtype == torch.long and blocks.shape == (2, 5)
     assert blocks.tolist() == [[1, 2, 3, 0, 4], [4, 5, 0, 6, 7]]
@@ -130,9 +136,9 @@ def test_pack_blocks_values_shift_and_dropped_tail() -> None:
 
 
 def test_pack_blocks_exact_fit_and_too_few_tokens() -> None:
-    assert data.pack_blocks([[5, 6, 7]], block_size=3, eos_id=1).tolist() == [[5, 6, 7, 1]]
+    assert pack_blocks([[5, 6, 7]], block_size=3, eos_id=1).tolist() == [[5, 6, 7, 1]]
     with pytest.raises(ValueError, match="too few tokens.*2 documents give 5 tokens.*needs 9"):
-        data.pack_blocks([[5], [6, 7]], block_size=8, eos_id=1)
+        pack_blocks([[5], [6, 7]], block_size=8, eos_id=1)
 
 
 # ---- built-in sets ------------------------------------------------------------------------
@@ -143,7 +149,8 @@ def fake_package(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[str]:
     def package_root(package: str, workdir: Path) -> Path:
         fetched.append(package)
         return root
-    monkeypatch.setattr(data, "debian_package_root", package_root)
+    monkeypatch.setattr(builtin, "debian_package_root", package_root)     # the fortunes
+    monkeypatch.setattr(sources, "debian_package_root", package_root)     # Austen's novels
     return fetched
 
 
@@ -158,18 +165,18 @@ def test_fortunes_prepare_split_and_read_back(tmp_path: Path, monkeypatch: pytes
     (folder / "wisdom.u8").symlink_to("wisdom")
     fetched = fake_package(monkeypatch, tmp_path / "deb")
     with pytest.raises(FileNotFoundError, match="zoo data prepare text_generation"):
-        data.read("builtin:fortunes", "train")
-    data.prepare(["fortunes"])
+        TASK.datasets("builtin:fortunes", "train")
+    TASK.prepare(["fortunes"])
     assert "60 quotes" in capsys.readouterr().out and fetched == ["fortunes"]
-    split = {s: texts(data.read("builtin:fortunes", s)) for s in data.SPLITS}
-    assert [len(split[s]) for s in data.SPLITS] == [54, 3, 3]
+    split = {s: texts(TASK.datasets("builtin:fortunes", s)) for s in BUILTIN_SPLITS}
+    assert [len(split[s]) for s in BUILTIN_SPLITS] == [54, 3, 3]
     assert sorted(sum(split.values(), [])) == sorted(quotes)
-    data.prepare(["fortunes"])
+    TASK.prepare(["fortunes"])
     assert "already prepared" in capsys.readouterr().out and fetched == ["fortunes"]
-    with pytest.raises(ValueError, match="unknown split 'all'"):
-        data.read("builtin:fortunes", "all")
-    with pytest.raises(ValueError, match="unknown built-in set.*poems"):
-        data.prepare(["poems"])
+    with pytest.raises(ValueError, match="has the splits .*, not 'all'"):
+        TASK.datasets("builtin:fortunes", "all")
+    with pytest.raises(ValueError, match="unknown built-in text_generation set.*poems"):
+        TASK.prepare(["poems"])
 
 
 def novel(title: str, n_chapters: int, numerals: bool) -> list[str]:
@@ -216,7 +223,7 @@ def test_lazyload_round_trip_and_damaged_block(tmp_path: Path) -> None:
 
 
 def test_split_chapters_keeps_headings_and_drops_layout() -> None:
-    parts = data.split_chapters(novel("EMMA", 3, numerals=True))
+    parts = builtin.split_chapters(novel("EMMA", 3, numerals=True))
     assert parts[0] == "EMMA\n\nBy Jane Austen"
     assert parts[2] == "CHAPTER II\n\nEMMA chapter 2 begins,\n    with verse,\n\nand ends."
     assert len(parts) == 4 and not any("VOLUME" in p or "THE END" in p for p in parts)
@@ -228,28 +235,28 @@ def test_austen_prepare_holds_out_whole_chapters(tmp_path: Path, monkeypatch: py
     write_lazyload(root / "usr/lib/R/site-library/janeaustenr/data",
                    {"emma": novel("EMMA", 25, numerals=True), "persuasion": novel("Persuasion", 15, numerals=False)})
     fake_package(monkeypatch, root)
-    data.prepare(["default"])
+    TASK.prepare(["default"])
     folder = cache / "text_generation" / "default"
-    names = {s: sorted(p.name for p in (folder / s).glob("*.txt")) for s in data.SPLITS}
-    assert [len(names[s]) for s in data.SPLITS] == [36 + 2, 2, 2]   # 40 chapters: 2 + 2 held out; title pages in train
+    names = {s: sorted(p.name for p in (folder / s).glob("*.txt")) for s in BUILTIN_SPLITS}
+    assert [len(names[s]) for s in BUILTIN_SPLITS] == [36 + 2, 2, 2]   # 40 chapters: 2 + 2 held out; title pages in train
     everything = sum(names.values(), [])
     assert len(everything) == len(set(everything)) == 42      # no chapter in two splits
     assert "emma-ch000.txt" in names["train"] and "persuasion-ch015.txt" in everything
-    test = texts(data.read("builtin", "test"))
+    test = texts(TASK.datasets("builtin", "test"))
     assert len(test) == 2 and all(t.startswith("CHAPTER ") and t.endswith("and ends.") for t in test)
     (chapter_12,) = folder.glob("*/emma-ch012.txt")
     assert chapter_12.read_text().startswith("CHAPTER XII\n\nEMMA chapter 12 begins,")
 
 
 def test_three_way_split_is_seeded_and_sized() -> None:
-    names = data.three_way_split(269)
-    assert names == data.three_way_split(269)
-    assert [names.count(s) for s in data.SPLITS] == [243, 13, 13]
+    names = builtin.three_way_split(269)
+    assert names == builtin.three_way_split(269)
+    assert [names.count(s) for s in BUILTIN_SPLITS] == [243, 13, 13]
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
 def test_text_paragraphs_and_lines_end_at_lf_crlf_and_bare_cr(tmp_path, end):
     path = tmp_path / "old-mac.txt"
     path.write_bytes(end.join(["First para", "still first.", "", "Second."]).encode())
-    assert texts(data.read(f"text:{path}", "all")) == ["First para\nstill first.", "Second."]
-    assert texts(data.read(f"text:{path}?sample_by=line", "all")) == ["First para", "still first.", "Second."]
+    assert texts(TASK.datasets(f"text:{path}", "all")) == ["First para\nstill first.", "Second."]
+    assert texts(TASK.datasets(f"text:{path}?sample_by=line", "all")) == ["First para", "still first.", "Second."]

@@ -40,13 +40,13 @@ def train_args(*argv: str) -> argparse.Namespace:
 
 @pytest.fixture()
 def built(tmp_path: Path):
-    """A task, its training blocks and a tiny model built from them (tokenizer trained on the text)."""
+    """A task, its training blocks and a tiny model built from their documents (tokenizer trained on the text)."""
     task = zoo.get_task("text_generation")
     data = f"text:{corpus(tmp_path)}"
     args = train_args("--data", data, "--vocab-size", "60", "--block-size", "16", "--backbone-args", TINY)
-    train = task.datasets(data, "train")
-    model = task.build_model(args, train).eval()
-    return task, train, model, args
+    documents = task.datasets(data, "train")
+    model = task.build_model(args, documents).eval()
+    return task, task.for_model(documents, model), model, args
 
 
 def test_blocks_are_the_token_stream_and_batches_are_shifted(built) -> None:

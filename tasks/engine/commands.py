@@ -185,6 +185,6 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
         if args.json:
             print(json.dumps({"input": item, "prediction": prediction}, ensure_ascii=False))
         else:
-            print(task.format_prediction(item, prediction))
+            print("" if options.get("stream") else task.format_prediction(item, prediction))
     sys.stdout.flush()
     return predictions

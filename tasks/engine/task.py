@@ -99,6 +99,12 @@ class Task:
             return self.data_module.read(spec, split)
         return read_spec(self.name, spec, split, self.formats, self.builtin_sets)
 
+    def for_model(self, dataset: Dataset, model: torch.nn.Module) -> Dataset:
+        """``dataset`` as ``model`` trains on it (the trainer calls this once the model is built or
+        loaded); most tasks: ``dataset`` itself (text generation: its documents cut into the model's
+        token blocks)."""
+        return dataset
+
     def sample_length(self, sample: dict) -> int | None:
         """How long a sample is, for length-bucketed training batches; None: no bucketing."""
         return None
@@ -155,7 +161,8 @@ class Task:
         """Flags of `zoo predict` beyond the shared ones (``--stream``, ``--explain``, ``--out``...)."""
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        """Keyword arguments for :meth:`predict` from parsed `zoo predict` flags."""
+        """Keyword arguments for :meth:`predict` from parsed `zoo predict` flags (``stream=True``: the
+        predictions are printed as they come, so `zoo predict` prints an empty line for each instead)."""
         return {}
 
     def format_prediction(self, item: Any, prediction: Any) -> str:

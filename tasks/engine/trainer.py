@@ -193,6 +193,7 @@ class _Run:
         self.val_set = task.datasets(val_spec, "all" if args.val_data and not val_spec.startswith("builtin")
                                      else "validation")
         self.model = self._model(resume)
+        self.train_set = task.for_model(self.train_set, self.model)
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.engine.confusion import write_confusion_matrix
-from tasks.engine.evaluation import EvalOptions, label_mapping, ordered_chunks, run_batches  # label_mapping: for task.py
+from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
 
 
 def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[list[dict]], dict],

@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 import zoo
-from tasks.engine.batching import length_bucketed_batches
-from tasks.engine.checkpoints import resolve_checkpoint
-from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
-from tasks.engine.pretrained import FLAG, source_kind
+from tasks.engine.pretrained import FLAG, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
-from tasks.sentiment import data
-from tasks.sentiment.evaluation import classify, label_mapping, metrics
-from zoo.checkpoint import read_config
+from tasks.sentiment.builtin import BUILTIN_SETS
+from tasks.engine.evaluation import EvalOptions, label_mapping
+from tasks.sentiment.evaluation import classify, metrics
+from tasks.sentiment.formats import FORMATS
 from zoo.registry import BACKBONES
 from zoo.errors import ZooError
 from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids, stored_tokenizer
 
-BUCKET_BATCHES = 50     # training batches are cut from pools of this many batches sorted by length
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=1e-3, weight_decay=0.1, epochs=4, eval_every=125)
 REGULARIZATION: dict[str, Any] = dict(dropout=0.3)      # backbone and head, new or transferred
 NEW_BACKBONE: dict[str, Any] = dict(position="learned")  # a new backbone's positions (BERT's layout)
 
@@ -45,12 +41,15 @@ class SentimentTask(Task):
     """Label texts (reviews, sentences) with a class such as negative/positive; primary metric accuracy."""
 
     name = "sentiment"
+    modality = "text"
     default_backbone = "text_encoder_tiny"
     default_head = "classification"
     metric = Metric("accuracy", higher_is_better=True)
     demo_args = ("--epochs", "1")   # the cosine schedule ends within the demo's minute
     pretrained_kinds = ("catalog", "zoo", "weights")
-    data_module = data
+    train_defaults = dict(batch_size=32, lr=1e-3, weight_decay=0.1, epochs=4, eval_every=125)
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "default"
 
     # ---- data -------------------------------------------------------------------------
@@ -69,13 +68,9 @@ class SentimentTask(Task):
 
         return collate
 
-    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
-                      train: bool) -> Iterable[list[int]] | None:
-        """Shuffled batches of similar lengths (less padding): sort pools of batches by text length."""
-        if not train:
-            return None
-        lengths = [len(dataset[i]["text"]) for i in range(len(dataset))]
-        return length_bucketed_batches(lengths, batch_size, generator, BUCKET_BATCHES)
+    def sample_length(self, sample: dict) -> int:
+        """Characters of the text: training batches hold texts of similar length (less padding)."""
+        return len(sample["text"])
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -89,7 +84,7 @@ class SentimentTask(Task):
         group.add_argument("--freeze-embedding", action="store_true",
                            help="keep the token embedding as it came (e.g. --pretrained wordllama's table) and "
                                 "train the rest; --freeze-backbone freezes the whole backbone")
-        parser.set_defaults(**TRAIN_DEFAULTS)
+        super().add_arguments(parser)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Tokenizer + backbone (new, from ``--pretrained``, or the architecture of a zoo checkpoint) + head."""
@@ -106,9 +101,7 @@ class SentimentTask(Task):
             model = zoo.create_model(name, args.head or self.default_head, backbone_args=backbone_args,
                                      tokenizer=tokenizer, task=self.name, **head_args)
         backbone = model.backbone
-        if backbone.modality != "text":
-            raise ValueError(f"backbone {args.backbone or source!r} is a {backbone.modality} backbone; "
-                             f"sentiment needs a text one")
+        self.check_backbone(backbone, args.backbone or source)
         max_len = args.max_len
         if getattr(backbone, "pos_embed", None) is not None:
             max_len = min(max_len, backbone.pos_embed.num_embeddings)
@@ -147,17 +140,12 @@ class SentimentTask(Task):
         ``--backbone-args`` still apply on top (e.g. ``{"dropout": 0.1}``); shapes they change
         are then not loaded, which the trainer reports.
         """
-        source = resolve_checkpoint(args.init_backbone, "best")
-        config = read_config(source)
-        name = config["backbone"]["name"]
-        if args.backbone not in (None, name):
-            raise ValueError(f"--backbone {args.backbone} conflicts with --init-backbone {args.init_backbone}, "
-                             f"whose backbone is {name!r} (omit --backbone to reuse it)")
+        name, stored_args, config, folder = zoo_backbone(args.init_backbone, args.backbone, None)
         if not config.get("tokenizer"):
-            raise ValueError(f"{Path(source) / 'config.json'}: this checkpoint stores no tokenizer, "
+            raise ValueError(f"{Path(folder) / 'config.json'}: this checkpoint stores no tokenizer, "
                              f"so its backbone cannot read sentiment texts")
-        tokenizer = stored_tokenizer(source, config)
-        backbone_args = {**config["backbone"]["args"], **_known(name, REGULARIZATION), **(args.backbone_args or {})}
+        tokenizer = stored_tokenizer(folder, config)
+        backbone_args = {**stored_args, **_known(name, REGULARIZATION), **(args.backbone_args or {})}
         return name, backbone_args, tokenizer
 
     # ---- evaluation and prediction -----------------------------------------------------

@@ -25,16 +25,13 @@ from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
-from tasks.text_generation import data
-from tasks.text_generation.blocks import BlockLayout, TextBlocks
+from tasks.text_generation.blocks import TextBlocks
+from tasks.text_generation.builtin import BUILTIN_SETS
+from tasks.text_generation.formats import FORMATS, TextDataset
 from tasks.text_generation.metrics import evaluate_blocks
 from tasks.text_generation.prompts import generate_texts, stream_text
 from zoo.errors import ZooError
-from zoo.tokenizer import TOKENIZER_FILE, Tokenizer
-
-# The trainer's defaults for this task, chosen on the 2-core CPU: within 10 minutes the tiny decoder
-# (dim 128, depth 2) reached 1.73 held-out bits per character where the small one reached 2.08.
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=16, lr=3e-3, warmup_steps=100, eval_every=200)
+from zoo.tokenizer import TOKENIZER_FILE, BaseTokenizer, Tokenizer
 
 
 @zoo.register_task("text_generation")
@@ -42,38 +39,31 @@ class TextGenerationTask(Task):
     """Continue a text; trained as a next-token language model, measured in bits per character."""
 
     name = "text_generation"
+    modality = "text"
     default_backbone = "text_decoder_tiny"
     default_head = "lm"
     metric = Metric("bits_per_char", higher_is_better=False)
     pretrained_kinds = ("zoo", "gpt2")
-    data_module = data
+    # The trainer's defaults for this task, chosen on the 2-core CPU: within 10 minutes the tiny decoder
+    # (dim 128, depth 2) reached 1.73 held-out bits per character where the small one reached 2.08.
+    train_defaults = dict(batch_size=16, lr=3e-3, warmup_steps=100, eval_every=200)
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "fortunes"
 
-    def __init__(self) -> None:
-        self.layout = BlockLayout()     # shared by every data set this task instance reads
-        self._streamed = False
-
     # ---- data -------------------------------------------------------------------------
-    def datasets(self, spec: str, split: str) -> TextBlocks:
-        """Documents of ``split``, packed into blocks once this task has a model's tokenizer."""
-        return TextBlocks(data.read(spec, split), self.layout)
+    def for_model(self, dataset: TextDataset, model: torch.nn.Module) -> TextBlocks:
+        """The documents of ``dataset`` packed into ``model``'s blocks (its tokenizer and block size)."""
+        return TextBlocks(dataset, *_layout(model))
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Stack blocks (B, T + 1) into ``inputs`` = [:, :-1] and ``targets`` = [:, 1:]."""
-        self._use(model)
 
         def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
             blocks = torch.stack([sample["block"] for sample in samples])  # (B, T + 1)
             return {"inputs": blocks[:, :-1], "targets": blocks[:, 1:]}
 
         return collate
-
-    def _use(self, model: torch.nn.Module) -> None:
-        """Pack this task's data sets with ``model``'s tokenizer and block size."""
-        if getattr(model, "tokenizer", None) is None or "block_size" not in getattr(model, "preprocessing", {}):
-            raise ValueError("this model has no tokenizer or block size; text_generation models are built by "
-                             "`zoo train text_generation` (TextGenerationTask.build_model)")
-        self.layout.set(model.tokenizer, int(model.preprocessing["block_size"]))
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -86,9 +76,9 @@ class TextGenerationTask(Task):
         group.add_argument("--tokenizer", default=None, metavar="PATH",
                            help="use this tokenizer.model (or a model/run folder's) instead of training one")
         group.add_argument("--block-size", type=POSITIVE_INT, default=128, help="tokens per training block (context)")
-        parser.set_defaults(**TRAIN_DEFAULTS)
+        super().add_arguments(parser)
 
-    def build_model(self, args: argparse.Namespace, train_set: TextBlocks) -> zoo.ZooModel:
+    def build_model(self, args: argparse.Namespace, train_set: TextDataset) -> zoo.ZooModel:
         """Tokenizer (trained from ``train_set`` or loaded) + causal backbone + LM head, or the
         ``--pretrained`` GPT-2 with its tokenizer."""
         source = getattr(args, "init_backbone", None)
@@ -107,7 +97,6 @@ class TextGenerationTask(Task):
         if getattr(cfg, "position", None) == "learned" and cfg.max_len < args.block_size:
             raise ValueError(f"--block-size {args.block_size} is longer than the backbone's {cfg.max_len} positions")
         model.preprocessing["block_size"] = args.block_size
-        self._use(model)
         return model
 
     def _pretrained(self, args: argparse.Namespace, source: str) -> zoo.ZooModel:
@@ -125,7 +114,7 @@ class TextGenerationTask(Task):
                            f"the model's {model.backbone.cfg.vocab_size}; the two do not belong together")
         return model
 
-    def _tokenizer(self, args: argparse.Namespace, train_set: TextBlocks) -> Tokenizer:
+    def _tokenizer(self, args: argparse.Namespace, train_set: TextDataset) -> Tokenizer:
         if args.tokenizer:
             path = Path(args.tokenizer)
             return Tokenizer.load(resolve_checkpoint(path) / TOKENIZER_FILE if path.is_dir() else path)
@@ -136,7 +125,7 @@ class TextGenerationTask(Task):
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: TextBlocks, options: EvalOptions) -> dict[str, float]:
         """``loss``, ``perplexity``, ``bits_per_char`` (+ ``tokens``, ``characters``) on every block."""
-        self._use(model)
+        _layout(model)
         blocks = dataset.blocks(model.tokenizer, int(model.preprocessing["block_size"]))
         return evaluate_blocks(model, blocks, dataset.texts, options.batch_size or self.eval_batch_size, options)
 
@@ -147,7 +136,6 @@ class TextGenerationTask(Task):
         ``stream=True`` also writes each prompt and its continuation to stdout as tokens come
         (greedy or sampling; one prompt after another).
         """
-        self._streamed = stream
         if stream:
             texts = []
             for number, text in enumerate(inputs):
@@ -164,5 +152,13 @@ class TextGenerationTask(Task):
         return {**generation_options(args), "stream": args.stream and not args.json}
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
-        """Prompt and continuation as one text (empty when it was streamed already)."""
-        return "" if self._streamed else f"{item}{prediction}"
+        """Prompt and continuation as one text."""
+        return f"{item}{prediction}"
+
+
+def _layout(model: torch.nn.Module) -> tuple[BaseTokenizer, int]:
+    """``model``'s tokenizer and block size (its ``preprocessing``); refuses a model without them."""
+    if getattr(model, "tokenizer", None) is None or "block_size" not in getattr(model, "preprocessing", {}):
+        raise ValueError("this model has no tokenizer or block size; text_generation models are built by "
+                         "`zoo train text_generation` (TextGenerationTask.build_model)")
+    return model.tokenizer, int(model.preprocessing["block_size"])

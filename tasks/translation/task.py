@@ -17,29 +17,24 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 import zoo
-from tasks.engine.batching import length_bucketed_batches
-from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
-from tasks.engine.pretrained import FLAG, source_kind
+from tasks.engine.pretrained import FLAG, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
-from tasks.translation import data
+from tasks.translation.builtin import BUILTIN_SETS
 from tasks.translation.evaluation import scores, translate
-from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, tokenizers,
+from tasks.translation.formats import FORMATS
+from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, target_tokenizer,
                                      train_tokenizers)
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES
-from zoo.tokenizer import HF_TOKENIZER_FILE, HFTokenizer, Tokenizer
-
-BUCKET_BATCHES = 50   # training batches are cut from pools of this many batches sorted by length
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=32, lr=2e-3, warmup_steps=200)
-HEAD_DEFAULTS: dict[str, Any] = dict(depth=3, heads=2)
+from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer, stored_tokenizer
 
 
 @zoo.register_task("translation")
@@ -47,24 +42,24 @@ class TranslationTask(Task):
     """Translate sentences (English -> Spanish Bible verses by default); primary metric BLEU."""
 
     name = "translation"
+    modality = "text"
     default_backbone = "text_encoder_tiny"
     default_head = "seq2seq"
     metric = Metric("bleu", higher_is_better=True)
     pretrained_kinds = ("zoo", "marian")
-    data_module = data
+    train_defaults = dict(batch_size=32, lr=2e-3, warmup_steps=200)
+    head_defaults = {"seq2seq": dict(depth=3, heads=2)}
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "numbers"
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
         return collate_for(model)
 
-    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
-                      train: bool) -> Iterable[list[int]] | None:
-        """Shuffled batches of similar lengths: pools of batches sorted by the pair's characters."""
-        if not train:
-            return None
-        lengths = [len(pair[0]) + len(pair[1]) for pair in _pairs(dataset)]
-        return length_bucketed_batches(lengths, batch_size, generator, BUCKET_BATCHES)
+    def sample_length(self, sample: dict) -> int:
+        """Characters of the pair: training batches hold pairs of similar length."""
+        return len(sample["source"]) + len(sample["target"])
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -77,7 +72,7 @@ class TranslationTask(Task):
         group.add_argument("--max-len", type=POSITIVE_INT, default=DEFAULT_MAX_LEN, help="tokens kept per sentence")
         group.add_argument("--eval-beams", type=POSITIVE_INT, default=4,
                            help="beam size of evaluation, in training and `zoo eval` (1 = greedy, about 2x faster)")
-        parser.set_defaults(**TRAIN_DEFAULTS)
+        super().add_arguments(parser)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Tokenizer(s) + encoder backbone + seq2seq head; ``--init-backbone`` reuses that model's encoder and vocabulary."""
@@ -93,11 +88,11 @@ class TranslationTask(Task):
             backbone_args = {**({"vocab_size": source_tok.vocab_size} if "vocab_size" in fields else {}),
                              **(args.backbone_args or {})}
         backbone = zoo.create_backbone(name, **backbone_args)
-        if backbone.modality != "text":
-            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; translation reads text")
-        head_args = {**HEAD_DEFAULTS, "vocab_size": target_tok.vocab_size, **(args.head_args or {})}
+        self.check_backbone(backbone, name)
+        head = args.head or self.default_head
+        head_args = self.head_args(head, {"vocab_size": target_tok.vocab_size, **(args.head_args or {})})
         head_args.setdefault("share_embedding", _can_share(backbone, source_tok, target_tok, head_args))
-        head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
+        head = zoo.create_head(head, backbone, **head_args)
         return zoo.ZooModel(backbone, head, source_tok, preprocessing(source_tok, target_tok, args.max_len),
                             task=self.name)
 
@@ -110,29 +105,29 @@ class TranslationTask(Task):
         if args.separate_vocab:
             raise ZooError(f"--separate-vocab conflicts with {FLAG} {source}: its {HF_TOKENIZER_FILE} reads both sides")
         tokenizer = HFTokenizer.load(path)
-        head_args = {**HEAD_DEFAULTS, "vocab_size": tokenizer.vocab_size, **(args.head_args or {})}
-        return zoo.create_model(None, args.head or self.default_head, pretrained=source, tokenizer=tokenizer,
+        head = args.head or self.default_head
+        head_args = self.head_args(head, {"vocab_size": tokenizer.vocab_size, **(args.head_args or {})})
+        return zoo.create_model(None, head, pretrained=source, tokenizer=tokenizer,
                                 preprocessing=preprocessing(tokenizer, tokenizer, args.max_len), task=self.name,
                                 **head_args)
 
-    def _transferred(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer, Tokenizer]:
+    def _transferred(self, args: argparse.Namespace,
+                     train_set: Dataset) -> tuple[str, dict, BaseTokenizer, BaseTokenizer]:
         """Backbone name/arguments and tokenizers of the ``--init-backbone`` checkpoint.
 
         A translation checkpoint brings both tokenizers; any other text model brings its source
         tokenizer, and a target tokenizer is trained on the targets.
         """
-        source = resolve_checkpoint(args.init_backbone, "best")
-        donor = zoo.load(source)
-        if donor.tokenizer is None:
-            raise ValueError(f"{Path(source) / 'config.json'}: this checkpoint stores no tokenizer, "
+        name, backbone_args, config, folder = zoo_backbone(args.init_backbone, args.backbone, args.backbone_args)
+        if not config.get("tokenizer"):
+            raise ValueError(f"{Path(folder) / 'config.json'}: this checkpoint stores no tokenizer, "
                              f"so its backbone cannot read text")
-        if donor.task == self.name:
-            source_tok, target_tok = tokenizers(donor)
+        source_tok = stored_tokenizer(folder, config)
+        if config.get("task") == self.name:
+            target_tok = target_tokenizer(source_tok, config.get("preprocessing") or {})
         else:
-            source_tok = donor.tokenizer
             target_tok = Tokenizer.train([t for _, t in _pairs(train_set)], args.vocab_size)
-        spec = donor.backbone.zoo_spec
-        return spec["name"], {**spec["args"], **(args.backbone_args or {})}, source_tok, target_tok
+        return name, backbone_args, source_tok, target_tok
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:

@@ -42,8 +42,14 @@ def tokenizers(model: torch.nn.Module) -> tuple[BaseTokenizer, BaseTokenizer]:
     source = model.tokenizer
     if source is None:
         raise ValueError("this model has no tokenizer, so it cannot read text; train it with `zoo train translation`")
-    stored = model.preprocessing.get(TARGET_KEY)
-    return source, (Tokenizer(base64.b64decode(stored)) if stored else source)
+    return source, target_tokenizer(source, model.preprocessing)
+
+
+def target_tokenizer(source: BaseTokenizer, settings: dict[str, Any]) -> BaseTokenizer:
+    """The target side's tokenizer of a model with ``source`` and ``preprocessing`` ``settings``: the
+    separate one stored there, else ``source`` itself (one joint vocabulary)."""
+    stored = settings.get(TARGET_KEY)
+    return Tokenizer(base64.b64decode(stored)) if stored else source
 
 
 class PairCollate:

@@ -1,7 +1,7 @@
-"""Sentiment data: adapters for the formats people have, and the built-in human-rated review sentences.
+"""Sentiment formats: adapters for the formats people have (``--data FORMAT:PATH?key=value``).
 
 Every adapter yields sample dicts ``{"text": str, "label": int}`` where ``label`` indexes
-the dataset's ``classes`` (label names). Formats (``--data FORMAT:PATH?key=value``):
+the dataset's ``classes`` (label names). Formats:
 
 - ``csv:PATH?text=COL&label=COL&classes=neg,pos`` and ``tsv:PATH?...``: a header row, then one
   text and one label per row (default columns ``text`` and ``label``). Labels are names or
@@ -24,24 +24,11 @@ fields, bytes that are not UTF-8 or a NUL character raise ``ZooError`` naming th
 line; blank lines are skipped. User formats are read whole and then split by
 :func:`~tasks.engine.data.hash_split` on the text (``all``, or a seeded 90/5/5
 ``train``/``validation``/``test``: a repeated text never lands in two splits).
-
-The built-in ``default`` set is the movie-review snippets of Hutto & Gilbert (ICWSM 2014),
-each rated by 20 people, shipped in the source distribution of ``vaderSentiment`` 3.3.2:
-mean rating above +0.5 is positive, below -0.5 negative, the rest (and repeated sentences)
-dropped. ``prepare`` writes a fixed, seeded, stratified 80/10/10 split as ``train.csv``,
-``validation.csv`` and ``test.csv`` (columns ``text,label``, label names) that ``read``
-loads back through the csv adapter.
 """
 from __future__ import annotations
 
 import csv
-import importlib.util
-import io
-import random
 import re
-import tarfile
-import tempfile
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -49,39 +36,11 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import (
-    build_atomically,
-    builtin_dir,
-    data_root,
-    hash_split,
-    is_prepared,
-    parse_spec,
-    pip_download,
-    read_jsonl,
-    read_utf8,
-    table_records,
-    unique_header,
-)
+from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, table_records, unique_header
+from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
-VERSION = "1"
-TASK = "sentiment"
-BUILTIN_SETS: dict[str, str] = {
-    "default": "~10,000 movie-review sentences rated by 20 people each (vaderSentiment 3.3.2 sdist), "
-    "negative/positive, stratified 80/10/10",
-}
-QUICK_SET = "default"
 CLASSES = ["negative", "positive"]
-SPLITS = ("train", "validation", "test")
-
-VADER_REQUIREMENT = "vaderSentiment==3.3.2"
-RESOURCES_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
-GROUND_TRUTH = "movieReviewSnippets_GroundTruth.txt"
-POSITIVE_ABOVE = 0.5      # mean rating on the -4..+4 scale
-NEGATIVE_BELOW = -0.5
-HELD_OUT_FRACTION = 0.1   # of each class, for validation and again for test
-SPLIT_SEED = 0
-
 MAX_ID_PER_LABEL = 10     # an integer label above this many times the number of distinct labels is a typo
 _INTEGER = re.compile(r"-?[0-9]+")
 _LINE_BREAK_TAGS = re.compile(r"(?:<br\s*/?>)+", re.IGNORECASE)
@@ -107,47 +66,7 @@ class SentimentDataset(Dataset):
         return dict(self.samples[index])
 
 
-# ---- reading -----------------------------------------------------------------------------
-
-def read(spec: str, split: str) -> SentimentDataset:
-    """The samples of ``split`` from a data SPEC (``builtin``, ``builtin:NAME`` or ``FORMAT:PATH?k=v``).
-
-    Built-in sets have the splits train, validation and test; user formats are read whole
-    and split by a hash of each text (``all``, ``train``, ``validation``, ``test``: 90/5/5).
-    """
-    parsed = parse_spec(spec)
-    if parsed.is_builtin:
-        return _read_builtin(parsed.path or "default", split)
-    if parsed.format not in _ADAPTERS:
-        formats = ", ".join(f"{name}:PATH" for name in _ADAPTERS)
-        raise ValueError(f"--data {spec!r}: unknown format {parsed.format!r}; sentiment reads builtin, {formats}")
-    adapter, allowed = _ADAPTERS[parsed.format]
-    unknown = sorted(set(parsed.options) - allowed)
-    if unknown:
-        raise ValueError(f"--data {spec!r}: unknown option(s) {unknown}; {parsed.format} takes {sorted(allowed)}")
-    if not parsed.path:
-        raise ValueError(f"--data {spec!r}: no PATH after '{parsed.format}:'")
-    full = adapter(Path(parsed.path).expanduser(), parsed.options)
-    samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
-    return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
-
-
-def _text_key(sample: dict) -> str:
-    return sample["text"]
-
-
-def _read_builtin(name: str, split: str) -> SentimentDataset:
-    if name not in BUILTIN_SETS:
-        raise ValueError(f"unknown built-in sentiment set {name!r}; choose from {sorted(BUILTIN_SETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"built-in sentiment data has the splits {list(SPLITS)}, not {split!r}")
-    path = builtin_dir(TASK, name, VERSION) / f"{split}.csv"
-    dataset = _read_table(path, {"classes": ",".join(CLASSES)})
-    dataset.source = f"builtin:{name} {split} ({path})"
-    return dataset
-
-
-def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
+def read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
     text_column, label_column = options.get("text", "text"), options.get("label", "label")
@@ -174,7 +93,7 @@ def _read_table(path: Path, options: dict[str, str], delimiter: str = ",",
 def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
     """GLUE SST-2: ``sentence<TAB>label`` with a header, unquoted, labels 0/1."""
     fixed = {"text": "sentence", "label": "label", "classes": ",".join(CLASSES)}
-    return _read_table(path, fixed, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return read_table(path, fixed, delimiter="\t", quoting=csv.QUOTE_NONE)
 
 
 def _read_jsonl(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -222,13 +141,28 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)
 
 
-_TABLE_OPTIONS = frozenset({"text", "label", "classes"})
-_ADAPTERS: dict[str, tuple[Callable[[Path, dict[str, str]], SentimentDataset], frozenset[str]]] = {
-    "csv": (_read_table, _TABLE_OPTIONS),
-    "tsv": (partial(_read_table, delimiter="\t"), _TABLE_OPTIONS),
-    "jsonl": (_read_jsonl, _TABLE_OPTIONS),
-    "sst2": (_read_sst2, frozenset()),
-    "imdb": (_read_imdb, frozenset()),
+def _split_by_text(adapter: Callable[[Path, dict[str, str]], SentimentDataset]
+                   ) -> Callable[[DataSpec, str], SentimentDataset]:
+    """A format's reader: the whole source by ``adapter``, then :func:`hash_split` on the text."""
+    def read(spec: DataSpec, split: str) -> SentimentDataset:
+        full = adapter(Path(spec.path).expanduser(), spec.options)
+        samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
+        return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
+
+    return read
+
+
+def _text_key(sample: dict) -> str:
+    return sample["text"]
+
+
+_TABLE_OPTIONS = ("text", "label", "classes")
+FORMATS: dict[str, Format] = {
+    "csv": Format(_split_by_text(read_table), _TABLE_OPTIONS),
+    "tsv": Format(_split_by_text(partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
+    "jsonl": Format(_split_by_text(_read_jsonl), _TABLE_OPTIONS),
+    "sst2": Format(_split_by_text(_read_sst2)),
+    "imdb": Format(_split_by_text(_read_imdb)),
 }
 
 
@@ -312,98 +246,3 @@ def _label_ids(labels: list[tuple[str, str]], classes: list[str] | None) -> tupl
                              f"values; a class id above {limit} would make {int(value) + 1} classes); fix the row, "
                              "or give classes=... to use the labels as names")
     return ids, [str(i) for i in range(max(ids) + 1)]
-
-
-# ---- the built-in set --------------------------------------------------------------------
-
-def prepare(names: list[str] | None = None, force: bool = False) -> None:
-    """Build the named built-in sets (all when None) into ``data_root()/sentiment/NAME``.
-
-    A set already prepared with this VERSION is skipped unless ``force``. Fetches the
-    ``vaderSentiment`` source distribution with ``pip download`` (the only network use).
-    """
-    for name in BUILTIN_SETS if names is None else names:
-        if name not in BUILTIN_SETS:
-            raise ValueError(f"unknown built-in sentiment set {name!r}; choose from {sorted(BUILTIN_SETS)}")
-        folder = data_root() / TASK / name
-        if is_prepared(TASK, name, VERSION) and not force:
-            print(f"{TASK}:{name}: already prepared in {folder}")
-            continue
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="zoo-sentiment-") as work, \
-                build_atomically(TASK, name, VERSION) as target:
-            raw, source = _download_ground_truth(Path(work))
-            splits = _stratified_split(_parse_ground_truth(raw, source))
-            for split, rows in splits.items():
-                _write_csv(target / f"{split}.csv", rows)
-        counts = " / ".join(f"{len(rows)} {split}" for split, rows in splits.items())
-        print(f"{TASK}:{name}: {counts} sentences in {time.perf_counter() - start:.1f} s -> {folder}")
-
-
-def _download_ground_truth(workdir: Path) -> tuple[bytes, str]:
-    """The ground-truth file's bytes from the vaderSentiment sdist, and a name for messages."""
-    extra = ["--no-binary", ":all:"]
-    if importlib.util.find_spec("setuptools") is not None:
-        extra.append("--no-build-isolation")   # pip prepares the sdist's metadata; this skips a ~15 s build env
-    sdist = pip_download(VADER_REQUIREMENT, workdir, *extra)
-    with tarfile.open(sdist) as outer:
-        resources = _member(outer, RESOURCES_ARCHIVE, sdist.name)
-        with tarfile.open(fileobj=io.BytesIO(resources)) as inner:
-            return _member(inner, GROUND_TRUTH, RESOURCES_ARCHIVE), f"{sdist.name}:{RESOURCES_ARCHIVE}:{GROUND_TRUTH}"
-
-
-def _member(archive: tarfile.TarFile, suffix: str, archive_name: str) -> bytes:
-    """The bytes of the one file whose path ends with ``suffix``."""
-    for info in archive:
-        if info.isfile() and info.name.endswith(suffix):
-            return archive.extractfile(info).read()
-    raise RuntimeError(f"{archive_name} holds no file ending with {suffix!r}; was the package changed?")
-
-
-def _parse_ground_truth(raw: bytes, source: str) -> list[dict[str, str]]:
-    """Rows ``id<TAB>mean rating<TAB>sentence`` -> ``{"text", "label"}`` for clearly rated, distinct sentences.
-
-    The file is UTF-8 (CRLF line ends) despite older notes calling it latin-1.
-    """
-    rows: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise ValueError(f"{source}:{number}: expected id<TAB>rating<TAB>sentence, got {len(fields)} fields")
-        try:
-            rating = float(fields[1])
-        except ValueError:
-            raise ValueError(f"{source}:{number}: rating {fields[1]!r} is not a number") from None
-        sentence = fields[2].strip()
-        label = "positive" if rating > POSITIVE_ABOVE else "negative" if rating < NEGATIVE_BELOW else None
-        if label is None or not sentence or sentence in seen:
-            continue
-        seen.add(sentence)
-        rows.append({"text": sentence, "label": label})
-    return rows
-
-
-def _stratified_split(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
-    """A seeded split keeping each class's share: HELD_OUT_FRACTION each to test and validation."""
-    rng = random.Random(SPLIT_SEED)
-    splits: dict[str, list[dict[str, str]]] = {split: [] for split in SPLITS}
-    for label in sorted({row["label"] for row in rows}):
-        group = [row for row in rows if row["label"] == label]
-        rng.shuffle(group)
-        n_held = round(len(group) * HELD_OUT_FRACTION)
-        splits["test"] += group[:n_held]
-        splits["validation"] += group[n_held:2 * n_held]
-        splits["train"] += group[2 * n_held:]
-    for part in splits.values():
-        rng.shuffle(part)
-    return splits
-
-
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows([row["text"], row["label"]] for row in rows)
