@@ -7,9 +7,10 @@ from typing import Any, Callable
 import jiwer
 import torch
 
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches
-from tasks.asr.data import normalize_text
+from tasks.asr.audio import SAMPLE_RATE, collate_audio
+from tasks.asr.formats import normalize_text
 from tasks.asr.units import ids_to_text
+from tasks.engine.batching import length_sorted_batches
 
 UNITS_PER_SECOND = 25   # attention decoding stops after this many units per second of audio (+ a margin)
 
@@ -29,7 +30,7 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
     device = next(model.parameters()).device
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
     texts = [""] * len(lengths)
-    for batch_ids in length_grouped_batches(lengths, batch_size, shuffle=False):
+    for batch_ids in length_sorted_batches(lengths, batch_size):
         batch = collate_audio([{"audio": load(i), "text": ""} for i in batch_ids])
         batch = {"inputs": batch["inputs"].to(device), "mask": batch["mask"].to(device)}
         with autocast:

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 import zoo
-from tasks.detection.data import FASHION_MNIST_CLASSES
 from tasks.detection.task import HEAD_DEFAULTS
 from tasks.engine.bench import maybe_compile
+from tasks.engine.sources import FASHION_MNIST_CLASSES
 from tasks.engine.task import Workload
 
 BOXES_PER_IMAGE = 3

@@ -50,6 +50,11 @@ class DataSpec:
     def is_builtin(self) -> bool:
         return self.format == "builtin"
 
+    def __str__(self) -> str:
+        """The SPEC as written: ``FORMAT:PATH?k=v&...`` (for messages and ``source``)."""
+        query = "&".join(f"{key}={value}" for key, value in self.options.items())
+        return f"{self.format}:{self.path}" + (f"?{query}" if query else "")
+
 
 def parse_spec(spec: str) -> DataSpec:
     """Parse ``builtin``, ``builtin:NAME`` or ``FORMAT:PATH?k=v&k2=v2`` into a :class:`DataSpec`.

@@ -102,6 +102,13 @@ class Task:
         """How long a sample is, for length-bucketed training batches; None: no bucketing."""
         return None
 
+    def sample_lengths(self, dataset: Dataset) -> list[int] | None:
+        """Every sample's :meth:`sample_length`, or None (no bucketing). A task whose datasets know
+        their lengths without loading a sample (audio durations from file headers) reads them here."""
+        if len(dataset) == 0 or self.sample_length(dataset[0]) is None:
+            return None
+        return [self.sample_length(dataset[i]) for i in range(len(dataset))]
+
     def head_args(self, head: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """``head``'s declared defaults under the user's ``--head-args``."""
         return {**self.head_defaults.get(head, {}), **(given or {})}
@@ -118,11 +125,11 @@ class Task:
 
     def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
                       train: bool) -> Iterable[list[int]] | None:
-        """Training batches of similar :meth:`sample_length` (less padding), still shuffled; None
+        """Training batches of similar :meth:`sample_lengths` (less padding), still shuffled; None
         (shuffled fixed-size batches) when the task measures no length, and for evaluation."""
-        if not train or len(dataset) == 0 or self.sample_length(dataset[0]) is None:
+        lengths = self.sample_lengths(dataset) if train else None
+        if lengths is None:
             return None
-        lengths = [self.sample_length(dataset[i]) for i in range(len(dataset))]
         return length_bucketed_batches(lengths, batch_size, generator, self.bucket_batches)
 
     # ---- model ------------------------------------------------------------------------
