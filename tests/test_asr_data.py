@@ -10,10 +10,16 @@ import pytest
 import soundfile
 import torch
 
-from tasks.asr import data
-from tasks.asr.audio import AudioError, collate_audio, length_grouped_batches, load_audio, save_flac
+import zoo
+from tasks.asr import builtin
+from tasks.asr.audio import AudioError, collate_audio, load_audio, save_flac
+from tasks.asr.formats import normalize_text
 from tasks.engine.data import write_jsonl
+from tasks.engine.sets import BUILTIN_SPLITS
 from zoo.errors import ZooError
+
+TASK = zoo.get_task("asr")
+read = TASK.datasets
 
 
 def tone(path, seconds=0.5, rate=16000, freq=440.0, channels=1, amplitude=0.5, **kwargs):
@@ -86,29 +92,11 @@ def test_collate_audio_pads_with_mask():
     assert batch["texts"] == ["a", "b c"]
 
 
-def test_length_grouped_batches_cover_every_index_once():
-    lengths = [int(x) for x in np.random.default_rng(0).integers(8000, 160000, size=103)]
-    for size in (8, 40.0):  # utterances per batch, then seconds of padded audio per batch
-        batches = length_grouped_batches(lengths, size, seed=1, shuffle=True)
-        assert sorted(i for b in batches for i in b) == list(range(103))
-        assert batches == length_grouped_batches(lengths, size, seed=1, shuffle=True)
-        assert batches != length_grouped_batches(lengths, size, seed=2, shuffle=True)
-    fixed = length_grouped_batches(lengths, 8, seed=0, shuffle=False)
-    assert [len(b) for b in fixed] == [8] * 12 + [7]
-    flat = [lengths[i] for b in fixed for i in b]
-    assert flat == sorted(lengths)  # unshuffled: ascending buckets
-    for batch in length_grouped_batches(lengths, 40.0, seed=0, shuffle=True):
-        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 40 * 16000
-    assert length_grouped_batches([16000 * 50, 100], 10.0, 0, False) == [[1], [0]]  # too long: alone
-    with pytest.raises(ValueError, match="positive"):
-        length_grouped_batches(lengths, 0, 0, True)
-
-
 def test_normalize_text():
-    assert data.normalize_text("  \u201cWell-known,\u201d she said: 'Don\u2019t!' ") == "well known she said don't"
-    assert data.normalize_text("CHAPTER 12.  The END") == "chapter 12 the end"
-    assert data.normalize_text("Café--naïve  ") == "café naïve"
-    assert data.normalize_text("?! '' ") == ""
+    assert normalize_text("  \u201cWell-known,\u201d she said: 'Don\u2019t!' ") == "well known she said don't"
+    assert normalize_text("CHAPTER 12.  The END") == "chapter 12 the end"
+    assert normalize_text("Café--naïve  ") == "café naïve"
+    assert normalize_text("?! '' ") == ""
 
 
 # ---- adapters ---------------------------------------------------------------------------------
@@ -119,13 +107,13 @@ def test_manifest_jsonl_round_trip_and_split(tmp_path):
                                    .relative_to(tmp_path)), "text": f"Utterance, number {i}!", "duration": 0.1 * (i + 1)}
             for i in range(20)]
     write_jsonl(tmp_path / "m.jsonl", rows)
-    everything = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+    everything = read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
     assert len(everything) == 20 and everything.skipped == 0
     sample = everything[3]
     assert sample["text"] == "utterance number 3" and sample["path"] == str(tmp_path / "clips" / "3.wav")
     assert sample["audio"].shape == (6400,) and everything.lengths[3] == 6400
     assert dominant_frequency(sample["audio"], 16000) == pytest.approx(450, abs=5)
-    parts = [data.read(f"manifest:{tmp_path / 'm.jsonl'}", split) for split in ("train", "validation", "test")]
+    parts = [read(f"manifest:{tmp_path / 'm.jsonl'}", split) for split in ("train", "validation", "test")]
     assert len(parts[0]) >= 15 and len(parts[1]) >= 1 and len(parts[2]) >= 1
     assert sorted(e.text for part in parts for e in part.entries) == sorted(e.text for e in everything.entries)
 
@@ -133,11 +121,11 @@ def test_manifest_jsonl_round_trip_and_split(tmp_path):
 def test_manifest_csv_and_its_errors(tmp_path):
     tone(tmp_path / "a.flac")
     (tmp_path / "m.csv").write_text('audio_filepath,text,duration\na.flac,"Hello, world",0.5\na.flac,Again,\n')
-    dataset = data.read(f"manifest:{tmp_path / 'm.csv'}", "all")
+    dataset = read(f"manifest:{tmp_path / 'm.csv'}", "all")
     assert [e.text for e in dataset.entries] == ["hello world", "again"]
     (tmp_path / "bad.csv").write_text("file,text\na.flac,hi\n")
     with pytest.raises(ValueError, match=r"bad.csv:1: missing column\(s\) audio_filepath"):
-        data.read(f"manifest:{tmp_path / 'bad.csv'}", "all")
+        read(f"manifest:{tmp_path / 'bad.csv'}", "all")
 
 
 @pytest.mark.parametrize("row, message", [
@@ -152,7 +140,7 @@ def test_manifest_bad_rows_name_file_and_line(tmp_path, row, message):
     tone(tmp_path / "a.wav")
     write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "a.wav", "text": "fine"}, row])
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+        read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
 
 
 def test_damaged_audio_in_a_set_is_skipped_with_a_warning(tmp_path):
@@ -161,7 +149,7 @@ def test_damaged_audio_in_a_set_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "empty.flac").write_bytes(b"")
     write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": name, "text": "x"} for name in ("good.wav", "bad.wav", "empty.flac")])
     with pytest.warns(UserWarning) as caught:
-        dataset = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+        dataset = read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
     assert len(dataset) == 1 and dataset.skipped == 2
     assert any("bad.wav" in str(w.message) for w in caught) and any("empty.flac" in str(w.message) for w in caught)
     (tmp_path / "good.wav").write_bytes(b"RIFF")  # damaged after the check: the load names the file
@@ -181,20 +169,20 @@ def librispeech_fixture(root):
 def test_librispeech_layout(tmp_path):
     chapter = librispeech_fixture(tmp_path)
     with pytest.warns(UserWarning, match="84-121123-0002.flac: no line for it"):
-        dataset = data.read(f"librispeech:{tmp_path}", "all")
+        dataset = read(f"librispeech:{tmp_path}", "all")
     assert [e.text for e in dataset.entries] == ["go do you hear", "but in less than five minutes"]
     assert dataset.skipped == 1 and dataset[1]["audio"].shape == (3200,)
     (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO\n84-121123-0009 MISSING AUDIO\n")
     with pytest.raises(FileNotFoundError, match=r"84-121123.trans.txt:2: audio file .*84-121123-0009.flac not found"):
-        data.read(f"librispeech:{tmp_path}", "all")
+        read(f"librispeech:{tmp_path}", "all")
     (chapter / "84-121123.trans.txt").write_text("84-121123-0000 GO\n84-121123-0001\n")
     with pytest.raises(ValueError, match=r"84-121123.trans.txt:2: expected 'UTTERANCE-ID TEXT'"):
-        data.read(f"librispeech:{tmp_path}", "all")
+        read(f"librispeech:{tmp_path}", "all")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no \\*.trans.txt transcripts"):
-        data.read(f"librispeech:{tmp_path / 'empty'}", "all")
+        read(f"librispeech:{tmp_path / 'empty'}", "all")
     with pytest.raises(FileNotFoundError, match="nothing: no such LibriSpeech folder"):
-        data.read(f"librispeech:{tmp_path / 'nothing'}", "all")
+        read(f"librispeech:{tmp_path / 'nothing'}", "all")
 
 
 def test_commonvoice_layout(tmp_path):
@@ -204,33 +192,33 @@ def test_commonvoice_layout(tmp_path):
     header = "client_id\tpath\tsentence\tup_votes\n"
     (tmp_path / "train.tsv").write_text(header + 'x\ta.flac\t"Quoted" words here.\t2\ny\tb.flac\tSecond one\t1\n')
     (tmp_path / "dev.tsv").write_text(header + "z\tc.flac\tThe dev clip\t3\n")
-    train = data.read(f"commonvoice:{tmp_path}", "train")
+    train = read(f"commonvoice:{tmp_path}", "train")
     assert [e.text for e in train.entries] == ["quoted words here", "second one"]
-    assert [e.path.name for e in data.read(f"commonvoice:{tmp_path}", "validation").entries] == ["c.flac"]
-    assert len(data.read(f"commonvoice:{tmp_path}", "all")) == 3
+    assert [e.path.name for e in read(f"commonvoice:{tmp_path}", "validation").entries] == ["c.flac"]
+    assert len(read(f"commonvoice:{tmp_path}", "all")) == 3
     with pytest.raises(ZooError, match=r"has no test split; pass --split validation"):
-        data.read(f"commonvoice:{tmp_path}", "test")
-    dev = data.read(f"commonvoice:{tmp_path}?split=dev", "all")
+        read(f"commonvoice:{tmp_path}", "test")
+    dev = read(f"commonvoice:{tmp_path}?split=dev", "all")
     assert [e.path.name for e in dev.entries] == ["c.flac"] and dev[0]["text"] == "the dev clip"
     with pytest.raises(FileNotFoundError, match=r"test.tsv: no such Common Voice table .*dev, train"):
-        data.read(f"commonvoice:{tmp_path}?split=test", "all")
+        read(f"commonvoice:{tmp_path}?split=test", "all")
     (tmp_path / "other.tsv").write_text("client_id\tpath\ttext\nx\ta.flac\thi\n")
     with pytest.raises(ValueError, match=r"other.tsv:1: missing column\(s\) sentence"):
-        data.read(f"commonvoice:{tmp_path}?split=other", "all")
+        read(f"commonvoice:{tmp_path}?split=other", "all")
     (tmp_path / "other.tsv").write_text(header + "x\ta.flac\n")
     with pytest.raises(ValueError, match=r"other.tsv:2: expected 4 tab-separated columns, got 2"):
-        data.read(f"commonvoice:{tmp_path}?split=other", "all")
-    with pytest.raises(ValueError, match="unknown option"):
-        data.read(f"commonvoice:{tmp_path}?lang=en", "all")
+        read(f"commonvoice:{tmp_path}?split=other", "all")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lang'\]; commonvoice takes \['split'\]"):
+        read(f"commonvoice:{tmp_path}?lang=en", "all")
 
 
 def test_unknown_format_and_unprepared_builtin(tmp_path):
-    with pytest.raises(ValueError, match="unknown ASR format 'wav'"):
-        data.read(f"wav:{tmp_path}", "all")
+    with pytest.raises(ValueError, match="unknown format 'wav'; asr reads builtin, librispeech:PATH, manifest:PATH, commonvoice:PATH"):
+        read(f"wav:{tmp_path}", "all")
     with pytest.raises(FileNotFoundError, match="zoo data prepare asr"):
-        data.read("builtin:digits", "train")
-    with pytest.raises(ValueError, match="unknown built-in set asr:nope"):
-        data.read("builtin:nope", "train")
+        read("builtin:digits", "train")
+    with pytest.raises(ValueError, match="unknown built-in asr set 'nope'"):
+        read("builtin:nope", "train")
 
 
 # ---- built-in sets ----------------------------------------------------------------------------
@@ -239,41 +227,41 @@ def test_speakable_sentences_keep_only_what_is_said_as_written():
     prose = ("It is a truth universally acknowledged. Mr. Darcy bowed to them all.\n"
              "She was born in 1775, they say. Yes. \u201cWhat a very fine day it is!\u201d\n\n"
              "CHAPTER TWELVE began here with words. Do you not think so?")
-    assert data.speakable_sentences([prose]) == [
+    assert builtin.speakable_sentences([prose]) == [
         "It is a truth universally acknowledged.", "What a very fine day it is!", "Do you not think so?"]
 
 
 def test_voices_of_the_splits_are_disjoint():
-    plan = data._plan(data._digit_strings(3000, 0), (2000, 500, 500), 0)
-    voices = {split: {(u.engine, u.voice) for u in plan if u.file.startswith(split + "/")} for split in data.SPLITS}
+    plan = builtin._plan(builtin._digit_strings(3000, 0), (2000, 500, 500), 0)
+    voices = {split: {(u.engine, u.voice) for u in plan if u.file.startswith(split + "/")} for split in BUILTIN_SPLITS}
     assert not voices["train"] & voices["validation"] and not voices["train"] & voices["test"]
     assert not voices["validation"] & voices["test"]
     assert ("flite", "slt") in voices["test"] and len(voices["train"]) > 20
     digits = [u.text for u in plan]
-    assert all(1 <= len(t.split()) <= 7 and set(t.split()) <= {*data._DIGIT_WORDS, "oh"} for t in digits)
+    assert all(1 <= len(t.split()) <= 7 and set(t.split()) <= {*builtin._DIGIT_WORDS, "oh"} for t in digits)
     assert {"oh", "zero"} <= {w for t in digits for w in t.split()}
 
 
 @pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
                     reason="needs Debian's espeak-ng and flite (apt-get install espeak-ng flite)")
 def test_tiny_synthesis_reads_back_through_the_manifest(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(data._SIZES, "digits", (4, 2, 2))
-    data.prepare(["digits"])
+    monkeypatch.setitem(builtin._SIZES, "digits", (4, 2, 2))
+    TASK.prepare(["digits"])
     assert "asr:digits: 4 / 2 / 2 utterances" in capsys.readouterr().out
     folder = tmp_path / "cache" / "asr" / "digits"
-    for split, n in zip(data.SPLITS, (4, 2, 2)):
-        dataset = data.read("builtin:digits", split)
+    for split, n in zip(BUILTIN_SPLITS, (4, 2, 2)):
+        dataset = read("builtin:digits", split)
         assert len(dataset) == n and dataset.skipped == 0
         sample = dataset[0]
         assert sample["audio"].dtype == torch.float32 and 0.2 < sample["audio"].shape[0] / 16000 < 10
         assert float(sample["audio"].abs().max()) > 0.05
         rows = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
         assert sample["text"] == rows[0]["text"] and soundfile.info(sample["path"]).samplerate == 16000
-    data.prepare(["digits"])
+    TASK.prepare(["digits"])
     assert "already prepared" in capsys.readouterr().out
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data.read("builtin:digits", "test")
+        read("builtin:digits", "test")
 
 
 # ---- short clips, encodings and broken manifests ----------------------------------------------
@@ -284,7 +272,7 @@ def test_short_clip_in_a_set_is_a_counted_skip(tmp_path):
     write_jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "good.wav", "text": "a"},
                                        {"audio_filepath": "blip.wav", "text": "b"}])
     with pytest.warns(UserWarning, match=r"blip.wav: 10 ms long \(160 samples\), shorter than the 0.1 s"):
-        dataset = data.read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
+        dataset = read(f"manifest:{tmp_path / 'm.jsonl'}", "all")
     assert dataset.skipped == 1 and [e.text for e in dataset.entries] == ["a"]
 
 
@@ -316,10 +304,10 @@ def test_unbalanced_quote_in_a_csv_manifest_names_the_row(tmp_path):
     tone(tmp_path / "a.flac")
     (tmp_path / "m.csv").write_text('audio_filepath,text\na.flac,"hello world\na.flac,second\na.flac,third"\n')
     with pytest.raises(ZooError, match=r"m.csv:2: a field runs over 3 lines \(an unbalanced quote\?\)"):
-        data.read(f"manifest:{tmp_path / 'm.csv'}", "all")
+        read(f"manifest:{tmp_path / 'm.csv'}", "all")
     (tmp_path / "d.csv").write_text("audio_filepath,text,text\na.flac,x,y\n")
     with pytest.raises(ZooError, match=r"d.csv:1: the header names the column 'text' twice"):
-        data.read(f"manifest:{tmp_path / 'd.csv'}", "all")
+        read(f"manifest:{tmp_path / 'd.csv'}", "all")
 
 
 @pytest.mark.parametrize("layout", ["manifest", "csv", "librispeech", "commonvoice"])
@@ -343,4 +331,4 @@ def test_non_utf8_listings_name_the_file_and_line(tmp_path, layout):
         bad, spec = tmp_path / "train.tsv", f"commonvoice:{tmp_path}"
         bad.write_bytes(b"path\tsentence\na.flac\tok\na.flac\tcaf\xe9\n")
     with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0x[ce]9 at line {line}\); re-save it as UTF-8"):
-        data.read(spec, "all")
+        read(spec, "all")

@@ -14,7 +14,7 @@ import torch
 
 import zoo
 from tasks.asr.augment import speed_perturb
-from tasks.asr.data import normalize_text
+from tasks.asr.formats import normalize_text
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
 from tasks.engine.data import write_jsonl

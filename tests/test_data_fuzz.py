@@ -26,16 +26,22 @@ import pytest
 import soundfile
 from PIL import Image
 
+import zoo
 from image_fixtures import TRICKY, bomb_png
-from tasks.asr import data as asr
-from tasks.detection import data as detection
-from tasks.image_classification import data as images
+from tasks.engine.sets import read_spec
+from tasks.image_classification import formats as images
+from tasks.image_classification.builtin import BUILTIN_SETS as IMAGE_SETS
 from zoo import get_task
 from zoo.errors import ZooError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 sentiment, text_generation, translation = (get_task(name) for name in ("sentiment", "text_generation", "translation"))
+
+
+def image_read(spec: str, split: str) -> images.LabelledImages:
+    """The image samples before ``in_memory`` decodes them (file paths kept)."""
+    return read_spec("image_classification", spec, split, images.FORMATS, IMAGE_SETS)
 
 
 # ---- outcomes ------------------------------------------------------------------------------------
@@ -234,7 +240,7 @@ def _image_csv(tmp: Path) -> tuple[Path, Callable]:
     for name, _, value in IMAGE_ROWS:
         _png(tmp / "img" / name, value)
     path = _write(tmp / "list.csv", "path,label\n" + "".join(f"img/{n},{c}\n" for n, c, _ in IMAGE_ROWS))
-    return path, lambda: image_values(images.read(f"csv:{path}", "all"))
+    return path, lambda: image_values(image_read(f"csv:{path}", "all"))
 
 
 def _coco_dict(tmp: Path) -> dict:
@@ -253,7 +259,7 @@ COCO_VALUES = ([("a.png", (30, 40), [[2.0, 3.0, 12.0, 8.0]], ["dog"]), ("b.png",
 
 
 def _coco_read(path: Path) -> Callable[[], tuple[Any, int]]:
-    return lambda: detection_values(detection.read(f"coco:{path}", "all"))
+    return lambda: detection_values(zoo.get_task("detection").datasets(f"coco:{path}", "all"))
 
 
 def _coco(tmp: Path) -> tuple[Path, Callable]:
@@ -283,7 +289,7 @@ VOC_VALUES = ([("one.png", (20, 30), [[0.0, 0.0, 10.0, 20.0]], ["horse"]),
 
 
 def _voc_read(root: Path) -> Callable[[], tuple[Any, int]]:
-    return lambda: detection_values(detection.read(f"voc:{root}", "all"))
+    return lambda: detection_values(zoo.get_task("detection").datasets(f"voc:{root}", "all"))
 
 
 def _voc_listing(tmp: Path) -> tuple[Path, Callable]:
@@ -308,7 +314,7 @@ YOLO_VALUES = ([("x.png", (20, 40), [[10.0, 5.0, 30.0, 15.0], [5.0, 5.0, 15.0, 1
 
 
 def _yolo_read(root: Path) -> Callable[[], tuple[Any, int]]:
-    return lambda: detection_values(detection.read(f"yolo:{root}", "all"))
+    return lambda: detection_values(zoo.get_task("detection").datasets(f"yolo:{root}", "all"))
 
 
 def _yolo_labels(tmp: Path) -> tuple[Path, Callable]:
@@ -330,7 +336,7 @@ def _clips(folder: Path) -> None:
 
 
 def _speech_read(spec: str) -> Callable[[], tuple[Any, int]]:
-    return lambda: speech_values(asr.read(spec, "all"))
+    return lambda: speech_values(zoo.get_task("asr").datasets(spec, "all"))
 
 
 def _manifest_jsonl(tmp: Path) -> tuple[Path, Callable]:
@@ -636,7 +642,7 @@ def _image_folder_case(damage: Callable[[Path], Path | None], skipped: int, extr
         warned = (damaged.name,) if damaged is not None and skipped else ()
 
         def read():
-            values, count = image_values(images.read(f"imagefolder:{root}", "all"))
+            values, count = image_values(image_read(f"imagefolder:{root}", "all"))
             return sorted(values), count
         return read, Reads(expected, skipped, warned)
     return case
@@ -666,7 +672,7 @@ def _image_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
                 _png(tmp / "img" / image, value)
             _write(tmp / "img" / "broken.png", b"\x89PNG\r\n\x1a\nnope")
             path = _write(tmp / "list.csv", "\n".join([header, *rows]) + "\n")
-            return (lambda: image_values(images.read(f"csv:{path}{options}", "all"))), Fails(name)
+            return (lambda: image_values(image_read(f"csv:{path}{options}", "all"))), Fails(name)
         return case
 
     def arrays(images_: Any, labels: Any, classes: Any, named: str):
@@ -687,7 +693,7 @@ def _image_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
             with open(base / "batches.meta", "wb") as f:
                 pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
             prepare(base)
-            return (lambda: image_values(images.read(f"cifar10:{tmp}", "test"))), Fails(named)
+            return (lambda: image_values(image_read(f"cifar10:{tmp}", "test"))), Fails(named)
         return case
 
     cases = {
@@ -704,11 +710,11 @@ def _image_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
             lambda f: (Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(f / "deep.png"), None)[1], 0,
             [("deep.png", "dog", round(40000 * 255 / 65535))]),
         "folder-no-class-folders": lambda tmp: (
-            (lambda: images.read(f"imagefolder:{_png(tmp / 'flat' / 'a.png', 1).parent}", "all")), Fails("flat")),
+            (lambda: image_read(f"imagefolder:{_png(tmp / 'flat' / 'a.png', 1).parent}", "all")), Fails("flat")),
         "folder-only-damaged-images": lambda tmp: (
-            (lambda: images.read(f"imagefolder:{_write(tmp / 'bad' / 'c' / 'x.png', b'x').parent.parent}", "all")),
+            (lambda: image_read(f"imagefolder:{_write(tmp / 'bad' / 'c' / 'x.png', b'x').parent.parent}", "all")),
             Fails("bad")),
-        "folder-missing": lambda tmp: ((lambda: images.read(f"imagefolder:{tmp / 'gone'}", "all")), Fails("gone")),
+        "folder-missing": lambda tmp: ((lambda: image_read(f"imagefolder:{tmp / 'gone'}", "all")), Fails("gone")),
         "csv-missing-image-file": csv_case(["img/a.png,cat", "img/gone.png,dog"]),
         "csv-duplicate-column": csv_case(["img/a.png,img/b.png,cat"], header="path,path,label"),
         "csv-missing-label-column": csv_case(["img/a.png,cat"], header="path,kind"),
@@ -725,7 +731,7 @@ def _image_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
         "cifar-unpublished-files": cifar(lambda base: None, "cifar-10-batches-py"),
         "cifar-truncated-batch": cifar(lambda base: (base / "test_batch").write_bytes(b"\x80\x04"), "cifar-10-batches-py"),
         "cifar-missing-meta": cifar(lambda base: (base / "batches.meta").unlink(), "batches.meta"),
-        "cifar-missing-folder": lambda tmp: ((lambda: images.read(f"cifar10:{tmp / 'none'}", "test")),
+        "cifar-missing-folder": lambda tmp: ((lambda: image_read(f"cifar10:{tmp / 'none'}", "test")),
                                              Fails("cifar-10-batches-py")),
         "arrays-float-images-with-nan": arrays(np.full((2, 4, 4), np.nan), [0, 1], ["a", "b"], "images"),
         "arrays-two-channels": arrays(np.zeros((2, 4, 4, 2), np.uint8), [0, 1], ["a", "b"], "images"),
@@ -740,7 +746,7 @@ def _image_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
         def mode_case(tmp: Path, name=name, writer=writer):
             path, expected = writer(_png(tmp / "set" / "only" / "x.png", 1).parent / name)
             (tmp / "set" / "only" / "x.png").unlink()
-            read = lambda: image_values(images.read(f"imagefolder:{tmp / 'set'}", "all"))
+            read = lambda: image_values(image_read(f"imagefolder:{tmp / 'set'}", "all"))
             return read, Reads([(name, "only", int(expected.mean()))])
         cases[f"folder-mode-{kind}"] = mode_case
     return cases
@@ -762,7 +768,7 @@ def _detection_cases() -> dict[str, Callable[[Path], tuple[Callable, Outcome]]]:
         def case(tmp: Path):
             root = _voc_folder(tmp)
             path = _write(root / "Annotations" / "one.xml", xml)
-            return (lambda: detection_values(detection.read(f"voc:{root}{options}", "all"))), (
+            return (lambda: detection_values(zoo.get_task("detection").datasets(f"voc:{root}{options}", "all"))), (
                 outcome(path) if outcome else Fails(path.name))
         return case
 

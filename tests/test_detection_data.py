@@ -11,11 +11,17 @@ import torch
 from PIL import Image
 
 from image_fixtures import TRICKY, bomb_png
-from tasks.detection import data
+import zoo
+from tasks.detection import builtin
+from tasks.engine.sets import BUILTIN_SPLITS
+from zoo.storage import data_root
 from tasks.detection.predict import read_image
 from tasks.detection.transforms import build_detection_transform, collate_detection
 from tasks.engine.images import load_image
 from zoo.errors import ZooError
+
+TASK = zoo.get_task("detection")
+read = TASK.datasets
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +62,7 @@ def _write_json(path: Path, obj: dict) -> Path:
 def test_coco_reads_boxes_drops_invalid_and_excludes_crowd(tmp_path: Path) -> None:
     path = _write_json(tmp_path / "ann.json", _coco(tmp_path))
     with pytest.warns(UserWarning, match=r"dropped 2 box.*annotations\[1\]"):
-        ds = data.read(f"coco:{path}", "all")
+        ds = read(f"coco:{path}", "all")
     assert ds.classes == ["cat", "dog"]  # sorted category ids 3, 7 -> labels 0, 1
     assert (len(ds), ds.dropped_boxes, ds.skipped) == (2, 2, 0)
     first, second = ds[0], ds[1]
@@ -85,16 +91,16 @@ def test_coco_malformed_field_is_named(tmp_path: Path, corrupt, message: str) ->
     corrupt(coco)
     path = _write_json(tmp_path / "ann.json", coco)
     with pytest.raises(ValueError, match=f"ann.json: .*{message}"):
-        data.read(f"coco:{path}", "all")
+        read(f"coco:{path}", "all")
 
 
 def test_coco_invalid_json_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "ann.json"
     path.write_text('{\n"images": [],\n"annotations": [,]\n}')
     with pytest.raises(ValueError, match=r"ann.json:3: not valid JSON"):
-        data.read(f"coco:{path}", "all")
+        read(f"coco:{path}", "all")
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        data.read(f"coco:{tmp_path / 'missing.json'}", "all")
+        read(f"coco:{tmp_path / 'missing.json'}", "all")
 
 
 @pytest.mark.filterwarnings("ignore:.*dropped 1 box")
@@ -104,12 +110,12 @@ def test_coco_corrupt_image_skipped_and_images_option(tmp_path: Path) -> None:
     (tmp_path / "meta").mkdir()
     path = _write_json(tmp_path / "meta" / "ann.json", coco)
     with pytest.warns(UserWarning, match=r"b\.png"):
-        ds = data.read(f"coco:{path}?images={tmp_path / 'images'}", "all")
+        ds = read(f"coco:{path}?images={tmp_path / 'images'}", "all")
     assert (len(ds), ds.skipped) == (1, 1)
     with pytest.raises(FileNotFoundError, match="none of its 2 images"):
-        data.read(f"coco:{path}?images={tmp_path / 'nowhere'}", "all")
+        read(f"coco:{path}?images={tmp_path / 'nowhere'}", "all")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['image'\]"):
-        data.read(f"coco:{path}?image=x", "all")
+        read(f"coco:{path}?image=x", "all")
 
 
 def test_user_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
@@ -118,11 +124,11 @@ def test_user_split_is_seeded_and_disjoint(tmp_path: Path) -> None:
         _png(tmp_path / f"{i}.png", 8, 8)
         coco["images"].append({"id": i, "file_name": f"{i}.png"})
     path = _write_json(tmp_path / "ann.json", coco)
-    train, validation, test = ([s["image_id"] for s in data.read(f"coco:{path}", split)]
+    train, validation, test = ([s["image_id"] for s in read(f"coco:{path}", split)]
                                for split in ("train", "validation", "test"))
     assert len(train) >= 30 and validation and test
     assert sorted(train + validation + test) == list(range(40))  # disjoint, and together everything
-    assert validation == [s["image_id"] for s in data.read(f"coco:{path}", "validation")]
+    assert validation == [s["image_id"] for s in read(f"coco:{path}", "validation")]
 
 
 # ----------------------------------------------------------------------------- VOC
@@ -148,24 +154,24 @@ def _voc(tmp_path: Path) -> Path:
 
 
 def test_voc_reads_objects_and_excludes_difficult(tmp_path: Path) -> None:
-    ds = data.read(f"voc:{_voc(tmp_path)}", "all")
+    ds = read(f"voc:{_voc(tmp_path)}", "all")
     assert ds.classes == ["horse", "person"] and len(ds) == 2
     one, two = ds[0], ds[1]
     assert torch.equal(one["boxes"], torch.tensor([[0.0, 0.0, 10.0, 20.0]]))  # 1-based inclusive -> xyxy
     assert one["labels"].tolist() == [0]  # the difficult person is left out
     assert torch.equal(two["boxes"], torch.tensor([[10.0, 5.0, 20.0, 20.0]])) and two["labels"].tolist() == [1]
-    assert data.read(f"voc:{tmp_path}?classes=person,horse", "all")[0]["labels"].tolist() == [1]
+    assert read(f"voc:{tmp_path}?classes=person,horse", "all")[0]["labels"].tolist() == [1]
 
 
 def test_voc_errors_name_file_and_object(tmp_path: Path) -> None:
     _voc(tmp_path)
     with pytest.raises(ValueError, match=r"one\.xml: object 0: class 'horse' is not in classes"):
-        data.read(f"voc:{tmp_path}?classes=person", "all")
+        read(f"voc:{tmp_path}?classes=person", "all")
     (tmp_path / "Annotations" / "two.xml").write_text(
         "<annotation><object><name>cat</name><bndbox><xmin>a</xmin></bndbox></object></annotation>"
     )
     with pytest.raises(ValueError, match=r"two\.xml: object 0: <bndbox><xmin> must be a number"):
-        data.read(f"voc:{tmp_path}", "all")
+        read(f"voc:{tmp_path}", "all")
 
 
 def test_voc_uses_its_own_split_lists(tmp_path: Path) -> None:
@@ -174,13 +180,13 @@ def test_voc_uses_its_own_split_lists(tmp_path: Path) -> None:
     main.mkdir(parents=True)
     (main / "train.txt").write_text("two\n")
     (main / "val.txt").write_text("one\n")
-    assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "train")] == ["two.png"]
-    assert [s["path"][-7:] for s in data.read(f"voc:{tmp_path}", "validation")] == ["one.png"]
+    assert [s["path"][-7:] for s in read(f"voc:{tmp_path}", "train")] == ["two.png"]
+    assert [s["path"][-7:] for s in read(f"voc:{tmp_path}", "validation")] == ["one.png"]
     with pytest.raises(ZooError, match=r"has no test split; pass --split validation or a test listing"):
-        data.read(f"voc:{tmp_path}", "test")  # never a slice of the train list
+        read(f"voc:{tmp_path}", "test")  # never a slice of the train list
     (main / "val.txt").write_text("one\nthree\n")
     with pytest.raises(ValueError, match=r"val\.txt:2: no Annotations/three\.xml"):
-        data.read(f"voc:{tmp_path}", "validation")
+        read(f"voc:{tmp_path}", "validation")
 
 
 def test_voc_with_only_a_test_list_trains_on_the_rest(tmp_path: Path) -> None:
@@ -190,13 +196,13 @@ def test_voc_with_only_a_test_list_trains_on_the_rest(tmp_path: Path) -> None:
     main = tmp_path / "ImageSets" / "Main"
     main.mkdir(parents=True)
     (main / "test.txt").write_text("one\n")
-    names = {split: sorted(Path(s["path"]).name for s in data.read(f"voc:{tmp_path}", split))
+    names = {split: sorted(Path(s["path"]).name for s in read(f"voc:{tmp_path}", split))
              for split in ("train", "validation", "test")}
     assert names["test"] == ["one.png"]
     assert sorted(names["train"] + names["validation"]) == ["three.png", "two.png"]  # the test image is in neither
     (main / "train.txt").write_text("two\none\n")
     with pytest.raises(ZooError, match=r"'JPEGImages/one.png' is in both its train and test lists"):
-        data.read(f"voc:{tmp_path}", "train")
+        read(f"voc:{tmp_path}", "train")
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -209,14 +215,14 @@ def test_yolo_reads_normalised_boxes(tmp_path: Path) -> None:
     (tmp_path / "labels" / "x.txt").write_text("1 0.5 0.5 0.5 0.5\n\n0 0.25 0.5 0.0 0.2\n")
     (tmp_path / "classes.txt").write_text("car\nbike\n")
     with pytest.warns(UserWarning, match=r"dropped 1 box.*x\.txt:3"):
-        ds = data.read(f"yolo:{tmp_path}", "all")
+        ds = read(f"yolo:{tmp_path}", "all")
     assert ds.classes == ["car", "bike"] and ds.dropped_boxes == 1
     assert torch.allclose(ds[0]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0]])) and ds[0]["labels"].tolist() == [1]
     assert ds[1]["boxes"].shape == (0, 4) and ds[1]["labels"].shape == (0,)
     (tmp_path / "classes.txt").unlink()
     (tmp_path / "data.yaml").write_text("names:\n  0: car\n  1: bike\n")
     with pytest.warns(UserWarning, match="dropped 1 box"):
-        assert data.read(f"yolo:{tmp_path}", "all").classes == ["car", "bike"]
+        assert read(f"yolo:{tmp_path}", "all").classes == ["car", "bike"]
 
 
 def test_yolo_split_folders_are_the_splits(tmp_path: Path) -> None:
@@ -224,12 +230,12 @@ def test_yolo_split_folders_are_the_splits(tmp_path: Path) -> None:
         for i in range(count):
             _png(tmp_path / "images" / part / f"{part}{i}.png", 8, 8)
     (tmp_path / "classes.txt").write_text("car\n")
-    names = {split: {Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", split)} for split in ("train", "validation")}
+    names = {split: {Path(s["path"]).name for s in read(f"yolo:{tmp_path}", split)} for split in ("train", "validation")}
     assert names == {"train": {f"train{i}.png" for i in range(6)}, "validation": {"val0.png", "val1.png"}}
     with pytest.raises(ZooError, match=r"yolo:.* has no test split; pass --split validation"):
-        data.read(f"yolo:{tmp_path}", "test")  # before: a slice of the training images
+        read(f"yolo:{tmp_path}", "test")  # before: a slice of the training images
     _png(tmp_path / "images" / "test" / "test0.png", 8, 8)
-    assert [Path(s["path"]).name for s in data.read(f"yolo:{tmp_path}", "test")] == ["test0.png"]
+    assert [Path(s["path"]).name for s in read(f"yolo:{tmp_path}", "test")] == ["test0.png"]
 
 
 @pytest.mark.parametrize(
@@ -245,13 +251,13 @@ def test_yolo_bad_line_names_file_and_line(tmp_path: Path, line: str, message: s
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "x.txt").write_text(f"0 0.5 0.5 0.1 0.1\n{line}\n")
     with pytest.raises(ValueError, match=rf"x\.txt:2: {message}"):
-        data.read(f"yolo:{tmp_path}?classes=a,b", "all")
+        read(f"yolo:{tmp_path}?classes=a,b", "all")
 
 
 def test_yolo_without_class_names_says_where_to_put_them(tmp_path: Path) -> None:
     _png(tmp_path / "images" / "x.png", 4, 4)
     with pytest.raises(ValueError, match="classes.txt"):
-        data.read(f"yolo:{tmp_path}", "all")
+        read(f"yolo:{tmp_path}", "all")
 
 
 # ----------------------------------------------------------------------------- collate and transforms
@@ -341,21 +347,21 @@ def _fake_fashion_mnist(workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray
 
 
 def test_generated_scenes_have_tight_boxes_and_disjoint_sources(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setattr(data, "_load_fashion_mnist", _fake_fashion_mnist)
+    monkeypatch.setattr(builtin, "fashion_mnist", _fake_fashion_mnist)
     black = {name: Image.new("RGB", (200, 120)) for name in ("a.png", "b.png")}
-    monkeypatch.setattr(data, "_load_backgrounds", lambda: black)
-    recipe = data._Recipe(64, {"train": 16, "validation": 8, "test": 8}, (16, 40), seed=3)
-    monkeypatch.setattr(data, "_RECIPES", {"small": recipe})
-    data.prepare(["small"])
+    monkeypatch.setattr(builtin, "_load_backgrounds", lambda: black)
+    recipe = builtin._Recipe(64, {"train": 16, "validation": 8, "test": 8}, (16, 40), seed=3)
+    monkeypatch.setattr(builtin, "_RECIPES", {"small": recipe})
+    TASK.prepare(["small"])
     assert "detection:small: 16/8/8 scenes of 64x64" in capsys.readouterr().out
-    data.prepare(["small"])
+    TASK.prepare(["small"])
     assert "already prepared" in capsys.readouterr().out
 
     sources, crops = {}, {}
-    for split in data.SPLITS:
-        ds = data.read("builtin:small", split)
+    for split in BUILTIN_SPLITS:
+        ds = read("builtin:small", split)
         assert len(ds) == {"train": 16, "validation": 8, "test": 8}[split]
-        assert ds.classes == data.FASHION_MNIST_CLASSES and ds.skipped == ds.dropped_boxes == 0
+        assert ds.classes == builtin.FASHION_MNIST_CLASSES and ds.skipped == ds.dropped_boxes == 0
         for sample in ds:
             item_pixels = sample["image"].amax(0) > 0  # (64, 64): the background is black
             covered = torch.zeros_like(item_pixels)
@@ -365,7 +371,7 @@ def test_generated_scenes_have_tight_boxes_and_disjoint_sources(monkeypatch: pyt
                 inside = item_pixels[y1:y2, x1:x2]
                 assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
             assert not (item_pixels & ~covered).any()
-        coco = json.loads((data.data_root() / "detection" / "small" / split / "annotations.json").read_text())
+        coco = json.loads((data_root() / "detection" / "small" / split / "annotations.json").read_text())
         sources[split] = {(a["source"]["fashion_mnist"], a["source"]["index"]) for a in coco["annotations"]}
         assert all(a["category_id"] - 1 == a["source"]["index"] % 10 for a in coco["annotations"])
         crops[split] = [(i["background"]["file"], i["background"]["crop"]) for i in coco["images"]]
@@ -379,19 +385,19 @@ def test_generated_scenes_have_tight_boxes_and_disjoint_sources(monkeypatch: pyt
 
 
 def test_builtin_backgrounds_are_bundled_files() -> None:
-    backgrounds = data._load_backgrounds()
-    assert set(backgrounds) == set(data._BACKGROUNDS)
+    backgrounds = builtin._load_backgrounds()
+    assert set(backgrounds) == set(builtin._BACKGROUNDS)
     assert all(image.mode == "RGB" and min(image.size) >= 300 for image in backgrounds.values())
 
 
 def test_builtin_errors_name_the_prepare_command() -> None:
     with pytest.raises(FileNotFoundError, match="zoo data prepare detection"):
-        data.read("builtin", "train")
+        read("builtin", "train")
     with pytest.raises(ValueError, match="unknown built-in detection set"):
-        data.read("builtin:huge", "train")
-    with pytest.raises(ValueError, match="voc:DIR"):
-        data.read("csv:x.csv", "train")
-    assert data.QUICK_SET in data.BUILTIN_SETS and "default" in data.BUILTIN_SETS
+        read("builtin:huge", "train")
+    with pytest.raises(ValueError, match="detection reads builtin, coco:PATH, voc:PATH, yolo:PATH"):
+        read("csv:x.csv", "train")
+    assert TASK.quick_set in TASK.builtin_sets and "default" in TASK.builtin_sets
 
 
 # ----------------------------------------------------------------------------- bad data
@@ -402,7 +408,7 @@ def test_detection_decodes_images_exactly_as_image_classification(tmp_path: Path
     name, write = TRICKY[kind]
     path, expected = write(tmp_path / name)
     coco = {"images": [{"id": 1, "file_name": name}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
-    sample = data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")[0]
+    sample = read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")[0]
     assert np.array_equal(sample["image"].permute(1, 2, 0).numpy(), expected)
     assert np.array_equal(read_image(path).permute(1, 2, 0).numpy(), np.array(load_image(path)))
 
@@ -413,7 +419,7 @@ def test_decompression_bomb_is_a_counted_skip_in_coco_and_an_error_in_predict(tm
     bomb_png(tmp_path / "images" / "b.png")
     path = _write_json(tmp_path / "ann.json", coco)
     with pytest.warns(UserWarning, match=r"b\.png: refused as a possible decompression bomb"):
-        ds = data.read(f"coco:{path}", "all")
+        ds = read(f"coco:{path}", "all")
     assert (len(ds), ds.skipped) == (1, 1)
     with pytest.raises(ZooError, match=r"b\.png: refused as a possible decompression bomb"):
         read_image(tmp_path / "images" / "b.png")
@@ -439,14 +445,14 @@ def test_coco_field_types_and_declared_sizes_are_checked(tmp_path: Path, corrupt
     path = _write_json(tmp_path / "ann.json", coco)
     with pytest.raises(ZooError, match=f"ann.json: {message}"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data.read(f"coco:{path}", "all")
+        read(f"coco:{path}", "all")
 
 
 def test_coco_declared_sizes_that_match_are_accepted(tmp_path: Path) -> None:
     coco = _coco(tmp_path)
     coco["images"][0].update(width=40, height=30)
     with pytest.warns(UserWarning, match="dropped 2 box"):
-        assert len(data.read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")) == 2
+        assert len(read(f"coco:{_write_json(tmp_path / 'ann.json', coco)}", "all")) == 2
 
 
 def test_yolo_coordinates_outside_0_1_are_skipped_and_counted_not_clamped(tmp_path: Path) -> None:
@@ -454,7 +460,7 @@ def test_yolo_coordinates_outside_0_1_are_skipped_and_counted_not_clamped(tmp_pa
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "x.txt").write_text("0 0.5 0.5 0.5 0.5\n0 0.5 0.5 1.8 0.2\n0 -0.1 0.5 0.1 0.1\n")
     with pytest.warns(UserWarning, match=r"dropped 2 box\(es\) while reading \(first: .*x\.txt:2: normalised"):
-        ds = data.read(f"yolo:{tmp_path}?classes=a", "all")
+        ds = read(f"yolo:{tmp_path}?classes=a", "all")
     assert ds.dropped_boxes == 2 and torch.equal(ds[0]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0]]))
 
 
@@ -476,4 +482,4 @@ def test_non_utf8_listings_name_the_file_and_line(tmp_path: Path, listing: str) 
         bad.write_bytes(b"0 0.5 0.5 0.1 0.1\n\xf6\n" if listing == "yolo labels" else b"car\nb\xf6ke\n")
         spec = f"yolo:{tmp_path}"
     with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0xf6 at line 2\); re-save it as UTF-8"):
-        data.read(spec, "all")
+        read(spec, "all")

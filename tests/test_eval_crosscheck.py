@@ -29,7 +29,6 @@ from sklearn.metrics import f1_score
 
 import zoo
 from tasks.asr.units import alphabet_for
-from tasks.detection import data as detection_data
 from tasks.detection.evaluation import detect
 from tasks.detection.task import DetectionTask
 from tasks.engine.data import write_jsonl
@@ -240,7 +239,7 @@ def test_detect_yields_in_input_order_when_batches_are_grouped(tmp_path: Path) -
     sizes = [(32, 32), (40, 24), (32, 32), (24, 40), (40, 24)]
     images = {f"{i}.png": size for i, size in enumerate(sizes)}
     annotations = _coco(tmp_path, images, {})
-    dataset = detection_data.read(f"coco:{annotations}", "all")
+    dataset = zoo.get_task("detection").datasets(f"coco:{annotations}", "all")
     model = StubDetector({}, size=None, padding_sensitive=True)
     collate = DetectionTask().make_collate(model, train=False)
     order = [Path(fed["sample"]["path"]).name for fed, _ in detect(model, (dataset[i] for i in range(5)), collate, 2)]

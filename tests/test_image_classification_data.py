@@ -15,9 +15,22 @@ import torchvision.datasets.cifar
 from PIL import Image
 
 from image_fixtures import TRICKY, bomb_png
-from tasks.image_classification import data
+import zoo
+from tasks.engine import sources
+from tasks.engine.images import load_image
+from tasks.engine.sets import BUILTIN_SPLITS, read_spec
+from tasks.image_classification import formats
+from tasks.image_classification.builtin import BUILTIN_SETS
+from tasks.image_classification.formats import FORMATS, align_classes, from_arrays
 from tasks.image_classification.transforms import build_transform, default_transform_config, mixup_cutmix
 from zoo.errors import ZooError
+
+TASK = zoo.get_task("image_classification")
+
+
+def read(spec: str, split: str) -> formats.LabelledImages:
+    """The samples the task reads, before ``in_memory`` decodes them (``paths`` kept)."""
+    return read_spec(TASK.name, spec, split, FORMATS, BUILTIN_SETS)
 
 RNG = np.random.default_rng(0)
 
@@ -47,7 +60,7 @@ def _damaged_folder(root: Path) -> Path:
 def test_imagefolder_reads_classes_and_skips_damaged_files(tmp_path):
     root = _damaged_folder(tmp_path / "images")
     with pytest.warns(UserWarning) as caught:
-        ds = data.read(f"imagefolder:{root}", "all")
+        ds = read(f"imagefolder:{root}", "all")
     message = " ".join(str(w.message) for w in caught)
     for name in ("truncated.png", "empty.png", "notes.txt", "bomb.png"):
         assert name in message
@@ -65,29 +78,29 @@ def test_imagefolder_splits_are_seeded_and_disjoint(tmp_path):
     for i in range(40):
         _png(tmp_path / ("even" if i % 2 == 0 else "odd") / f"{i:02d}.png", i)
     spec = f"imagefolder:{tmp_path}"
-    train, validation, test, everything = (data.read(spec, s) for s in ("train", "validation", "test", "all"))
+    train, validation, test, everything = (read(spec, s) for s in ("train", "validation", "test", "all"))
     assert len(everything) == 40 and len(train) >= 30 and len(validation) >= 1 and len(test) >= 1
     assert sorted(train.paths + validation.paths + test.paths) == sorted(everything.paths)
-    assert data.read(spec, "validation").paths == validation.paths
+    assert read(spec, "validation").paths == validation.paths
     assert all(int(Path(p).stem) % 2 == label for p, label in zip(everything.paths, everything.labels))
 
 
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
-        data.read(f"imagefolder:{tmp_path / 'missing'}", "all")
+        read(f"imagefolder:{tmp_path / 'missing'}", "all")
     (tmp_path / "loose.png").write_bytes(b"")
     with pytest.raises(ValueError, match="no class sub-folders"):
-        data.read(f"imagefolder:{tmp_path}", "all")
+        read(f"imagefolder:{tmp_path}", "all")
     with pytest.raises(ValueError, match="unknown option"):
-        data.read(f"imagefolder:{tmp_path}?label=x", "all")
-    with pytest.raises(ValueError, match="unknown image format"):
-        data.read(f"tfrecord:{tmp_path}", "all")
+        read(f"imagefolder:{tmp_path}?label=x", "all")
+    with pytest.raises(ValueError, match="unknown format 'tfrecord'; image_classification reads builtin, imagefolder:PATH"):
+        read(f"tfrecord:{tmp_path}", "all")
 
 
 def test_numeric_class_folders_sort_as_numbers(tmp_path):
     for name in ("2", "10", "1"):
         _png(tmp_path / name / "a.png", int(name))
-    assert data.read(f"imagefolder:{tmp_path}", "all").classes == ["1", "2", "10"]
+    assert read(f"imagefolder:{tmp_path}", "all").classes == ["1", "2", "10"]
 
 
 def test_truncated_jpeg_is_caught_at_load_time(tmp_path):
@@ -96,7 +109,7 @@ def test_truncated_jpeg_is_caught_at_load_time(tmp_path):
     Image.fromarray(RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo, quality=90)
     photo.write_bytes(photo.read_bytes()[:2000])  # the header survives, so the cheap scan passes it
     _png(tmp_path / "a" / "z.png", 7)
-    ds = data.read(f"imagefolder:{tmp_path}", "all")
+    ds = read(f"imagefolder:{tmp_path}", "all")
     assert ds.skipped == 0 and len(ds) == 2
     with pytest.warns(UserWarning, match="photo.jpg"):
         sample = ds[0]
@@ -105,17 +118,17 @@ def test_truncated_jpeg_is_caught_at_load_time(tmp_path):
 
 def test_load_image_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        data.load_image(tmp_path / "nope.png")
+        load_image(tmp_path / "nope.png")
     (tmp_path / "text.png").write_text("hello")
     with pytest.raises(ValueError, match="text.png: not a readable image"):
-        data.load_image(tmp_path / "text.png")
+        load_image(tmp_path / "text.png")
     with pytest.raises(ValueError, match="bomb.png: refused"):
-        data.load_image(bomb_png(tmp_path / "bomb.png"))
+        load_image(bomb_png(tmp_path / "bomb.png"))
 
 
 def test_load_image_puts_transparency_on_white(tmp_path):
     Image.new("RGBA", (3, 3), (0, 0, 0, 0)).save(tmp_path / "clear.png")
-    assert data.load_image(tmp_path / "clear.png").getpixel((1, 1)) == (255, 255, 255)
+    assert load_image(tmp_path / "clear.png").getpixel((1, 1)) == (255, 255, 255)
 
 
 def _csv(tmp_path: Path, rows: list[str], header: str = "path,label") -> Path:
@@ -129,11 +142,11 @@ def test_csv_round_trip(tmp_path):
     _png(tmp_path / "img" / "b.png", 2)
     _png(tmp_path / "img" / "c.png", 3)
     file = _csv(tmp_path, ["img/a.png,shoe", "img/b.png, bag", "img/c.png,shoe"])
-    ds = data.read(f"csv:{file}", "all")
+    ds = read(f"csv:{file}", "all")
     assert ds.classes == ["bag", "shoe"] and list(ds.labels) == [1, 0, 1] and ds.skipped == 0
     assert ds[1]["image"].getpixel((0, 0)) == (2, 2, 2) and ds[1]["label"] == 0
     renamed = _csv(tmp_path, ["shoe,img/a.png"], header="kind,file")
-    fixed = data.read(f"csv:{renamed}?path=file&label=kind&classes=shoe,bag", "all")
+    fixed = read(f"csv:{renamed}?path=file&label=kind&classes=shoe,bag", "all")
     assert fixed.classes == ["shoe", "bag"] and list(fixed.labels) == [0]
 
 
@@ -146,21 +159,21 @@ def test_csv_round_trip(tmp_path):
 def test_csv_bad_lines_are_named(tmp_path, rows, error, match):
     _png(tmp_path / "img" / "a.png", 1)
     with pytest.raises(error, match=match):
-        data.read(f"csv:{_csv(tmp_path, rows)}", "all")
+        read(f"csv:{_csv(tmp_path, rows)}", "all")
 
 
 def test_csv_bad_header_unknown_label_and_damaged_image(tmp_path):
     _png(tmp_path / "a.png", 1)
     with pytest.raises(ValueError, match=r"list.csv:1: no column \['label'\]"):
-        data.read(f"csv:{_csv(tmp_path, ['a.png'], header='path')}", "all")
+        read(f"csv:{_csv(tmp_path, ['a.png'], header='path')}", "all")
     with pytest.raises(ValueError, match=r"list.csv:2: unknown label 'hat'"):
-        data.read(f"csv:{_csv(tmp_path, ['a.png,hat'])}?classes=shoe,bag", "all")
+        read(f"csv:{_csv(tmp_path, ['a.png,hat'])}?classes=shoe,bag", "all")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
     with pytest.warns(UserWarning, match=r"list.csv:3: .*bad.png"):
-        ds = data.read(f"csv:{_csv(tmp_path, ['a.png,shoe', 'bad.png,shoe'])}", "all")
+        ds = read(f"csv:{_csv(tmp_path, ['a.png,shoe', 'bad.png,shoe'])}", "all")
     assert len(ds) == 1 and ds.skipped == 1
     with pytest.raises(FileNotFoundError, match="nothing.csv"):
-        data.read(f"csv:{tmp_path / 'nothing.csv'}", "all")
+        read(f"csv:{tmp_path / 'nothing.csv'}", "all")
 
 
 def _fake_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -190,15 +203,15 @@ def trust_fake_cifar(monkeypatch):
 
 def test_cifar10_folder(tmp_path, trust_fake_cifar):
     images, labels = _fake_cifar10(tmp_path)
-    test = data.read(f"cifar10:{tmp_path}", "test")
+    test = read(f"cifar10:{tmp_path}", "test")
     assert len(test) == 3 and test.classes == [f"c{i}" for i in range(10)]
     sample = test[2]
     expected = images[2].reshape(3, 32, 32).transpose(1, 2, 0)  # (32, 32, 3)
     assert np.array_equal(np.asarray(sample["image"]), expected) and sample["label"] == labels[2]
-    train = data.read(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", "train")
-    validation = data.read(f"cifar10:{tmp_path}", "validation")
+    train = read(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", "train")
+    validation = read(f"cifar10:{tmp_path}", "validation")
     assert (len(train), len(validation)) == (19, 1)
-    assert len(data.read(f"cifar10:{tmp_path}", "all")) == 3
+    assert len(read(f"cifar10:{tmp_path}", "all")) == 3
 
 
 def test_cifar100_folder(tmp_path, trust_fake_cifar):
@@ -209,30 +222,30 @@ def test_cifar100_folder(tmp_path, trust_fake_cifar):
             pickle.dump({"data": np.zeros((n, 3072), np.uint8), "fine_labels": [i % 100 for i in range(n)]}, f)
     with open(base / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)]}, f)
-    test = data.read(f"cifar100:{tmp_path}", "test")
+    test = read(f"cifar100:{tmp_path}", "test")
     assert len(test) == 5 and len(test.classes) == 100 and test[4]["label"] == 4
 
 
 def test_cifar_refuses_unpublished_files_and_names_missing_ones(tmp_path):
     _fake_cifar10(tmp_path)
     with pytest.raises(ValueError, match="published cifar10 checksums"):
-        data.read(f"cifar10:{tmp_path}", "test")
+        read(f"cifar10:{tmp_path}", "test")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3 is missing"):
-        data.read(f"cifar10:{tmp_path}", "test")
+        read(f"cifar10:{tmp_path}", "test")
 
 
 def test_from_arrays_and_align_classes():
     images = RNG.integers(0, 256, (4, 5, 6), dtype=np.uint8)
-    ds = data.from_arrays(images, [0, 1, 1, 0], ["a", "b"])
+    ds = from_arrays(images, [0, 1, 1, 0], ["a", "b"])
     assert np.array_equal(np.asarray(ds[2]["image"])[:, :, 1], images[2]) and ds[2]["label"] == 1
     assert ds.skipped == 0 and ds.classes == ["a", "b"] and ds[3]["path"] == "arrays[3]"
-    rgba = data.from_arrays(np.zeros((1, 2, 2, 4), np.uint8), [0], ["a"])
+    rgba = from_arrays(np.zeros((1, 2, 2, 4), np.uint8), [0], ["a"])
     assert rgba[0]["image"].getpixel((0, 0)) == (255, 255, 255)
-    data.align_classes(ds, ["z", "b", "a"])
+    align_classes(ds, ["z", "b", "a"])
     assert list(ds.labels) == [2, 1, 1, 2] and ds.classes == ["z", "b", "a"]
     with pytest.raises(ValueError, match=r"\['a'\] are not among"):
-        data.align_classes(data.from_arrays(images, [0, 1, 1, 0], ["a", "b"]), ["b"])
+        align_classes(from_arrays(images, [0, 1, 1, 0], ["a", "b"]), ["b"])
 
 
 @pytest.mark.parametrize("images, labels, match", [
@@ -243,20 +256,20 @@ def test_from_arrays_and_align_classes():
 ])
 def test_from_arrays_rejects_bad_input(images, labels, match):
     with pytest.raises(ValueError, match=match):
-        data.from_arrays(images, labels, ["a", "b"])
+        from_arrays(images, labels, ["a", "b"])
 
 
 def test_builtin_digits_prepare_and_read(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZOO_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="zoo data prepare image_classification"):
-        data.read("builtin:digits", "train")
-    data.prepare([data.QUICK_SET])
+        read("builtin:digits", "train")
+    TASK.prepare([TASK.quick_set])
     assert capsys.readouterr().out.startswith("image_classification:digits: wrote 1,797 PNGs in ")
-    data.prepare(["digits"])
-    assert capsys.readouterr().out == "image_classification:digits: already prepared\n"
-    splits = {split: data.read("builtin:digits", split) for split in data.SPLITS}
-    assert [len(splits[s]) for s in data.SPLITS] == [1437, 180, 180]
-    numbers = [{Path(p).stem for p in splits[s].paths} for s in data.SPLITS]
+    TASK.prepare(["digits"])
+    assert capsys.readouterr().out == f"image_classification:digits: already prepared in {tmp_path / TASK.name / 'digits'}\n"
+    splits = {split: read("builtin:digits", split) for split in BUILTIN_SPLITS}
+    assert [len(splits[s]) for s in BUILTIN_SPLITS] == [1437, 180, 180]
+    numbers = [{Path(p).stem for p in splits[s].paths} for s in BUILTIN_SPLITS]
     assert not (numbers[0] & numbers[1] or numbers[0] & numbers[2] or numbers[1] & numbers[2])
     from sklearn.datasets import load_digits
 
@@ -266,19 +279,61 @@ def test_builtin_digits_prepare_and_read(tmp_path, monkeypatch, capsys):
     assert sample["label"] == digits.target[k] and splits["test"].classes[sample["label"]] == str(digits.target[k])
     expected = np.round(digits.images[k] * 255 / 16).astype(np.uint8)
     assert np.array_equal(np.asarray(sample["image"])[:, :, 0], expected)
-    with pytest.raises(ValueError, match="unknown built-in set"):
-        data.read("builtin:imagenet", "train")
+    with pytest.raises(ValueError, match="unknown built-in image_classification set 'imagenet'"):
+        read("builtin:imagenet", "train")
     with pytest.raises(ValueError, match="splits"):
-        data.read("builtin:digits", "all")
+        read("builtin:digits", "all")
 
 
-def test_read_idx(tmp_path):
-    raw = struct.pack(">BBBBIII", 0, 0, 8, 3, 2, 2, 3) + bytes(range(12))
-    (tmp_path / "ok.gz").write_bytes(gzip.compress(raw))
-    assert data._read_idx(tmp_path / "ok.gz").tolist() == [[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]]
-    (tmp_path / "short.gz").write_bytes(gzip.compress(raw[:-1]))
-    with pytest.raises(ValueError, match="short.gz: holds 11 bytes"):
-        data._read_idx(tmp_path / "short.gz")
+def _idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 ``array`` as a gzipped IDX file (the MNIST format: magic, dimensions, bytes)."""
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 8, array.ndim, *array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def fake_fashion_package(root: Path, counts: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A Debian dataset-fashion-mnist tree under ``root`` with ``counts`` random images per part."""
+    folder = root / "usr/share/datasets/fashion-mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    parts = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        images = rng.integers(0, 256, (counts[part], 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, counts[part], dtype=np.uint8)
+        _idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        parts[part] = (images, labels)
+    return parts
+
+
+def test_fashion_mnist_source_reads_the_package_idx_files(tmp_path, monkeypatch):
+    written = fake_fashion_package(tmp_path / "package", {"train": 5, "test": 3})
+    monkeypatch.setattr(sources, "debian_package_root", lambda package, workdir: tmp_path / "package")
+    (tmp_path / "work").mkdir()
+    parts = sources.fashion_mnist(tmp_path / "work")
+    for part, (images, labels) in written.items():
+        assert parts[part][0].dtype == np.uint8 and np.array_equal(parts[part][0], images)
+        assert parts[part][1].dtype == np.int64 and parts[part][1].tolist() == labels.tolist()
+    (tmp_path / "package/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz: missing from the Debian package"):
+        sources.fashion_mnist(tmp_path / "work")
+
+
+def test_fashion_mnist_builtin_folders_hold_the_package_images(tmp_path, monkeypatch):
+    written = fake_fashion_package(tmp_path / "package", {"train": 6, "test": 2})
+    monkeypatch.setattr(sources, "debian_package_root", lambda package, workdir: tmp_path / "package")
+    monkeypatch.setattr("tasks.image_classification.builtin.FASHION_VALIDATION", 2)
+    assert BUILTIN_SETS["default"].build(tmp_path / "set") == "wrote 8 PNGs"
+    assert sorted(p.name for p in (tmp_path / "set" / "train").iterdir())[0] == "Ankle boot"
+    assert (tmp_path / "set" / "train" / "T-shirt_top").is_dir()
+    for split, count in (("train", 4), ("validation", 2), ("test", 2)):
+        dataset = BUILTIN_SETS["default"].read(tmp_path / "set", split)
+        assert len(dataset) == count
+        for sample in map(dataset.__getitem__, range(count)):
+            number = int(Path(sample["path"]).stem)
+            images, labels = written["test" if split == "test" else "train"]
+            assert dataset.classes[sample["label"]] == sources.FASHION_MNIST_CLASSES[labels[number]].replace("/", "_")
+            assert np.array_equal(np.asarray(sample["image"])[:, :, 0], images[number])
 
 
 def test_transform_config_json_round_trip_gives_same_output():
@@ -340,11 +395,11 @@ def test_mixup_cutmix_is_off_by_default_and_gives_soft_labels():
 def test_awkward_modes_decode_to_the_right_rgb(tmp_path, kind):
     name, write = TRICKY[kind]
     path, expected = write(tmp_path / name)
-    assert np.array_equal(np.array(data.load_image(path)), expected)
+    assert np.array_equal(np.array(load_image(path)), expected)
     folder = tmp_path / "set"
     (folder / "only").mkdir(parents=True)
     path.rename(folder / "only" / name)
-    dataset = data.read(f"imagefolder:{folder}", "all")
+    dataset = read(f"imagefolder:{folder}", "all")
     assert dataset.skipped == 0 and np.array_equal(np.array(dataset[0]["image"]), expected)
 
 
@@ -356,7 +411,7 @@ def test_symlink_loop_in_an_image_folder_reads_each_file_once(tmp_path):
     os.symlink(tmp_path / "set" / "cat", tmp_path / "set" / "cat" / "again")   # cat/again -> cat
     os.symlink(tmp_path / "set" / "cat" / "0.png", tmp_path / "set" / "cat" / "same.png")
     with pytest.warns(UserWarning, match="links to a folder already read"):
-        dataset = data.read(f"imagefolder:{tmp_path / 'set'}", "all")
+        dataset = read(f"imagefolder:{tmp_path / 'set'}", "all")
     assert len(dataset) == 4 and sorted(dataset.labels.tolist()) == [0, 0, 1, 1]
     assert sorted(dataset[i]["image"].getpixel((0, 0))[0] for i in range(4)) == [10, 11, 100, 101]
 
@@ -372,4 +427,4 @@ def test_csv_headers_quotes_and_encodings_are_named(tmp_path, text, message):
     file = tmp_path / "list.csv"
     file.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ZooError, match=message):
-        data.read(f"csv:{file}", "all")
+        read(f"csv:{file}", "all")

@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 import zoo
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
-from tasks.image_classification import data
+from tasks.engine.sets import read_spec
+from tasks.image_classification.builtin import BUILTIN_SETS
+from tasks.image_classification.formats import FORMATS, ImageArrays
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import metrics
 from tasks.image_classification.explain import MIN_SIDE, GAP
@@ -82,7 +84,7 @@ def test_transform_config_survives_save_and_load(tmp_path):
 
 
 def test_builtin_defaults_size_the_vit_for_the_data(tmp_path):
-    data.prepare(["digits"])
+    TASK.prepare(["digits"])
     model = TASK.build_model(_args("--data", "builtin:digits"), TASK.datasets("builtin:digits", "train"))
     assert (model.backbone.cfg.img_size, model.backbone.cfg.patch_size, model.backbone.cfg.dim) == (8, 2, 128)
     transform = model.preprocessing["transform"]
@@ -185,16 +187,16 @@ def test_datasets_are_decoded_into_memory_with_skips_counted(tmp_path):
     folder = _folder(tmp_path / "images")
     (folder / "c1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.warns(UserWarning, match="broken.png"):
-        files = data.read(f"imagefolder:{folder}", "all")
+        files = read_spec(TASK.name, f"imagefolder:{folder}", "all", FORMATS, BUILTIN_SETS)
     cached = in_memory(files)
-    assert isinstance(cached, data.ImageArrays) and cached.skipped == 1 == files.skipped
+    assert isinstance(cached, ImageArrays) and cached.skipped == 1 == files.skipped
     assert cached.images.shape == (12, 16, 16, 3) and cached.classes == files.classes
     for i in (0, 7, 11):
         assert np.array_equal(np.asarray(cached[i]["image"]), np.asarray(files[i]["image"]))
         assert cached[i]["label"] == files[i]["label"]
     _image(0, np.random.default_rng(0), size=20).save(folder / "c0" / "big.png")
     with pytest.warns(UserWarning, match="broken.png"):
-        mixed = data.read(f"imagefolder:{folder}", "all")
+        mixed = read_spec(TASK.name, f"imagefolder:{folder}", "all", FORMATS, BUILTIN_SETS)
     assert in_memory(mixed) is mixed  # mixed sizes stay on disk
     assert in_memory(files, limit_bytes=100) is files
 
@@ -234,7 +236,7 @@ def test_bad_inputs_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_learns_digits(tmp_path):
-    data.prepare(["digits"])
+    TASK.prepare(["digits"])
     run = tmp_path / "run"
     small = json.dumps({"dim": 64, "depth": 2, "heads": 4})
     TASK.command("train", ["--data", "builtin:digits", "--backbone-args", small, "--batch-size", "64", "--lr", "3e-3",

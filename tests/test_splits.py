@@ -12,10 +12,14 @@ import pytest
 import soundfile
 from PIL import Image
 
-from tasks.asr import data as asr_data
-from tasks.detection import data as detection_data
+import zoo
+from tasks.asr import formats as asr_data
+from tasks.detection import builtin as detection_builtin
+from tasks.detection import formats as detection_data
 from tasks.engine.data import THREE_WAY, TWO_WAY, hash_split, split_assignment, split_score
-from tasks.image_classification import data as image_data
+from tasks.engine.sets import read_spec
+from tasks.image_classification import formats as image_data
+from tasks.image_classification.builtin import BUILTIN_SETS as IMAGE_SETS
 from tasks.sentiment import builtin as sentiment_builtin
 from tasks.sentiment.formats import SentimentDataset
 from tasks.text_generation import builtin as text_builtin
@@ -23,10 +27,17 @@ from tasks.text_generation.formats import TextDataset
 from tasks.translation.formats import TranslationDataset
 from zoo import get_task
 from zoo.errors import ZooError
+from zoo.storage import data_root
 
 SENTIMENT, TRANSLATION, TEXT = (get_task(name) for name in ("sentiment", "translation", "text_generation"))
 
 SPLITS = ("train", "validation", "test")
+ASR, DETECTION, IMAGES = (zoo.get_task(name) for name in ("asr", "detection", "image_classification"))
+
+
+def image_read(spec: str, split: str) -> image_data.LabelledImages:
+    """The image samples before ``in_memory`` decodes them (file paths kept)."""
+    return read_spec(IMAGES.name, spec, split, image_data.FORMATS, IMAGE_SETS)
 N = 45  # samples per fixture; text fixtures repeat some of them
 
 
@@ -229,10 +240,10 @@ ADAPTERS: list[tuple[Callable[[str, str], Any], Callable[[Path], str]]] = [
     (TRANSLATION.datasets, translation_tsv), (TRANSLATION.datasets, translation_jsonl),
     (TRANSLATION.datasets, translation_pairs),
     (TEXT.datasets, text_file), (TEXT.datasets, text_folder), (TEXT.datasets, text_jsonl),
-    (image_data.read, image_folder), (image_data.read, image_csv),
-    (asr_data.read, asr_manifest), (asr_data.read, asr_manifest_csv), (asr_data.read, asr_librispeech),
-    (asr_data.read, asr_commonvoice_table),
-    (detection_data.read, detection_coco), (detection_data.read, detection_voc), (detection_data.read, detection_yolo),
+    (image_read, image_folder), (image_read, image_csv),
+    (ASR.datasets, asr_manifest), (ASR.datasets, asr_manifest_csv), (ASR.datasets, asr_librispeech),
+    (ASR.datasets, asr_commonvoice_table),
+    (DETECTION.datasets, detection_coco), (DETECTION.datasets, detection_voc), (DETECTION.datasets, detection_yolo),
 ]
 
 
@@ -304,21 +315,21 @@ def test_voc_lists_are_the_splits_and_a_missing_test_list_is_an_error(tmp_path: 
     main.mkdir(parents=True)
     (main / "train.txt").write_text("".join(f"im{i}\n" for i in range(8)))
     spec = f"voc:{root}"
-    parts = {split: _identities(detection_data.read(spec, split)) for split in ("train", "validation")}
+    parts = {split: _identities(DETECTION.datasets(spec, split)) for split in ("train", "validation")}
     _assert_disjoint({**parts, "test": []})
     listed = sorted(str(root / "JPEGImages" / f"im{i}.png") for i in range(8))
     assert sorted(parts["train"] + parts["validation"]) == listed  # validation carved out of the train list
     with pytest.raises(ZooError, match=r"voc:.* has no test split; pass --split validation or a test listing/file"):
-        detection_data.read(spec, "test")
+        DETECTION.datasets(spec, "test")
     (main / "val.txt").write_text("im8\nim9\n")
     (main / "test.txt").write_text("im10\nim11\n")
-    parts = {split: [Path(p).stem for p in _identities(detection_data.read(spec, split))] for split in SPLITS}
+    parts = {split: [Path(p).stem for p in _identities(DETECTION.datasets(spec, split))] for split in SPLITS}
     assert parts == {"train": [f"im{i}" for i in range(8)], "validation": ["im8", "im9"], "test": ["im10", "im11"]}
 
 
 def test_yolo_with_only_a_test_folder_trains_on_everything_else(tmp_path: Path) -> None:
     root = _yolo(tmp_path, [f"{i}.png" for i in range(20)] + ["test/t0.png", "test/t1.png"])
-    parts = {split: _identities(detection_data.read(f"yolo:{root}", split)) for split in SPLITS}
+    parts = {split: _identities(DETECTION.datasets(f"yolo:{root}", split)) for split in SPLITS}
     _assert_disjoint(parts)
     assert sorted(Path(p).name for p in parts["test"]) == ["t0.png", "t1.png"]
     assert sorted(parts["train"] + parts["validation"]) == sorted(str(root / "images" / f"{i}.png") for i in range(20))
@@ -331,13 +342,13 @@ def test_commonvoice_tables_are_the_splits(tmp_path: Path) -> None:
         for i in numbers:
             _wav(root / "clips" / f"{i}.wav", i)
         (root / f"{table}.tsv").write_text("path\tsentence\n" + "".join(f"{i}.wav\tsaid {i}\n" for i in numbers))
-    names = {split: sorted(int(Path(p).stem) for p in _identities(asr_data.read(f"commonvoice:{root}", split)))
+    names = {split: sorted(int(Path(p).stem) for p in _identities(ASR.datasets(f"commonvoice:{root}", split)))
              for split in SPLITS}
     assert names == {"train": list(range(10)), "validation": [10, 11, 12], "test": [13, 14, 15]}
-    assert len(asr_data.read(f"commonvoice:{root}", "all")) == 16
+    assert len(ASR.datasets(f"commonvoice:{root}", "all")) == 16
     (root / "dev.tsv").write_text("path\tsentence\n0.wav\tsaid 0\n")
     with pytest.raises(ZooError, match=r"'clips/0.wav' is in both its train and validation lists"):
-        asr_data.read(f"commonvoice:{root}", "test")
+        ASR.datasets(f"commonvoice:{root}", "test")
 
 
 def test_cifar_validation_is_carved_from_the_official_train_batches(tmp_path: Path, monkeypatch) -> None:
@@ -358,7 +369,7 @@ def test_cifar_validation_is_carved_from_the_official_train_batches(tmp_path: Pa
         (tmp_path / FakeCifar.base_folder).mkdir(exist_ok=True)
         (tmp_path / FakeCifar.base_folder / name).write_bytes(b"")
     monkeypatch.setitem(image_data._CIFAR, "cifar10", FakeCifar)
-    parts = {split: _identities(image_data.read(f"cifar10:{tmp_path}", split)) for split in SPLITS}
+    parts = {split: _identities(image_read(f"cifar10:{tmp_path}", split)) for split in SPLITS}
     _assert_disjoint(parts)
     assert sorted(parts["train"] + parts["validation"]) == sorted(image.tobytes().hex() for image in batches[True])
     assert parts["test"] == [image.tobytes().hex() for image in batches[False]]
@@ -401,8 +412,8 @@ def test_builtin_fortunes_splits_share_no_quote(tmp_path: Path, monkeypatch) -> 
 
 
 def test_builtin_digits_splits_share_no_image() -> None:
-    image_data.prepare(["digits"])
-    parts = {split: image_data.read("builtin:digits", split) for split in SPLITS}
+    IMAGES.prepare(["digits"])
+    parts = {split: image_read("builtin:digits", split) for split in SPLITS}
     pixels = {split: [np.asarray(Image.open(p)).tobytes() for p in ds.paths] for split, ds in parts.items()}
     _assert_disjoint(pixels)
     assert sum(map(len, pixels.values())) == 1797
@@ -415,16 +426,16 @@ def test_builtin_detection_splits_share_no_scene_or_item(monkeypatch) -> None:
         counts = {"train": 40, "test": 30}
         return {part: (rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), np.arange(n) % 10) for part, n in counts.items()}
 
-    monkeypatch.setattr(detection_data, "_load_fashion_mnist", fashion)
-    monkeypatch.setattr(detection_data, "_load_backgrounds",
+    monkeypatch.setattr(detection_builtin, "fashion_mnist", fashion)
+    monkeypatch.setattr(detection_builtin, "_load_backgrounds",
                         lambda: {"a.png": Image.fromarray(rng.integers(0, 255, (120, 200, 3), dtype=np.uint8))})
-    recipe = detection_data._Recipe(48, {"train": 8, "validation": 4, "test": 4}, (12, 30), seed=0)
-    monkeypatch.setattr(detection_data, "_RECIPES", {"small": recipe})
-    detection_data.prepare(["small"])
-    scenes = {split: [s["image"].numpy().tobytes() for s in detection_data.read("builtin:small", split)]
+    recipe = detection_builtin._Recipe(48, {"train": 8, "validation": 4, "test": 4}, (12, 30), seed=0)
+    monkeypatch.setattr(detection_builtin, "_RECIPES", {"small": recipe})
+    DETECTION.prepare(["small"])
+    scenes = {split: [s["image"].numpy().tobytes() for s in DETECTION.datasets("builtin:small", split)]
               for split in SPLITS}
     _assert_disjoint(scenes)
-    folder = detection_data.data_root() / "detection" / "small"
+    folder = data_root() / "detection" / "small"
     coco = {split: json.loads((folder / split / "annotations.json").read_text()) for split in SPLITS}
     items = {split: [json.dumps(a["source"]) for a in coco[split]["annotations"]] for split in SPLITS}  # Fashion-MNIST items
     _assert_disjoint(items)

@@ -1,4 +1,4 @@
-"""The audio pipeline of the ASR task: read, check, resample, write and batch waveforms.
+"""The audio pipeline of the ASR task: read, check, resample, write and collate waveforms.
 
 Files are read with soundfile (wav, flac, ogg, mp3: whatever libsndfile reads); torchaudio
 2.11 has no file I/O and is used only for resampling. Every waveform leaves this module
@@ -10,7 +10,6 @@ reason, so a data set can skip it with a warning or a user sees what is wrong.
 from __future__ import annotations
 
 import functools
-import random
 from pathlib import Path
 
 import numpy as np
@@ -99,39 +98,6 @@ def collate_audio(samples: list[dict]) -> dict:
         inputs[row, : sample["audio"].shape[0]] = sample["audio"]
     mask = torch.arange(inputs.shape[1])[None, :] < lengths[:, None]  # (B, Smax)
     return {"inputs": inputs, "mask": mask, "texts": [s["text"] for s in samples]}
-
-
-def length_grouped_batches(
-    lengths: list[int], batch_seconds_or_size: int | float, seed: int = 0, shuffle: bool = True
-) -> list[list[int]]:
-    """Group utterance indices into batches of similar length (little padding).
-
-    ``lengths`` are in samples at 16 kHz. An ``int`` is a batch size (utterances per batch);
-    a ``float`` is a budget of padded audio seconds per batch (count x longest <= budget,
-    and an utterance longer than the budget gets a batch of its own). Indices are sorted by
-    length (ties broken by the seed when shuffling), cut into consecutive batches, and the
-    batch order is shuffled with ``seed`` when ``shuffle``. Every index appears exactly once.
-    """
-    if isinstance(batch_seconds_or_size, bool) or batch_seconds_or_size <= 0:
-        raise ValueError(f"batch size or seconds must be a positive number, got {batch_seconds_or_size!r}")
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    if shuffle:
-        rng.shuffle(order)
-    order.sort(key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    if isinstance(batch_seconds_or_size, int):
-        batches = [order[i : i + batch_seconds_or_size] for i in range(0, len(order), batch_seconds_or_size)]
-    else:
-        budget = batch_seconds_or_size * SAMPLE_RATE
-        for index in order:  # ascending, so the newest index is the batch's longest
-            if batches and (len(batches[-1]) + 1) * lengths[index] <= budget:
-                batches[-1].append(index)
-            else:
-                batches.append([index])
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
 
 
 @functools.lru_cache(maxsize=16)

@@ -6,9 +6,10 @@ from typing import Any, Callable
 import jiwer
 import torch
 
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches
-from tasks.asr.data import normalize_text
+from tasks.asr.audio import SAMPLE_RATE, collate_audio
+from tasks.asr.formats import normalize_text
 from tasks.asr.units import ids_to_text
+from tasks.engine.batching import length_sorted_batches
 from tasks.engine.evaluation import EvalOptions, run_batches
 
 UNITS_PER_SECOND = 25   # attention decoding stops after this many units per second of audio (+ a margin)
@@ -35,7 +36,7 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
         return model.head.decode(model(batch), beams=beams)
 
     texts = [""] * len(lengths)
-    for batch_ids, rows in run_batches(model, length_grouped_batches(lengths, batch_size, shuffle=False),
+    for batch_ids, rows in run_batches(model, length_sorted_batches(lengths, batch_size),
                                        batch_of, decode, options):
         for i, ids in zip(batch_ids, rows):
             texts[i] = ids_to_text(model, ids)

@@ -18,26 +18,23 @@ inside the backbone.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 import zoo
-from tasks.asr import data
 from tasks.asr.augment import SPEED_FACTORS, random_speed
 from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
+from tasks.asr.builtin import BUILTIN_SETS
 from tasks.asr.evaluation import error_rates, transcribe
+from tasks.asr.formats import FORMATS, SpeechDataset
 from tasks.asr.units import UNITS, build_units, encode_targets
-from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE, generation_options
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 
-BUCKET_BATCHES = 20   # training batches are cut from pools of this many batches sorted by length
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300,
-                                      ema=0.999)
 # the default encoder made cheaper for a CPU: 96 wide, 40 mel bins (SpecAugment bands scaled to them), no dropout
 BACKBONE_DEFAULTS: dict[str, Any] = dict(dim=96, n_mels=40, freq_width=7, dropout=0.0)
 HEAD_DEFAULTS: dict[str, dict[str, Any]] = {"seq2seq": dict(depth=2, heads=4)}
@@ -48,12 +45,17 @@ class AsrTask(Task):
     """Transcribe speech (16 kHz after resampling); primary metric WER, lower is better."""
 
     name = "asr"
+    modality = "audio"
     default_backbone = "speech_encoder_tiny"
     default_head = "ctc"
     metric = Metric("wer", higher_is_better=False)
     pretrained_kinds = ("zoo", "wav2vec2", "whisper", "torchaudio_wav2vec2")
-    data_module = data
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "digits"
+    train_defaults = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300, ema=0.999)
+    head_defaults = HEAD_DEFAULTS
+    bucket_batches = 20
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
@@ -71,12 +73,9 @@ class AsrTask(Task):
 
         return collate
 
-    def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
-                      train: bool) -> Iterable[list[int]] | None:
-        """Shuffled pools of ``BUCKET_BATCHES`` batches, each pool cut into batches of similar length."""
-        if not train:
-            return None
-        return length_bucketed_batches(dataset.lengths, batch_size, generator, BUCKET_BATCHES)
+    def sample_lengths(self, dataset: SpeechDataset) -> list[int]:
+        """Samples at 16 kHz of each utterance, from its probed duration (no clip is decoded)."""
+        return dataset.lengths
 
     # ---- model ------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -89,14 +88,14 @@ class AsrTask(Task):
         group.add_argument("--eval-beams", type=POSITIVE_INT, default=1, help="beam size of evaluation (1 = greedy)")
         group.add_argument("--speed-perturb", type=POSITIVE, nargs="+", default=list(SPEED_FACTORS), metavar="FACTOR",
                            help="training clips play at one of these speeds, drawn per clip (1 = off)")
-        parser.set_defaults(**TRAIN_DEFAULTS)
+        super().add_arguments(parser)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Backbone + head with units learnt from the training transcripts."""
         head_name = args.head or self.default_head
         texts = [entry.text for entry in train_set.entries]
         head_args, tokenizer = build_units(head_name, args.units, texts, args.vocab_size)
-        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **head_args, **(args.head_args or {})}
+        head_args = {**self.head_args(head_name, head_args), **(args.head_args or {})}
         speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
         source = getattr(args, "init_backbone", None)
         if source and source_kind(source) == "weights":   # the wrapped model: 16 kHz (its preprocessing says)
@@ -108,8 +107,7 @@ class AsrTask(Task):
         name = args.backbone or self.default_backbone
         defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
         backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
-        if backbone.modality != "audio":
-            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; asr needs an audio one")
+        self.check_backbone(backbone, name)
         head = zoo.create_head(head_name, backbone, **head_args)
         sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
         preprocessing = {"sample_rate": sample_rate, "speed_perturb": speeds}

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 
 import zoo
-from tasks.detection.data import FASHION_MNIST_CLASSES
 from tasks.detection.task import HEAD_DEFAULTS
 from tasks.engine.bench import maybe_compile, mode_step
+from tasks.engine.sources import FASHION_MNIST_CLASSES
 from tasks.engine.task import Workload
 
 BOXES_PER_IMAGE = 3

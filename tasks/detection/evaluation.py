@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
-from tasks.engine.evaluation import EvalOptions, label_mapping, run_batches  # label_mapping: for task.py
+from tasks.engine.evaluation import EvalOptions, run_batches
 
 EVAL_SCORE_THRESHOLD = 0.01  # keep low-scored detections for AP (the precision-recall curve needs them)
 EVAL_MAX_DETECTIONS = 100

@@ -29,18 +29,18 @@ import torch
 from torch.utils.data import Dataset
 
 import zoo
-from tasks.detection import data
-from tasks.detection.evaluation import coco_metrics, label_mapping
+from tasks.detection.builtin import BUILTIN_SETS
+from tasks.detection.evaluation import coco_metrics
+from tasks.detection.formats import FORMATS
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
-from tasks.engine.evaluation import EvalOptions
+from tasks.engine.evaluation import EvalOptions, label_mapping
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY, json_object
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.registry import BACKBONES
 
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=8, lr=2e-3, time_budget=900.0, eval_every=400, warmup_steps=30)
 VIT_DEFAULTS: dict[str, Any] = dict(img_size=128, patch_size=8)
 TRANSFORM_DEFAULTS: dict[str, Any] = dict(scale_range=[1.0, 1.0], color_jitter=0.0)  # hflip only: see the docstring
 HEAD_DEFAULTS: dict[str, dict[str, Any]] = {"fcos": {"dim": 64}, "detr": {"dim": 128, "heads": 4, "depth": 3}}
@@ -51,12 +51,16 @@ class DetectionTask(Task):
     """Find objects in images: boxes, class labels and scores; primary metric COCO mAP@.5."""
 
     name = "detection"
+    modality = "image"
     default_backbone = "timm/mobilenetv3_small_100"
     default_head = "fcos"
     metric = Metric("map_50", higher_is_better=True)
     pretrained_kinds = ("zoo", "vit", "timm_vit")
-    data_module = data
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "small"
+    train_defaults = dict(batch_size=8, lr=2e-3, time_budget=900.0, eval_every=400, warmup_steps=30)
+    head_defaults = HEAD_DEFAULTS
     demo_args = ("--time-budget", "60", "--eval-every", "0")
 
     # ---- data -------------------------------------------------------------------------
@@ -79,15 +83,14 @@ class DetectionTask(Task):
         group = parser.add_argument_group("detection")
         group.add_argument("--transform", type=json_object, default=None, metavar="JSON",
                            help=f"transform options over {json.dumps({**DEFAULT_CONFIG, **TRANSFORM_DEFAULTS})}")
-        parser.set_defaults(**TRAIN_DEFAULTS)
+        super().add_arguments(parser)
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Backbone (ViT sized for the scenes, or the ``--pretrained`` ViT) + head for the training set's
         classes + preprocessing."""
         head_name = args.head or self.default_head
         labels = list(train_set.classes)
-        head_args = {**HEAD_DEFAULTS.get(head_name, {}), **(args.head_args or {}),
-                     "num_classes": len(labels), "labels": labels}
+        head_args = {**self.head_args(head_name, args.head_args), "num_classes": len(labels), "labels": labels}
         transform = {**DEFAULT_CONFIG, **TRANSFORM_DEFAULTS, **(getattr(args, "transform", None) or {})}
         build_detection_transform(transform, train=True)  # unknown keys fail now, not in the first batch
         source = getattr(args, "init_backbone", None)
@@ -102,8 +105,7 @@ class DetectionTask(Task):
         fields = BACKBONES.meta(name).get("config", {})
         defaults = {k: v for k, v in VIT_DEFAULTS.items() if k in fields}
         backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
-        if backbone.modality != "image":
-            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; detection needs an image one")
+        self.check_backbone(backbone, name)
         head = zoo.create_head(head_name, backbone, **head_args)
         mean = getattr(backbone, "mean", None) or BACKBONES.meta(name).get("mean") or IMAGENET_MEAN
         std = getattr(backbone, "std", None) or BACKBONES.meta(name).get("std") or IMAGENET_STD

@@ -1,4 +1,4 @@
-"""Length-bucketed training batches: little padding, still shuffled (as fairseq and ESPnet batch)."""
+"""Batches of similar lengths: shuffled buckets for training (as fairseq and ESPnet batch), sorted for evaluation."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -23,3 +23,12 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: 
         chunk = sorted(permutation[start:start + pool], key=lengths.__getitem__)
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length (ties in index order) and cut into batches of
+    ``batch_size``, in that order: evaluation batches with little padding."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

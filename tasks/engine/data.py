@@ -51,7 +51,7 @@ class DataSpec:
         return self.format == "builtin"
 
     def __str__(self) -> str:
-        """The SPEC as ``FORMAT:PATH?key=value&...`` again, for messages."""
+        """The SPEC as written: ``FORMAT:PATH?k=v&...`` (for messages and ``source``)."""
         query = "&".join(f"{key}={value}" for key, value in self.options.items())
         return f"{self.format}:{self.path}" + (f"?{query}" if query else "")
 

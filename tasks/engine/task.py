@@ -75,7 +75,6 @@ class Task:
     formats: ClassVar[Mapping[str, Format]] = {}                # --data NAME:PATH?k=v readers
     builtin_sets: ClassVar[Mapping[str, BuiltinSet]] = {}       # --data builtin:NAME
     quick_set: str = ""                 # the fastest built-in set (make demo, tests)
-    data_module: Any = None             # TRANSITIONAL: the old tasks/<task>/data.py (read, prepare, QUICK_SET)
     bucket_batches: int = 50            # training batches cut from pools of this many, sorted by length
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
     pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name: kinds and weights families
@@ -89,14 +88,10 @@ class Task:
 
     def prepare(self, names: list[str] | None = None, force: bool = False) -> None:
         """Build this task's built-in data sets into the cache (the only code that fetches)."""
-        if self.data_module is not None:  # TRANSITIONAL until every task declares its sets
-            return self.data_module.prepare(names, force)
         prepare_sets(self.name, self.builtin_sets, names, force)
 
     def datasets(self, spec: str, split: str) -> Dataset:
         """Samples of ``split`` ("train" | "validation" | "test" | "all") from a data SPEC."""
-        if self.data_module is not None:  # TRANSITIONAL
-            return self.data_module.read(spec, split)
         return read_spec(self.name, spec, split, self.formats, self.builtin_sets)
 
     def for_model(self, dataset: Dataset, model: torch.nn.Module) -> Dataset:
@@ -108,6 +103,13 @@ class Task:
     def sample_length(self, sample: dict) -> int | None:
         """How long a sample is, for length-bucketed training batches; None: no bucketing."""
         return None
+
+    def sample_lengths(self, dataset: Dataset) -> list[int] | None:
+        """Every sample's :meth:`sample_length`, or None (no bucketing). A task whose datasets know
+        their lengths without loading a sample (audio durations from file headers) reads them here."""
+        if len(dataset) == 0 or self.sample_length(dataset[0]) is None:
+            return None
+        return [self.sample_length(dataset[i]) for i in range(len(dataset))]
 
     def head_args(self, head: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """``head``'s declared defaults under the user's ``--head-args``."""
@@ -125,11 +127,11 @@ class Task:
 
     def batch_sampler(self, dataset: Dataset, batch_size: int, generator: torch.Generator,
                       train: bool) -> Iterable[list[int]] | None:
-        """Training batches of similar :meth:`sample_length` (less padding), still shuffled; None
+        """Training batches of similar :meth:`sample_lengths` (less padding), still shuffled; None
         (shuffled fixed-size batches) when the task measures no length, and for evaluation."""
-        if not train or len(dataset) == 0 or self.sample_length(dataset[0]) is None:
+        lengths = self.sample_lengths(dataset) if train else None
+        if lengths is None:
             return None
-        lengths = [self.sample_length(dataset[i]) for i in range(len(dataset))]
         return length_bucketed_batches(lengths, batch_size, generator, self.bucket_batches)
 
     # ---- model ------------------------------------------------------------------------

@@ -21,13 +21,14 @@ from torch import nn
 
 import zoo
 from tasks.engine.bench import maybe_compile, mode_step
+from tasks.engine.sources import FASHION_MNIST_CLASSES
 from tasks.engine.task import Workload
-from tasks.image_classification import data
+from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS
 from tasks.image_classification.task import vit_defaults
 
 PAIRS = (("vit_tiny", "vit_tiny_patch16_224"), ("vit_small", "vit_small_patch16_224"))
 IMAGE_SIZE, PATCH, CLASSES = 224, 16, 1000
-FASHION_CLASSES = len(data.FASHION_CLASSES)
+FASHION_CLASSES = len(FASHION_MNIST_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def vit_pair(ours_name: str, timm_name: str, mode: str, batch: int, device: torc
 
 def builtin_workload(batch: int, device: torch.device, compile: bool | str) -> Workload:
     """Training of the task's default model at Fashion-MNIST shapes (28x28, 10 classes)."""
-    size = data.BUILTIN_IMAGE_STATS["default"]["image_size"]
+    size = BUILTIN_IMAGE_STATS["default"]["image_size"]
     args = vit_defaults("vit_tiny", size, is_default=True)
     model = zoo.create_model("vit_tiny", "classification", num_classes=FASHION_CLASSES, backbone_args=args).to(device)
     net = maybe_compile(model, compile)

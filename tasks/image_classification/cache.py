@@ -2,9 +2,9 @@
 
 Fashion-MNIST's 55,000 training PNGs decode in seconds, but decoding them again on every
 epoch would cost as much as a small model's training step. :func:`in_memory` decodes
-every image of an :class:`~tasks.image_classification.data.ImageFiles` set once (two
+every image of an :class:`~tasks.image_classification.formats.ImageFiles` set once (two
 threads: Pillow releases the GIL while it decodes) into one uint8 array held by an
-:class:`~tasks.image_classification.data.ImageArrays`, when the images share one size and
+:class:`~tasks.image_classification.formats.ImageArrays`, when the images share one size and
 the array stays under ``limit_bytes``. Larger or mixed-size sets stay on disk; give the
 trainer ``--workers N`` to decode them in parallel instead.
 """
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tasks.image_classification.data import ImageArrays, ImageFiles, LabelledImages
+from tasks.image_classification.formats import ImageArrays, ImageFiles, LabelledImages
 
 CACHE_LIMIT_BYTES = 2 << 30  # decoded RGB pixels kept in memory at most
 DECODE_THREADS = 2

@@ -35,19 +35,19 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 import zoo
-from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
-from tasks.engine.pretrained import source_kind
+from tasks.engine.images import load_image
+from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
-from tasks.image_classification import data
+from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS, BUILTIN_SETS
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import TOP_K, classify, metrics
 from tasks.image_classification.explain import explain, save_overlay
+from tasks.image_classification.formats import FORMATS, LabelledImages, align_classes
 from tasks.image_classification.transforms import (AUGMENTS, IMAGENET_MEAN, IMAGENET_STD, build_transform,
                                                    default_transform_config, mixup_cutmix, to_rgb)
-from zoo.checkpoint import read_config
 from zoo.registry import BACKBONES
 
 MAX_AUTO_SIZE = 224
@@ -56,9 +56,6 @@ SMALL_VIT: dict[str, Any] = dict(dim=128, depth=6, heads=4)   # the default vit_
 SMALL_GRID = 4                                               # patches per side on <= 64 px images
 LARGE_PATCH = 16
 CROP_SCALE = Range(float, 0, 1, low_open=True)   # --crop-scale: the kept fraction of the area
-TRAIN_DEFAULTS: dict[str, Any] = dict(batch_size=128, lr=3e-3, weight_decay=0.05, warmup_steps=100,
-                                      eval_every=1000)
-HEAD_DEFAULTS: dict[str, Any] = dict(label_smoothing=0.1)
 # Per built-in set: flips only. Minutes of CPU training are a few epochs, too few for augmentation to
 # pay: on Fashion-MNIST, 200 steps reach 77% validation top-1 without random crops, 71% with 0.7-1 crops.
 BUILTIN_AUGMENT: dict[str, dict[str, Any]] = {
@@ -79,17 +76,21 @@ class ImageClassificationTask(Task):
     """Label images with one of a set of classes; primary metric top-1 accuracy."""
 
     name = "image_classification"
+    modality = "image"
     default_backbone = "vit_tiny"
     default_head = "classification"
     metric = Metric("top1", higher_is_better=True)
     pretrained_kinds = ("zoo", "vit", "timm_vit")
-    data_module = data
+    formats = FORMATS
+    builtin_sets = BUILTIN_SETS
     quick_set = "digits"
+    train_defaults = dict(batch_size=128, lr=3e-3, weight_decay=0.05, warmup_steps=100, eval_every=1000)
+    head_defaults = {"classification": dict(label_smoothing=0.1)}
 
     # ---- data -------------------------------------------------------------------------
-    def datasets(self, spec: str, split: str) -> data.LabelledImages:
+    def datasets(self, spec: str, split: str) -> LabelledImages:
         """The samples of ``split``, decoded into memory when they are small (see ``cache``)."""
-        return in_memory(data.read(spec, split))
+        return in_memory(super().datasets(spec, split))
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Samples -> ``{"inputs": (B, 3, S, S) float, "labels": (B,) long or (B, C) soft}``.
@@ -124,13 +125,15 @@ class ImageClassificationTask(Task):
                                 "1 on the built-in sets, 0.7 for other images up to 64 px, else 0.08)")
         group.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="MixUp alpha (0: off)")
         group.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="CutMix alpha (0: off)")
-        parser.set_defaults(**TRAIN_DEFAULTS, precision="bf16" if fast_bf16() else "fp32")
+        super().add_arguments(parser)
+        parser.set_defaults(precision="bf16" if fast_bf16() else "fp32")   # asked of this machine when parsing
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Backbone (new, or the architecture of ``--init-backbone``) + classification head + transforms."""
         labels = list(train_set.classes)
         builtin = _builtin_name(getattr(args, "data", "") or "")
-        head_args = {**HEAD_DEFAULTS, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
+        head_args = {**self.head_args(args.head or self.default_head, args.head_args),
+                     "num_classes": len(labels), "labels": labels}
         source = getattr(args, "init_backbone", None)
         if source and source_kind(source) == "weights":
             return self._pretrained(args, source, builtin, head_args)
@@ -144,9 +147,7 @@ class ImageClassificationTask(Task):
                              **(args.backbone_args or {})}
             backbone = zoo.create_backbone(name, **backbone_args)
             transform = _new_transform(size, builtin, backbone, "checkpoint_path" in backbone_args)
-        if backbone.modality != "image":
-            raise ValueError(f"backbone {name!r} is a {backbone.modality} backbone; image classification needs "
-                             "an image one (vit_*, timm/<name>)")
+        self.check_backbone(backbone, name)
         if "checkpoint_path" in backbone_args:  # its weights travel in model.safetensors, not the path
             backbone.zoo_spec["args"] = {k: v for k, v in backbone_args.items() if k != "checkpoint_path"}
         transform.update(_augment_flags(args, builtin))
@@ -165,7 +166,7 @@ class ImageClassificationTask(Task):
                                  backbone_args=args.backbone_args, task=self.name, **head_args)
         pre = model.preprocessing
         size = args.image_size or model.backbone.cfg.img_size
-        gray = bool(builtin is not None and data.BUILTIN_IMAGE_STATS[builtin]["grayscale_source"])
+        gray = bool(builtin is not None and BUILTIN_IMAGE_STATS[builtin]["grayscale_source"])
         transform = default_transform_config(size, pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD), gray)
         transform.update(_augment_flags(args, builtin))
         build_transform(transform, train=True)
@@ -178,7 +179,7 @@ class ImageClassificationTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, Any]:
         """``top1``, ``top5``, ``loss``, ``per_class_accuracy``; the confusion matrix to ``options.out`` when set."""
         labels = model.head.labels
-        data.align_classes(dataset, labels)
+        align_classes(dataset, labels)
         logits, target = classify(model, dataset, self.make_collate(model, train=False),
                                   options.batch_size or self.eval_batch_size, options)
         return metrics(logits, target, labels, options.out)
@@ -247,7 +248,7 @@ def _builtin_name(spec: str) -> str | None:
 
 def _default_size(builtin: str | None, train_set: Dataset) -> int:
     if builtin is not None:
-        return data.BUILTIN_IMAGE_STATS[builtin]["image_size"]
+        return BUILTIN_IMAGE_STATS[builtin]["image_size"]
     return min(MAX_AUTO_SIZE, min(train_set[0]["image"].size))
 
 
@@ -265,18 +266,14 @@ def _new_transform(size: int, builtin: str | None, backbone: torch.nn.Module, pr
     if pretrained and getattr(backbone, "mean", None):
         return default_transform_config(size, backbone.mean, backbone.std)
     if builtin is not None:
-        return default_transform_config(**{**data.BUILTIN_IMAGE_STATS[builtin], "image_size": size})
+        return default_transform_config(**{**BUILTIN_IMAGE_STATS[builtin], "image_size": size})
     return default_transform_config(size, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _transferred(args: argparse.Namespace, default_backbone: str) -> tuple[str, dict, dict]:
     """The backbone name, arguments and transform config of the ``--init-backbone`` checkpoint."""
-    source = resolve_checkpoint(args.init_backbone, "best")
-    config = read_config(source)
-    name = config["backbone"]["name"]
-    if args.backbone not in (None, default_backbone, name):
-        raise ValueError(f"--backbone {args.backbone} conflicts with --init-backbone {args.init_backbone}, "
-                         f"whose backbone is {name!r} (omit --backbone to reuse it)")
+    name, backbone_args, config, source = zoo_backbone(args.init_backbone, args.backbone, args.backbone_args,
+                                                       default_backbone)
     transform = dict((config.get("preprocessing") or {}).get("transform") or {})
     if not transform:
         raise ValueError(f"{Path(source) / 'config.json'}: no preprocessing.transform; it is not an image "
@@ -284,7 +281,7 @@ def _transferred(args: argparse.Namespace, default_backbone: str) -> tuple[str, 
     if args.image_size and args.image_size != transform["image_size"]:
         transform.update(default_transform_config(args.image_size, transform["mean"], transform["std"],
                                                   transform["grayscale_source"]))
-    return name, {**config["backbone"]["args"], **(args.backbone_args or {})}, transform
+    return name, backbone_args, transform
 
 
 def _augment_flags(args: argparse.Namespace, builtin: str | None) -> dict[str, Any]:
@@ -299,7 +296,7 @@ def _augment_flags(args: argparse.Namespace, builtin: str | None) -> dict[str, A
 
 
 def _image(item: str | Path | Image.Image) -> Image.Image:
-    return to_rgb(item) if isinstance(item, Image.Image) else data.load_image(item)
+    return to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
 
 
 def _stem(item: str | Path | Image.Image) -> str:

@@ -1,9 +1,7 @@
-"""Object detection data: COCO, Pascal VOC and YOLO adapters, and the built-in scenes.
+"""Object detection formats: COCO, Pascal VOC and YOLO adapters, each a :class:`Format`.
 
 SPECs (``--data``):
 
-- ``builtin`` / ``builtin:NAME``: scenes made by :func:`prepare` (see ``BUILTIN_SETS``), stored
-  as a COCO dataset per split and read back through the COCO adapter.
 - ``coco:ANN.json[?images=DIR]``: COCO detection JSON. Images are looked up in ``DIR`` when
   given, else beside the JSON, else in ``images/`` beside it. Categories map to contiguous
   label ids in sorted category-id order; ``iscrowd=1`` annotations are left out of targets.
@@ -34,12 +32,8 @@ VOC or YOLO folder) is cut 90/5/5 by a seeded hash of each image's path relative
 """
 from __future__ import annotations
 
-import colorsys
-import gzip
 import json
 import math
-import tempfile
-import time
 import warnings
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -48,36 +42,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from tasks.engine.data import (
-    build_atomically,
-    builtin_dir,
-    data_root,
-    debian_package_root,
-    file_key,
-    hash_split,
-    is_prepared,
-    named_split,
-    parse_spec,
-    read_utf8,
-    split_lines,
-)
+from tasks.engine.data import file_key, hash_split, named_split, read_utf8, split_lines
 from tasks.engine.images import load_image, probe_image
+from tasks.engine.sets import Format
 from zoo.errors import ZooError
-
-VERSION = "1"
-TASK = "detection"
-SPLITS = ("train", "validation", "test")
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
-BUILTIN_SETS = {
-    "default": "4,000/300/500 train/validation/test 128x128 scenes: 1-4 Fashion-MNIST items on scikit-image photos",
-    "small": "600/100/100 train/validation/test 96x96 scenes, same recipe (fast tests and demo)",
-}
-QUICK_SET = "small"
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _IMAGE_ERRORS = (OSError, ValueError)  # what the shared decoder raises on missing or broken files
@@ -223,12 +193,6 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
     return hash_split(entries, split, key, source)
 
 
-def _check_options(options: dict[str, str], allowed: set[str], source: str) -> None:
-    unknown = set(options) - allowed
-    if unknown:
-        raise ZooError(f"{source}: unknown option(s) {sorted(unknown)}; this format takes {sorted(allowed)}")
-
-
 def _class_option(value: str, source: str) -> list[str]:
     """Parse ``classes=a,b,c``; empty or repeated names raise."""
     names = [name.strip() for name in value.split(",")]
@@ -237,40 +201,12 @@ def _class_option(value: str, source: str) -> list[str]:
     return names
 
 
-# ----------------------------------------------------------------------------- public API
-
-
-def read(spec: str, split: str) -> DetectionDataset:
-    """Read ``builtin[:NAME]``, ``coco:ANN.json``, ``voc:DIR`` or ``yolo:DIR`` (see the module docstring).
-
-    Built-in sets take ``split`` in train | validation | test; user formats also take ``all``.
-    """
-    parsed = parse_spec(spec)
-    if parsed.is_builtin:
-        return _read_builtin(parsed.path or "default", split)
-    readers = {"coco": _read_coco, "voc": _read_voc, "yolo": _read_yolo}
-    if parsed.format not in readers or not parsed.path:
-        raise ValueError(f"--data {spec!r}: detection reads builtin[:NAME], coco:ANN.json, voc:DIR or yolo:DIR")
-    return readers[parsed.format](Path(parsed.path).expanduser(), parsed.options, split)
-
-
-def _read_builtin(name: str, split: str) -> DetectionDataset:
-    if name not in BUILTIN_SETS:
-        raise ValueError(f"unknown built-in detection set {name!r}; known: {sorted(BUILTIN_SETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"built-in detection sets have the splits {SPLITS}, not {split!r}")
-    dataset = _read_coco(builtin_dir(TASK, name, VERSION) / split / "annotations.json", {}, "all")
-    dataset.source = f"builtin:{name} ({split})"
-    return dataset
-
-
 # ----------------------------------------------------------------------------- COCO
 
 
-def _read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDataset:
+def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDataset:
     """COCO detection JSON -> dataset; malformed fields raise naming the file and the record."""
     source = f"coco:{path}"
-    _check_options(options, {"images"}, source)
     data = _load_json(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
@@ -378,7 +314,6 @@ def _is_number(value: Any) -> bool:
 def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDataset:
     """Pascal VOC folder -> dataset; a malformed XML raises naming the file and the object."""
     source = f"voc:{root}"
-    _check_options(options, {"classes"}, source)
     xml_files = sorted((root / "Annotations").glob("*.xml"))
     if not xml_files:
         raise FileNotFoundError(f"{source}: no Annotations/*.xml (a VOC folder holds Annotations/ and JPEGImages/)")
@@ -466,7 +401,6 @@ def _read_yolo(root: Path, options: dict[str, str], split: str) -> DetectionData
     when present, are the source's own splits.
     """
     source = f"yolo:{root}"
-    _check_options(options, {"classes"}, source)
     images_root, labels_root = root / "images", root / "labels"
     images = sorted(p for p in images_root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not images:
@@ -549,200 +483,13 @@ def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
     )
 
 
-# ----------------------------------------------------------------------------- built-in scenes
+def _format(reader: Callable[[Path, dict[str, str], str], DetectionDataset], options: tuple[str, ...]) -> Format:
+    """A :class:`Format` of a reader of ``(path, options, split)``."""
+    return Format(lambda spec, split: reader(Path(spec.path).expanduser(), spec.options, split), options)
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    """How one built-in set is generated."""
-
-    size: int  # scene side in pixels
-    counts: dict[str, int]  # scenes per split
-    item_sides: tuple[int, int]  # range of an item's pasted side in pixels
-    seed: int
-
-
-_RECIPES = {
-    "default": _Recipe(128, {"train": 4000, "validation": 300, "test": 500}, (24, 64), seed=0),
-    "small": _Recipe(96, {"train": 600, "validation": 100, "test": 100}, (18, 48), seed=1),
+FORMATS: dict[str, Format] = {
+    "coco": _format(read_coco, ("images",)),
+    "voc": _format(_read_voc, ("classes",)),
+    "yolo": _format(_read_yolo, ("classes",)),
 }
-_MAX_ITEMS = 4
-_MAX_IOU = 0.1  # placements overlapping an earlier item's box more than this are redrawn
-_PLACEMENT_TRIES = 30
-_ITEM_THRESHOLD = 12  # Fashion-MNIST intensities at or below this are the item's black surround
-_FASHION_MNIST = "usr/share/datasets/fashion-mnist"
-# Photographs and textures shipped inside the scikit-image wheel (skimage/data/); read as files,
-# never through skimage.data's fetchers, some of which download.
-_BACKGROUNDS = (
-    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
-    "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png", "rocket.jpg",
-)
-# Disjoint regions of every background, as fractions (x0, y0, x1, y1): crops never cross splits.
-_REGIONS = {"train": (0.0, 0.0, 0.6, 1.0), "validation": (0.6, 0.0, 1.0, 0.5), "test": (0.6, 0.5, 1.0, 1.0)}
-
-
-def prepare(names: list[str] | None = None, force: bool = False) -> None:
-    """Generate the named built-in sets (all when None) as COCO datasets under ``data_root()/detection``.
-
-    Each split is ``<set>/<split>/annotations.json`` + ``images/*.png``. Items come from
-    Fashion-MNIST (Debian ``dataset-fashion-mnist``, fetched with ``apt-get download``): train
-    scenes from its train file, validation and test scenes from disjoint halves of its test file.
-    A set already prepared with this ``VERSION`` is kept unless ``force``.
-    """
-    names = list(BUILTIN_SETS) if names is None else names
-    unknown = set(names) - set(BUILTIN_SETS)
-    if unknown:
-        raise ValueError(f"unknown built-in detection set(s) {sorted(unknown)}; known: {sorted(BUILTIN_SETS)}")
-    todo = [name for name in names if force or not is_prepared(TASK, name, VERSION)]
-    for name in names:
-        if name not in todo:
-            print(f"detection:{name} already prepared (version {VERSION})")
-    if not todo:
-        return
-    with tempfile.TemporaryDirectory() as workdir:
-        fashion = _load_fashion_mnist(Path(workdir))
-    backgrounds = _load_backgrounds()
-    for name in todo:
-        start, recipe = time.perf_counter(), _RECIPES[name]
-        with build_atomically(TASK, name, VERSION) as folder:
-            for split_index, split in enumerate(SPLITS):
-                _write_scenes(folder / split, recipe, split, split_index, fashion, backgrounds)
-        counts = "/".join(str(recipe.counts[split]) for split in SPLITS)
-        print(f"detection:{name}: {counts} scenes of {recipe.size}x{recipe.size} in "
-              f"{time.perf_counter() - start:.0f}s -> {data_root() / TASK / name}")
-
-
-def _load_fashion_mnist(workdir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train" | "test": (images uint8 (N, 28, 28), labels int64 (N,))} from the Debian package."""
-    folder = debian_package_root("dataset-fashion-mnist", workdir) / _FASHION_MNIST
-    return {
-        part: (
-            _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"),
-            _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64),
-        )
-        for part, prefix in (("train", "train"), ("test", "t10k"))
-    }
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read a gzipped IDX file of unsigned bytes (the MNIST format) into an array."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _load_backgrounds() -> dict[str, Image.Image]:
-    """The bundled scikit-image photographs and textures, as RGB PIL images."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
-    backgrounds = {}
-    for name in _BACKGROUNDS:
-        with Image.open(folder / name) as image:
-            backgrounds[name] = image.convert("RGB")
-    return backgrounds
-
-
-def _item_pool(fashion: dict[str, tuple[np.ndarray, np.ndarray]], split: str) -> tuple[str, np.ndarray]:
-    """(Fashion-MNIST part, item indices) a split draws from; the three pools are disjoint."""
-    if split == "train":
-        return "train", np.arange(len(fashion["train"][1]))
-    half = len(fashion["test"][1]) // 2
-    return "test", np.arange(half) if split == "validation" else np.arange(half, len(fashion["test"][1]))
-
-
-def _write_scenes(
-    folder: Path, recipe: _Recipe, split: str, split_index: int,
-    fashion: dict[str, tuple[np.ndarray, np.ndarray]], backgrounds: dict[str, Image.Image],
-) -> None:
-    """Write one split's scenes as PNGs plus a COCO ``annotations.json`` (with provenance fields)."""
-    rng = np.random.default_rng([recipe.seed, split_index])
-    part, pool = _item_pool(fashion, split)
-    items, item_labels = fashion[part]
-    order = rng.permutation(pool)
-    (folder / "images").mkdir(parents=True)
-    names = sorted(backgrounds)
-    images, annotations, used = [], [], 0
-    for image_id in range(1, recipe.counts[split] + 1):
-        background = names[rng.integers(len(names))]
-        scene, crop = _background_crop(backgrounds[background], _REGIONS[split], recipe.size, rng)
-        placed: list[list[int]] = []
-        for _ in range(rng.integers(1, _MAX_ITEMS + 1)):
-            index = int(order[used % len(order)])
-            used += 1
-            pasted = _paste_item(scene, items[index], placed, recipe, rng)
-            if pasted is None:
-                continue
-            box, area = pasted
-            placed.append(box)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(item_labels[index]) + 1,
-                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "area": area, "iscrowd": 0,
-                "source": {"fashion_mnist": part, "index": index},
-            })
-        file_name = f"{image_id:06d}.png"
-        Image.fromarray(scene).save(folder / "images" / file_name, compress_level=1)  # 3x faster, ~4% larger
-        images.append({
-            "id": image_id, "file_name": file_name, "width": recipe.size, "height": recipe.size,
-            "background": {"file": background, "crop": crop},
-        })
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(FASHION_MNIST_CLASSES)]
-    coco = {"images": images, "annotations": annotations, "categories": categories}
-    (folder / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
-
-
-def _background_crop(
-    background: Image.Image, region: tuple[float, float, float, float], size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list[int]]:
-    """A random square crop inside ``region`` of the background, resized to (size, size, 3) uint8, and [x, y, w, h]."""
-    width, height = background.size
-    x0, y0, x1, y1 = int(region[0] * width), int(region[1] * height), int(region[2] * width), int(region[3] * height)
-    largest = min(x1 - x0, y1 - y0)
-    side = int(rng.integers(largest // 2, largest + 1))
-    x, y = int(rng.integers(x0, x1 - side + 1)), int(rng.integers(y0, y1 - side + 1))
-    scene = np.array(background.resize((size, size), Image.BILINEAR, box=(x, y, x + side, y + side)))
-    return scene, [x, y, side, side]
-
-
-def _paste_item(
-    scene: np.ndarray, item: np.ndarray, placed: list[list[int]], recipe: _Recipe, rng: np.random.Generator
-) -> tuple[list[int], int] | None:
-    """Blend one tinted item (28, 28) into ``scene`` (S, S, 3) in place at a random scale and place.
-
-    Returns (the tight xyxy box of its pixels, its pixel count), or None when no place overlaps
-    the earlier ``placed`` boxes by at most ``_MAX_IOU``.
-    """
-    side = rng.integers(recipe.item_sides[0], recipe.item_sides[1] + 1)
-    aspect = math.sqrt(math.exp(rng.uniform(math.log(0.8), math.log(1.25))))
-    w, h = (min(recipe.size, max(8, round(side * f))) for f in (aspect, 1 / aspect))
-    gray = np.array(Image.fromarray(item).resize((w, h), Image.BILINEAR)).astype(np.float32)  # (h, w)
-    mask = gray > _ITEM_THRESHOLD  # (h, w)
-    if not mask.any():
-        return None
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    for _ in range(_PLACEMENT_TRIES):
-        x, y = int(rng.integers(0, recipe.size - w + 1)), int(rng.integers(0, recipe.size - h + 1))
-        box = [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]
-        if all(_iou(box, other) <= _MAX_IOU for other in placed):
-            break
-    else:
-        return None
-    colour = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.7, 1.0)))  # (3,)
-    layer = (0.3 + 0.7 * gray / 255)[..., None] * colour * 255  # (h, w, 3): the item's shading, tinted
-    alpha = np.where(mask, np.clip(gray / 48, 0, 1), 0)[..., None]  # (h, w, 1): soft edges, clear surround
-    under = scene[y:y + h, x:x + w].astype(np.float32)  # (h, w, 3)
-    scene[y:y + h, x:x + w] = np.round(alpha * layer + (1 - alpha) * under).astype(np.uint8)
-    return box, int(mask.sum())
-
-
-def _iou(a: list[int], b: list[int]) -> float:
-    """Intersection over union of two xyxy boxes."""
-    inter_w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union

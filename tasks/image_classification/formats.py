@@ -1,6 +1,4 @@
-"""Image classification data: adapters for the formats people have, and the built-in sets.
-
-Formats (``--data``):
+"""Image classification formats: adapters of the layouts people have, each a :class:`Format`.
 
 - ``imagefolder:DIR``: one sub-folder per class (sorted; numerically when every name is a
   number), images anywhere below it. Symlinks are followed, but a folder is walked and a
@@ -11,9 +9,11 @@ Formats (``--data``):
   ``cifar-10-batches-py`` / ``cifar-100-python``), read by torchvision with ``download=False``.
   torchvision only unpickles files matching the published checksums (a pickle can run code).
 - :func:`from_arrays` for the Python API.
-- ``builtin`` / ``builtin:NAME``: see :data:`BUILTIN_SETS`; written once by :func:`prepare`
-  as ImageFolders of PNGs (``train/``, ``validation/``, ``test/``) and read back through the
-  ImageFolder adapter.
+
+For imagefolder and csv the whole source is scanned and :func:`~tasks.engine.data.hash_split`
+gives "all" or a 90/5/5 "train"/"validation"/"test" by a seeded hash of each image's path inside
+the source. For CIFAR folders, "train"/"validation" split the official training batches 95/5 by a
+hash of each image's pixels, and "test" and "all" are the official test batch (what `zoo eval` reports).
 
 Every dataset returns ``{"image": PIL RGB image, "label": int, "path": str}`` (untransformed)
 and has ``classes``, ``source`` and ``skipped``. Damaged, empty or non-image files in a folder
@@ -23,12 +23,7 @@ by :mod:`tasks.engine.images`, the decoder detection uses too.
 """
 from __future__ import annotations
 
-import gzip
-import multiprocessing
 import os
-import struct
-import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,33 +33,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split, table_records, unique_header
+from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
-from tasks.engine.data import (
-    TWO_WAY, build_atomically, builtin_dir, debian_package_root, file_key, hash_split, is_prepared, parse_spec,
-    table_records, unique_header,
-)
-from tasks.engine.images import load_image, probe_image, to_rgb
-
-TASK = "image_classification"
-VERSION = "1"
-BUILTIN_SETS: dict[str, str] = {
-    "default": "Fashion-MNIST (Debian dataset-fashion-mnist): 55,000 train / 5,000 validation / "
-               "10,000 test gray 28x28 images of 10 clothing classes",
-    "digits": "scikit-learn's handwritten digits: 1,437 train / 180 validation / 180 test gray 8x8 images",
-}
-QUICK_SET = "digits"
-# Arguments of transforms.default_transform_config for each built-in set (mean/std of its train split).
-BUILTIN_IMAGE_STATS: dict[str, dict] = {
-    "default": {"image_size": 28, "mean": [0.2862], "std": [0.3531], "grayscale_source": True},
-    "digits": {"image_size": 8, "mean": [0.3049], "std": [0.3757], "grayscale_source": True},
-}
 SPLITS = ("train", "validation", "test")
-# Label order of the Fashion-MNIST files; "/" cannot be in a folder name, hence "T-shirt_top".
-FASHION_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-FASHION_PACKAGE = "dataset-fashion-mnist"
-FASHION_VALIDATION = 5000
 MAX_WARNED = 10  # skipped files named one by one in the warning; the rest are counted
 
 
@@ -130,54 +104,24 @@ class ImageArrays(LabelledImages):
                 "path": f"{self.source}[{index}]"}
 
 
-def prepare(names: list[str] | None = None, force: bool = False) -> None:
-    """Build the named built-in sets (all when None) into ``data_root()/image_classification/NAME``.
-
-    A set already prepared with this :data:`VERSION` is kept unless ``force``. Prints one line per set.
-    """
-    for name in names or list(BUILTIN_SETS):
-        if name not in BUILTIN_SETS:
-            raise ValueError(f"unknown built-in set {name!r} for {TASK}; choose from {sorted(BUILTIN_SETS)}")
-        if is_prepared(TASK, name, VERSION) and not force:
-            print(f"{TASK}:{name}: already prepared")
-            continue
-        start = time.perf_counter()
-        with build_atomically(TASK, name, VERSION) as folder:
-            count = _BUILDERS[name](folder)
-        print(f"{TASK}:{name}: wrote {count:,} PNGs in {time.perf_counter() - start:.1f} s")
-
-
-def read(spec: str, split: str) -> LabelledImages:
-    """The samples of ``split`` from a data SPEC (see the module docstring).
-
-    Built-in sets have fixed splits "train" | "validation" | "test". For imagefolder and csv,
-    the whole source is scanned and :func:`~tasks.engine.data.hash_split` gives "all" or a
-    90/5/5 "train"/"validation"/"test" by a seeded hash of each image's path inside the source.
-    For CIFAR folders, "train"/"validation" split the official training batches 95/5 by a hash
-    of each image's pixels, and "test" and "all" are the official test batch (what `zoo eval` reports).
-    """
-    parsed = parse_spec(spec)
-    if parsed.is_builtin:
-        return _read_builtin(parsed.path or "default", split)
-    if not parsed.path:
-        raise ValueError(f"--data {spec!r}: no path after '{parsed.format}:'")
-    path = Path(parsed.path).expanduser()
-    source = f"{spec} [{split}]"
-    if parsed.format == "imagefolder":
-        _check_options(spec, parsed.options, ())
-        whole = read_imagefolder(path, source)
-    elif parsed.format == "csv":
-        _check_options(spec, parsed.options, ("path", "label", "classes"))
-        whole = read_csv(path, source, **parsed.options)
-    elif parsed.format in _CIFAR:
-        _check_options(spec, parsed.options, ())
-        return read_cifar(path, parsed.format, split, source)
-    else:
-        raise ValueError(f"--data {spec!r}: unknown image format {parsed.format!r}; use builtin[:NAME], "
-                         "imagefolder:DIR, csv:FILE, cifar10:DIR or cifar100:DIR")
-    root = path if parsed.format == "imagefolder" else path.parent
+def _split_files(whole: ImageFiles, root: Path, spec: DataSpec, split: str) -> ImageFiles:
+    """``split`` of a scanned folder or CSV, by a seeded hash of each image's path inside ``root``."""
     keys = [file_key(p, root) for p in whole.paths]
     return whole.take(hash_split(list(range(len(whole))), split, key=keys.__getitem__, source=f"--data {spec}"))
+
+
+def _imagefolder(spec: DataSpec, split: str) -> ImageFiles:
+    folder = Path(spec.path).expanduser()
+    return _split_files(read_imagefolder(folder, f"{spec} [{split}]"), folder, spec, split)
+
+
+def _csv(spec: DataSpec, split: str) -> ImageFiles:
+    file = Path(spec.path).expanduser()
+    return _split_files(read_csv(file, f"{spec} [{split}]", **spec.options), file.parent, spec, split)
+
+
+def _cifar(spec: DataSpec, split: str) -> ImageArrays:
+    return read_cifar(Path(spec.path).expanduser(), spec.format, split, f"{spec} [{split}]")
 
 
 def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
@@ -293,7 +237,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
 
 
 def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:
-    """A CIFAR-10/100 python-pickle folder through torchvision (``download=False``), split as in :func:`read`."""
+    """A CIFAR-10/100 python-pickle folder through torchvision (``download=False``), split as the module docstring says."""
     if split not in (*SPLITS, "all"):
         raise ZooError(f"unknown split {split!r}; expected train, validation, test or all")
     reader = _CIFAR[variant]
@@ -316,21 +260,6 @@ def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArra
                           source=source, fractions=TWO_WAY)
         images, labels = images[keep], labels[keep]
     return ImageArrays(images, labels, list(data.classes), source)
-
-
-def _read_builtin(name: str, split: str) -> ImageFiles:
-    if name not in BUILTIN_SETS:
-        raise ValueError(f"unknown built-in set {name!r} for {TASK}; choose from {sorted(BUILTIN_SETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"built-in sets have the splits {SPLITS}, not {split!r}")
-    folder = builtin_dir(TASK, name, VERSION) / split
-    return read_imagefolder(folder, f"builtin:{name} [{split}]")
-
-
-def _check_options(spec: str, options: dict[str, str], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"--data {spec!r}: unknown option(s) {unknown}; allowed: {list(allowed) or 'none'}")
 
 
 def _sorted_names(names: list[str]) -> list[str]:
@@ -380,70 +309,10 @@ def _warn_skipped(source: str, problems: list[str]) -> None:
                       + "; ".join(problems[:MAX_WARNED]) + more, stacklevel=3)
 
 
-def _build_fashion(folder: Path) -> int:
-    """Fashion-MNIST from the Debian package -> train/validation/test ImageFolders of PNGs."""
-    with tempfile.TemporaryDirectory(prefix="zoo-fashion-") as work:
-        files = debian_package_root(FASHION_PACKAGE, Path(work)) / "usr/share/datasets/fashion-mnist"
-        train_x, train_y = _read_idx(files / "train-images-idx3-ubyte.gz"), _read_idx(files / "train-labels-idx1-ubyte.gz")
-        test_x, test_y = _read_idx(files / "t10k-images-idx3-ubyte.gz"), _read_idx(files / "t10k-labels-idx1-ubyte.gz")
-    order = np.random.default_rng(0).permutation(len(train_y))
-    parts = {
-        "train": (train_x, train_y, np.sort(order[FASHION_VALIDATION:])),
-        "validation": (train_x, train_y, np.sort(order[:FASHION_VALIDATION])),
-        "test": (test_x, test_y, np.arange(len(test_y))),
-    }
-    for split, (images, labels, numbers) in parts.items():
-        _write_imagefolder(folder / split, images[numbers], labels[numbers], FASHION_CLASSES, numbers, processes=2)
-    return len(train_y) + len(test_y)
-
-
-def _build_digits(folder: Path) -> int:
-    """scikit-learn's 8x8 digits (bundled, no download) -> seeded 80/10/10 ImageFolders of PNGs."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8), values 0..16 -> 0..255
-    order = np.random.default_rng(0).permutation(len(images))
-    held = int(round(0.1 * len(images)))
-    parts = {"test": order[:held], "validation": order[held:2 * held], "train": order[2 * held:]}
-    for split, numbers in parts.items():
-        numbers = np.sort(numbers)
-        _write_imagefolder(folder / split, images[numbers], digits.target[numbers],
-                           [str(d) for d in range(10)], numbers, processes=1)
-    return len(images)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file of unsigned bytes (the MNIST format), gzip-compressed, as an array."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes")
-    shape = struct.unpack(f">{raw[3]}I", raw[4:4 + 4 * raw[3]])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * raw[3])
-    if data.size != np.prod(shape):
-        raise ValueError(f"{path}: holds {data.size} bytes of data, its header promises {shape}")
-    return data.reshape(shape)
-
-
-def _write_imagefolder(folder: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                       numbers: np.ndarray, processes: int) -> None:
-    """Write ``images`` (N, H, W) uint8 as ``folder/<class>/<number:05d>.png`` with ``processes`` workers."""
-    for name in classes:
-        (folder / name).mkdir(parents=True)
-    paths = [str(folder / classes[label] / f"{number:05d}.png") for label, number in zip(labels, numbers)]
-    chunks = [(paths[i::processes], images[i::processes]) for i in range(processes)]
-    if processes == 1:
-        _write_pngs(chunks[0])
-        return
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        pool.map(_write_pngs, chunks)
-
-
-def _write_pngs(chunk: tuple[list[str], np.ndarray]) -> None:
-    for path, image in zip(*chunk):
-        Image.fromarray(image).save(path, format="PNG", compress_level=1)  # tiny files: speed over size
-
-
-_BUILDERS = {"default": _build_fashion, "digits": _build_digits}
 _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+FORMATS: dict[str, Format] = {
+    "imagefolder": Format(_imagefolder),
+    "csv": Format(_csv, ("path", "label", "classes")),
+    "cifar10": Format(_cifar),
+    "cifar100": Format(_cifar),
+}
