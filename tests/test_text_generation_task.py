@@ -120,6 +120,8 @@ def test_train_eval_and_predict_commands(tmp_path: Path, capsys: pytest.CaptureF
     zoo.get_task("text_generation").command("eval", ["--checkpoint", str(run), "--data", data, "--split", "validation"])
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"loss", "perplexity", "bits_per_char", "split", "n"} <= set(metrics) and metrics["bits_per_char"] > 0
+    blocks = task.for_model(task.datasets(data, "validation"), zoo.load(run))
+    assert metrics["n"] == len(blocks) and metrics["tokens"] == 16 * len(blocks)    # n counts the scored blocks
 
     predict = zoo.get_task("text_generation")
     plain = predict.command("predict", ["--checkpoint", str(run), "the cat", "a dog", "--max-new-tokens", "5"])

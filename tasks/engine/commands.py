@@ -151,7 +151,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     args.data, split = eval_data(folder, args.data, args.split)
     parse_spec(args.data)
     model = zoo.load(folder, map_location=pick_device(args.device))
-    dataset = task.datasets(args.data, split)
+    dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
     metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
     result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
