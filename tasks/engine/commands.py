@@ -18,6 +18,7 @@ from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
+from tasks.engine.loggers import check_loggers
 from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
@@ -101,6 +102,7 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
     --resume checkpoint, a --pretrained source that is missing, unprepared or of a kind the task
     does not start from, unknown --backbone/--head names or keys of their arguments."""
     parse_spec(args.data)
+    args.logger = check_loggers(args.logger)
     if args.resume:
         checkpoint_folder(task, args.resume, "train", "--resume", prefer="last")
         return      # the model comes from the checkpoint: --backbone and --head play no part

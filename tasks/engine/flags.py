@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from tasks.engine.loggers import DEFAULT_LOGGERS, LOGGERS
 from zoo.arguments import check_args, fields_of
 from zoo.cli import did_you_mean
 from zoo.errors import ZooError
@@ -119,6 +120,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also save every N steps (checkpoints are always saved at evaluations)")
     g.add_argument("--workers", type=COUNT, default=0, metavar="N", help="data loading processes")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--logger", nargs="+", choices=LOGGERS, default=list(DEFAULT_LOGGERS), metavar="NAME",
+                   help=f"run logs besides metrics.jsonl: {', '.join(LOGGERS)} (TensorBoard events, metrics.csv)")
+    g.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
+                   help="step checkpoints kept besides the ones best/last name")
     lora = parser.add_argument_group("LoRA (adapters on the backbone's linears, base weights frozen; see zoo.lora)")
     lora.add_argument("--lora", type=POSITIVE_INT, default=None, metavar="RANK", help="train LoRA adapters of this rank")
     lora.add_argument("--lora-alpha", type=POSITIVE, default=None, metavar="A",

@@ -34,7 +34,9 @@ clip, step). Choices worth knowing:
   writes files; losses and the stop decisions are all-reduced, rank 0 evaluates.
 - The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
   on evaluation steps), ``curves.png`` (redrawn at evaluations, at most every ``PLOT_EVERY``
-  seconds, and at the end) and the checkpoints of :mod:`tasks.engine.checkpoints`.
+  seconds, and at the end), what ``--logger`` asks for (TensorBoard events in ``tensorboard/``,
+  the CSV mirror ``metrics.csv``: :mod:`tasks.engine.loggers`) and the checkpoints of
+  :mod:`tasks.engine.checkpoints` (the newest ``--keep`` step folders besides best/last).
 - ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
   :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
   from its checkpoint. Every run prints its trainable and total parameter counts.
@@ -64,6 +66,7 @@ from tasks.engine import distributed
 from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
                                       save_trainer_state, set_rng_state, write_checkpoint)
 from tasks.engine.curves import plot_curves
+from tasks.engine.loggers import RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import add_train_arguments
 from tasks.engine.task import Task
@@ -211,6 +214,7 @@ class _Run:
             (self.out / "args.json").write_text(json.dumps({**vars(args), "out": str(self.out)}, indent=1,
                                                            default=str) + "\n")
             _truncate_metrics(self.out / "metrics.jsonl", self.state.step)
+        self.loggers = RunLoggers(self.out, args.logger, vars(args), self.state.step) if ctx.is_main else None
         self.bar = tqdm(total=self.planned, initial=self.state.step, disable=args.no_progress or not ctx.is_main,
                         unit="step", dynamic_ncols=True)
         self.started, self.elapsed_before = time.perf_counter(), self.state.elapsed
@@ -262,6 +266,8 @@ class _Run:
                 reason = self._after_step(train_row, time_up=up_ranks > 0)
         finally:
             self.bar.close()
+            if self.loggers is not None:
+                self.loggers.close()
         self._summary(reason)
         return self.out
 
@@ -327,11 +333,14 @@ class _Run:
         if self.ctx.is_main:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.loggers.row(row)
         if evaluate or (args.checkpoint_every > 0 and s.step % args.checkpoint_every == 0):
             self._checkpoint(best=improved)
         if evaluate and self.ctx.is_main and (reason is not None or time.perf_counter() > self.plotted + PLOT_EVERY):
-            plot_curves(self.out, self.task.metric.name)
+            self.loggers.picture("curves", plot_curves(self.out, self.task.metric.name), s.step)
             self.plotted = time.perf_counter()
+        if evaluate and self.ctx.is_main:
+            self.loggers.flush()
         self.bar.update(1)
         self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
         return reason
@@ -378,7 +387,7 @@ class _Run:
                 self.model.save(folder)
             save_trainer_state(folder, tensors, info)
 
-        write_checkpoint(self.out, s.step, write, best=best)
+        write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
         self.saved_step = s.step
 
     def _model(self, resume: Path | None) -> torch.nn.Module:

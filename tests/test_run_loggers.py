@@ -1,0 +1,77 @@
+"""Run logs besides metrics.jsonl: TensorBoard events read back, the CSV mirror, --logger and --keep."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import zoo
+from tasks.engine.loggers import check_loggers, scalar_tag, write_csv_mirror
+from tests.test_sentiment_task import _reviews, _write_csv
+from zoo.errors import ZooError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = json.dumps({"dim": 16, "depth": 1, "heads": 2})
+
+
+def _train(tmp_path: Path, *flags: str, steps: int = 6) -> Path:
+    data = _write_csv(tmp_path / "reviews.csv", _reviews(60, seed=0))
+    return zoo.get_task("sentiment").command("train", [
+        "--data", f"csv:{data}", "--vocab-size", "60", "--backbone-args", TINY, "--batch-size", "8",
+        "--max-steps", str(steps), "--eval-every", "3", "--out", str(tmp_path / "run"), "--no-progress", *flags])
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tensorboard_events_hold_every_logged_scalar_the_flags_and_the_curves(tmp_path: Path) -> None:
+    run = _train(tmp_path)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    rows = _rows(run)
+    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert losses == [(r["step"], pytest.approx(r["train_loss"], rel=1e-6)) for r in rows]
+    accuracy = [(e.step, e.value) for e in events.Scalars("validation/accuracy")]
+    assert accuracy == [(r["step"], pytest.approx(r["val_accuracy"], rel=1e-6)) for r in rows if "val_accuracy" in r]
+    assert [step for step, _ in accuracy] == [3, 6]
+    assert [e.value for e in events.Scalars("lr")] == pytest.approx([r["lr"] for r in rows])
+    assert "curves" in events.Tags()["images"] and "flags/text_summary" in events.Tags()["tensors"]
+
+
+def test_csv_mirror_has_a_column_per_field_and_a_line_per_row(tmp_path: Path) -> None:
+    run = _train(tmp_path)
+    with open(run / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    rows = _rows(run)
+    assert len(table) == len(rows) and set(table[0]) == {k for r in rows for k in r}
+    assert [float(t["train_loss"]) for t in table] == pytest.approx([r["train_loss"] for r in rows])
+    assert [t["val_accuracy"] for t in table if t["val_accuracy"]] == [str(r["val_accuracy"]) for r in rows
+                                                                      if "val_accuracy" in r]
+
+
+def test_logger_none_writes_neither_and_keep_bounds_the_step_folders(tmp_path: Path) -> None:
+    run = _train(tmp_path, "--logger", "none", "--keep", "1", "--checkpoint-every", "1")
+    assert not (run / "tensorboard").exists() and not (run / "metrics.csv").exists()
+    pointed = {(run / name).resolve().name for name in ("best", "last") if (run / name).exists()}
+    steps = {p.name for p in run.glob("step-*")}
+    assert steps == pointed | {"step-6"} and len(steps) <= 2     # of six saved: the newest and best's
+
+
+def test_logger_flag_values_are_checked() -> None:
+    assert check_loggers(["csv", "csv"]) == ["csv"] and check_loggers(["none"]) == []
+    with pytest.raises(ZooError, match="'none' turns every logger off"):
+        check_loggers(["none", "csv"])
+    assert [scalar_tag(k) for k in ("val_loss", "train_loss", "lr", "grad_norm")] == [
+        "validation/loss", "train/loss", "lr", "train/grad_norm"]
+
+
+def test_csv_mirror_follows_a_truncated_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n{"step": 2, "val_x": {"a": 1}}\n')
+    write_csv_mirror(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n')
+    lines = write_csv_mirror(tmp_path).read_text().splitlines()
+    assert lines == ["step,train_loss", "1,2.0"]
