@@ -103,7 +103,7 @@ def test_options_from_parsed_flags_and_their_defaults(tmp_path: Path) -> None:
 
 
 def test_trainer_gives_the_run_folder_to_evaluate_without_touching_args_out(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(trainer, "plot_curves", lambda run_dir, metric: None)
+    monkeypatch.setattr(trainer, "plot_curves", lambda run_dir, metric: Path(run_dir) / "curves.png")   # not drawn
     monkeypatch.chdir(tmp_path)
     task = ToyTask()
     given: list[EvalOptions] = []
