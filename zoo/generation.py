@@ -49,6 +49,24 @@ class GenerationConfig:
                 raise ZooError(f"generation option {name}={getattr(self, name)!r} is out of range; pass {allowed}")
 
 
+_TRANSFORMERS_NAMES = {"num_beams": "beams"}
+
+
+def transformers_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Generation options with transformers' names mapped to ours: ``num_beams`` -> ``beams``;
+    ``do_sample=False`` is greedy (temperature 0, as transformers ignores it), ``do_sample=True``
+    samples at ``temperature`` (1.0 when not given, transformers' default)."""
+    mapped = {_TRANSFORMERS_NAMES.get(name, name): value for name, value in options.items()}
+    if "num_beams" in options and "beams" in options:
+        raise ZooError("give beams or num_beams, not both")
+    do_sample = mapped.pop("do_sample", None)
+    if do_sample is False:
+        mapped["temperature"] = 0.0
+    elif do_sample:
+        mapped["temperature"] = mapped.get("temperature") or 1.0
+    return mapped
+
+
 def _config(model: Any, options: dict[str, Any]) -> GenerationConfig:
     stops = options.pop("stop_tokens", None)
     if stops is None:

@@ -59,6 +59,17 @@ class LoadReport:
                 f"{len(self.missing)} missing")
 
 
+def as_batch(batch: dict[str, Any] | torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, Any]:
+    """A batch dict: ``batch`` itself, or ``{"inputs": batch, "mask": mask}`` for a tensor (mask as bool)."""
+    if isinstance(batch, dict):
+        if mask is not None:
+            raise ZooError("pass the mask inside the batch dict (batch['mask']), not beside it")
+        return batch
+    if not torch.is_tensor(batch):
+        raise ZooError(f"expected a batch dict or an inputs tensor, got {type(batch).__name__}")
+    return {"inputs": batch} if mask is None else {"inputs": batch, "mask": mask.bool()}
+
+
 class ZooModel(nn.Module):
     """A backbone and a head composed: ``forward(batch)`` -> head outputs.
 
@@ -76,7 +87,10 @@ class ZooModel(nn.Module):
         self.task = task
         self.lora = None      # a zoo.lora.LoraSpec once adapters are injected (zoo.lora.add_lora)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any] | torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Head outputs of a batch dict (docs/design.md), or of a plain ``inputs`` tensor (token ids
+        (B, T), images (B, C, H, W), waveforms or features) with an optional ``mask`` (B, T)."""
+        batch = as_batch(batch, mask)
         features = self.backbone(batch["inputs"], batch.get("mask"))
         return self.head(features, batch)
 
@@ -87,11 +101,20 @@ class ZooModel(nn.Module):
         return self.head.decode(outputs, **options)
 
     @torch.no_grad()
-    def generate(self, batch: dict[str, Any], **options: Any) -> list[list[int]]:
-        """New token ids per row through the head's step protocol (see ``zoo.generation``)."""
-        from zoo.generation import generate
+    def generate(self, batch: dict[str, Any] | torch.Tensor | None = None, **options: Any) -> list[list[int]]:
+        """New token ids per row through the head's step protocol (see ``zoo.generation``).
 
-        return generate(self, batch, **options)
+        ``batch`` is a batch dict or an ``inputs`` tensor; the transformers spelling works too:
+        ``generate(input_ids=ids, attention_mask=mask, max_new_tokens=..., num_beams=...,
+        do_sample=True, temperature=..., top_k=..., top_p=...)`` (prompts left-padded).
+        """
+        from zoo.generation import generate, transformers_options
+
+        input_ids, attention_mask = options.pop("input_ids", None), options.pop("attention_mask", None)
+        if (batch is None) == (input_ids is None):
+            raise ZooError("generate takes a batch (dict or inputs tensor) or input_ids=..., exactly one of them")
+        return generate(self, as_batch(input_ids if batch is None else batch, attention_mask),
+                        **transformers_options(options))
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in the backward pass (less memory, more compute)."""

@@ -62,6 +62,13 @@ class BaseTokenizer:
         """A hex digest of the stored tokenizer: equal for equal tokenizers (cache keys)."""
         raise NotImplementedError
 
+    def __call__(self, texts: str | list[str], bos: bool = False, eos: bool = False, max_len: int | None = None,
+                 left_pad: bool = False) -> dict[str, torch.Tensor]:
+        """``{"input_ids": (B, T) long, "attention_mask": (B, T) bool}`` of a text or texts (one row per
+        text, padded; see :meth:`batch`), the shape ``ZooModel.generate(**tokenizer(...))`` takes."""
+        ids, mask = self.batch([texts] if isinstance(texts, str) else list(texts), bos, eos, max_len, left_pad)
+        return {"input_ids": ids, "attention_mask": mask}
+
     def batch(self, texts: list[str], bos: bool = False, eos: bool = False, max_len: int | None = None,
               left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode and pad: (ids (B, T) long, mask (B, T) bool True = real). Truncates to ``max_len``."""
