@@ -32,13 +32,13 @@ def test_ours_and_the_reference_have_the_same_shape(models) -> None:
 def test_prefill_and_decode_do_the_same_work_on_both_sides(models) -> None:
     ours, reference = models
     for batch in (1, 3):
-        mine, theirs = bench.prefill_ours(ours, TINY, CPU, batch), bench.prefill_reference(reference, TINY, CPU, batch)
+        mine, theirs = bench.prefill(ours, TINY, CPU, batch), bench.prefill(reference, TINY, CPU, batch, True)
         assert mine.items == theirs.items == batch * TINY.prompt
         assert run(mine).shape == (batch, TINY.vocab) and run(theirs).shape == (batch, 1, TINY.vocab)
         for use_cache in (True, False):
             new = TINY.new_tokens if use_cache else TINY.uncached_new_tokens
-            mine = bench.decode_ours(ours, TINY, CPU, use_cache, False, batch)
-            theirs = bench.decode_reference(reference, TINY, CPU, use_cache, batch)
+            mine = bench.decode(ours, TINY, CPU, use_cache, False, batch)
+            theirs = bench.decode(reference, TINY, CPU, use_cache, False, batch, True)
             assert mine.items == theirs.items == batch * new
             assert [len(row) for row in run(mine)] == [new] * batch
             assert run(theirs).shape == (batch, TINY.prompt + new)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
-from tasks.detection.evaluation import detect
+from tasks.detection.evaluation import detect, to_original_pixels
 from tasks.engine.images import load_image
 
 PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -45,9 +45,7 @@ def predict_files(model: torch.nn.Module, paths: Sequence[str], collate: Callabl
                    max_detections=max_detections, class_agnostic=True)
     for image, path, (fed, detections) in zip(images, paths, found):
         height, width = image.shape[-2:]
-        fed_height, fed_width = fed["image_size"]
-        scale = torch.tensor([width / fed_width, height / fed_height] * 2)
-        boxes = detections["boxes"] * scale  # (N, 4) in the file's pixels
+        boxes = to_original_pixels(detections["boxes"].float(), fed["image_size"], tuple(image.shape))  # (N, 4)
         names = [labels[int(i)] for i in detections["labels"]]
         result: dict[str, Any] = {
             "detections": [{"label": name, "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}

@@ -102,9 +102,7 @@ class DetectionTask(Task):
                                    "std": list(pre.get("std", IMAGENET_STD)), "transform": transform}
             return model
         name = args.backbone or self.default_backbone
-        fields = BACKBONES.meta(name).get("config", {})
-        defaults = {k: v for k, v in VIT_DEFAULTS.items() if k in fields}
-        backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
+        backbone = zoo.create_backbone(name, **self.backbone_args(name, VIT_DEFAULTS, args.backbone_args))
         self.check_backbone(backbone, name)
         head = zoo.create_head(head_name, backbone, **head_args)
         mean = getattr(backbone, "mean", None) or BACKBONES.meta(name).get("mean") or IMAGENET_MEAN

@@ -115,6 +115,12 @@ def mode_step(model: nn.Module, mode: str, loss_of: Callable[[], torch.Tensor], 
     return infer
 
 
+def random_tokens(rows: int, length: int, vocab: int, device: torch.device, seed: int, low: int = 4) -> torch.Tensor:
+    """(rows, length) token ids drawn from ``low``..``vocab - 1`` (past the special ids) with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(low, vocab, (rows, length), generator=generator).to(device)
+
+
 def parameter_count(model: nn.Module | None) -> int:
     """Number of parameters (0 without a model)."""
     return sum(p.numel() for p in model.parameters()) if model is not None else 0

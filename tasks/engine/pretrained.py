@@ -18,6 +18,7 @@ from zoo.cli import did_you_mean
 from zoo.errors import ZooError
 from zoo.pretrained import catalog
 from zoo.pretrained.sources import weights_file_family
+from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
 FLAG = "--pretrained"
 KINDS = ("catalog", "zoo", "weights")
@@ -117,3 +118,12 @@ def zoo_backbone(source: str, backbone: str | None, backbone_args: dict | None,
         raise ZooError(f"--backbone {backbone} conflicts with {FLAG} {source}, whose backbone is {name!r} "
                        "(omit --backbone to reuse it)")
     return name, {**config["backbone"]["args"], **(backbone_args or {})}, config, folder
+
+
+def checkpoint_tokenizer(folder: Path, config: dict, reads: str) -> BaseTokenizer:
+    """The tokenizer the zoo checkpoint in ``folder`` (its ``config``) stores; refused when it stores none,
+    since its backbone then cannot read ``reads`` ("text", "sentiment texts")."""
+    if not config.get("tokenizer"):
+        raise ValueError(f"{Path(folder) / 'config.json'}: this checkpoint stores no tokenizer, "
+                         f"so its backbone cannot read {reads}")
+    return stored_tokenizer(folder, config)

@@ -22,7 +22,7 @@ from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.sets import BuiltinSet, Format, prepare_sets, read_spec
 from zoo.errors import ZooError
-from zoo.registry import COMMANDS
+from zoo.registry import BACKBONES, COMMANDS
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,12 @@ class Task:
     def head_args(self, head: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
         """``head``'s declared defaults under the user's ``--head-args``."""
         return {**self.head_defaults.get(head, {}), **(given or {})}
+
+    def backbone_args(self, name: str, defaults: Mapping[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The ``defaults`` that are fields of backbone ``name``'s registered config (timm backbones have
+        none), under the user's ``--backbone-args`` ``given``."""
+        fields = BACKBONES.meta(name).get("config", {})
+        return {**{k: v for k, v in defaults.items() if k in fields}, **(given or {})}
 
     def check_backbone(self, backbone: torch.nn.Module, name: str) -> None:
         """Refuse a backbone of another modality than the task reads (``name`` for the message)."""

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.engine.data import parse_spec
-from tasks.engine.evaluation import EvalOptions
+from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
 from tasks.engine.images import load_image
 from tasks.engine.pretrained import source_kind, zoo_backbone
@@ -193,23 +193,24 @@ class ImageClassificationTask(Task):
         """
         config = transform_config(model)
         transform = build_transform(config, train=False)
-        device = next(model.parameters()).device
-        model.eval()
+
+        def batch_of(chunk: list[int]) -> dict[str, torch.Tensor]:
+            return {"inputs": torch.stack([transform(_image(inputs[i])) for i in chunk])}  # (B, 3, S, S)
+
+        def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
+            return batch["inputs"], model.decode(model(batch), top_k=top_k)
+
         results: list[dict[str, Any]] = []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start:start + batch_size]
-            images = torch.stack([transform(_image(item)) for item in chunk]).to(device)  # (B, 3, S, S)
-            with torch.no_grad():
-                outputs = model({"inputs": images})
-            for row in model.decode(outputs, top_k=top_k):
+        for chunk, (images, rows) in run_batches(model, ordered_chunks(list(range(len(inputs))), batch_size),
+                                                 batch_of, step, EvalOptions()):
+            for row in rows:
                 top = [{"label": label, "probability": p} for label, p in row]
                 results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
             if explain_to is not None:
                 heat, method = explain(model, images)
-                for offset, (image, item) in enumerate(zip(images, chunk)):
-                    number = start + offset
-                    path = Path(explain_to) / f"{number:03d}-{_stem(item)}.png"
-                    save_overlay(image, heat[offset], config["mean"], config["std"], path)
+                for number, image, heat_map in zip(chunk, images, heat):
+                    path = Path(explain_to) / f"{number:03d}-{_stem(inputs[number])}.png"
+                    save_overlay(image, heat_map, config["mean"], config["std"], path)
                     results[number].update(explanation=str(path), explanation_method=method)
         return results
 

@@ -14,7 +14,6 @@ position has read the whole sentence.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -22,15 +21,14 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
-from tasks.engine.pretrained import FLAG, source_kind, zoo_backbone
+from tasks.engine.pretrained import FLAG, checkpoint_tokenizer, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
 from tasks.sentiment.builtin import BUILTIN_SETS
 from tasks.engine.evaluation import EvalOptions, label_mapping
 from tasks.sentiment.evaluation import classify, metrics
 from tasks.sentiment.formats import FORMATS
-from zoo.registry import BACKBONES
 from zoo.errors import ZooError
-from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids, stored_tokenizer
+from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids
 
 REGULARIZATION: dict[str, Any] = dict(dropout=0.3)      # backbone and head, new or transferred
 NEW_BACKBONE: dict[str, Any] = dict(position="learned")  # a new backbone's positions (BERT's layout)
@@ -117,7 +115,7 @@ class SentimentTask(Task):
         backbone_args = args.backbone_args
         if source_kind(source) == "catalog":     # a token table: a new encoder around it, as from scratch
             defaults = {**NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
-            backbone_args = {**_known(name, defaults), **(args.backbone_args or {})}
+            backbone_args = self.backbone_args(name, defaults, args.backbone_args)
         elif args.backbone is None:
             name = None     # a transformers folder says its architecture
         model = zoo.create_model(name, args.head or self.default_head, pretrained=source,
@@ -132,7 +130,7 @@ class SentimentTask(Task):
         tokenizer = Tokenizer.train(texts, vocab_size=args.vocab_size)
         name = args.backbone or self.default_backbone
         defaults = {"vocab_size": tokenizer.vocab_size, **NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
-        return name, {**_known(name, defaults), **(args.backbone_args or {})}, tokenizer
+        return name, self.backbone_args(name, defaults, args.backbone_args), tokenizer
 
     def _transferred(self, args: argparse.Namespace) -> tuple[str, dict, BaseTokenizer]:
         """The backbone name, arguments and tokenizer of the ``--init-backbone`` checkpoint.
@@ -141,11 +139,8 @@ class SentimentTask(Task):
         are then not loaded, which the trainer reports.
         """
         name, stored_args, config, folder = zoo_backbone(args.init_backbone, args.backbone, None)
-        if not config.get("tokenizer"):
-            raise ValueError(f"{Path(folder) / 'config.json'}: this checkpoint stores no tokenizer, "
-                             f"so its backbone cannot read sentiment texts")
-        tokenizer = stored_tokenizer(folder, config)
-        backbone_args = {**stored_args, **_known(name, REGULARIZATION), **(args.backbone_args or {})}
+        tokenizer = checkpoint_tokenizer(folder, config, "sentiment texts")
+        backbone_args = {**stored_args, **self.backbone_args(name, REGULARIZATION, args.backbone_args)}
         return name, backbone_args, tokenizer
 
     # ---- evaluation and prediction -----------------------------------------------------
@@ -169,12 +164,8 @@ class SentimentTask(Task):
                 raise ValueError(f"input {number} is an empty text")
         logits = classify(model, [{"text": t} for t in inputs], self.make_collate(model, train=False), batch_size)
         labels = model.head.labels
-        results = []
-        for row in logits.softmax(dim=-1).tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append({"label": labels[best], "probability": row[best],
-                            "probabilities": dict(zip(labels, row))})
-        return results
+        return [{"label": labels[row.index(max(row))], "probability": max(row), "probabilities": dict(zip(labels, row))}
+                for row in logits.softmax(dim=-1).tolist()]
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"
@@ -189,12 +180,6 @@ def _embedding(model: zoo.ZooModel, flag: str) -> torch.nn.Embedding:
     if not isinstance(embed, torch.nn.Embedding):
         raise ZooError(f"{flag}: backbone {model.backbone.zoo_spec['name']!r} has no token embedding to freeze")
     return embed
-
-
-def _known(backbone: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The defaults that are fields of ``backbone``'s registered config (timm backbones have none)."""
-    fields = BACKBONES.meta(backbone).get("config", {})
-    return {k: v for k, v in defaults.items() if k in fields}
 
 
 def encode(model: zoo.ZooModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import zoo
-from tasks.engine.bench import maybe_compile
+from tasks.engine.bench import maybe_compile, random_tokens
 from tasks.engine.task import Workload
 from heads.lm import LMState
 from zoo.layers.attention import KVCache
@@ -83,12 +83,13 @@ def workloads(device: torch.device, precision: str, quick: bool,
     reference = _reference(shape, device, dtype, compile)
     pairs: list[tuple[Workload, Workload | None]] = []
     for batch in BATCHES:
-        pairs.append((prefill_ours(ours, shape, device, batch),
-                      prefill_reference(reference, shape, device, batch) if reference is not None else None))
+        pairs.append((prefill(ours, shape, device, batch),
+                      prefill(reference, shape, device, batch, True) if reference is not None else None))
     for use_cache in (True, False):
         for batch in BATCHES:
-            theirs = decode_reference(reference, shape, device, use_cache, batch) if reference is not None else None
-            pairs.append((decode_ours(ours, shape, device, use_cache, compile, batch), theirs))
+            pairs.append((decode(ours, shape, device, use_cache, compile, batch),
+                          decode(reference, shape, device, use_cache, compile, batch, True) if reference is not None
+                          else None))
     long = replace(shape, prompt=KV_PROMPT)
     pairs.append((decode_steps(ours, long, device, True, compile, "kv cache: decode steps with it"),
                   decode_steps(ours, long, device, False, compile, "kv cache: decode steps without it")))
@@ -129,75 +130,49 @@ def _reference(shape: Shape, device: torch.device, dtype: torch.dtype, compile: 
 
 
 def _tokens(batch: int, length: int, vocab: int, device: torch.device) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(batch * 1000 + length)
-    return torch.randint(4, vocab, (batch, length), generator=generator).to(device)
+    return random_tokens(batch, length, vocab, device, seed=batch * 1000 + length)
 
 
 # ---- prefill --------------------------------------------------------------------------------
 
-def prefill_ours(model: nn.Module, shape: Shape, device: torch.device, batch: int) -> Workload:
-    """One cache-filling forward over ``batch`` prompts, the last position's logits."""
+def prefill(model: nn.Module, shape: Shape, device: torch.device, batch: int, reference: bool = False) -> Workload:
+    """One cache-filling forward over ``batch`` prompts giving the last position's logits: ours, or with
+    ``reference`` the same forward of ``GPT2LMHeadModel`` (``use_cache=True``, ``logits_to_keep=1``)."""
     prompt = _tokens(batch, shape.prompt, shape.vocab, device)
 
     def step() -> torch.Tensor:
+        if reference:
+            return model(input_ids=prompt, use_cache=True, logits_to_keep=1).logits
         features = model.backbone(prompt, cache=model.backbone.new_cache())
         return model.head.proj(features.tokens[:, -1])
 
-    return Workload("prefill (zoo decoder)", "tokens", batch * shape.prompt, step, model, "inference", batch,
-                    shape.describe(batch), functools.partial(prefill_ours, model, shape, device))
-
-
-def prefill_reference(model: nn.Module, shape: Shape, device: torch.device, batch: int) -> Workload:
-    """The same forward of ``GPT2LMHeadModel`` (``use_cache=True``, logits of the last position)."""
-    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
-
-    def step() -> torch.Tensor:
-        return model(input_ids=prompt, use_cache=True, logits_to_keep=1).logits
-
-    return Workload("prefill (transformers GPT-2)", "tokens", batch * shape.prompt, step, model, "inference",
-                    batch, shape.describe(batch), functools.partial(prefill_reference, model, shape, device))
+    return Workload(f"prefill ({'transformers GPT-2' if reference else 'zoo decoder'})", "tokens",
+                    batch * shape.prompt, step, model, "inference", batch, shape.describe(batch),
+                    functools.partial(prefill, model, shape, device, reference=reference))
 
 
 # ---- decode ---------------------------------------------------------------------------------
 
-def _new_tokens(shape: Shape, use_cache: bool) -> int:
-    return shape.new_tokens if use_cache else shape.uncached_new_tokens
-
-
-def decode_ours(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool,
-                compile: bool | str, batch: int) -> Workload:
-    """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache when compiled)."""
+def decode(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool, compile: bool | str,
+           batch: int, reference: bool = False) -> Workload:
+    """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache when compiled); with
+    ``reference``, ``GPT2LMHeadModel.generate(use_cache=...)`` with EOS held back: the same number of steps."""
     prompt = _tokens(batch, shape.prompt, shape.vocab, device)
-    new = _new_tokens(shape, use_cache)
-    options = dict(max_new_tokens=new, stop_tokens=(), use_cache=use_cache, static_cache=bool(compile) and use_cache)
+    new = shape.new_tokens if use_cache else shape.uncached_new_tokens
+    if reference:
+        from transformers import GenerationConfig
 
-    def step() -> list[list[int]]:
-        return model.generate({"inputs": prompt}, **options)
-
+        config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1,
+                                  use_cache=use_cache, pad_token_id=0, eos_token_id=0)
+        step = functools.partial(model.generate, input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                 generation_config=config)
+    else:
+        step = functools.partial(model.generate, {"inputs": prompt}, max_new_tokens=new, stop_tokens=(),
+                                 use_cache=use_cache, static_cache=bool(compile) and use_cache)
     cache = "with" if use_cache else "without"
-    return Workload(f"decode {cache} cache (zoo generate)", "tokens", batch * new, step, model, "inference",
-                    batch, shape.describe(batch, new),
-                    functools.partial(decode_ours, model, shape, device, use_cache, compile))
-
-
-def decode_reference(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool,
-                     batch: int) -> Workload:
-    """``GPT2LMHeadModel.generate(use_cache=...)``, greedy, EOS held back: the same number of steps."""
-    from transformers import GenerationConfig
-
-    prompt = _tokens(batch, shape.prompt, shape.vocab, device)
-    mask = torch.ones_like(prompt)
-    new = _new_tokens(shape, use_cache)
-    config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1,
-                              use_cache=use_cache, pad_token_id=0, eos_token_id=0)
-
-    def step() -> torch.Tensor:
-        return model.generate(input_ids=prompt, attention_mask=mask, generation_config=config)
-
-    cache = "with" if use_cache else "without"
-    return Workload(f"decode {cache} cache (transformers generate)", "tokens", batch * new, step, model,
-                    "inference", batch, shape.describe(batch, new),
-                    functools.partial(decode_reference, model, shape, device, use_cache))
+    return Workload(f"decode {cache} cache ({'transformers' if reference else 'zoo'} generate)", "tokens",
+                    batch * new, step, model, "inference", batch, shape.describe(batch, new),
+                    functools.partial(decode, model, shape, device, use_cache, compile, reference=reference))
 
 
 # ---- decode steps alone: the cache's speed-up and the weight-read bandwidth ----------------------------

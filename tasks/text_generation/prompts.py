@@ -11,6 +11,7 @@ from typing import Any, Sequence, TextIO
 
 import torch
 
+from tasks.engine.evaluation import to_device
 from zoo.generation import stream
 from zoo.tokenizer import BaseTokenizer, pad_ids
 
@@ -31,8 +32,7 @@ def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens:
                 raise ValueError(f"prompt {number} has {len(row)} tokens; with --max-new-tokens {max_new_tokens} "
                                  f"it passes the model's {limit} positions")
     inputs, mask = pad_ids(rows, tokenizer.pad_id, left_pad=True)
-    device = next(model.parameters()).device
-    return {"inputs": inputs.to(device), "mask": mask.to(device)}
+    return to_device({"inputs": inputs, "mask": mask}, next(model.parameters()).device)
 
 
 def continuation(tokenizer: BaseTokenizer, prompt: list[int], new: list[int]) -> str:

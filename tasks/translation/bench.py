@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from tasks.engine.bench import maybe_compile, train_step
+from tasks.engine.bench import maybe_compile, random_tokens, train_step
 from tasks.engine.task import Workload
 from zoo.layers.position import sinusoidal_table
 from zoo.tokenizer import Tokenizer
@@ -80,19 +80,13 @@ def _ours(shape: Shape, device: torch.device) -> zoo.ZooModel:
         label_smoothing=LABEL_SMOOTHING).to(device)
 
 
-def _tokens(rows: int, length: int, vocab: int, device: torch.device, seed: int) -> torch.Tensor:
-    """(rows, length) random ordinary token ids (no special ids), seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(Tokenizer.eos_id + 1, vocab, (rows, length), generator=generator).to(device)
-
-
 def train_ours(shape: Shape, device: torch.device, compile: bool, batch: int) -> Workload:
     """Our encoder + seq2seq head, one optimizer step on ``batch`` pairs."""
     model = _ours(shape, device).train()
     net = maybe_compile(model, compile)
-    data = {"inputs": _tokens(batch, shape.source_len, shape.vocab, device, 0),
+    data = {"inputs": random_tokens(batch, shape.source_len, shape.vocab, device, seed=0),
             "mask": torch.ones(batch, shape.source_len, dtype=torch.bool, device=device),
-            "targets": _tokens(batch, shape.target_len, shape.vocab, device, 1),
+            "targets": random_tokens(batch, shape.target_len, shape.vocab, device, seed=1),
             "target_mask": torch.ones(batch, shape.target_len, dtype=torch.bool, device=device)}
     step = train_step(model, lambda: model.loss(net(data), data)["loss"])
     return Workload("translation train (zoo seq2seq)", "tokens", batch * (shape.source_len + shape.target_len),
@@ -128,8 +122,8 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
     """``torch.nn.Transformer`` of the same size, one optimizer step on the same shapes."""
     model = TorchTransformerMT(shape).to(device).train()
     net = maybe_compile(model, compile)
-    source = _tokens(batch, shape.source_len, shape.vocab, device, 0)
-    targets = _tokens(batch, shape.target_len, shape.vocab, device, 1)
+    source = random_tokens(batch, shape.source_len, shape.vocab, device, seed=0)
+    targets = random_tokens(batch, shape.target_len, shape.vocab, device, seed=1)
     bos = torch.full((batch, 1), Tokenizer.bos_id, device=device)
     eos = torch.full((batch, 1), Tokenizer.eos_id, device=device)
     target_in, labels = torch.cat([bos, targets], dim=1), torch.cat([targets, eos], dim=1)  # (B, T+1)
@@ -150,12 +144,9 @@ def _decode_name(beams: int) -> str:
 def generate_ours(shape: Shape, device: torch.device, beams: int, batch: int) -> Workload:
     """``model.generate`` of ``new_tokens`` tokens for ``batch`` sources."""
     model = _ours(shape, device).eval()
-    data = {"inputs": _tokens(batch, shape.source_len, shape.vocab, device, 2),
+    data = {"inputs": random_tokens(batch, shape.source_len, shape.vocab, device, seed=2),
             "mask": torch.ones(batch, shape.source_len, dtype=torch.bool, device=device)}
-
-    def step() -> None:
-        model.generate(data, max_new_tokens=shape.new_tokens, beams=beams, stop_tokens=())
-
+    step = functools.partial(model.generate, data, max_new_tokens=shape.new_tokens, beams=beams, stop_tokens=())
     return Workload(f"translate {_decode_name(beams)} (zoo seq2seq)", "sentences", batch, step, model,
                     "inference", batch, shape.describe(batch, True),
                     functools.partial(generate_ours, shape, device, beams))
@@ -180,12 +171,9 @@ def generate_reference(shape: Shape, device: torch.device, beams: int, batch: in
                                   num_beams=beams, do_sample=False, use_cache=True,
                                   pad_token_id=Tokenizer.pad_id, eos_token_id=Tokenizer.eos_id,
                                   decoder_start_token_id=Tokenizer.bos_id)
-    source = _tokens(batch, shape.source_len, shape.vocab, device, 2)
-    mask = torch.ones_like(source)
-
-    def step() -> None:
-        model.generate(input_ids=source, attention_mask=mask, generation_config=generation)
-
+    source = random_tokens(batch, shape.source_len, shape.vocab, device, seed=2)
+    step = functools.partial(model.generate, input_ids=source, attention_mask=torch.ones_like(source),
+                             generation_config=generation)
     return Workload(f"translate {_decode_name(beams)} (transformers Marian)", "sentences", batch, step, model,
                     "inference", batch, shape.describe(batch, True),
                     functools.partial(generate_reference, shape, device, beams))

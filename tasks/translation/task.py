@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 import zoo
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
-from tasks.engine.pretrained import FLAG, source_kind, zoo_backbone
+from tasks.engine.pretrained import FLAG, checkpoint_tokenizer, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
 from tasks.translation.builtin import BUILTIN_SETS
 from tasks.translation.evaluation import scores, translate
@@ -33,8 +33,7 @@ from tasks.translation.formats import FORMATS
 from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, target_tokenizer,
                                      train_tokenizers)
 from zoo.errors import ZooError
-from zoo.registry import BACKBONES
-from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer, stored_tokenizer
+from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer
 
 
 @zoo.register_task("translation")
@@ -84,9 +83,7 @@ class TranslationTask(Task):
         else:
             source_tok, target_tok = train_tokenizers(_pairs(train_set), args.vocab_size, args.separate_vocab)
             name = args.backbone or self.default_backbone
-            fields = BACKBONES.meta(name).get("config", {})
-            backbone_args = {**({"vocab_size": source_tok.vocab_size} if "vocab_size" in fields else {}),
-                             **(args.backbone_args or {})}
+            backbone_args = self.backbone_args(name, {"vocab_size": source_tok.vocab_size}, args.backbone_args)
         backbone = zoo.create_backbone(name, **backbone_args)
         self.check_backbone(backbone, name)
         head = args.head or self.default_head
@@ -119,10 +116,7 @@ class TranslationTask(Task):
         tokenizer, and a target tokenizer is trained on the targets.
         """
         name, backbone_args, config, folder = zoo_backbone(args.init_backbone, args.backbone, args.backbone_args)
-        if not config.get("tokenizer"):
-            raise ValueError(f"{Path(folder) / 'config.json'}: this checkpoint stores no tokenizer, "
-                             f"so its backbone cannot read text")
-        source_tok = stored_tokenizer(folder, config)
+        source_tok = checkpoint_tokenizer(folder, config, "text")
         if config.get("task") == self.name:
             target_tok = target_tokenizer(source_tok, config.get("preprocessing") or {})
         else:
