@@ -22,7 +22,7 @@ from tasks.engine.flags import (COUNT, DECAY, DROP_FRACTION, POSITIVE, PROBABILI
 from tasks.engine.task import Task
 from zoo import cli
 from zoo.errors import ZooError
-from zoo.registry import Registry
+from zoo.registry import COMMANDS, Registry
 
 TASK_NAMES = zoo.list_tasks()
 
@@ -285,3 +285,11 @@ def test_factory_keys_come_from_the_config_or_the_signature() -> None:
         check_factory_args(widgets, "plain", {"sise": 2}, "--head-args", reserved=("backbone",))
     with pytest.raises(KeyError, match="unknown widget 'plian'; did you mean 'plain'"):
         check_factory_args(widgets, "plian", None, "--head-args")
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_predict_offers_generation_flags_only_to_tasks_that_generate(name: str) -> None:
+    task = zoo.get_task(name)
+    text = COMMANDS.meta("predict")["parser"](task).format_help()
+    assert ("--beams" in text and "--top-k" in text) == task.generates
+    assert task.generates == (name in {"text_generation", "translation", "asr"})

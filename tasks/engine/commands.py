@@ -60,7 +60,8 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--input-file", metavar="FILE", help="one input per line (UTF-8)")
         g.add_argument("--json", action="store_true", help="one JSON object per input")
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
-        add_generation_arguments(parser)
+        if task is None or task.generates:      # only tasks that decode sequences take --beams, --top-k...
+            add_generation_arguments(parser)
         if task is not None:
             task.add_predict_arguments(parser)
     else:

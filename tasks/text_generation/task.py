@@ -50,6 +50,7 @@ class TextGenerationTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "fortunes"
+    generates = True
 
     # ---- data -------------------------------------------------------------------------
     def for_model(self, dataset: TextDataset, model: torch.nn.Module) -> TextBlocks:

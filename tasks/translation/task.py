@@ -51,6 +51,7 @@ class TranslationTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "numbers"
+    generates = True
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
