@@ -83,10 +83,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 def result_stem(machine: dict[str, Any]) -> str:
-    """``<date>-<device>``: e.g. ``2025-01-31-cpu`` or ``2025-01-31-nvidia-h200``."""
+    """``<date>-<HHMMSS>-<device>``: e.g. ``2025-01-31-142501-cpu``; runs of one day do not overwrite each other."""
     device = machine["gpu"] or machine["device"].split(":")[0]
     slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-")
-    return f"{machine['date'][:10]}-{slug}"
+    return f"{machine['date'][:10]}-{machine['date'][11:19].replace(':', '')}-{slug}"
 
 
 def write_json(path: Path, machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[str, Any]) -> None:
@@ -175,32 +175,45 @@ def _sweep_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 # ---- chart ---------------------------------------------------------------------------------------
 
+def ratio_label(row: dict[str, Any]) -> str:
+    """One chart row's label: task, what is compared, mode, precision and batch (unique per row)."""
+    return (f"{row['task']}: {row['ours']['name']} vs {row['reference']['name']} "
+            f"[{row['mode']}, {row['precision']}, batch {row['batch_size']}]")
+
+
 def plot_ratios(path: Path, machine: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """A horizontal bar chart of ours/reference ratios with min-max whiskers; False if no row has one."""
+    """Ours/reference ratios as horizontal bars on a log axis (a 33x row and a 0.9x row both
+    readable) with min-max whiskers and a line at 1.0; one bar per (task, comparison, mode,
+    precision, batch). False if no row has a ratio."""
     rated = [r for r in rows if r.get("ratio") is not None]
     if not rated:
         return False
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['task']}: {r['ours']['name']} vs {r['reference']['name']} [{r['precision']}]" for r in rated]
     ratios = [r["ratio"] for r in rated]
     low = [r["ratio"] - r["ratio_min"] for r in rated]
     high = [r["ratio_max"] - r["ratio"] for r in rated]
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * len(rated)))
+    fig = Figure(figsize=(12, 1.4 + 0.32 * len(rated)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     colors = ["tab:green" if value >= 1.0 else "tab:red" for value in ratios]
-    ax.barh(range(len(rated)), ratios, xerr=[low, high], color=colors, capsize=3)
+    # bars grow from 1.0 (parity): right for faster, left for slower
+    ax.barh(range(len(rated)), [r - 1.0 for r in ratios], left=1.0, xerr=[low, high], color=colors, capsize=3)
+    ax.set_xscale("log")
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
-    ax.set_yticks(range(len(rated)), labels, fontsize=8)
+    plain = FuncFormatter(lambda value, _: f"{value:g}")     # 0.9, 1, 2, 30: no powers of ten
+    span = max([1.0, *(r["ratio_max"] for r in rated)]) / min([1.0, *(r["ratio_min"] for r in rated)])
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain if span < 10 else LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax.set_yticks(range(len(rated)), [ratio_label(r) for r in rated], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("ours / reference items/s (median of alternating rounds, min-max whiskers)")
-    ax.set_title(f"{machine['gpu'] or machine['cpu']}, {machine['date'][:10]}", fontsize=9)
-    fig.tight_layout()
+    ax.set_xlabel("ours / reference items/s, log scale (median of alternating rounds, min-max whiskers)")
+    ax.set_title(f"{machine['gpu'] or machine['cpu']} ({machine['device']}), {machine['date'][:10]}: "
+                 f"ratio > 1 means ours is faster", fontsize=9, wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 

@@ -28,7 +28,7 @@ from tasks.engine.flags import POSITIVE, POSITIVE_INT
 from tasks.engine.task import Workload
 from zoo.cli import ArgumentParser
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("bench-results")   # the user's folder; committed figures: --out benchmarks/results
 PairSource = Callable[[torch.device, str, bool, bool], list[tuple[Workload, Workload | None]]]
 
 

@@ -377,3 +377,16 @@ def test_a_failing_task_becomes_an_error_row_and_a_failed_exit(tmp_path, monkeyp
     rows = report.read_json(next(tmp_path.glob("*.json")))["rows"]
     assert "tasks.toy.bench" in rows[0]["error"] and rows[1]["ratio"] is not None
     assert "error: ModuleNotFoundError" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_chart_labels_name_mode_precision_and_batch_and_result_names_carry_the_time(tmp_path) -> None:
+    row = {"task": "sentiment", "ours": {"name": "zoo"}, "reference": {"name": "ref"}, "mode": "train",
+           "precision": "bf16", "batch_size": 8, "ratio": 33.0, "ratio_min": 30.0, "ratio_max": 35.0}
+    slower = {**row, "mode": "inference", "ratio": 0.9, "ratio_min": 0.85, "ratio_max": 0.95}
+    assert report.ratio_label(row) == "sentiment: zoo vs ref [train, bf16, batch 8]"
+    assert report.ratio_label(row) != report.ratio_label(slower)
+    machine = {"gpu": None, "cpu": "Test CPU", "device": "cpu", "date": "2026-12-02T05:31:07+00:00"}
+    assert report.result_stem(machine) == "2026-12-02-053107-cpu"
+    assert report.plot_ratios(tmp_path / "chart.png", machine, [row, slower])
+    assert (tmp_path / "chart.png").stat().st_size > 1000
+    assert run.DEFAULT_OUT == Path("bench-results")
