@@ -18,7 +18,8 @@ import torch
 
 import zoo
 from tasks.asr.audio import collate_audio
-from tasks.engine.export import SIDECAR, Exported, Graph, Traced, export, predict_exported, task_module
+from tasks.engine.export import SIDECAR, Exported, Graph, Traced, predict_exported, task_module
+from tasks.engine.export_command import export
 from tasks.engine.task import Task
 from tasks.sentiment.task import encode
 from tests.test_task_contract import FIXTURES, _train_args

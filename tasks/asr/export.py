@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from heads.ctc import BLANK, CTCHead
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
-from tasks.asr.audio import length_grouped_batches
+from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
 from tasks.engine.export import Exported, Graph, Traced, refuse_option
 from zoo.errors import ZooError
 

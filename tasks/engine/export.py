@@ -1,4 +1,4 @@
-"""`zoo export TASK`: a checkpoint as an ONNX graph or a ``torch.export`` program beside an ``export.json``
+"""Exported models: a model as an ONNX graph or a ``torch.export`` program beside an ``export.json``
 sidecar, and the runtime side of ``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``.
 
 A task exports when it has a module ``tasks/<task>/export.py`` (found by name, like ``bench``) with
@@ -15,12 +15,10 @@ beside the graph), the opset and the zoo version: everything a prediction needs 
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -31,10 +29,8 @@ import torch
 from torch import nn
 
 import zoo
-from tasks.engine.commands import checkpoint_folder
-from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
-from zoo.registry import COMMANDS, TASKS
+from zoo.registry import TASKS
 from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
 FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}     # --format -> the artefact's file name
@@ -98,22 +94,10 @@ def task_module(task: Any) -> ModuleType:
 
 # ---- export --------------------------------------------------------------------------------------------
 
-def export(task: Any, checkpoint: str, fmt: str, out: str | Path, optimize: bool = True) -> Path:
-    """Write ``task``'s model in ``checkpoint`` to ``out`` as ``fmt`` ("onnx" | "torch-export") with its
-    sidecar; returns ``out``. The checkpoint is loaded (and refused in one line) before any tracing."""
-    if fmt not in FILES:
-        raise ZooError(f"--format {fmt}: unknown format; use one of {', '.join(FILES)}")
-    module = task_module(task)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ZooError(f"--out {out} is not empty; pass a new folder")
-    folder = checkpoint_folder(task, checkpoint, "export")
-    try:
-        model = zoo.load(folder, map_location="cpu").eval()
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise ZooError(f"--checkpoint {checkpoint}: the model does not load ({_one_line(err)}); nothing was "
-                       f"exported: fix or retrain the checkpoint") from None
-    graph = module.graph(model)
+def write_export(task: Any, model: nn.Module, fmt: str, out: Path, optimize: bool = True) -> Path:
+    """Trace ``model`` (loaded, on the CPU) as ``fmt`` into the new folder ``out`` beside its sidecar."""
+    graph = task_module(task).graph(model)
+    graph.module.eval()
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILES[fmt]
     with torch.no_grad():
@@ -153,7 +137,7 @@ def export_failure(model: nn.Module, fmt: str, err: BaseException) -> str:
     elif call:
         reason = f"{Path(call.group(1)).name}:{call.group(2)} `{call.group(3).strip()}` (data-dependent Python code)"
     else:
-        reason = summary.group(1) if summary else _one_line(err)
+        reason = summary.group(1) if summary else one_line(err)
     parts = ", ".join(f"{part} {getattr(model, part).zoo_spec['name']!r}" for part in ("backbone", "head")
                       if hasattr(getattr(model, part, None), "zoo_spec"))
     instead = ("use --format torch-export, or another head/backbone" if fmt == "onnx"
@@ -161,7 +145,8 @@ def export_failure(model: nn.Module, fmt: str, err: BaseException) -> str:
     return f"cannot export {parts} as {fmt}: {type(err).__name__} at {reason}; {instead}"
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line, cut at 300 characters."""
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
@@ -247,28 +232,3 @@ def refuse_option(flag: str, given: bool) -> None:
     """Refuse a predict option the exported graph cannot honour."""
     if given:
         raise ZooError(f"{flag} needs the PyTorch model; drop it or use --runtime torch with the checkpoint")
-
-
-# ---- the command -----------------------------------------------------------------------------------------
-
-def export_parser(task: Any = None) -> ArgumentParser:
-    """The parser of ``zoo export TASK``."""
-    parser = ArgumentParser(prog=f"zoo export {task.name if task else 'TASK'}",
-                            description="Export a checkpoint as an ONNX graph or a torch.export program, with an "
-                                        f"{SIDECAR} sidecar (tasks that export: {', '.join(exporting_tasks())}).")
-    g = parser.add_argument_group("export")
-    g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
-    g.add_argument("--format", default="onnx", choices=tuple(FILES), help="ONNX (dynamo exporter) or torch.export")
-    g.add_argument("--out", required=True, metavar="DIR", help="new folder for the graph and its sidecar")
-    g.add_argument("--no-optimize", action="store_true", help="skip onnxscript's graph optimisation (faster export)")
-    return parser
-
-
-@COMMANDS.register("export", parser=export_parser)
-def export_command(task: Any, argv: list[str]) -> Path:
-    """``zoo export TASK --checkpoint DIR --format onnx|torch-export --out DIR``."""
-    args = export_parser(task).parse_args(argv)
-    out = export(task, args.checkpoint, args.format, args.out, optimize=not args.no_optimize)
-    print(f"exported {args.checkpoint} as {args.format} to {out}")
-    return out
-
