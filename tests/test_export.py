@@ -18,7 +18,7 @@ import torch
 
 import zoo
 from tasks.asr.audio import collate_audio
-from tasks.engine.export import SIDECAR, Exported, Graph, Traced, predict_exported, task_module
+from tasks.engine.export import SIDECAR, Exported, Graph, Traced, export_failure, predict_exported, task_module
 from tasks.engine.export_command import export
 from tasks.engine.task import Task
 from tasks.sentiment.task import encode
@@ -232,3 +232,19 @@ def test_an_operation_onnx_lacks_names_the_parts_and_the_way_out(tmp_path_factor
     assert "\n" not in message
     for part in ("backbone 'text_encoder_tiny'", "head 'classification'", "aten.linalg_eig", "--format torch-export"):
         assert part in message, message
+
+
+def test_data_dependent_python_is_named_with_its_line(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, _, _, _ = _built("sentiment", tmp_path_factory)
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:     # a branch on tensor values: torch.export cannot trace it
+                return x * 2
+            return x
+
+    with pytest.raises(Exception) as error:
+        torch.export.export(Branchy(), (torch.ones(2, 3),))
+    message = export_failure(model, "torch-export", error.value)
+    assert "test_export.py:" in message and "`if x.sum() > 0:" in message, message
+    assert "backbone 'text_encoder_tiny'" in message and "--runtime torch" in message

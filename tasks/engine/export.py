@@ -215,15 +215,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def predict_exported(task: Any, folder: str, inputs: Sequence[Any], runtime: str = "onnx",
-                     **options: Any) -> list[Any]:
+def predict_exported(task: Any, folder: str, inputs: Sequence[Any], **options: Any) -> list[Any]:
     """``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``: ``task.predict``'s output from the export."""
     module = task_module(task)
     exported = Exported(folder)
     owner, fmt = exported.sidecar.get("task"), exported.sidecar.get("format")
     if owner != task.name:
         raise ZooError(f"--checkpoint {folder} is a {owner} export; use `zoo predict {owner}`")
-    if runtime == "onnx" and fmt != "onnx":
+    if fmt != "onnx":
         raise ZooError(f"--checkpoint {folder} holds a {fmt} program, not ONNX; re-export with --format onnx")
     return module.predict(exported, inputs, **options)
 
