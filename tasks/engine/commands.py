@@ -60,6 +60,8 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--input-file", metavar="FILE", help="one input per line (UTF-8)")
         g.add_argument("--json", action="store_true", help="one JSON object per input")
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
+        g.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                       help="torch: the checkpoint; onnx: a `zoo export --format onnx` folder under onnxruntime")
         if task is None or task.generates:      # only tasks that decode sequences take --beams, --top-k...
             add_generation_arguments(parser)
         if task is not None:
@@ -180,10 +182,15 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
     inputs = list(args.inputs) + (read_input_file(args.input_file) if args.input_file else [])
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
-    folder = checkpoint_folder(task, args.checkpoint, "predict")
-    options = task.predict_options(args)
-    model = zoo.load(folder, map_location=pick_device(args.device))
-    predictions = task.predict(model, inputs, **options)
+    if args.runtime == "onnx":
+        from tasks.engine.export import predict_exported
+
+        predictions = predict_exported(task, args.checkpoint, inputs, **task.predict_options(args))
+    else:
+        folder = checkpoint_folder(task, args.checkpoint, "predict")
+        options = task.predict_options(args)
+        model = zoo.load(folder, map_location=pick_device(args.device))
+        predictions = task.predict(model, inputs, **options)
     for item, prediction in zip(inputs, predictions):
         if args.json:
             print(json.dumps({"input": item, "prediction": prediction}, ensure_ascii=False))

@@ -1,0 +1,66 @@
+"""Speech recognition (CTC head) as an exported graph: waveforms (B, S) and their mask -> frame
+``log_probs`` (B, T, V) and real frame counts ``lengths`` (B,); the log-mel front end is inside the graph.
+
+Decoding is greedy best-path CTC in numpy (:func:`greedy_ctc`); units are the head's alphabet (stored in
+the sidecar) or the sentencepiece tokenizer copied beside the graph. Attention decoding (the seq2seq head)
+needs a decoder-step graph and is refused.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from heads.ctc import BLANK, CTCHead
+from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
+from tasks.engine.export import Exported, Graph, Traced, refuse_option
+from zoo.errors import ZooError
+
+TRACED_SECONDS = (0.5, 0.4)    # two clips of different lengths: batch and samples stay dynamic
+
+
+def graph(model: nn.Module) -> Graph:
+    """CTC log-probabilities and frame counts of padded waveforms."""
+    if not isinstance(model.head, CTCHead):
+        raise ZooError(f"head {model.head.zoo_spec['name']!r}: asr exports the ctc head only (attention decoding "
+                       f"needs a decoder-step graph with a KV cache, not yet); `zoo predict asr` it with --runtime torch")
+    rate = model.preprocessing.get("sample_rate", SAMPLE_RATE)
+    waves = [torch.randn(round(seconds * rate)) * 0.1 for seconds in TRACED_SECONDS]
+    batch = collate_audio([{"audio": w, "text": ""} for w in waves])
+
+    def outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"log_probs": out["logits"].float().log_softmax(dim=-1), "lengths": out["lengths"]}
+
+    axes = {"inputs": {0: "batch", 1: "samples"}, "mask": {0: "batch", 1: "samples"},
+            "log_probs": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}}
+    return Graph(Traced(model, outputs), {"inputs": batch["inputs"], "mask": batch["mask"]}, axes,
+                 {"alphabet": model.head.alphabet, "blank": BLANK})
+
+
+def greedy_ctc(log_probs: np.ndarray, lengths: np.ndarray, blank: int = BLANK) -> list[list[int]]:
+    """Best path of (B, T, V) scores over each row's ``lengths`` frames: argmax, repeats collapsed, blanks dropped."""
+    best = log_probs.argmax(axis=-1)  # (B, T)
+    previous = np.pad(best[:, :-1], ((0, 0), (1, 0)), constant_values=-1)  # (B, T)
+    keep = (best != blank) & (best != previous) & (np.arange(best.shape[1])[None] < lengths[:, None])
+    return [row[k].tolist() for row, k in zip(best, keep)]
+
+
+def predict(exported: Exported, inputs: Sequence[str], batch_size: int = 16, beams: int = 1,
+            **options: Any) -> list[str]:
+    """Transcripts of audio files, as ``AsrTask.predict`` with greedy decoding (other generation options do
+    not apply to CTC, as in the head)."""
+    refuse_option(f"--beams {beams}", beams > 1)
+    side = exported.sidecar
+    alphabet = side["alphabet"]
+    tokenizer = None if alphabet is not None else exported.tokenizer()
+    rate = exported.preprocessing.get("sample_rate", SAMPLE_RATE)
+    lengths = [round(probe_audio(path) * rate) for path in inputs]
+    texts = [""] * len(inputs)
+    for batch_ids in length_grouped_batches(lengths, batch_size, shuffle=False):
+        batch = collate_audio([{"audio": load_audio(inputs[i], rate), "text": ""} for i in batch_ids])
+        out = exported.run(inputs=batch["inputs"].numpy(), mask=batch["mask"].numpy())
+        for i, ids in zip(batch_ids, greedy_ctc(out["log_probs"], out["lengths"], side["blank"])):
+            texts[i] = "".join(alphabet[u] for u in ids) if alphabet is not None else tokenizer.decode(ids)
+    return texts

@@ -1,0 +1,115 @@
+"""Detection (the FCOS head) as an exported graph: normalised images (B, 3, H, W) -> per point and class
+``scores`` (B, N, C) (``sqrt(p_class * p_centerness)``) and ``boxes`` (B, N, 4) xyxy in the input's pixels;
+batch, height and width are dynamic.
+
+The rest of ``FCOSHead.decode`` runs in numpy (:func:`decode`): the best ``candidates`` scores above the
+threshold, boxes clipped to the image, class-agnostic NMS (as ``zoo predict``), the best ``max_detections``;
+then boxes are scaled to each file's pixels. Images go through the graph in batches of one size (no padding),
+so a padding-sensitive backbone (our ViT) sees each image as it would alone.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from heads.detection_dense import FCOSHead, distances_to_boxes
+from tasks.detection.predict import _unique, draw, read_image
+from tasks.detection.transforms import build_detection_transform, collate_detection
+from tasks.engine.export import Exported, Graph, Traced
+from zoo.errors import ZooError
+
+TRACED_SIZE = (2, 96, 128)      # batch, height, width: not square, so a ViT traces its position resizing
+DECODE = {k: inspect.signature(FCOSHead.decode).parameters[k].default for k in ("candidates", "nms_iou")}
+
+
+def graph(model: nn.Module) -> Graph:
+    """FCOS scores and boxes of every point of every level."""
+    if not isinstance(model.head, FCOSHead):
+        raise ZooError(f"head {model.head.zoo_spec['name']!r}: detection exports the fcos head only; "
+                       f"use --format torch-export or `zoo predict detection --runtime torch`")
+
+    def outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scores = (out["logits"].float().sigmoid() * out["centerness"].float().sigmoid()[..., None]).sqrt()
+        return {"scores": scores, "boxes": distances_to_boxes(out["points"], out["distances"].float())}
+
+    batch, height, width = TRACED_SIZE
+    axes = {"inputs": {0: "batch", 2: "height", 3: "width"}, "scores": {0: "batch", 1: "points"},
+            "boxes": {0: "batch", 1: "points"}}
+    return Graph(Traced(model, outputs), {"inputs": torch.randn(batch, 3, height, width)}, axes, dict(DECODE))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS as torchvision's: indices kept, best score first; a box overlapping a kept one by IoU > ``iou`` goes."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        corner_lo = np.maximum(boxes[best, :2], boxes[rest, :2])
+        corner_hi = np.minimum(boxes[best, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(corner_hi - corner_lo, 0, None), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: IoU NaN, kept as torchvision does
+            order = rest[~(inter / (areas[best] + areas[rest] - inter) > iou)]
+    return np.array(keep, dtype=np.int64)
+
+
+def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_threshold: float, max_detections: int,
+           candidates: int, nms_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's (N, C) scores and (N, 4) boxes -> (boxes (K, 4), scores (K,), labels (K,)), best first."""
+    classes = scores.shape[1]
+    flat = scores.reshape(-1)
+    top = np.argsort(-flat, kind="stable")[:candidates]
+    top = top[flat[top] > score_threshold]
+    picked, picked_scores, labels = boxes[top // classes], flat[top], top % classes
+    height, width = size
+    picked = np.clip(picked, 0, [width, height, width, height]).astype(np.float32)
+    order = nms(picked, picked_scores, nms_iou)[:max_detections]
+    return picked[order], picked_scores[order], labels[order]
+
+
+def predict(exported: Exported, inputs: Sequence[str], score_threshold: float = 0.3, max_detections: int = 100,
+            out: str | None = None, batch_size: int = 8, **options: Any) -> list[dict[str, Any]]:
+    """Per file ``detections`` [{label, score, box in the file's pixels}], ``width``, ``height`` (and ``drawn``
+    with ``out``), as ``DetectionTask.predict``."""
+    side, pre = exported.sidecar, exported.preprocessing
+    transform = build_detection_transform(pre["transform"], train=False)
+    images = [read_image(path) for path in inputs]
+    fed = [transform({"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                      "image_id": i, "path": str(path)}) for i, (image, path) in enumerate(zip(images, inputs))]
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, sample in enumerate(fed):
+        by_size.setdefault(tuple(sample["image"].shape[-2:]), []).append(i)
+    found: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for size, members in by_size.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            batch = collate_detection([fed[i] for i in chunk], pre["mean"], pre["std"])
+            result = exported.run(inputs=batch["inputs"].numpy())
+            for row, i in enumerate(chunk):
+                found[i] = decode(result["scores"][row], result["boxes"][row], size, score_threshold, max_detections,
+                                  side["candidates"], side["nms_iou"])
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    results, used_names = [], set()
+    for i, (image, path) in enumerate(zip(images, inputs)):
+        boxes, scores, labels = found[i]
+        height, width = image.shape[-2:]
+        fed_height, fed_width = fed[i]["image"].shape[-2:]
+        boxes = boxes * np.array([width / fed_width, height / fed_height] * 2, dtype=np.float32)
+        names = [side["labels"][int(k)] for k in labels]
+        result: dict[str, Any] = {
+            "detections": [{"label": name, "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}
+                           for name, score, box in zip(names, scores, boxes)],
+            "width": width, "height": height}
+        if folder is not None:
+            result["drawn"] = str(draw(image, torch.from_numpy(boxes), names, torch.from_numpy(scores),
+                                       torch.from_numpy(labels), _unique(folder, Path(path).stem, used_names)))
+        results.append(result)
+    return results

@@ -1,0 +1,233 @@
+"""Exported models: a model as an ONNX graph or a ``torch.export`` program beside an ``export.json``
+sidecar, and the runtime side of ``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``.
+
+A task exports when it has a module ``tasks/<task>/export.py`` (found by name, like ``bench``) with
+
+- ``graph(model) -> Graph``: the module to trace (named tensors in, a dict of named tensors out),
+  example inputs and the names of the axes that stay dynamic (inputs and outputs);
+- ``predict(exported: Exported, inputs, **options) -> list``: the predictions of ``task.predict`` (same
+  format, same decisions) from the exported graph, reading inputs with the task's own preprocessing.
+
+ONNX goes through ``torch.onnx.export(..., dynamo=True)`` and runs under onnxruntime (the ``export``
+extra); ``torch-export`` writes ``torch.export.save``'s ``.pt2``. The sidecar holds the task, format,
+inputs, outputs, dynamic axes, the model's ``preprocessing``, its labels, the tokenizer file (copied
+beside the graph), the opset and the zoo version: everything a prediction needs besides the graph.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import zoo
+from zoo.errors import ZooError
+from zoo.registry import TASKS
+from zoo.tokenizer import BaseTokenizer, stored_tokenizer
+
+FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}     # --format -> the artefact's file name
+SIDECAR = "export.json"
+NOT_YET = {"text_generation", "translation"}    # need encoder + decoder-step graphs with a KV cache (issue 14)
+_OPERATION = re.compile(r"(?:aten|torchvision|prims)(?:::|\.)[A-Za-z_][\w.]*")
+_SUMMARY = re.compile(r"<class '[\w.]+'>: (.+)")
+_CALL = re.compile(r'raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)')   # torch.export's
+
+
+@dataclass
+class Graph:
+    """What a task traces: ``module(**inputs)`` returns a dict of tensors named as in ``axes``.
+
+    ``axes``: tensor name -> {axis: name} of the axes left dynamic (inputs: given to the exporter;
+    outputs: recorded in the sidecar). ``extra``: sidecar fields the task's ``predict`` reads.
+    """
+
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    axes: dict[str, dict[int, str]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Traced(nn.Module):
+    """A ZooModel as ``forward(inputs, mask=None) -> {name: tensor}``: ``outputs`` picks (or computes)
+    the exported tensors from the model's output dict."""
+
+    def __init__(self, model: nn.Module, outputs: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return self.outputs(self.model({"inputs": inputs, "mask": mask}))
+
+
+# ---- finding a task's export module ----------------------------------------------------------------------
+
+def exporting_tasks() -> list[str]:
+    """The registered tasks that have a ``tasks/<task>/export.py``."""
+    return [name for name in TASKS.list() if _module_name(zoo.get_task(name)) is not None]
+
+
+def _module_name(task: Any) -> str | None:
+    package = type(task).__module__.rpartition(".")[0]
+    return f"{package}.export" if package and importlib.util.find_spec(f"{package}.export") else None
+
+
+def task_module(task: Any) -> ModuleType:
+    """The task's export module; a task without one is refused in one line listing those that export."""
+    if task.name in NOT_YET:
+        raise ZooError(f"zoo export {task.name}: not supported yet (generation needs an encoder graph and a "
+                       f"decoder-step graph with a KV cache, issue 14); tasks that export: "
+                       f"{', '.join(exporting_tasks())}")
+    name = _module_name(task)
+    if name is None:
+        raise ZooError(f"zoo export {task.name}: this task has no export (tasks that export: "
+                       f"{', '.join(exporting_tasks())})")
+    return importlib.import_module(name)
+
+
+# ---- export --------------------------------------------------------------------------------------------
+
+def write_export(task: Any, model: nn.Module, fmt: str, out: Path, optimize: bool = True) -> Path:
+    """Trace ``model`` (loaded, on the CPU) as ``fmt`` into the new folder ``out`` beside its sidecar."""
+    graph = task_module(task).graph(model)
+    graph.module.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / FILES[fmt]
+    with torch.no_grad():
+        expected = graph.module(**graph.inputs)
+        opset = _trace(graph, list(expected), fmt, path, optimize, model)
+    sidecar = _sidecar(task, model, graph, expected, fmt, opset)
+    if model.tokenizer is not None:
+        model.tokenizer.save(out / model.tokenizer.file)
+        sidecar.update(tokenizer=model.tokenizer.file, tokenizer_kind=model.tokenizer.kind)
+    (out / SIDECAR).write_text(json.dumps(sidecar, indent=2, default=list), encoding="utf-8")
+    return out
+
+
+def _trace(graph: Graph, outputs: list[str], fmt: str, path: Path, optimize: bool, model: nn.Module) -> int | None:
+    """Export ``graph`` to ``path``; the opset for ONNX. A failure names the part, the operation and the way out."""
+    dims = {name: {axis: torch.export.Dim.DYNAMIC for axis in graph.axes.get(name, {})} or None
+            for name in graph.inputs}
+    try:
+        if fmt == "torch-export":
+            torch.export.save(torch.export.export(graph.module, (), kwargs=graph.inputs, dynamic_shapes=dims), path)
+            return None
+        program = torch.onnx.export(graph.module, (), kwargs=graph.inputs, dynamic_shapes=dims, dynamo=True,
+                                    input_names=list(graph.inputs), output_names=outputs, optimize=optimize,
+                                    verbose=False)
+    except Exception as err:  # noqa: BLE001  the exporters raise anything; the user gets one actionable line
+        raise ZooError(export_failure(model, fmt, err)) from None
+    program.save(str(path))
+    return int(program.model.opset_imports.get("", 0)) or None
+
+
+def export_failure(model: nn.Module, fmt: str, err: BaseException) -> str:
+    """One line: which backbone/head failed to export as ``fmt``, the blocking operation, what to use instead."""
+    text = str(err)
+    operation, call, summary = _OPERATION.search(text), _CALL.search(text), _SUMMARY.search(text)
+    if operation:
+        reason = f"operation {operation.group(0)}"
+    elif call:
+        reason = f"{Path(call.group(1)).name}:{call.group(2)} `{call.group(3).strip()}` (data-dependent Python code)"
+    else:
+        reason = summary.group(1) if summary else one_line(err)
+    parts = ", ".join(f"{part} {getattr(model, part).zoo_spec['name']!r}" for part in ("backbone", "head")
+                      if hasattr(getattr(model, part, None), "zoo_spec"))
+    instead = ("use --format torch-export, or another head/backbone" if fmt == "onnx"
+               else "keep the checkpoint and `zoo predict` it with --runtime torch, or use another head/backbone")
+    return f"cannot export {parts} as {fmt}: {type(err).__name__} at {reason}; {instead}"
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line, cut at 300 characters."""
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _sidecar(task: Any, model: nn.Module, graph: Graph, expected: dict[str, torch.Tensor], fmt: str,
+             opset: int | None) -> dict[str, Any]:
+    def describe(name: str, tensor: torch.Tensor) -> dict[str, Any]:
+        axes = graph.axes.get(name, {})
+        return {"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
+                "shape": [axes.get(i, size) for i, size in enumerate(tensor.shape)]}
+
+    return {"task": task.name, "format": fmt, "file": FILES[fmt], "zoo_version": zoo.__version__,
+            "torch_version": torch.__version__, "opset": opset,
+            "backbone": model.backbone.zoo_spec["name"], "head": model.head.zoo_spec["name"],
+            "inputs": [describe(n, t) for n, t in graph.inputs.items()],
+            "outputs": [describe(n, t) for n, t in expected.items()],
+            "dynamic_axes": {n: {str(a): v for a, v in axes.items()} for n, axes in graph.axes.items()},
+            "preprocessing": model.preprocessing, "labels": getattr(model.head, "labels", None),
+            "tokenizer": None, "tokenizer_kind": None, **graph.extra}
+
+
+# ---- running an export ---------------------------------------------------------------------------------
+
+class Exported:
+    """An export folder: its ``sidecar`` and ``run(**arrays) -> {output: array}`` through onnxruntime
+    (ONNX) or the loaded ``torch.export`` program (``.pt2``)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        path = self.folder / SIDECAR
+        if not path.is_file():
+            raise ZooError(f"--checkpoint {folder}: no {SIDECAR}; pass a folder written by `zoo export`")
+        self.sidecar: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        self.outputs = [o["name"] for o in self.sidecar["outputs"]]
+        graph = self.folder / self.sidecar["file"]
+        if self.sidecar["format"] == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3      # errors only: not the optimiser's notes on constant folding
+            self._session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        else:
+            self._program = torch.export.load(str(graph)).module()
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.sidecar["preprocessing"]
+
+    def tokenizer(self) -> BaseTokenizer:
+        """The tokenizer copied beside the graph."""
+        if not self.sidecar.get("tokenizer"):
+            raise ZooError(f"{self.folder / SIDECAR}: this export stores no tokenizer")
+        return stored_tokenizer(self.folder, self.sidecar)
+
+    def run(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs for named numpy inputs (as the sidecar's ``inputs`` list them)."""
+        if self.sidecar["format"] == "onnx":
+            return dict(zip(self.outputs, self._session.run(self.outputs, inputs)))
+        with torch.no_grad():
+            result = self._program(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+        return {name: result[name].numpy() for name in self.outputs}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float32 as the PyTorch heads compute it."""
+    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def predict_exported(task: Any, folder: str, inputs: Sequence[Any], **options: Any) -> list[Any]:
+    """``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``: ``task.predict``'s output from the export."""
+    module = task_module(task)
+    exported = Exported(folder)
+    owner, fmt = exported.sidecar.get("task"), exported.sidecar.get("format")
+    if owner != task.name:
+        raise ZooError(f"--checkpoint {folder} is a {owner} export; use `zoo predict {owner}`")
+    if fmt != "onnx":
+        raise ZooError(f"--checkpoint {folder} holds a {fmt} program, not ONNX; re-export with --format onnx")
+    return module.predict(exported, inputs, **options)
+
+
+def refuse_option(flag: str, given: bool) -> None:
+    """Refuse a predict option the exported graph cannot honour."""
+    if given:
+        raise ZooError(f"{flag} needs the PyTorch model; drop it or use --runtime torch with the checkpoint")
