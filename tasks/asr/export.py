@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from heads.ctc import BLANK, CTCHead
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, length_grouped_batches, load_audio, probe_audio
+from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
+from tasks.engine.batching import length_sorted_batches
 from tasks.engine.export import Exported, Graph, Traced, refuse_option
 from zoo.errors import ZooError
 
@@ -58,7 +59,7 @@ def predict(exported: Exported, inputs: Sequence[str], batch_size: int = 16, bea
     rate = exported.preprocessing.get("sample_rate", SAMPLE_RATE)
     lengths = [round(probe_audio(path) * rate) for path in inputs]
     texts = [""] * len(inputs)
-    for batch_ids in length_grouped_batches(lengths, batch_size, shuffle=False):
+    for batch_ids in length_sorted_batches(lengths, batch_size):
         batch = collate_audio([{"audio": load_audio(inputs[i], rate), "text": ""} for i in batch_ids])
         out = exported.run(inputs=batch["inputs"].numpy(), mask=batch["mask"].numpy())
         for i, ids in zip(batch_ids, greedy_ctc(out["log_probs"], out["lengths"], side["blank"])):

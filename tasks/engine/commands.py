@@ -182,13 +182,13 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
     inputs = list(args.inputs) + (read_input_file(args.input_file) if args.input_file else [])
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
+    options = task.predict_options(args)
     if args.runtime == "onnx":
         from tasks.engine.export import predict_exported
 
-        predictions = predict_exported(task, args.checkpoint, inputs, **task.predict_options(args))
+        predictions = predict_exported(task, args.checkpoint, inputs, **options)
     else:
         folder = checkpoint_folder(task, args.checkpoint, "predict")
-        options = task.predict_options(args)
         model = zoo.load(folder, map_location=pick_device(args.device))
         predictions = task.predict(model, inputs, **options)
     for item, prediction in zip(inputs, predictions):
