@@ -1,15 +1,7 @@
 """``python -m tasks.text_generation.train [flags]``: the same as ``zoo train text_generation [flags]``."""
-from __future__ import annotations
+from tasks.engine.commands import train_main
 
-import sys
-
-from zoo import cli
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train the text-generation task with the shared trainer's flags (``--help`` lists them)."""
-    cli.main(["train", "text_generation", *(sys.argv[1:] if argv is None else argv)])   # its one-line errors too
-
+main = train_main("text_generation")
 
 if __name__ == "__main__":
     main()
