@@ -44,8 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split, named_split, read_utf8, split_lines
+from tasks.engine.data import file_key, hash_split, named_split, numbered_lines, read_utf8
 from tasks.engine.images import load_image, probe_image
+from tasks.engine.records import class_names
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -193,14 +194,6 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
     return hash_split(entries, split, key, source)
 
 
-def _class_option(value: str, source: str) -> list[str]:
-    """Parse ``classes=a,b,c``; empty or repeated names raise."""
-    names = [name.strip() for name in value.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise ZooError(f"{source}: option classes={value!r} must be distinct, non-empty names separated by commas")
-    return names
-
-
 # ----------------------------------------------------------------------------- COCO
 
 
@@ -282,8 +275,6 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
     text = read_utf8(path)
     if not text.strip():
         raise ZooError(f"{path}: empty file; expected a COCO JSON object with images, annotations and categories")
@@ -319,7 +310,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
         raise FileNotFoundError(f"{source}: no Annotations/*.xml (a VOC folder holds Annotations/ and JPEGImages/)")
     parsed = [_parse_voc_xml(xml) for xml in xml_files]
     if "classes" in options:
-        classes = _class_option(options["classes"], source)
+        classes = class_names(options["classes"], source)
     else:
         classes = sorted({name for _, objects in parsed for name, _, _ in objects})
     label_of = {name: label for label, name in enumerate(classes)}
@@ -381,13 +372,11 @@ def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]
 def _voc_listing(listing: Path, entries: dict[str, _Entry]) -> list[_Entry]:
     """The entries named by an ``ImageSets/Main/<split>.txt`` file (one image id per line)."""
     chosen = []
-    for number, line in enumerate(split_lines(read_utf8(listing)), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if fields[0] not in entries:
-            raise ZooError(f"{listing}:{number}: no Annotations/{fields[0]}.xml for the image id {fields[0]!r}")
-        chosen.append(entries[fields[0]])
+    for number, line in numbered_lines(listing, blank=False):
+        image_id = line.split()[0]
+        if image_id not in entries:
+            raise ZooError(f"{listing}:{number}: no Annotations/{image_id}.xml for the image id {image_id!r}")
+        chosen.append(entries[image_id])
     return chosen
 
 
@@ -430,10 +419,8 @@ def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]],
     ``rejected`` (the caller warns and counts it); other malformed lines raise naming file:line.
     """
     boxes, labels, origins, rejected = [], [], [], []
-    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+    for number, line in numbered_lines(path, blank=False):
         fields = line.split()
-        if not fields:
-            continue
         where = f"{path}:{number}"
         if len(fields) != 5:
             raise ZooError(f"{where}: expected 'class cx cy w h' (5 values), got {len(fields)}: {line.strip()!r}")
@@ -457,10 +444,10 @@ def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]],
 def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
     """Class names from ``classes=``, ``classes.txt`` (one per line) or ``data.yaml`` (``names``)."""
     if "classes" in options:
-        return _class_option(options["classes"], f"yolo:{root}")
+        return class_names(options["classes"], f"yolo:{root}")
     listing = root / "classes.txt"
     if listing.is_file():
-        names = [line.strip() for line in split_lines(read_utf8(listing)) if line.strip()]
+        names = [line.strip() for _, line in numbered_lines(listing, blank=False)]
         if names:
             return names
         raise ZooError(f"{listing}: no class names (expected one name per line)")

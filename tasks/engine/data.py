@@ -201,14 +201,20 @@ def split_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+def numbered_lines(path: str | Path, blank: bool = True) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (:func:`read_utf8`, :func:`split_lines`); ``blank=False``
+    leaves out blank and whitespace-only lines."""
+    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+        if blank or line.strip():
+            yield number, line
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)``; a malformed line raises :class:`ZooError` naming the file and line.
 
     Blank lines are skipped; a string holding a NUL character is refused like a raw NUL byte.
     """
-    for number, line in enumerate(split_lines(read_utf8(path)), 1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path, blank=False):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:

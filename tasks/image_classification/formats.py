@@ -33,8 +33,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split, table_records, unique_header
+from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
 from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.records import table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -194,29 +195,10 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
     comma-separated list, when given) raises naming the CSV and line; a damaged image is
     skipped with a warning naming both.
     """
-    if not file.is_file():
-        raise FileNotFoundError(f"{source}: no such file {file}")
     fixed = [name.strip() for name in classes.split(",") if name.strip()]
     paths, names, problems = [], [], []
-    records = table_records(file)
-    _, first = next(records, (1, []))
-    header = unique_header([name.strip() for name in first], file)
-    if not header:
-        raise ZooError(f"{file}: empty file; expected a header row naming the columns {path!r} and {label!r}")
-    missing = [column for column in (path, label) if column not in header]
-    if missing:
-        raise ZooError(f"{file}:1: no column {missing} in header {header}; name them with ?path=COLUMN&label=COLUMN")
-    path_at, label_at = header.index(path), header.index(label)
-    for line, row in records:
-        where = f"{file}:{line}"
-        if len(row) != len(header):
-            raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
-                           f"than the header has columns ({len(header)})")
-        if any("\n" in field or "\r" in field for field in row):
-            raise ZooError(f"{where}: a field spans lines (an unbalanced quote?); fix the quoting")
-        value, name = row[path_at].strip(), row[label_at].strip()
-        if not value or not name:
-            raise ZooError(f"{where}: empty {path if not value else label!r} field")
+    for where, row in table_rows(file, (path, label), hint="; name them with ?path=COLUMN&label=COLUMN", one_line=True):
+        value, name = text_field(row, path, where).strip(), text_field(row, label, where).strip()
         if fixed and name not in fixed:
             raise ZooError(f"{where}: unknown label {name!r}; expected one of {fixed}")
         image = file.parent / value

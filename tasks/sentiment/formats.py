@@ -36,7 +36,8 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, table_records, unique_header
+from tasks.engine.data import DataSpec, hash_split, read_utf8
+from tasks.engine.records import class_names, jsonl_rows, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -70,23 +71,11 @@ def read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
     text_column, label_column = options.get("text", "text"), options.get("label", "label")
-    _require_file(path)
-    records = table_records(path, delimiter, quoting)
-    header_line, header = next(records, (0, None))
-    if header is None:
-        raise ZooError(f"{path}: empty file; expected a header row naming the columns "
-                         f"{text_column!r} and {label_column!r}")
-    header = unique_header([field.strip() for field in header], path, header_line)
-    text_at = _column(header, text_column, "text", f"{path}:{header_line}")
-    label_at = _column(header, label_column, "label", f"{path}:{header_line}")
     texts: list[str] = []
     labels: list[tuple[str, str]] = []
-    for line, row in records:
-        where = f"{path}:{line}"
-        if len(row) != len(header):
-            raise ZooError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
-        texts.append(_clean_text(row[text_at], where))
-        labels.append((where, _clean_label(row[label_at], where)))
+    for where, row in table_rows(path, (text_column, label_column), delimiter, quoting, _HINT):
+        texts.append(text_field(row, text_column, where).strip())
+        labels.append((where, text_field(row, label_column, where).strip()))
     return _labelled(path, texts, labels, options.get("classes"))
 
 
@@ -98,22 +87,15 @@ def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
 
 def _read_jsonl(path: Path, options: dict[str, str]) -> SentimentDataset:
     """One JSON object per line with a text field and a label field (a name or an integer)."""
-    _require_file(path)
     text_key, label_key = options.get("text", "text"), options.get("label", "label")
     texts: list[str] = []
     labels: list[tuple[str, str]] = []
-    for number, obj in read_jsonl(path):
-        where = f"{path}:{number}"
-        for role, key in (("text", text_key), ("label", label_key)):
-            if key not in obj:
-                raise ZooError(f"{where}: no {role} field {key!r}; the object has {sorted(obj)}")
-        text, label = obj[text_key], obj[label_key]
-        if not isinstance(text, str):
-            raise ZooError(f"{where}: text field {text_key!r} holds {type(text).__name__}, expected a string")
+    for where, obj in jsonl_rows(path, (text_key, label_key), _HINT):
+        texts.append(text_field(obj, text_key, where).strip())
+        label = obj[label_key]
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
-        texts.append(_clean_text(text, where))
-        labels.append((where, _clean_label(str(label), where)))
+        labels.append((where, str(label) if isinstance(label, int) else text_field(obj, label_key, where).strip()))
     return _labelled(path, texts, labels, options.get("classes"))
 
 
@@ -130,7 +112,9 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
             raise FileNotFoundError(f"{folder}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt{hint}")
         for file in sorted(folder.glob("*.txt")):
             try:
-                text = _clean_text(_LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(file))
+                text = _LINE_BREAK_TAGS.sub(" ", read_utf8(file)).strip()
+                if not text:
+                    raise ZooError(f"{file}: empty text")
             except (OSError, ZooError) as err:
                 warnings.warn(f"{file}: skipped, unreadable ({err})")
                 skipped += 1
@@ -157,6 +141,7 @@ def _text_key(sample: dict) -> str:
 
 
 _TABLE_OPTIONS = ("text", "label", "classes")
+_HINT = "; csv, tsv and jsonl take ?text=NAME&label=NAME"
 FORMATS: dict[str, Format] = {
     "csv": Format(_split_by_text(read_table), _TABLE_OPTIONS),
     "tsv": Format(_split_by_text(partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
@@ -168,47 +153,12 @@ FORMATS: dict[str, Format] = {
 
 # ---- fields and labels -------------------------------------------------------------------
 
-def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
-
-
-def _column(header: list[str], name: str, role: str, where: str) -> int:
-    if name not in header:
-        raise ZooError(f"{where}: no {role} column {name!r}; the header has {header} "
-                         f"(csv, tsv and jsonl take ?{role}=NAME)")
-    return header.index(name)
-
-
-def _clean_text(text: str, where: str) -> str:
-    text = text.strip()
-    if not text:
-        raise ZooError(f"{where}: empty text")
-    return text
-
-
-def _clean_label(label: str, where: str) -> str:
-    label = label.strip()
-    if not label:
-        raise ZooError(f"{where}: empty label")
-    return label
-
-
 def _labelled(path: Path, texts: list[str], labels: list[tuple[str, str]], classes: str | None) -> SentimentDataset:
     """Samples from texts and raw labels (each with its ``file:line``)."""
     if not texts:
         raise ZooError(f"{path}: no samples after the header")
-    ids, names = _label_ids(labels, _parse_classes(classes))
+    ids, names = _label_ids(labels, None if classes is None else class_names(classes, str(path)))
     return SentimentDataset([{"text": t, "label": i} for t, i in zip(texts, ids)], names, str(path))
-
-
-def _parse_classes(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise ZooError(f"classes={value!r}: expected distinct, non-empty names separated by commas")
-    return names
 
 
 def _label_ids(labels: list[tuple[str, str]], classes: list[str] | None) -> tuple[list[int], list[str]]:

@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, split_lines
+from tasks.engine.data import DataSpec, hash_split, read_utf8, split_lines
+from tasks.engine.records import jsonl_rows, text_field
 from tasks.engine.sets import Format
 from tasks.text_generation.blocks import pack_blocks
 from zoo.errors import ZooError
@@ -117,19 +118,7 @@ def _cut(text: str, sample_by: str) -> list[str]:
 def jsonl_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     """Texts of a JSONL file's ``field``; a missing, non-string or empty text raises naming the line."""
     field = options.get("field", "text")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a file (jsonl: expects one .jsonl file)")
-    texts: list[str] = []
-    for line, row in read_jsonl(path):
-        if field not in row:
-            raise ZooError(f"{path}:{line}: no field {field!r} (fields: {', '.join(row) or 'none'}); "
-                             "choose it with ?field=NAME")
-        text = row[field]
-        if not isinstance(text, str):
-            raise ZooError(f"{path}:{line}: field {field!r} is a {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise ZooError(f"{path}:{line}: empty text in field {field!r}")
-        texts.append(text)
+    texts = [text_field(row, field, where) for where, row in jsonl_rows(path, (field,), "; choose it with ?field=NAME")]
     if not texts:
         raise ZooError(f"{path}: no records")
     return texts, 0

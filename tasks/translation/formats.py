@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from itertools import zip_longest
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, split_lines
+from tasks.engine.data import DataSpec, hash_split, numbered_lines
+from tasks.engine.records import jsonl_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -50,25 +51,11 @@ class TranslationDataset(Dataset):
         return {"source": source, "target": target}
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` of a UTF-8 file, without line endings or a leading BOM.
-
-    Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``, never at an exotic Unicode line separator, so
-    two aligned files agree on numbering whatever system wrote them. Bytes that are not UTF-8
-    or a NUL character raise naming the file and line.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    yield from enumerate(split_lines(read_utf8(path)), 1)
-
-
 def read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
     """``source<TAB>target`` lines; blank lines are skipped, one without exactly one tab or with an empty side is refused."""
     file = Path(path).expanduser()
     pairs = []
-    for number, line in _lines(file):
-        if not line.strip():
-            continue  # a blank or whitespace-only line holds no pair
+    for number, line in numbered_lines(file, blank=False):
         fields = line.split("\t")
         if len(fields) != 2:
             raise ZooError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
@@ -89,25 +76,11 @@ def _nonempty(pairs: list[Pair], file: Path) -> list[Pair]:
 def _read_jsonl(path: str, options: dict[str, str]) -> list[Pair]:
     """One JSON object a line; ``options`` may rename the ``src`` and ``tgt`` fields."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file")
     keys = (options.get("src", "src"), options.get("tgt", "tgt"))
     pairs = []
-    for number, row in read_jsonl(file):
-        texts = []
-        for key in keys:
-            if key not in row:
-                raise ZooError(
-                    f"{file}:{number}: no field {key!r} (the line has: {', '.join(row) or 'no fields'}); "
-                    f"name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"
-                )
-            value = row[key]
-            if not isinstance(value, str):
-                raise ZooError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
-            if not value.strip():
-                raise ZooError(f"{file}:{number}: field {key!r} is empty")
-            texts.append(value.strip())
-        pairs.append((texts[0], texts[1]))
+    for where, row in jsonl_rows(file, keys, f"; name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"):
+        source, target = (text_field(row, key, where).strip() for key in keys)
+        pairs.append((source, target))
     return _nonempty(pairs, file)
 
 
@@ -117,7 +90,7 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise ZooError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
     files = [Path(p.strip()).expanduser() for p in parts]
-    src_lines, tgt_lines = _lines(files[0]), _lines(files[1])
+    src_lines, tgt_lines = numbered_lines(files[0]), numbered_lines(files[1])
     pairs = []
     for src_item, tgt_item in zip_longest(src_lines, tgt_lines):
         if src_item is None or tgt_item is None:
