@@ -32,7 +32,7 @@ import re
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch.utils.data import Dataset
 
@@ -70,13 +70,8 @@ class SentimentDataset(Dataset):
 def read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
-    text_column, label_column = options.get("text", "text"), options.get("label", "label")
-    texts: list[str] = []
-    labels: list[tuple[str, str]] = []
-    for where, row in table_rows(path, (text_column, label_column), delimiter, quoting, _HINT):
-        texts.append(text_field(row, text_column, where).strip())
-        labels.append((where, text_field(row, label_column, where).strip()))
-    return _labelled(path, texts, labels, options.get("classes"))
+    columns = (options.get("text", "text"), options.get("label", "label"))
+    return _labelled(path, table_rows(path, columns, delimiter, quoting, _HINT), *columns, options.get("classes"))
 
 
 def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -87,16 +82,8 @@ def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
 
 def _read_jsonl(path: Path, options: dict[str, str]) -> SentimentDataset:
     """One JSON object per line with a text field and a label field (a name or an integer)."""
-    text_key, label_key = options.get("text", "text"), options.get("label", "label")
-    texts: list[str] = []
-    labels: list[tuple[str, str]] = []
-    for where, obj in jsonl_rows(path, (text_key, label_key), _HINT):
-        texts.append(text_field(obj, text_key, where).strip())
-        label = obj[label_key]
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
-        labels.append((where, str(label) if isinstance(label, int) else text_field(obj, label_key, where).strip()))
-    return _labelled(path, texts, labels, options.get("classes"))
+    keys = (options.get("text", "text"), options.get("label", "label"))
+    return _labelled(path, jsonl_rows(path, keys, _HINT), *keys, options.get("classes"))
 
 
 def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -153,8 +140,17 @@ FORMATS: dict[str, Format] = {
 
 # ---- fields and labels -------------------------------------------------------------------
 
-def _labelled(path: Path, texts: list[str], labels: list[tuple[str, str]], classes: str | None) -> SentimentDataset:
-    """Samples from texts and raw labels (each with its ``file:line``)."""
+def _labelled(path: Path, rows: Iterable[tuple[str, dict]], text_key: str, label_key: str,
+              classes: str | None) -> SentimentDataset:
+    """Samples from the ``(file:line, row)`` of a table or JSON lines: a text and a raw label (a name or an integer)."""
+    texts: list[str] = []
+    labels: list[tuple[str, str]] = []
+    for where, row in rows:
+        texts.append(text_field(row, text_key, where).strip())
+        label = row[label_key]
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
+        labels.append((where, str(label) if isinstance(label, int) else text_field(row, label_key, where).strip()))
     if not texts:
         raise ZooError(f"{path}: no samples after the header")
     ids, names = _label_ids(labels, None if classes is None else class_names(classes, str(path)))
