@@ -35,8 +35,8 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from tasks.asr.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
-from tasks.engine.data import DataSpec, file_key, hash_split, named_split, numbered_lines
-from tasks.engine.records import jsonl_rows, table_rows, text_field
+from tasks.engine.data import DataSpec, file_key, hash_split, named_split
+from tasks.engine.records import jsonl_rows, numbered_lines, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 

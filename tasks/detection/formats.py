@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split, named_split, numbered_lines, read_utf8
+from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import load_image, probe_image
-from tasks.engine.records import class_names
+from tasks.engine.records import class_names, numbered_lines
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 

@@ -1,53 +1,86 @@
 """Records of users' files, with one wording for each error the formats share (naming ``file:line``).
 
-:func:`table_rows` reads a delimited file with a header, :func:`jsonl_rows` JSON lines with
-named fields, :func:`text_field` checks one text, :func:`class_names` parses ``classes=a,b``.
+:func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
+:func:`jsonl_rows` JSON lines with named fields; :func:`text_field` checks one text and
+:func:`class_names` parses ``classes=a,b``.
 """
 from __future__ import annotations
 
 import csv
+import io
+import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tasks.engine.data import read_jsonl, table_records, unique_header
+from tasks.engine.data import read_utf8, split_lines
 from zoo.errors import ZooError
+
+
+def numbered_lines(path: str | Path, blank: bool = True) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file (:func:`~tasks.engine.data.read_utf8`,
+    :func:`~tasks.engine.data.split_lines`); ``blank=False`` leaves out blank and whitespace-only lines."""
+    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+        if blank or line.strip():
+            yield number, line
 
 
 def table_rows(path: Path, columns: Sequence[str], delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL,
                hint: str = "", one_line: bool = False) -> Iterator[tuple[str, dict[str, str]]]:
     """``(file:line, {column: field})`` of each record of a delimited file whose header names ``columns``.
 
-    An empty file, a header naming a column twice or lacking one of ``columns`` (``hint`` says
-    how to name others), a row with another number of fields or, with ``one_line``, a field
-    spanning lines (an unbalanced quote swallowing the next rows) raises :class:`ZooError`.
+    Blank and whitespace-only lines are skipped; a quoted field may span lines unless ``one_line``
+    (an unbalanced quote swallowing the next rows). Malformed quoting, an empty file, a header
+    naming a column twice or lacking one of ``columns`` (``hint`` says how to name others), a row
+    with another number of fields or a field spanning lines raises :class:`ZooError` naming the line.
     """
-    records = table_records(path, delimiter, quoting)
-    header_line, first = next(records, (1, None))
-    if first is None:
-        raise ZooError(f"{path}: empty file; expected a header row naming the columns "
-                       + " and ".join(map(repr, columns)))
-    header = unique_header([name.strip() for name in first], path, header_line)
-    for name in columns:
-        if name not in header:
-            raise ZooError(f"{path}:{header_line}: no column {name!r}; the header has {header}{hint}")
-    for line, row in records:
-        where = f"{path}:{line}"
-        if one_line and any("\n" in field or "\r" in field for field in row):
-            lines = 1 + sum(field.count("\n") for field in row)
-            raise ZooError(f"{where}: a field runs over {lines} lines (an unbalanced quote?); fix the quoting")
-        if len(row) != len(header):
-            raise ZooError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
-        yield where, dict(zip(header, row))
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    header: list[str] | None = None
+    end = 0  # last line of the previous record
+    try:
+        for row in reader:
+            line, end = end + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            where = f"{path}:{line}"
+            if header is None:
+                header, header_line = [name.strip() for name in row], line
+                twice = next((name for i, name in enumerate(header) if name in header[:i]), None)
+                if twice is not None:
+                    raise ZooError(f"{where}: the header names the column {twice!r} twice; rename one of them")
+                for name in columns:
+                    if name not in header:
+                        raise ZooError(f"{where}: no column {name!r}; the header has {header}{hint}")
+                continue
+            if one_line and any("\n" in field or "\r" in field for field in row):
+                lines = 1 + sum(field.count("\n") for field in row)
+                raise ZooError(f"{where}: a field runs over {lines} lines (an unbalanced quote?); fix the quoting")
+            if len(row) != len(header):
+                raise ZooError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
+            yield where, dict(zip(header, row))
+    except csv.Error as err:
+        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
+    if header is None:
+        raise ZooError(f"{path}: empty file; expected a header row naming the columns " + " and ".join(map(repr, columns)))
 
 
 def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tuple[str, dict]]:
-    """``(file:line, object)`` of each JSON line (:func:`~tasks.engine.data.read_jsonl`) holding every one of ``keys``.
+    """``(file:line, object)`` of each JSON line of a file, blank lines skipped.
 
-    A missing key raises :class:`ZooError` naming the line and the fields it has (``hint`` says
-    how to name others).
+    A line that is not a JSON object, a string holding a NUL character (refused like a raw NUL
+    byte) or a missing one of ``keys`` raises :class:`ZooError` naming the file and line (and the
+    fields the object has; ``hint`` says how to name others).
     """
-    for number, row in read_jsonl(path):
+    for number, line in numbered_lines(path, blank=False):
         where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ZooError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise ZooError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        for key, value in row.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ZooError(f"{where}: field {key!r} holds a NUL character (\\u0000); remove it")
         for key in keys:
             if key not in row:
                 raise ZooError(f"{where}: no field {key!r} (fields: {', '.join(row) or 'none'}){hint}")

@@ -20,8 +20,8 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, numbered_lines
-from tasks.engine.records import jsonl_rows, text_field
+from tasks.engine.data import DataSpec, hash_split
+from tasks.engine.records import jsonl_rows, numbered_lines, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
