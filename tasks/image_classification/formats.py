@@ -34,13 +34,12 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
-from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.images import load_image, probe_image, to_rgb, warn_skipped
 from tasks.engine.records import table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 SPLITS = ("train", "validation", "test")
-MAX_WARNED = 10  # skipped files named one by one in the warning; the rest are counted
 
 
 class LabelledImages(Dataset):
@@ -182,7 +181,7 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
             else:
                 paths.append(path)
                 labels.append(label)
-    _warn_skipped(source, problems)
+    warn_skipped(source, problems)
     if not paths:
         raise ZooError(f"{source}: no readable image in the class folders of {folder}")
     return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
@@ -210,7 +209,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
             continue
         paths.append(str(image))
         names.append(name)
-    _warn_skipped(source, problems)
+    warn_skipped(source, problems)
     if not paths:
         raise ZooError(f"{source}: {file} lists no readable image")
     class_list = fixed or _sorted_names(sorted(set(names)))
@@ -282,13 +281,6 @@ def _problem(path: str) -> str | None:
     except (ValueError, OSError) as err:
         return str(err)
     return None
-
-
-def _warn_skipped(source: str, problems: list[str]) -> None:
-    if problems:
-        more = f"; and {len(problems) - MAX_WARNED} more" if len(problems) > MAX_WARNED else ""
-        warnings.warn(f"{source}: skipped {len(problems)} damaged or non-image file(s): "
-                      + "; ".join(problems[:MAX_WARNED]) + more, stacklevel=3)
 
 
 _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}

@@ -31,6 +31,7 @@ import csv
 import re
 import warnings
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -112,29 +113,22 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)
 
 
-def _split_by_text(adapter: Callable[[Path, dict[str, str]], SentimentDataset]
-                   ) -> Callable[[DataSpec, str], SentimentDataset]:
-    """A format's reader: the whole source by ``adapter``, then :func:`hash_split` on the text."""
-    def read(spec: DataSpec, split: str) -> SentimentDataset:
-        full = adapter(Path(spec.path).expanduser(), spec.options)
-        samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
-        return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
-
-    return read
-
-
-def _text_key(sample: dict) -> str:
-    return sample["text"]
+def _split_by_text(adapter: Callable[[Path, dict[str, str]], SentimentDataset], spec: DataSpec,
+                   split: str) -> SentimentDataset:
+    """A format's reader (``adapter`` bound): the whole source by ``adapter``, then :func:`hash_split` on the text."""
+    full = adapter(Path(spec.path).expanduser(), spec.options)
+    samples = hash_split(full.samples, split, key=itemgetter("text"), source=f"--data {spec}")
+    return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
 
 
 _TABLE_OPTIONS = ("text", "label", "classes")
 _HINT = "; csv, tsv and jsonl take ?text=NAME&label=NAME"
 FORMATS: dict[str, Format] = {
-    "csv": Format(_split_by_text(read_table), _TABLE_OPTIONS),
-    "tsv": Format(_split_by_text(partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
-    "jsonl": Format(_split_by_text(_read_jsonl), _TABLE_OPTIONS),
-    "sst2": Format(_split_by_text(_read_sst2)),
-    "imdb": Format(_split_by_text(_read_imdb)),
+    "csv": Format(partial(_split_by_text, read_table), _TABLE_OPTIONS),
+    "tsv": Format(partial(_split_by_text, partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
+    "jsonl": Format(partial(_split_by_text, _read_jsonl), _TABLE_OPTIONS),
+    "sst2": Format(partial(_split_by_text, _read_sst2)),
+    "imdb": Format(partial(_split_by_text, _read_imdb)),
 }
 
 

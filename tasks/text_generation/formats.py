@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -124,21 +125,18 @@ def jsonl_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     return texts, 0
 
 
-def _split_by_text(source: Callable[[Path, dict[str, str]], tuple[list[str], int]]
-                   ) -> Callable[[DataSpec, str], TextDataset]:
-    """A format's reader: every text of the path by ``source``, then the hashed split of the texts."""
-    def read(spec: DataSpec, split: str) -> TextDataset:
-        path = Path(spec.path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder (from --data {str(spec)!r})")
-        texts, skipped = source(path, spec.options)
-        return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
-                           f"{spec} [{split}]", skipped)
-
-    return read
+def _split_by_text(source: Callable[[Path, dict[str, str]], tuple[list[str], int]], spec: DataSpec,
+                   split: str) -> TextDataset:
+    """A format's reader (``source`` bound): every text of the path by ``source``, then the hashed split of the texts."""
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (from --data {str(spec)!r})")
+    texts, skipped = source(path, spec.options)
+    return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
+                       f"{spec} [{split}]", skipped)
 
 
 FORMATS: dict[str, Format] = {
-    "text": Format(_split_by_text(text_source), ("sample_by",)),
-    "jsonl": Format(_split_by_text(jsonl_source), ("field",)),
+    "text": Format(partial(_split_by_text, text_source), ("sample_by",)),
+    "jsonl": Format(partial(_split_by_text, jsonl_source), ("field",)),
 }

@@ -14,7 +14,9 @@ read whole and then split 90/5/5 by a seeded hash of each source sentence
 """
 from __future__ import annotations
 
+from functools import partial
 from itertools import zip_longest
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
@@ -109,24 +111,17 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
     return _nonempty(pairs, files[0])
 
 
-def _split_by_source(reader: Callable[[str, dict[str, str]], list[Pair]]
-                     ) -> Callable[[DataSpec, str], TranslationDataset]:
-    """A format's reader: every pair by ``reader``, then the hashed split of the source sentences."""
-    def read(spec: DataSpec, split: str) -> TranslationDataset:
-        pairs = reader(spec.path, spec.options)
-        return TranslationDataset(hash_split(pairs, split, key=_source_key, source=f"--data {spec}", seed=SEED),
-                                  f"{spec} [{split}]")
-
-    return read
-
-
-def _source_key(pair: Pair) -> str:
-    """A pair's split key: its source sentence, so one sentence is never in two splits."""
-    return pair[0]
+def _split_by_source(reader: Callable[[str, dict[str, str]], list[Pair]], spec: DataSpec,
+                     split: str) -> TranslationDataset:
+    """A format's reader (``reader`` bound): every pair by ``reader``, then the hashed split keyed by the
+    source sentence, so one sentence is never in two splits."""
+    pairs = reader(spec.path, spec.options)
+    return TranslationDataset(hash_split(pairs, split, key=itemgetter(0), source=f"--data {spec}", seed=SEED),
+                              f"{spec} [{split}]")
 
 
 FORMATS: dict[str, Format] = {
-    "tsv": Format(_split_by_source(read_tsv)),
-    "jsonl": Format(_split_by_source(_read_jsonl), ("src", "tgt")),
-    "pairs": Format(_split_by_source(_read_pairs)),
+    "tsv": Format(partial(_split_by_source, read_tsv)),
+    "jsonl": Format(partial(_split_by_source, _read_jsonl), ("src", "tgt")),
+    "pairs": Format(partial(_split_by_source, _read_pairs)),
 }
