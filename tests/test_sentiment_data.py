@@ -123,7 +123,7 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
             pytest.warns(UserWarning, match=re.escape(f"{empty}: empty text")):
         TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     _write(tmp_path / "train" / "neg" / "1_2.txt", "dull")
-    with pytest.warns(UserWarning, match=re.escape(f"{empty}: skipped")):
+    with pytest.warns(UserWarning, match=re.escape(f"skipped 1 empty or unreadable file(s): {empty}: empty text")):
         dataset = TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     assert dataset.skipped == 1 and [s["text"] for s in dataset] == ["dull"]
 

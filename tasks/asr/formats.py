@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from torch.utils.data import Dataset
 
 from tasks.asr.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
 from tasks.engine.data import DataSpec, file_key, hash_split, named_split
-from tasks.engine.records import jsonl_rows, numbered_lines, table_rows, text_field
+from tasks.engine.records import jsonl_rows, numbered_lines, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -74,19 +73,19 @@ class SpeechDataset(Dataset):
 
     def __init__(self, entries: list[_Entry], source: str, skipped: int = 0, max_seconds: float = MAX_SECONDS) -> None:
         self.source = source
-        self.skipped = skipped
         self.max_seconds = max_seconds
         self.entries: list[_Entry] = []
         self.durations: list[float] = []
+        damaged = []
         for entry in entries:
             try:
                 seconds = probe_audio(entry.path, max_seconds)
             except AudioError as err:
-                warnings.warn(f"{source}: skipping damaged audio: {err}", stacklevel=2)
-                self.skipped += 1
+                damaged.append(str(err))
                 continue
             self.entries.append(entry)
             self.durations.append(seconds)
+        self.skipped = skipped + warn_skipped(source, damaged, "damaged audio file(s)")
         if entries and not self.entries:
             raise ZooError(f"{source}: all {len(entries)} audio files are damaged")
 
@@ -196,9 +195,8 @@ def _librispeech_entries(root: Path) -> tuple[list[_Entry], int]:
         raise ZooError(f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
     labelled = {entry.path for entry in entries}
     unlabelled = sorted(set(root.rglob("*.flac")) - labelled)
-    for path in unlabelled:
-        warnings.warn(f"{root}: skipping {path}: no line for it in its folder's .trans.txt", stacklevel=3)
-    return entries, len(unlabelled)
+    return entries, warn_skipped(str(root), [f"{path}: no line for it in its folder's .trans.txt" for path in unlabelled],
+                                 "flac file(s) without a transcript")
 
 
 def _commonvoice_entries(root: Path, table_name: str = "train") -> tuple[list[_Entry], int]:

@@ -45,8 +45,8 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
-from tasks.engine.images import load_image, probe_image, warn_skipped
-from tasks.engine.records import class_names, numbered_lines
+from tasks.engine.images import load_image, probe_image
+from tasks.engine.records import class_names, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -170,7 +170,7 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
         records.append(_Record(entry.path, entry.image_id, boxes[keep].astype(np.float32), entry.labels[keep]))
     if failures and not records:
         raise FileNotFoundError(f"{source}: none of its {len(entries)} images can be read; first: {failures[0]}")
-    warn_skipped(source, failures)
+    warn_skipped(source, failures, "unreadable image(s)")
     if rejected:
         warnings.warn(f"{source}: dropped {len(rejected)} box(es) while reading (first: {rejected[0]})", stacklevel=3)
     if dropped:

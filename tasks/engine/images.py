@@ -24,7 +24,6 @@ _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _SWAPPED = (5, 6, 7, 8)  # EXIF orientations that turn the stored image a quarter turn
 _ORIENTATION = 0x0112
-MAX_WARNED = 10  # skipped files named one by one in the warning; the rest are counted
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -112,11 +111,3 @@ def decoding(path: str | Path) -> Iterator[None]:
             raise
         except Exception as err:  # Pillow's plugins raise many types on malformed files
             raise ZooError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-
-
-def warn_skipped(source: str, problems: list[str]) -> None:
-    """One warning naming the damaged or non-image files ``source`` skipped (MAX_WARNED of them, the rest counted)."""
-    if problems:
-        more = f"; and {len(problems) - MAX_WARNED} more" if len(problems) > MAX_WARNED else ""
-        warnings.warn(f"{source}: skipped {len(problems)} damaged or non-image file(s): "
-                      + "; ".join(problems[:MAX_WARNED]) + more, stacklevel=3)

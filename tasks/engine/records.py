@@ -2,18 +2,22 @@
 
 :func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
 :func:`jsonl_rows` JSON lines with named fields; :func:`text_field` checks one text and
-:func:`class_names` parses ``classes=a,b``.
+:func:`class_names` parses ``classes=a,b``; :func:`warn_skipped` reports damaged items left out
+(:func:`readable_texts` the unreadable files of a folder).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tasks.engine.data import read_utf8, split_lines
 from zoo.errors import ZooError
+
+MAX_WARNED = 10  # skipped items named one by one in the warning; the rest are counted
 
 
 def numbered_lines(path: str | Path, blank: bool = True) -> Iterator[tuple[int, str]]:
@@ -103,3 +107,28 @@ def class_names(value: str, where: str) -> list[str]:
     if not all(names) or len(set(names)) != len(names):
         raise ZooError(f"{where}: classes={value!r}: expected distinct, non-empty names separated by commas")
     return names
+
+
+def warn_skipped(source: str, problems: Sequence[str], what: str = "damaged file(s)") -> int:
+    """Warn once that ``source`` skipped ``problems`` (each "where: why"; MAX_WARNED named, the rest counted);
+    returns how many, for the dataset's ``skipped``."""
+    if problems:
+        more = f"; and {len(problems) - MAX_WARNED} more" if len(problems) > MAX_WARNED else ""
+        warnings.warn(f"{source}: skipped {len(problems)} {what}: " + "; ".join(problems[:MAX_WARNED]) + more,
+                      stacklevel=3)
+    return len(problems)
+
+
+def readable_texts(files: Sequence[Path], read: Callable[[Path], str], source: str) -> tuple[list[tuple[Path, str]], int]:
+    """``(file, read(file))`` of each file whose text is not blank; an unreadable or blank one is skipped
+    (one warning names them) and counted."""
+    texts, unreadable = [], []
+    for file in files:
+        try:
+            text = read(file)
+            if not text.strip():
+                raise ZooError(f"{file}: empty text")
+            texts.append((file, text))
+        except (OSError, ValueError) as err:
+            unreadable.append(str(err))
+    return texts, warn_skipped(source, unreadable, "empty or unreadable file(s)")

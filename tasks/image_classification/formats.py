@@ -34,8 +34,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
-from tasks.engine.images import load_image, probe_image, to_rgb, warn_skipped
-from tasks.engine.records import table_rows, text_field
+from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.records import table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -181,7 +181,7 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
             else:
                 paths.append(path)
                 labels.append(label)
-    warn_skipped(source, problems)
+    warn_skipped(source, problems, "damaged or non-image file(s)")
     if not paths:
         raise ZooError(f"{source}: no readable image in the class folders of {folder}")
     return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
@@ -209,7 +209,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
             continue
         paths.append(str(image))
         names.append(name)
-    warn_skipped(source, problems)
+    warn_skipped(source, problems, "damaged or non-image file(s)")
     if not paths:
         raise ZooError(f"{source}: {file} lists no readable image")
     class_list = fixed or _sorted_names(sorted(set(names)))

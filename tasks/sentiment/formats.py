@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import re
-import warnings
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
@@ -38,13 +37,14 @@ from typing import Callable, Iterable
 from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, hash_split, read_utf8
-from tasks.engine.records import class_names, jsonl_rows, table_rows, text_field
+from tasks.engine.records import class_names, jsonl_rows, readable_texts, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 CLASSES = ["negative", "positive"]
 MAX_ID_PER_LABEL = 10     # an integer label above this many times the number of distinct labels is a typo
 _INTEGER = re.compile(r"-?[0-9]+")
+_IMDB_FOLDERS = ("neg", "pos")  # label 0 and 1
 _LINE_BREAK_TAGS = re.compile(r"(?:<br\s*/?>)+", re.IGNORECASE)
 
 
@@ -91,23 +91,15 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
     """The IMDB folder layout: ``neg/*.txt`` and ``pos/*.txt`` (``unsup/`` ignored)."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt")
-    samples: list[dict] = []
-    skipped = 0
-    for label, name in enumerate(("neg", "pos")):
+    files: list[Path] = []
+    for name in _IMDB_FOLDERS:
         folder = path / name
         if not folder.is_dir():
             hint = f" (did you mean imdb:{path / 'train'}?)" if (path / "train" / name).is_dir() else ""
             raise FileNotFoundError(f"{folder}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt{hint}")
-        for file in sorted(folder.glob("*.txt")):
-            try:
-                text = _LINE_BREAK_TAGS.sub(" ", read_utf8(file)).strip()
-                if not text:
-                    raise ZooError(f"{file}: empty text")
-            except (OSError, ZooError) as err:
-                warnings.warn(f"{file}: skipped, unreadable ({err})")
-                skipped += 1
-                continue
-            samples.append({"text": text, "label": label})
+        files += sorted(folder.glob("*.txt"))
+    readable, skipped = readable_texts(files, lambda file: _LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(path))
+    samples = [{"text": text.strip(), "label": _IMDB_FOLDERS.index(file.parent.name)} for file, text in readable]
     if not samples:
         raise ZooError(f"{path}: no readable .txt files in neg/ or pos/")
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)

@@ -15,7 +15,6 @@ examples through :mod:`tasks.text_generation.blocks`.
 from __future__ import annotations
 
 import re
-import warnings
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, hash_split, read_utf8, split_lines
-from tasks.engine.records import jsonl_rows, text_field
+from tasks.engine.records import jsonl_rows, readable_texts, text_field
 from tasks.engine.sets import Format
 from tasks.text_generation.blocks import pack_blocks
 from zoo.errors import ZooError
@@ -86,18 +85,8 @@ def text_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     files = sorted(path.rglob("*.txt"))
     if not files:
         raise FileNotFoundError(f"{path}: no .txt files in this folder (searched recursively)")
-    texts: list[str] = []
-    skipped = 0
-    for file in files:
-        try:
-            text = decode_text(file)
-            if not text.strip():
-                raise ZooError(f"{file}: empty text")
-        except (OSError, ValueError) as err:
-            warnings.warn(f"skipping {err}", stacklevel=2)
-            skipped += 1
-            continue
-        texts.extend(_cut(text, sample_by))
+    readable, skipped = readable_texts(files, decode_text, str(path))
+    texts = [sample for _, text in readable for sample in _cut(text, sample_by)]
     if not texts:
         raise ZooError(f"{path}: all {len(files)} .txt files are empty or unreadable")
     return texts, skipped
