@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from tasks.asr.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
 from tasks.engine.data import DataSpec, file_key, hash_split, named_split
-from tasks.engine.records import jsonl_rows, numbered_lines, table_rows, text_field, warn_skipped
+from tasks.engine.records import jsonl_rows, nonempty, numbered_lines, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -161,9 +161,7 @@ def manifest_entries(path: Path) -> list[_Entry]:
         if duration not in (None, "") and not _is_seconds(duration):
             raise ZooError(f"{where}: 'duration' must be a number of seconds, finite and >= 0, got {duration!r}")
         entries.append(_entry(where, path.parent / audio, text_field(row, "text", where)))
-    if not entries:
-        raise ZooError(f"{path}: no utterances (the manifest has no rows)")
-    return entries
+    return nonempty(entries, f"{path}: no utterances (the manifest has no rows)")
 
 
 def _is_seconds(value: object) -> bool:
@@ -191,8 +189,7 @@ def _librispeech_entries(root: Path) -> tuple[list[_Entry], int]:
             if len(parts) != 2:
                 raise ZooError(f"{transcript}:{line}: expected 'UTTERANCE-ID TEXT'")
             entries.append(_entry(f"{transcript}:{line}", transcript.parent / f"{parts[0]}.flac", parts[1]))
-    if not entries:
-        raise ZooError(f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
+    nonempty(entries, f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
     labelled = {entry.path for entry in entries}
     unlabelled = sorted(set(root.rglob("*.flac")) - labelled)
     return entries, warn_skipped(str(root), [f"{path}: no line for it in its folder's .trans.txt" for path in unlabelled],
@@ -207,9 +204,7 @@ def _commonvoice_entries(root: Path, table_name: str = "train") -> tuple[list[_E
         raise FileNotFoundError(f"{table}: no such Common Voice table (tables in {root}: {present})")
     entries = [_entry(where, root / "clips" / row["path"], row["sentence"])
                for where, row in table_rows(table, ("path", "sentence"), "\t", csv.QUOTE_NONE, one_line=True)]
-    if not entries:
-        raise ZooError(f"{table}: no utterances (only a header)")
-    return entries, 0
+    return nonempty(entries, f"{table}: no utterances (only a header)"), 0
 
 
 FORMATS: dict[str, Format] = {

@@ -1,7 +1,4 @@
 """``python -m tasks.asr.train [flags]``: the same as ``zoo train asr [flags]``."""
 from tasks.engine.commands import train_main
 
-main = train_main("asr")
-
-if __name__ == "__main__":
-    main()
+main = train_main("asr", __name__)  # under ``python -m`` it trains at once

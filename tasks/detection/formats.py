@@ -64,8 +64,8 @@ class _Entry:
 
     path: Path
     image_id: int
-    boxes: np.ndarray  # (N, 4) float64: xyxy pixels, or normalised (cx, cy, w, h) when `normalized`
-    labels: np.ndarray  # (N,) int64
+    boxes: list[list[float]]  # N boxes: xyxy pixels, or normalised (cx, cy, w, h) when `normalized`
+    labels: list[int]  # N labels
     origins: list[str]  # where each box was written, for messages
     normalized: bool = False
     declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states
@@ -159,7 +159,7 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
             raise ZooError(f"{entry.declared_at}: declares {entry.declared_size[0]}x{entry.declared_size[1]} pixels "
                            f"(width x height), but {entry.path} is {width}x{height}; fix 'width'/'height' or "
                            "the image (its boxes may be in another frame)")
-        boxes = entry.boxes.reshape(-1, 4)  # (N, 4)
+        boxes = np.array(entry.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4)
         if entry.normalized:
             centre, extent = boxes[:, :2], boxes[:, 2:] / 2
             boxes = np.concatenate([centre - extent, centre + extent], axis=1) * [width, height, width, height]
@@ -167,7 +167,8 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
         if not keep.all():
             first_dropped = first_dropped or entry.origins[int(np.flatnonzero(~keep)[0])]
             dropped += int((~keep).sum())
-        records.append(_Record(entry.path, entry.image_id, boxes[keep].astype(np.float32), entry.labels[keep]))
+        records.append(_Record(entry.path, entry.image_id, boxes[keep].astype(np.float32),
+                               np.array(entry.labels, dtype=np.int64)[keep]))
     if failures and not records:
         raise FileNotFoundError(f"{source}: none of its {len(entries)} images can be read; first: {failures[0]}")
     warn_skipped(source, failures, "unreadable image(s)")
@@ -255,12 +256,9 @@ def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDatas
         labels.append(label_of[annotation["category_id"]])
         origins.append(where)
 
-    entries = [
-        _Entry(image_path, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-               np.array(labels, dtype=np.int64), origins, declared_size=declared[image_id][0],
-               declared_at=declared[image_id][1])
-        for image_id, (image_path, boxes, labels, origins) in targets.items()
-    ]
+    entries = [_Entry(image_path, image_id, boxes, labels, origins, declared_size=declared[image_id][0],
+                      declared_at=declared[image_id][1])
+               for image_id, (image_path, boxes, labels, origins) in targets.items()]
     classes = [names[category_id] for category_id in sorted(names)]
     return _finalize(_pick_split(entries, {}, split, path.parent, source), classes, source)
 
@@ -324,10 +322,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
                 boxes.append(box)
                 labels.append(label_of[name])
                 origins.append(f"{xml}: object {k}")
-        entries[xml.stem] = _Entry(
-            root / "JPEGImages" / file_name, image_id,
-            np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64), origins,
-        )
+        entries[xml.stem] = _Entry(root / "JPEGImages" / file_name, image_id, boxes, labels, origins)
     named = {}
     for split_name, (file_stem, *_) in _SOURCE_SPLIT_NAMES.items():
         listing = root / "ImageSets" / "Main" / f"{file_stem}.txt"
@@ -399,10 +394,7 @@ def _read_yolo(root: Path, options: dict[str, str], split: str) -> DetectionData
         label_file = labels_root / image.relative_to(images_root).with_suffix(".txt")
         parsed = _parse_yolo_labels(label_file, len(classes)) if label_file.is_file() else ([], [], [], [])
         boxes, labels, origins, rejected = parsed
-        entries.append(
-            _Entry(image, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-                   np.array(labels, dtype=np.int64), origins, normalized=True, rejected=tuple(rejected))
-        )
+        entries.append(_Entry(image, image_id, boxes, labels, origins, normalized=True, rejected=tuple(rejected)))
     named = {}
     for split_name, folders in _SOURCE_SPLIT_NAMES.items():
         folder = next((f for f in folders if (images_root / f).is_dir()), None)

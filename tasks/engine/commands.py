@@ -127,11 +127,14 @@ def train_command(task: Task, argv: list[str]) -> Path:
     return train(task, args)
 
 
-def train_main(task: str) -> Callable[[list[str] | None], None]:
-    """The ``main(argv=None)`` of ``python -m tasks.TASK.train``: ``zoo train TASK`` (its one-line errors too)."""
+def train_main(task: str, module: str) -> Callable[[list[str] | None], None]:
+    """The ``main(argv=None)`` of ``python -m tasks.TASK.train``: ``zoo train TASK`` (its one-line errors too),
+    run at once when ``module`` (the caller's ``__name__``) is ``"__main__"``."""
     def main(argv: list[str] | None = None) -> None:
         zoo.cli.main(["train", task, *(sys.argv[1:] if argv is None else argv)])
 
+    if module == "__main__":
+        main()
     return main
 
 

@@ -75,8 +75,7 @@ def parse_spec(spec: str) -> DataSpec:
 def builtin_dir(task: str, name: str, version: str) -> Path:
     """The folder of a prepared built-in set; raises naming the command that prepares it."""
     folder = data_root() / task / name
-    stamp = folder / STAMP
-    if not stamp.is_file() or stamp.read_text().strip() != version:
+    if not is_prepared(task, name, version):
         raise FileNotFoundError(
             f"built-in data set '{task}:{name}' (version {version}) is not prepared in {folder}; "
             f"run `zoo data prepare {task}` (or `make data`) first"

@@ -1,7 +1,8 @@
 """Records of users' files, with one wording for each error the formats share (naming ``file:line``).
 
 :func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
-:func:`jsonl_rows` JSON lines with named fields; :func:`text_field` checks one text and
+:func:`jsonl_rows` JSON lines with named fields; :func:`nonempty` refuses a source without records,
+:func:`text_field` checks one text and
 :func:`class_names` parses ``classes=a,b``; :func:`warn_skipped` reports damaged items left out
 (:func:`readable_texts` the unreadable files of a folder).
 """
@@ -12,11 +13,12 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from tasks.engine.data import read_utf8, split_lines
 from zoo.errors import ZooError
 
+T = TypeVar("T")
 MAX_WARNED = 10  # skipped items named one by one in the warning; the rest are counted
 
 
@@ -89,6 +91,13 @@ def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tupl
             if key not in row:
                 raise ZooError(f"{where}: no field {key!r} (fields: {', '.join(row) or 'none'}){hint}")
         yield where, row
+
+
+def nonempty(items: list[T], message: str) -> list[T]:
+    """``items``; none at all (a source without records) raises :class:`ZooError` with ``message``."""
+    if not items:
+        raise ZooError(message)
+    return items
 
 
 def text_field(row: dict, key: str, where: str) -> str:

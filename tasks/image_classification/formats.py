@@ -35,7 +35,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
 from tasks.engine.images import load_image, probe_image, to_rgb
-from tasks.engine.records import table_rows, text_field, warn_skipped
+from tasks.engine.records import nonempty, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -170,21 +170,10 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
                              if entry.is_dir() and not entry.name.startswith(".")])
     if not classes:
         raise ZooError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
-    paths, labels, problems = [], [], []
     seen_folders: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
-    for label, name in enumerate(classes):
-        for path in _files_below(folder / name, seen_folders, seen_files):
-            problem = _problem(path)
-            if problem:
-                problems.append(problem)
-            else:
-                paths.append(path)
-                labels.append(label)
-    warn_skipped(source, problems, "damaged or non-image file(s)")
-    if not paths:
-        raise ZooError(f"{source}: no readable image in the class folders of {folder}")
-    return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
+    listed = [("", path, name) for name in classes for path in _files_below(folder / name, seen_folders, seen_files)]
+    return _readable(listed, classes, source, f"no readable image in the class folders of {folder}")
 
 
 def read_csv(file: Path, source: str, path: str = "path", label: str = "label", classes: str = "") -> ImageFiles:
@@ -195,7 +184,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
     skipped with a warning naming both.
     """
     fixed = [name.strip() for name in classes.split(",") if name.strip()]
-    paths, names, problems = [], [], []
+    listed = []
     for where, row in table_rows(file, (path, label), hint="; name them with ?path=COLUMN&label=COLUMN", one_line=True):
         value, name = text_field(row, path, where).strip(), text_field(row, label, where).strip()
         if fixed and name not in fixed:
@@ -203,18 +192,22 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
         image = file.parent / value
         if not image.is_file():
             raise FileNotFoundError(f"{where}: image file {image} does not exist")
-        problem = _problem(str(image))
-        if problem:
-            problems.append(f"{where}: {problem}")
-            continue
-        paths.append(str(image))
-        names.append(name)
+        listed.append((f"{where}: ", str(image), name))
+    return _readable(listed, fixed, source, f"{file} lists no readable image")
+
+
+def _readable(listed: list[tuple[str, str, str]], classes: list[str], source: str, none: str) -> ImageFiles:
+    """The ``(where, path, class name)`` listed whose image passes the cheap check; the others are skipped
+    (one warning names them, each after its ``where``) and counted. ``classes`` empty: the sorted names kept."""
+    checked = [(where, path, name, _problem(path)) for where, path, name in listed]
+    problems = [where + problem for where, _, _, problem in checked if problem]
+    kept = [(path, name) for _, path, name, problem in checked if not problem]
     warn_skipped(source, problems, "damaged or non-image file(s)")
-    if not paths:
-        raise ZooError(f"{source}: {file} lists no readable image")
-    class_list = fixed or _sorted_names(sorted(set(names)))
-    index = {name: i for i, name in enumerate(class_list)}
-    return ImageFiles(paths, np.array([index[n] for n in names]), class_list, source, skipped=len(problems))
+    nonempty(kept, f"{source}: {none}")
+    classes = classes or _sorted_names(sorted({name for _, name in kept}))
+    index = {name: i for i, name in enumerate(classes)}
+    return ImageFiles([path for path, _ in kept], np.array([index[name] for _, name in kept]), classes, source,
+                      skipped=len(problems))
 
 
 def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:

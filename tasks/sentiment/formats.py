@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, hash_split, read_utf8
-from tasks.engine.records import class_names, jsonl_rows, readable_texts, table_rows, text_field
+from tasks.engine.records import class_names, jsonl_rows, nonempty, readable_texts, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -100,8 +100,7 @@ def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
         files += sorted(folder.glob("*.txt"))
     readable, skipped = readable_texts(files, lambda file: _LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(path))
     samples = [{"text": text.strip(), "label": _IMDB_FOLDERS.index(file.parent.name)} for file, text in readable]
-    if not samples:
-        raise ZooError(f"{path}: no readable .txt files in neg/ or pos/")
+    nonempty(samples, f"{path}: no readable .txt files in neg/ or pos/")
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)
 
 
@@ -137,8 +136,7 @@ def _labelled(path: Path, rows: Iterable[tuple[str, dict]], text_key: str, label
         if isinstance(label, bool) or not isinstance(label, (str, int)):
             raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
         labels.append((where, str(label) if isinstance(label, int) else text_field(row, label_key, where).strip()))
-    if not texts:
-        raise ZooError(f"{path}: no samples after the header")
+    nonempty(texts, f"{path}: no samples after the header")
     ids, names = _label_ids(labels, None if classes is None else class_names(classes, str(path)))
     return SentimentDataset([{"text": t, "label": i} for t, i in zip(texts, ids)], names, str(path))
 

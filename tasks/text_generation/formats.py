@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, hash_split, read_utf8, split_lines
-from tasks.engine.records import jsonl_rows, readable_texts, text_field
+from tasks.engine.records import jsonl_rows, nonempty, readable_texts, text_field
 from tasks.engine.sets import Format
 from tasks.text_generation.blocks import pack_blocks
 from zoo.errors import ZooError
@@ -87,9 +87,7 @@ def text_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
         raise FileNotFoundError(f"{path}: no .txt files in this folder (searched recursively)")
     readable, skipped = readable_texts(files, decode_text, str(path))
     texts = [sample for _, text in readable for sample in _cut(text, sample_by)]
-    if not texts:
-        raise ZooError(f"{path}: all {len(files)} .txt files are empty or unreadable")
-    return texts, skipped
+    return nonempty(texts, f"{path}: all {len(files)} .txt files are empty or unreadable"), skipped
 
 
 def decode_text(path: Path) -> str:
@@ -109,14 +107,12 @@ def jsonl_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     """Texts of a JSONL file's ``field``; a missing, non-string or empty text raises naming the line."""
     field = options.get("field", "text")
     texts = [text_field(row, field, where) for where, row in jsonl_rows(path, (field,), "; choose it with ?field=NAME")]
-    if not texts:
-        raise ZooError(f"{path}: no records")
-    return texts, 0
+    return nonempty(texts, f"{path}: no records"), 0
 
 
 def _split_by_text(source: Callable[[Path, dict[str, str]], tuple[list[str], int]], spec: DataSpec,
                    split: str) -> TextDataset:
-    """A format's reader (``source`` bound): every text of the path by ``source``, then the hashed split of the texts."""
+    """A format's reader (``source`` bound): every text of the path, then the hashed split of the texts."""
     path = Path(spec.path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (from --data {str(spec)!r})")

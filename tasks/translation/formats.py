@@ -23,13 +23,14 @@ from typing import Callable
 from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, hash_split
-from tasks.engine.records import jsonl_rows, numbered_lines, text_field
+from tasks.engine.records import jsonl_rows, nonempty, numbered_lines, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 SEED = 0
 
 Pair = tuple[str, str]
+_NO_PAIRS = "no sentence pairs (the file is empty)"
 
 
 class TranslationDataset(Dataset):
@@ -65,25 +66,16 @@ def read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
         if not source or not target:
             raise ZooError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
         pairs.append((source, target))
-    return _nonempty(pairs, file)
-
-
-def _nonempty(pairs: list[Pair], file: Path) -> list[Pair]:
-    """``pairs``; none at all (an empty or blank file) raises naming the file."""
-    if not pairs:
-        raise ZooError(f"{file}: no sentence pairs (the file is empty)")
-    return pairs
+    return nonempty(pairs, f"{file}: {_NO_PAIRS}")
 
 
 def _read_jsonl(path: str, options: dict[str, str]) -> list[Pair]:
     """One JSON object a line; ``options`` may rename the ``src`` and ``tgt`` fields."""
     file = Path(path).expanduser()
     keys = (options.get("src", "src"), options.get("tgt", "tgt"))
-    pairs = []
-    for where, row in jsonl_rows(file, keys, f"; name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"):
-        source, target = (text_field(row, key, where).strip() for key in keys)
-        pairs.append((source, target))
-    return _nonempty(pairs, file)
+    rows = jsonl_rows(file, keys, f"; name the fields with jsonl:{path}?src=FIELD&tgt=FIELD")
+    pairs = [(text_field(row, keys[0], where).strip(), text_field(row, keys[1], where).strip()) for where, row in rows]
+    return nonempty(pairs, f"{file}: {_NO_PAIRS}")
 
 
 def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
@@ -108,7 +100,7 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
             if not text.strip():
                 raise ZooError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
         pairs.append((src_item[1].strip(), tgt_item[1].strip()))
-    return _nonempty(pairs, files[0])
+    return nonempty(pairs, f"{files[0]}: {_NO_PAIRS}")
 
 
 def _split_by_source(reader: Callable[[str, dict[str, str]], list[Pair]], spec: DataSpec,
