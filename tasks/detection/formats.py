@@ -32,7 +32,6 @@ VOC or YOLO folder) is cut 90/5/5 by a seeded hash of each image's path relative
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -46,7 +45,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import load_image, probe_image
-from tasks.engine.records import class_names, numbered_lines, warn_skipped
+from tasks.engine.records import class_names, json_value, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -275,10 +274,7 @@ def _load_json(path: Path) -> dict:
     text = read_utf8(path)
     if not text.strip():
         raise ZooError(f"{path}: empty file; expected a COCO JSON object with images, annotations and categories")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ZooError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    data = json_value(text, path)
     if not isinstance(data, dict):
         raise ZooError(f"{path}: expected a COCO JSON object with images, annotations and categories")
     return data

@@ -1,7 +1,7 @@
 """Records of users' files, with one wording for each error the formats share (naming ``file:line``).
 
 :func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
-:func:`jsonl_rows` JSON lines with named fields; :func:`nonempty` refuses a source without records,
+:func:`jsonl_rows` JSON lines with named fields (:func:`json_value` parses one); :func:`nonempty` refuses a source without records,
 :func:`text_field` checks one text and
 :func:`class_names` parses ``classes=a,b``; :func:`warn_skipped` reports damaged items left out
 (:func:`readable_texts` the unreadable files of a folder).
@@ -13,7 +13,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from tasks.engine.data import read_utf8, split_lines
 from zoo.errors import ZooError
@@ -69,6 +69,14 @@ def table_rows(path: Path, columns: Sequence[str], delimiter: str = ",", quoting
         raise ZooError(f"{path}: empty file; expected a header row naming the columns " + " and ".join(map(repr, columns)))
 
 
+def json_value(text: str, path: str | Path, line: int = 1) -> Any:
+    """The JSON value of ``text``, which starts at ``line`` of ``path``; invalid JSON raises naming the line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ZooError(f"{path}:{line + err.lineno - 1}: not valid JSON ({err.msg}, column {err.colno})") from None
+
+
 def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tuple[str, dict]]:
     """``(file:line, object)`` of each JSON line of a file, blank lines skipped.
 
@@ -78,10 +86,7 @@ def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tupl
     """
     for number, line in numbered_lines(path, blank=False):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ZooError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+        row = json_value(line, path, number)
         if not isinstance(row, dict):
             raise ZooError(f"{where}: expected a JSON object, got {type(row).__name__}")
         for key, value in row.items():
