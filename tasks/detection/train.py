@@ -1,4 +1,4 @@
 """``python -m tasks.detection.train [flags]``: the same as ``zoo train detection [flags]``."""
-from tasks.engine.commands import train_main
+from zoo.cli import train_main
 
 main = train_main("detection", __name__)  # under ``python -m`` it trains at once

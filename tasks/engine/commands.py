@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
@@ -125,17 +125,6 @@ def train_command(task: Task, argv: list[str]) -> Path:
     args = command_parser("train", task).parse_args(argv)
     check_train_args(task, args)
     return train(task, args)
-
-
-def train_main(task: str, module: str) -> Callable[[list[str] | None], None]:
-    """The ``main(argv=None)`` of ``python -m tasks.TASK.train``: ``zoo train TASK`` (its one-line errors too),
-    run at once when ``module`` (the caller's ``__name__``) is ``"__main__"``."""
-    def main(argv: list[str] | None = None) -> None:
-        zoo.cli.main(["train", task, *(sys.argv[1:] if argv is None else argv)])
-
-    if module == "__main__":
-        main()
-    return main
 
 
 def eval_data(folder: Path, data: str | None, split: str | None) -> tuple[str, str]:

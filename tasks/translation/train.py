@@ -1,4 +1,4 @@
 """``python -m tasks.translation.train [flags]``: the same as ``zoo train translation [flags]``."""
-from tasks.engine.commands import train_main
+from zoo.cli import train_main
 
 main = train_main("translation", __name__)  # under ``python -m`` it trains at once
