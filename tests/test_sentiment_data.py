@@ -76,10 +76,10 @@ def test_jsonl(tmp_path):
 
 def test_jsonl_bad_records_named(tmp_path):
     path = _write(tmp_path / "r.jsonl", '{"text": "ok", "label": "a"}\n{"text": "no label"}\n')
-    with pytest.raises(ValueError, match=re.escape(f"{path}:2: no label field 'label'")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2: no field 'label'")):
         TASK.datasets(f"jsonl:{path}", "all")
     _write(path, '{"text": 3, "label": "a"}\n')
-    with pytest.raises(ValueError, match=re.escape(f"{path}:1: text field 'text' holds int")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}:1: field 'text' holds int")):
         TASK.datasets(f"jsonl:{path}", "all")
     _write(path, '{"text": "x", "label": true}\n')
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: label True is neither")):
@@ -95,7 +95,7 @@ def test_sst2(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{path}:3: unknown label '2'")):
         TASK.datasets(f"sst2:{path}", "all")
     _write(path, "index\tsentence\n0\tunlabelled test row\n")
-    with pytest.raises(ValueError, match=re.escape(f"{path}:1: no label column 'label'")):
+    with pytest.raises(ValueError, match=re.escape(f"{path}:1: no column 'label'")):
         TASK.datasets(f"sst2:{path}", "all")
 
 
@@ -123,7 +123,7 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
             pytest.warns(UserWarning, match=re.escape(f"{empty}: empty text")):
         TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     _write(tmp_path / "train" / "neg" / "1_2.txt", "dull")
-    with pytest.warns(UserWarning, match=re.escape(f"{empty}: skipped")):
+    with pytest.warns(UserWarning, match=re.escape(f"skipped 1 empty or unreadable file(s): {empty}: empty text")):
         dataset = TASK.datasets(f"imdb:{tmp_path / 'train'}", "all")
     assert dataset.skipped == 1 and [s["text"] for s in dataset] == ["dull"]
 
@@ -132,14 +132,14 @@ def test_imdb_errors_name_the_file_or_folder(tmp_path):
 
 @pytest.mark.parametrize("content, options, message", [
     ("text,label\nok,positive\nhmm,neutral\n", "?classes=negative,positive", ":3: unknown label 'neutral'"),
-    ("text,label\n  ,positive\n", "", ":2: empty text"),
-    ("text,label\nfine, \n", "", ":2: empty label"),
-    ("review,label\nx,positive\n", "", ":1: no text column 'text'"),
-    ("text,label\nx,positive\n", "?label=stars", ":1: no label column 'stars'"),
+    ("text,label\n  ,positive\n", "", ":2: empty 'text' field"),
+    ("text,label\nfine, \n", "", ":2: empty 'label' field"),
+    ("review,label\nx,positive\n", "", ":1: no column 'text'"),
+    ("text,label\nx,positive\n", "?label=stars", ":1: no column 'stars'"),
     ("text,label\nx,positive,extra\n", "", ":2: 3 fields, but the header (line 1) has 2"),
     ("text,label\na,1\nb,positive\n", "", ":3: label 'positive' is a name, but"),
     ("text,label\na,1\nb,-1\n", "", ":3: label -1 is negative"),
-    ('text,label\n"multi\nline",1\n,0\n', "", ":4: empty text"),
+    ('text,label\n"multi\nline",1\n,0\n', "", ":4: empty 'text' field"),
     ('text,label\n"a"b,1\n', "", ":2: malformed row"),
     ("", "", ": empty file"),
 ])

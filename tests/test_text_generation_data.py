@@ -101,8 +101,8 @@ def test_jsonl_reads_the_default_and_a_named_field(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rows, message", [
     ([{"text": "ok"}, {"body": "no text"}], r"d\.jsonl:2: no field 'text' \(fields: body\)"),
-    ([{"text": "ok"}, {"text": "ok"}, {"text": "  \n"}], r"d\.jsonl:3: empty text in field 'text'"),
-    ([{"text": 7}], r"d\.jsonl:1: field 'text' is a int"),
+    ([{"text": "ok"}, {"text": "ok"}, {"text": "  \n"}], r"d\.jsonl:3: empty 'text' field"),
+    ([{"text": 7}], r"d\.jsonl:1: field 'text' holds int"),
     ([], r"d\.jsonl: no records"),
 ])
 def test_jsonl_errors_name_the_file_and_line(tmp_path: Path, rows: list, message: str) -> None:

@@ -85,7 +85,7 @@ def test_jsonl_default_and_renamed_fields(tmp_path):
 
 @pytest.mark.parametrize(
     "row, message",
-    [({"src": "a"}, "no field 'tgt'"), ({"src": "a", "tgt": 3}, "'tgt' must be a string"), ({"src": " ", "tgt": "b"}, "'src' is empty")],
+    [({"src": "a"}, "no field 'tgt'"), ({"src": "a", "tgt": 3}, "'tgt' holds int, expected a string"), ({"src": " ", "tgt": "b"}, "empty 'src' field")],
 )
 def test_jsonl_bad_record_names_line_and_field(tmp_path, row, message):
     path = tmp_path / "bad.jsonl"

@@ -19,7 +19,7 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import zoo
 from zoo.errors import ZooError
@@ -286,6 +286,17 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"zoo: error: {message}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def train_main(task: str, module: str) -> Callable[[list[str] | None], None]:
+    """The ``main(argv=None)`` of ``python -m tasks.TASK.train``: ``zoo train TASK`` (its one-line errors too),
+    run at once when ``module`` (the caller's ``__name__``) is ``"__main__"``."""
+    def train(argv: list[str] | None = None) -> None:
+        main(["train", task, *(sys.argv[1:] if argv is None else argv)])
+
+    if module == "__main__":
+        train()
+    return train
 
 
 if __name__ == "__main__":

@@ -28,17 +28,14 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from torch.utils.data import Dataset
 
 from tasks.asr.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
-from tasks.engine.data import (
-    DataSpec, file_key, hash_split, named_split, read_jsonl, read_utf8, split_lines, table_records, unique_header,
-)
+from tasks.engine.data import DataSpec, file_key, hash_split, named_split
+from tasks.engine.records import jsonl_rows, nonempty, numbered_lines, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -76,19 +73,19 @@ class SpeechDataset(Dataset):
 
     def __init__(self, entries: list[_Entry], source: str, skipped: int = 0, max_seconds: float = MAX_SECONDS) -> None:
         self.source = source
-        self.skipped = skipped
         self.max_seconds = max_seconds
         self.entries: list[_Entry] = []
         self.durations: list[float] = []
+        damaged = []
         for entry in entries:
             try:
                 seconds = probe_audio(entry.path, max_seconds)
             except AudioError as err:
-                warnings.warn(f"{source}: skipping damaged audio: {err}", stacklevel=2)
-                self.skipped += 1
+                damaged.append(str(err))
                 continue
             self.entries.append(entry)
             self.durations.append(seconds)
+        self.skipped = skipped + warn_skipped(source, damaged, "damaged audio file(s)")
         if entries and not self.entries:
             raise ZooError(f"{source}: all {len(entries)} audio files are damaged")
 
@@ -143,10 +140,8 @@ def _commonvoice_split(root: Path, split: str, spec: DataSpec) -> list[_Entry]:
     return named_split(split, entries, named, lambda e: file_key(e.path, root), f"--data {spec}", SEED)
 
 
-def _entry(where: str, audio: Path, text: object) -> _Entry:
-    """Check one row: its text is a non-empty string and its audio file exists."""
-    if not isinstance(text, str):
-        raise ZooError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+def _entry(where: str, audio: Path, text: str) -> _Entry:
+    """Check one row: its text is not empty once normalised and its audio file exists."""
     normalised = normalize_text(text)
     if not normalised:
         raise ZooError(f"{where}: empty text")
@@ -157,23 +152,16 @@ def _entry(where: str, audio: Path, text: object) -> _Entry:
 
 def manifest_entries(path: Path) -> list[_Entry]:
     """Rows of a JSONL (or ``.csv``) manifest: ``audio_filepath``, ``text``, optional ``duration``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest")
+    columns = ("audio_filepath", "text")
+    rows = table_rows(path, columns, one_line=True) if path.suffix.lower() == ".csv" else jsonl_rows(path, columns)
     entries = []
-    for line, row in _csv_rows(path) if path.suffix.lower() == ".csv" else read_jsonl(path):
-        where = f"{path}:{line}"
-        for field in ("audio_filepath", "text"):
-            if field not in row:
-                raise ZooError(f"{where}: missing field {field!r}")
-        if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"].strip():
-            raise ZooError(f"{where}: 'audio_filepath' must be a non-empty string")
+    for where, row in rows:
+        audio = text_field(row, "audio_filepath", where)
         duration = row.get("duration")
         if duration not in (None, "") and not _is_seconds(duration):
             raise ZooError(f"{where}: 'duration' must be a number of seconds, finite and >= 0, got {duration!r}")
-        entries.append(_entry(where, path.parent / row["audio_filepath"], row["text"]))
-    if not entries:
-        raise ZooError(f"{path}: no utterances (the manifest has no rows)")
-    return entries
+        entries.append(_entry(where, path.parent / audio, text_field(row, "text", where)))
+    return nonempty(entries, f"{path}: no utterances (the manifest has no rows)")
 
 
 def _is_seconds(value: object) -> bool:
@@ -187,38 +175,6 @@ def _is_seconds(value: object) -> bool:
     return math.isfinite(seconds) and seconds >= 0
 
 
-_SEPARATED = {",": "comma-separated", "\t": "tab-separated"}
-
-
-def _table(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str], list[str]]]:
-    """``(first line, header, fields)`` of each record of a delimited UTF-8 file with a header.
-
-    An empty file, a header naming a column twice, a row with another number of fields or a
-    field spanning lines (an unbalanced quote swallowing the next rows) raises naming file:line.
-    """
-    records = table_records(path, delimiter, quoting)
-    _, first = next(records, (1, []))
-    header = unique_header([name.strip() for name in first], path)
-    if not header:
-        raise ZooError(f"{path}: empty file; expected a header row naming the columns")
-    for line, row in records:
-        if any("\n" in field or "\r" in field for field in row):
-            lines = 1 + sum(field.count("\n") for field in row)
-            raise ZooError(f"{path}:{line}: a field runs over {lines} lines (an unbalanced quote?); fix the quoting")
-        if len(row) != len(header):
-            raise ZooError(f"{path}:{line}: expected {len(header)} {_SEPARATED[delimiter]} columns, got {len(row)}")
-        yield line, header, row
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line_number, row)`` of a CSV manifest whose header names ``audio_filepath`` and ``text``."""
-    for line, header, row in _table(path, ",", csv.QUOTE_MINIMAL):
-        missing = [c for c in ("audio_filepath", "text") if c not in header]
-        if missing:
-            raise ZooError(f"{path}:1: missing column(s) {', '.join(missing)} (header: {header})")
-        yield line, dict(zip(header, row))
-
-
 def _librispeech_entries(root: Path) -> tuple[list[_Entry], int]:
     """Utterances of a LibriSpeech folder, and the number of flac files without a transcript."""
     if not root.is_dir():
@@ -228,20 +184,16 @@ def _librispeech_entries(root: Path) -> tuple[list[_Entry], int]:
         raise FileNotFoundError(f"{root}: no *.trans.txt transcripts (expected speaker/chapter/speaker-chapter.trans.txt)")
     entries = []
     for transcript in transcripts:
-        for line, text in enumerate(split_lines(read_utf8(transcript)), 1):
-            if not text.strip():
-                continue
+        for line, text in numbered_lines(transcript, blank=False):
             parts = text.split(maxsplit=1)
             if len(parts) != 2:
                 raise ZooError(f"{transcript}:{line}: expected 'UTTERANCE-ID TEXT'")
             entries.append(_entry(f"{transcript}:{line}", transcript.parent / f"{parts[0]}.flac", parts[1]))
-    if not entries:
-        raise ZooError(f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
+    nonempty(entries, f"{root}: no lines in its transcripts ({', '.join(str(t) for t in transcripts[:3])})")
     labelled = {entry.path for entry in entries}
     unlabelled = sorted(set(root.rglob("*.flac")) - labelled)
-    for path in unlabelled:
-        warnings.warn(f"{root}: skipping {path}: no line for it in its folder's .trans.txt", stacklevel=3)
-    return entries, len(unlabelled)
+    return entries, warn_skipped(str(root), [f"{path}: no line for it in its folder's .trans.txt" for path in unlabelled],
+                                 "flac file(s) without a transcript")
 
 
 def _commonvoice_entries(root: Path, table_name: str = "train") -> tuple[list[_Entry], int]:
@@ -250,16 +202,9 @@ def _commonvoice_entries(root: Path, table_name: str = "train") -> tuple[list[_E
     if not table.is_file():
         present = ", ".join(sorted(p.stem for p in root.glob("*.tsv"))) or "none"
         raise FileNotFoundError(f"{table}: no such Common Voice table (tables in {root}: {present})")
-    entries = []
-    for line, header, row in _table(table, "\t", csv.QUOTE_NONE):
-        missing = [c for c in ("path", "sentence") if c not in header]
-        if missing:
-            raise ZooError(f"{table}:1: missing column(s) {', '.join(missing)} (header: {header})")
-        entries.append(_entry(f"{table}:{line}", root / "clips" / row[header.index("path")],
-                              row[header.index("sentence")]))
-    if not entries:
-        raise ZooError(f"{table}: no utterances (only a header)")
-    return entries, 0
+    entries = [_entry(where, root / "clips" / row["path"], row["sentence"])
+               for where, row in table_rows(table, ("path", "sentence"), "\t", csv.QUOTE_NONE, one_line=True)]
+    return nonempty(entries, f"{table}: no utterances (only a header)"), 0
 
 
 FORMATS: dict[str, Format] = {

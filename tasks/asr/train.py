@@ -1,15 +1,4 @@
 """``python -m tasks.asr.train [flags]``: the same as ``zoo train asr [flags]``."""
-from __future__ import annotations
+from zoo.cli import train_main
 
-import sys
-
-from zoo import cli
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train the speech recognition task with the shared trainer's flags (``--help`` lists them)."""
-    cli.main(["train", "asr", *(sys.argv[1:] if argv is None else argv)])   # its one-line errors too
-
-
-if __name__ == "__main__":
-    main()
+main = train_main("asr", __name__)  # under ``python -m`` it trains at once

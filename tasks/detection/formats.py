@@ -32,7 +32,6 @@ VOC or YOLO folder) is cut 90/5/5 by a seeded hash of each image's path relative
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -44,8 +43,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split, named_split, read_utf8, split_lines
+from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import load_image, probe_image
+from tasks.engine.records import class_names, json_value, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -63,8 +63,8 @@ class _Entry:
 
     path: Path
     image_id: int
-    boxes: np.ndarray  # (N, 4) float64: xyxy pixels, or normalised (cx, cy, w, h) when `normalized`
-    labels: np.ndarray  # (N,) int64
+    boxes: list[list[float]]  # N boxes: xyxy pixels, or normalised (cx, cy, w, h) when `normalized`
+    labels: list[int]  # N labels
     origins: list[str]  # where each box was written, for messages
     normalized: bool = False
     declared_size: tuple[int, int] | None = None  # (width, height) the annotation file states
@@ -158,7 +158,7 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
             raise ZooError(f"{entry.declared_at}: declares {entry.declared_size[0]}x{entry.declared_size[1]} pixels "
                            f"(width x height), but {entry.path} is {width}x{height}; fix 'width'/'height' or "
                            "the image (its boxes may be in another frame)")
-        boxes = entry.boxes.reshape(-1, 4)  # (N, 4)
+        boxes = np.array(entry.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4)
         if entry.normalized:
             centre, extent = boxes[:, :2], boxes[:, 2:] / 2
             boxes = np.concatenate([centre - extent, centre + extent], axis=1) * [width, height, width, height]
@@ -166,11 +166,11 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
         if not keep.all():
             first_dropped = first_dropped or entry.origins[int(np.flatnonzero(~keep)[0])]
             dropped += int((~keep).sum())
-        records.append(_Record(entry.path, entry.image_id, boxes[keep].astype(np.float32), entry.labels[keep]))
+        records.append(_Record(entry.path, entry.image_id, boxes[keep].astype(np.float32),
+                               np.array(entry.labels, dtype=np.int64)[keep]))
     if failures and not records:
         raise FileNotFoundError(f"{source}: none of its {len(entries)} images can be read; first: {failures[0]}")
-    for failure in failures:
-        warnings.warn(f"skipped an unreadable image: {failure}", stacklevel=3)
+    warn_skipped(source, failures, "unreadable image(s)")
     if rejected:
         warnings.warn(f"{source}: dropped {len(rejected)} box(es) while reading (first: {rejected[0]})", stacklevel=3)
     if dropped:
@@ -191,14 +191,6 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
     if named:
         return named_split(split, entries, named, key, source)
     return hash_split(entries, split, key, source)
-
-
-def _class_option(value: str, source: str) -> list[str]:
-    """Parse ``classes=a,b,c``; empty or repeated names raise."""
-    names = [name.strip() for name in value.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise ZooError(f"{source}: option classes={value!r} must be distinct, non-empty names separated by commas")
-    return names
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -263,12 +255,9 @@ def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDatas
         labels.append(label_of[annotation["category_id"]])
         origins.append(where)
 
-    entries = [
-        _Entry(image_path, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-               np.array(labels, dtype=np.int64), origins, declared_size=declared[image_id][0],
-               declared_at=declared[image_id][1])
-        for image_id, (image_path, boxes, labels, origins) in targets.items()
-    ]
+    entries = [_Entry(image_path, image_id, boxes, labels, origins, declared_size=declared[image_id][0],
+                      declared_at=declared[image_id][1])
+               for image_id, (image_path, boxes, labels, origins) in targets.items()]
     classes = [names[category_id] for category_id in sorted(names)]
     return _finalize(_pick_split(entries, {}, split, path.parent, source), classes, source)
 
@@ -282,15 +271,10 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
     text = read_utf8(path)
     if not text.strip():
         raise ZooError(f"{path}: empty file; expected a COCO JSON object with images, annotations and categories")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ZooError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    data = json_value(text, path)
     if not isinstance(data, dict):
         raise ZooError(f"{path}: expected a COCO JSON object with images, annotations and categories")
     return data
@@ -319,7 +303,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
         raise FileNotFoundError(f"{source}: no Annotations/*.xml (a VOC folder holds Annotations/ and JPEGImages/)")
     parsed = [_parse_voc_xml(xml) for xml in xml_files]
     if "classes" in options:
-        classes = _class_option(options["classes"], source)
+        classes = class_names(options["classes"], source)
     else:
         classes = sorted({name for _, objects in parsed for name, _, _ in objects})
     label_of = {name: label for label, name in enumerate(classes)}
@@ -334,10 +318,7 @@ def _read_voc(root: Path, options: dict[str, str], split: str) -> DetectionDatas
                 boxes.append(box)
                 labels.append(label_of[name])
                 origins.append(f"{xml}: object {k}")
-        entries[xml.stem] = _Entry(
-            root / "JPEGImages" / file_name, image_id,
-            np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64), origins,
-        )
+        entries[xml.stem] = _Entry(root / "JPEGImages" / file_name, image_id, boxes, labels, origins)
     named = {}
     for split_name, (file_stem, *_) in _SOURCE_SPLIT_NAMES.items():
         listing = root / "ImageSets" / "Main" / f"{file_stem}.txt"
@@ -381,13 +362,11 @@ def _parse_voc_xml(path: Path) -> tuple[str, list[tuple[str, bool, list[float]]]
 def _voc_listing(listing: Path, entries: dict[str, _Entry]) -> list[_Entry]:
     """The entries named by an ``ImageSets/Main/<split>.txt`` file (one image id per line)."""
     chosen = []
-    for number, line in enumerate(split_lines(read_utf8(listing)), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if fields[0] not in entries:
-            raise ZooError(f"{listing}:{number}: no Annotations/{fields[0]}.xml for the image id {fields[0]!r}")
-        chosen.append(entries[fields[0]])
+    for number, line in numbered_lines(listing, blank=False):
+        image_id = line.split()[0]
+        if image_id not in entries:
+            raise ZooError(f"{listing}:{number}: no Annotations/{image_id}.xml for the image id {image_id!r}")
+        chosen.append(entries[image_id])
     return chosen
 
 
@@ -411,10 +390,7 @@ def _read_yolo(root: Path, options: dict[str, str], split: str) -> DetectionData
         label_file = labels_root / image.relative_to(images_root).with_suffix(".txt")
         parsed = _parse_yolo_labels(label_file, len(classes)) if label_file.is_file() else ([], [], [], [])
         boxes, labels, origins, rejected = parsed
-        entries.append(
-            _Entry(image, image_id, np.array(boxes, dtype=np.float64).reshape(-1, 4),
-                   np.array(labels, dtype=np.int64), origins, normalized=True, rejected=tuple(rejected))
-        )
+        entries.append(_Entry(image, image_id, boxes, labels, origins, normalized=True, rejected=tuple(rejected)))
     named = {}
     for split_name, folders in _SOURCE_SPLIT_NAMES.items():
         folder = next((f for f in folders if (images_root / f).is_dir()), None)
@@ -430,10 +406,8 @@ def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]],
     ``rejected`` (the caller warns and counts it); other malformed lines raise naming file:line.
     """
     boxes, labels, origins, rejected = [], [], [], []
-    for number, line in enumerate(split_lines(read_utf8(path)), 1):
+    for number, line in numbered_lines(path, blank=False):
         fields = line.split()
-        if not fields:
-            continue
         where = f"{path}:{number}"
         if len(fields) != 5:
             raise ZooError(f"{where}: expected 'class cx cy w h' (5 values), got {len(fields)}: {line.strip()!r}")
@@ -457,10 +431,10 @@ def _parse_yolo_labels(path: Path, num_classes: int) -> tuple[list[list[float]],
 def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
     """Class names from ``classes=``, ``classes.txt`` (one per line) or ``data.yaml`` (``names``)."""
     if "classes" in options:
-        return _class_option(options["classes"], f"yolo:{root}")
+        return class_names(options["classes"], f"yolo:{root}")
     listing = root / "classes.txt"
     if listing.is_file():
-        names = [line.strip() for line in split_lines(read_utf8(listing)) if line.strip()]
+        names = [line.strip() for _, line in numbered_lines(listing, blank=False)]
         if names:
             return names
         raise ZooError(f"{listing}: no class names (expected one name per line)")

@@ -13,9 +13,7 @@ split lists keeps them and never makes a test split up from training data (:func
 from __future__ import annotations
 
 import bisect
-import csv
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -77,8 +75,7 @@ def parse_spec(spec: str) -> DataSpec:
 def builtin_dir(task: str, name: str, version: str) -> Path:
     """The folder of a prepared built-in set; raises naming the command that prepares it."""
     folder = data_root() / task / name
-    stamp = folder / STAMP
-    if not stamp.is_file() or stamp.read_text().strip() != version:
+    if not is_prepared(task, name, version):
         raise FileNotFoundError(
             f"built-in data set '{task}:{name}' (version {version}) is not prepared in {folder}; "
             f"run `zoo data prepare {task}` (or `make data`) first"
@@ -199,54 +196,6 @@ def split_lines(text: str) -> list[str]:
     """
     lines = _LINE_END.split(text)
     return lines[:-1] if lines and lines[-1] == "" else lines
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; a malformed line raises :class:`ZooError` naming the file and line.
-
-    Blank lines are skipped; a string holding a NUL character is refused like a raw NUL byte.
-    """
-    for number, line in enumerate(split_lines(read_utf8(path)), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ZooError(f"{path}:{number}: not valid JSON ({err.msg}, column {err.colno})") from None
-        if not isinstance(obj, dict):
-            raise ZooError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-        for key, value in obj.items():
-            if isinstance(value, str) and "\x00" in value:
-                raise ZooError(f"{path}:{number}: field {key!r} holds a NUL character (\\u0000); remove it")
-        yield number, obj
-
-
-def table_records(path: Path, delimiter: str = ",",
-                  quoting: int = csv.QUOTE_MINIMAL) -> Iterator[tuple[int, list[str]]]:
-    """``(first line, fields)`` of each record of a delimited UTF-8 file (see :func:`read_utf8`).
-
-    Blank and whitespace-only lines are skipped; a quoted field may span lines (callers that
-    cannot hold a line break refuse it). Malformed quoting raises :class:`ZooError` naming the line.
-    """
-    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
-    end = 0  # last line of the previous record
-    try:
-        for row in reader:
-            line, end = end + 1, reader.line_num
-            if row and (len(row) > 1 or row[0].strip()):
-                yield line, row
-    except csv.Error as err:
-        raise ZooError(f"{path}:{reader.line_num}: malformed row ({err})") from None
-
-
-def unique_header(header: list[str], path: str | Path, line: int = 1) -> list[str]:
-    """``header`` itself; a column name given twice raises naming the file (which one is meant?)."""
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise ZooError(f"{path}:{line}: the header names the column {name!r} twice; rename one of them")
-        seen.add(name)
-    return header
 
 
 THREE_WAY: dict[str, float] = {"train": 0.90, "validation": 0.05, "test": 0.05}

@@ -33,13 +33,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split, table_records, unique_header
+from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
 from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.records import nonempty, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 SPLITS = ("train", "validation", "test")
-MAX_WARNED = 10  # skipped files named one by one in the warning; the rest are counted
 
 
 class LabelledImages(Dataset):
@@ -170,21 +170,10 @@ def read_imagefolder(folder: Path, source: str) -> ImageFiles:
                              if entry.is_dir() and not entry.name.startswith(".")])
     if not classes:
         raise ZooError(f"{source}: {folder} has no class sub-folders (expected {folder}/<class>/<image>)")
-    paths, labels, problems = [], [], []
     seen_folders: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
-    for label, name in enumerate(classes):
-        for path in _files_below(folder / name, seen_folders, seen_files):
-            problem = _problem(path)
-            if problem:
-                problems.append(problem)
-            else:
-                paths.append(path)
-                labels.append(label)
-    _warn_skipped(source, problems)
-    if not paths:
-        raise ZooError(f"{source}: no readable image in the class folders of {folder}")
-    return ImageFiles(paths, np.array(labels), classes, source, skipped=len(problems))
+    listed = [("", path, name) for name in classes for path in _files_below(folder / name, seen_folders, seen_files)]
+    return _readable(listed, classes, source, f"no readable image in the class folders of {folder}")
 
 
 def read_csv(file: Path, source: str, path: str = "path", label: str = "label", classes: str = "") -> ImageFiles:
@@ -194,46 +183,31 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
     comma-separated list, when given) raises naming the CSV and line; a damaged image is
     skipped with a warning naming both.
     """
-    if not file.is_file():
-        raise FileNotFoundError(f"{source}: no such file {file}")
     fixed = [name.strip() for name in classes.split(",") if name.strip()]
-    paths, names, problems = [], [], []
-    records = table_records(file)
-    _, first = next(records, (1, []))
-    header = unique_header([name.strip() for name in first], file)
-    if not header:
-        raise ZooError(f"{file}: empty file; expected a header row naming the columns {path!r} and {label!r}")
-    missing = [column for column in (path, label) if column not in header]
-    if missing:
-        raise ZooError(f"{file}:1: no column {missing} in header {header}; name them with ?path=COLUMN&label=COLUMN")
-    path_at, label_at = header.index(path), header.index(label)
-    for line, row in records:
-        where = f"{file}:{line}"
-        if len(row) != len(header):
-            raise ZooError(f"{where}: {'more' if len(row) > len(header) else 'fewer'} fields ({len(row)}) "
-                           f"than the header has columns ({len(header)})")
-        if any("\n" in field or "\r" in field for field in row):
-            raise ZooError(f"{where}: a field spans lines (an unbalanced quote?); fix the quoting")
-        value, name = row[path_at].strip(), row[label_at].strip()
-        if not value or not name:
-            raise ZooError(f"{where}: empty {path if not value else label!r} field")
+    listed = []
+    for where, row in table_rows(file, (path, label), hint="; name them with ?path=COLUMN&label=COLUMN", one_line=True):
+        value, name = text_field(row, path, where).strip(), text_field(row, label, where).strip()
         if fixed and name not in fixed:
             raise ZooError(f"{where}: unknown label {name!r}; expected one of {fixed}")
         image = file.parent / value
         if not image.is_file():
             raise FileNotFoundError(f"{where}: image file {image} does not exist")
-        problem = _problem(str(image))
-        if problem:
-            problems.append(f"{where}: {problem}")
-            continue
-        paths.append(str(image))
-        names.append(name)
-    _warn_skipped(source, problems)
-    if not paths:
-        raise ZooError(f"{source}: {file} lists no readable image")
-    class_list = fixed or _sorted_names(sorted(set(names)))
-    index = {name: i for i, name in enumerate(class_list)}
-    return ImageFiles(paths, np.array([index[n] for n in names]), class_list, source, skipped=len(problems))
+        listed.append((f"{where}: ", str(image), name))
+    return _readable(listed, fixed, source, f"{file} lists no readable image")
+
+
+def _readable(listed: list[tuple[str, str, str]], classes: list[str], source: str, none: str) -> ImageFiles:
+    """The ``(where, path, class name)`` listed whose image passes the cheap check; the others are skipped
+    (one warning names them, each after its ``where``) and counted. ``classes`` empty: the sorted names kept."""
+    checked = [(where, path, name, _problem(path)) for where, path, name in listed]
+    problems = [where + problem for where, _, _, problem in checked if problem]
+    kept = [(path, name) for _, path, name, problem in checked if not problem]
+    warn_skipped(source, problems, "damaged or non-image file(s)")
+    nonempty(kept, f"{source}: {none}")
+    classes = classes or _sorted_names(sorted({name for _, name in kept}))
+    index = {name: i for i, name in enumerate(classes)}
+    return ImageFiles([path for path, _ in kept], np.array([index[name] for _, name in kept]), classes, source,
+                      skipped=len(problems))
 
 
 def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:
@@ -300,13 +274,6 @@ def _problem(path: str) -> str | None:
     except (ValueError, OSError) as err:
         return str(err)
     return None
-
-
-def _warn_skipped(source: str, problems: list[str]) -> None:
-    if problems:
-        more = f"; and {len(problems) - MAX_WARNED} more" if len(problems) > MAX_WARNED else ""
-        warnings.warn(f"{source}: skipped {len(problems)} damaged or non-image file(s): "
-                      + "; ".join(problems[:MAX_WARNED]) + more, stacklevel=3)
 
 
 _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}

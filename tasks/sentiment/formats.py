@@ -29,20 +29,22 @@ from __future__ import annotations
 
 import csv
 import re
-import warnings
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, table_records, unique_header
+from tasks.engine.data import DataSpec, hash_split, read_utf8
+from tasks.engine.records import class_names, jsonl_rows, nonempty, readable_texts, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 CLASSES = ["negative", "positive"]
 MAX_ID_PER_LABEL = 10     # an integer label above this many times the number of distinct labels is a typo
 _INTEGER = re.compile(r"-?[0-9]+")
+_IMDB_FOLDERS = ("neg", "pos")  # label 0 and 1
 _LINE_BREAK_TAGS = re.compile(r"(?:<br\s*/?>)+", re.IGNORECASE)
 
 
@@ -69,25 +71,8 @@ class SentimentDataset(Dataset):
 def read_table(path: Path, options: dict[str, str], delimiter: str = ",",
                 quoting: int = csv.QUOTE_MINIMAL) -> SentimentDataset:
     """A delimited file with a header row: one text column and one label column."""
-    text_column, label_column = options.get("text", "text"), options.get("label", "label")
-    _require_file(path)
-    records = table_records(path, delimiter, quoting)
-    header_line, header = next(records, (0, None))
-    if header is None:
-        raise ZooError(f"{path}: empty file; expected a header row naming the columns "
-                         f"{text_column!r} and {label_column!r}")
-    header = unique_header([field.strip() for field in header], path, header_line)
-    text_at = _column(header, text_column, "text", f"{path}:{header_line}")
-    label_at = _column(header, label_column, "label", f"{path}:{header_line}")
-    texts: list[str] = []
-    labels: list[tuple[str, str]] = []
-    for line, row in records:
-        where = f"{path}:{line}"
-        if len(row) != len(header):
-            raise ZooError(f"{where}: {len(row)} fields, but the header (line {header_line}) has {len(header)}")
-        texts.append(_clean_text(row[text_at], where))
-        labels.append((where, _clean_label(row[label_at], where)))
-    return _labelled(path, texts, labels, options.get("classes"))
+    columns = (options.get("text", "text"), options.get("label", "label"))
+    return _labelled(path, table_rows(path, columns, delimiter, quoting, _HINT), *columns, options.get("classes"))
 
 
 def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
@@ -98,117 +83,62 @@ def _read_sst2(path: Path, options: dict[str, str]) -> SentimentDataset:
 
 def _read_jsonl(path: Path, options: dict[str, str]) -> SentimentDataset:
     """One JSON object per line with a text field and a label field (a name or an integer)."""
-    _require_file(path)
-    text_key, label_key = options.get("text", "text"), options.get("label", "label")
-    texts: list[str] = []
-    labels: list[tuple[str, str]] = []
-    for number, obj in read_jsonl(path):
-        where = f"{path}:{number}"
-        for role, key in (("text", text_key), ("label", label_key)):
-            if key not in obj:
-                raise ZooError(f"{where}: no {role} field {key!r}; the object has {sorted(obj)}")
-        text, label = obj[text_key], obj[label_key]
-        if not isinstance(text, str):
-            raise ZooError(f"{where}: text field {text_key!r} holds {type(text).__name__}, expected a string")
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
-        texts.append(_clean_text(text, where))
-        labels.append((where, _clean_label(str(label), where)))
-    return _labelled(path, texts, labels, options.get("classes"))
+    keys = (options.get("text", "text"), options.get("label", "label"))
+    return _labelled(path, jsonl_rows(path, keys, _HINT), *keys, options.get("classes"))
 
 
 def _read_imdb(path: Path, options: dict[str, str]) -> SentimentDataset:
     """The IMDB folder layout: ``neg/*.txt`` and ``pos/*.txt`` (``unsup/`` ignored)."""
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt")
-    samples: list[dict] = []
-    skipped = 0
-    for label, name in enumerate(("neg", "pos")):
+    files: list[Path] = []
+    for name in _IMDB_FOLDERS:
         folder = path / name
         if not folder.is_dir():
             hint = f" (did you mean imdb:{path / 'train'}?)" if (path / "train" / name).is_dir() else ""
             raise FileNotFoundError(f"{folder}: no such folder; imdb:DIR expects DIR/neg/*.txt and DIR/pos/*.txt{hint}")
-        for file in sorted(folder.glob("*.txt")):
-            try:
-                text = _clean_text(_LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(file))
-            except (OSError, ZooError) as err:
-                warnings.warn(f"{file}: skipped, unreadable ({err})")
-                skipped += 1
-                continue
-            samples.append({"text": text, "label": label})
-    if not samples:
-        raise ZooError(f"{path}: no readable .txt files in neg/ or pos/")
+        files += sorted(folder.glob("*.txt"))
+    readable, skipped = readable_texts(files, lambda file: _LINE_BREAK_TAGS.sub(" ", read_utf8(file)), str(path))
+    samples = [{"text": text.strip(), "label": _IMDB_FOLDERS.index(file.parent.name)} for file, text in readable]
+    nonempty(samples, f"{path}: no readable .txt files in neg/ or pos/")
     return SentimentDataset(samples, list(CLASSES), str(path), skipped)
 
 
-def _split_by_text(adapter: Callable[[Path, dict[str, str]], SentimentDataset]
-                   ) -> Callable[[DataSpec, str], SentimentDataset]:
-    """A format's reader: the whole source by ``adapter``, then :func:`hash_split` on the text."""
-    def read(spec: DataSpec, split: str) -> SentimentDataset:
-        full = adapter(Path(spec.path).expanduser(), spec.options)
-        samples = hash_split(full.samples, split, key=_text_key, source=f"--data {spec}")
-        return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
-
-    return read
-
-
-def _text_key(sample: dict) -> str:
-    return sample["text"]
+def _split_by_text(adapter: Callable[[Path, dict[str, str]], SentimentDataset], spec: DataSpec,
+                   split: str) -> SentimentDataset:
+    """A format's reader (``adapter`` bound): the whole source by ``adapter``, then :func:`hash_split` on the text."""
+    full = adapter(Path(spec.path).expanduser(), spec.options)
+    samples = hash_split(full.samples, split, key=itemgetter("text"), source=f"--data {spec}")
+    return SentimentDataset(samples, full.classes, f"{spec} ({split})", full.skipped)
 
 
 _TABLE_OPTIONS = ("text", "label", "classes")
+_HINT = "; csv, tsv and jsonl take ?text=NAME&label=NAME"
 FORMATS: dict[str, Format] = {
-    "csv": Format(_split_by_text(read_table), _TABLE_OPTIONS),
-    "tsv": Format(_split_by_text(partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
-    "jsonl": Format(_split_by_text(_read_jsonl), _TABLE_OPTIONS),
-    "sst2": Format(_split_by_text(_read_sst2)),
-    "imdb": Format(_split_by_text(_read_imdb)),
+    "csv": Format(partial(_split_by_text, read_table), _TABLE_OPTIONS),
+    "tsv": Format(partial(_split_by_text, partial(read_table, delimiter="\t")), _TABLE_OPTIONS),
+    "jsonl": Format(partial(_split_by_text, _read_jsonl), _TABLE_OPTIONS),
+    "sst2": Format(partial(_split_by_text, _read_sst2)),
+    "imdb": Format(partial(_split_by_text, _read_imdb)),
 }
 
 
 # ---- fields and labels -------------------------------------------------------------------
 
-def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
-
-
-def _column(header: list[str], name: str, role: str, where: str) -> int:
-    if name not in header:
-        raise ZooError(f"{where}: no {role} column {name!r}; the header has {header} "
-                         f"(csv, tsv and jsonl take ?{role}=NAME)")
-    return header.index(name)
-
-
-def _clean_text(text: str, where: str) -> str:
-    text = text.strip()
-    if not text:
-        raise ZooError(f"{where}: empty text")
-    return text
-
-
-def _clean_label(label: str, where: str) -> str:
-    label = label.strip()
-    if not label:
-        raise ZooError(f"{where}: empty label")
-    return label
-
-
-def _labelled(path: Path, texts: list[str], labels: list[tuple[str, str]], classes: str | None) -> SentimentDataset:
-    """Samples from texts and raw labels (each with its ``file:line``)."""
-    if not texts:
-        raise ZooError(f"{path}: no samples after the header")
-    ids, names = _label_ids(labels, _parse_classes(classes))
+def _labelled(path: Path, rows: Iterable[tuple[str, dict]], text_key: str, label_key: str,
+              classes: str | None) -> SentimentDataset:
+    """Samples from the ``(file:line, row)`` of a table or JSON lines: a text and a raw label (a name or an integer)."""
+    texts: list[str] = []
+    labels: list[tuple[str, str]] = []
+    for where, row in rows:
+        texts.append(text_field(row, text_key, where).strip())
+        label = row[label_key]
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise ZooError(f"{where}: label {label!r} is neither a name nor an integer")
+        labels.append((where, str(label) if isinstance(label, int) else text_field(row, label_key, where).strip()))
+    nonempty(texts, f"{path}: no samples after the header")
+    ids, names = _label_ids(labels, None if classes is None else class_names(classes, str(path)))
     return SentimentDataset([{"text": t, "label": i} for t, i in zip(texts, ids)], names, str(path))
-
-
-def _parse_classes(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise ZooError(f"classes={value!r}: expected distinct, non-empty names separated by commas")
-    return names
 
 
 def _label_ids(labels: list[tuple[str, str]], classes: list[str] | None) -> tuple[list[int], list[str]]:

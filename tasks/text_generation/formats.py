@@ -15,14 +15,15 @@ examples through :mod:`tasks.text_generation.blocks`.
 from __future__ import annotations
 
 import re
-import warnings
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, split_lines
+from tasks.engine.data import DataSpec, hash_split, read_utf8, split_lines
+from tasks.engine.records import jsonl_rows, nonempty, readable_texts, text_field
 from tasks.engine.sets import Format
 from tasks.text_generation.blocks import pack_blocks
 from zoo.errors import ZooError
@@ -84,21 +85,9 @@ def text_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     files = sorted(path.rglob("*.txt"))
     if not files:
         raise FileNotFoundError(f"{path}: no .txt files in this folder (searched recursively)")
-    texts: list[str] = []
-    skipped = 0
-    for file in files:
-        try:
-            text = decode_text(file)
-            if not text.strip():
-                raise ZooError(f"{file}: empty text")
-        except (OSError, ValueError) as err:
-            warnings.warn(f"skipping {err}", stacklevel=2)
-            skipped += 1
-            continue
-        texts.extend(_cut(text, sample_by))
-    if not texts:
-        raise ZooError(f"{path}: all {len(files)} .txt files are empty or unreadable")
-    return texts, skipped
+    readable, skipped = readable_texts(files, decode_text, str(path))
+    texts = [sample for _, text in readable for sample in _cut(text, sample_by)]
+    return nonempty(texts, f"{path}: all {len(files)} .txt files are empty or unreadable"), skipped
 
 
 def decode_text(path: Path) -> str:
@@ -117,39 +106,22 @@ def _cut(text: str, sample_by: str) -> list[str]:
 def jsonl_source(path: Path, options: dict[str, str]) -> tuple[list[str], int]:
     """Texts of a JSONL file's ``field``; a missing, non-string or empty text raises naming the line."""
     field = options.get("field", "text")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a file (jsonl: expects one .jsonl file)")
-    texts: list[str] = []
-    for line, row in read_jsonl(path):
-        if field not in row:
-            raise ZooError(f"{path}:{line}: no field {field!r} (fields: {', '.join(row) or 'none'}); "
-                             "choose it with ?field=NAME")
-        text = row[field]
-        if not isinstance(text, str):
-            raise ZooError(f"{path}:{line}: field {field!r} is a {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise ZooError(f"{path}:{line}: empty text in field {field!r}")
-        texts.append(text)
-    if not texts:
-        raise ZooError(f"{path}: no records")
-    return texts, 0
+    texts = [text_field(row, field, where) for where, row in jsonl_rows(path, (field,), "; choose it with ?field=NAME")]
+    return nonempty(texts, f"{path}: no records"), 0
 
 
-def _split_by_text(source: Callable[[Path, dict[str, str]], tuple[list[str], int]]
-                   ) -> Callable[[DataSpec, str], TextDataset]:
-    """A format's reader: every text of the path by ``source``, then the hashed split of the texts."""
-    def read(spec: DataSpec, split: str) -> TextDataset:
-        path = Path(spec.path).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder (from --data {str(spec)!r})")
-        texts, skipped = source(path, spec.options)
-        return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
-                           f"{spec} [{split}]", skipped)
-
-    return read
+def _split_by_text(source: Callable[[Path, dict[str, str]], tuple[list[str], int]], spec: DataSpec,
+                   split: str) -> TextDataset:
+    """A format's reader (``source`` bound): every text of the path, then the hashed split of the texts."""
+    path = Path(spec.path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (from --data {str(spec)!r})")
+    texts, skipped = source(path, spec.options)
+    return TextDataset(hash_split(texts, split, key=str, source=f"--data {spec}", seed=SEED),
+                       f"{spec} [{split}]", skipped)
 
 
 FORMATS: dict[str, Format] = {
-    "text": Format(_split_by_text(text_source), ("sample_by",)),
-    "jsonl": Format(_split_by_text(jsonl_source), ("field",)),
+    "text": Format(partial(_split_by_text, text_source), ("sample_by",)),
+    "jsonl": Format(partial(_split_by_text, jsonl_source), ("field",)),
 }

@@ -14,19 +14,23 @@ read whole and then split 90/5/5 by a seeded hash of each source sentence
 """
 from __future__ import annotations
 
+from functools import partial
 from itertools import zip_longest
+from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from torch.utils.data import Dataset
 
-from tasks.engine.data import DataSpec, hash_split, read_jsonl, read_utf8, split_lines
+from tasks.engine.data import DataSpec, hash_split
+from tasks.engine.records import jsonl_rows, nonempty, numbered_lines, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 SEED = 0
 
 Pair = tuple[str, str]
+_NO_PAIRS = "no sentence pairs (the file is empty)"
 
 
 class TranslationDataset(Dataset):
@@ -50,25 +54,11 @@ class TranslationDataset(Dataset):
         return {"source": source, "target": target}
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` of a UTF-8 file, without line endings or a leading BOM.
-
-    Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r``, never at an exotic Unicode line separator, so
-    two aligned files agree on numbering whatever system wrote them. Bytes that are not UTF-8
-    or a NUL character raise naming the file and line.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    yield from enumerate(split_lines(read_utf8(path)), 1)
-
-
 def read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
     """``source<TAB>target`` lines; blank lines are skipped, one without exactly one tab or with an empty side is refused."""
     file = Path(path).expanduser()
     pairs = []
-    for number, line in _lines(file):
-        if not line.strip():
-            continue  # a blank or whitespace-only line holds no pair
+    for number, line in numbered_lines(file, blank=False):
         fields = line.split("\t")
         if len(fields) != 2:
             raise ZooError(f"{file}:{number}: expected 'source<TAB>target' (exactly one tab), found {len(fields) - 1} tabs")
@@ -76,39 +66,16 @@ def read_tsv(path: str, options: dict[str, str]) -> list[Pair]:
         if not source or not target:
             raise ZooError(f"{file}:{number}: empty {'source' if not source else 'target'} text")
         pairs.append((source, target))
-    return _nonempty(pairs, file)
-
-
-def _nonempty(pairs: list[Pair], file: Path) -> list[Pair]:
-    """``pairs``; none at all (an empty or blank file) raises naming the file."""
-    if not pairs:
-        raise ZooError(f"{file}: no sentence pairs (the file is empty)")
-    return pairs
+    return nonempty(pairs, f"{file}: {_NO_PAIRS}")
 
 
 def _read_jsonl(path: str, options: dict[str, str]) -> list[Pair]:
     """One JSON object a line; ``options`` may rename the ``src`` and ``tgt`` fields."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file")
     keys = (options.get("src", "src"), options.get("tgt", "tgt"))
-    pairs = []
-    for number, row in read_jsonl(file):
-        texts = []
-        for key in keys:
-            if key not in row:
-                raise ZooError(
-                    f"{file}:{number}: no field {key!r} (the line has: {', '.join(row) or 'no fields'}); "
-                    f"name the fields with jsonl:{path}?src=FIELD&tgt=FIELD"
-                )
-            value = row[key]
-            if not isinstance(value, str):
-                raise ZooError(f"{file}:{number}: field {key!r} must be a string, not {type(value).__name__}")
-            if not value.strip():
-                raise ZooError(f"{file}:{number}: field {key!r} is empty")
-            texts.append(value.strip())
-        pairs.append((texts[0], texts[1]))
-    return _nonempty(pairs, file)
+    rows = jsonl_rows(file, keys, f"; name the fields with jsonl:{path}?src=FIELD&tgt=FIELD")
+    pairs = [(text_field(row, keys[0], where).strip(), text_field(row, keys[1], where).strip()) for where, row in rows]
+    return nonempty(pairs, f"{file}: {_NO_PAIRS}")
 
 
 def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
@@ -117,7 +84,7 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise ZooError(f"pairs:{paths}: expected two comma-separated files, pairs:SOURCE_FILE,TARGET_FILE")
     files = [Path(p.strip()).expanduser() for p in parts]
-    src_lines, tgt_lines = _lines(files[0]), _lines(files[1])
+    src_lines, tgt_lines = numbered_lines(files[0]), numbered_lines(files[1])
     pairs = []
     for src_item, tgt_item in zip_longest(src_lines, tgt_lines):
         if src_item is None or tgt_item is None:
@@ -133,27 +100,20 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
             if not text.strip():
                 raise ZooError(f"{file}:{number}: empty line (every line of {files[0]} pairs with the same line of {files[1]})")
         pairs.append((src_item[1].strip(), tgt_item[1].strip()))
-    return _nonempty(pairs, files[0])
+    return nonempty(pairs, f"{files[0]}: {_NO_PAIRS}")
 
 
-def _split_by_source(reader: Callable[[str, dict[str, str]], list[Pair]]
-                     ) -> Callable[[DataSpec, str], TranslationDataset]:
-    """A format's reader: every pair by ``reader``, then the hashed split of the source sentences."""
-    def read(spec: DataSpec, split: str) -> TranslationDataset:
-        pairs = reader(spec.path, spec.options)
-        return TranslationDataset(hash_split(pairs, split, key=_source_key, source=f"--data {spec}", seed=SEED),
-                                  f"{spec} [{split}]")
-
-    return read
-
-
-def _source_key(pair: Pair) -> str:
-    """A pair's split key: its source sentence, so one sentence is never in two splits."""
-    return pair[0]
+def _split_by_source(reader: Callable[[str, dict[str, str]], list[Pair]], spec: DataSpec,
+                     split: str) -> TranslationDataset:
+    """A format's reader (``reader`` bound): every pair by ``reader``, then the hashed split keyed by the
+    source sentence, so one sentence is never in two splits."""
+    pairs = reader(spec.path, spec.options)
+    return TranslationDataset(hash_split(pairs, split, key=itemgetter(0), source=f"--data {spec}", seed=SEED),
+                              f"{spec} [{split}]")
 
 
 FORMATS: dict[str, Format] = {
-    "tsv": Format(_split_by_source(read_tsv)),
-    "jsonl": Format(_split_by_source(_read_jsonl), ("src", "tgt")),
-    "pairs": Format(_split_by_source(_read_pairs)),
+    "tsv": Format(partial(_split_by_source, read_tsv)),
+    "jsonl": Format(partial(_split_by_source, _read_jsonl), ("src", "tgt")),
+    "pairs": Format(partial(_split_by_source, _read_pairs)),
 }
