@@ -119,7 +119,8 @@ def test_the_example_run_folder_has_the_documented_layout(page: dict[str, Any]) 
     run = page["__folder__"] / page["run"]
     steps = json.loads((run / "args.json").read_text())["max_steps"]
     last = f"step-{steps}"
-    assert {p.name for p in run.iterdir()} == {"args.json", "metrics.jsonl", "curves.png", last, "best", "last"}
+    assert {p.name for p in run.iterdir()} == {"args.json", "metrics.jsonl", "metrics.csv", "tensorboard", "curves.png",
+                                               last, "best", "last"}
     assert os.readlink(run / "best") == os.readlink(run / "last") == last
     assert {p.name for p in (run / last).iterdir()} == {"config.json", "model.safetensors", "trainer_state.json",
                                                          "trainer_state.safetensors"}
