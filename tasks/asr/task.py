@@ -31,7 +31,7 @@ from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.formats import FORMATS, SpeechDataset
 from tasks.asr.units import UNITS, build_units, encode_targets
 from tasks.engine.evaluation import EvalOptions
-from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 
@@ -134,9 +134,3 @@ class AsrTask(Task):
         """``--batch-size``; ``--max-new-tokens`` defaults to a budget sized from the audio."""
         parser.set_defaults(max_new_tokens=None)
         parser.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="clips transcribed together")
-
-    def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {**generation_options(args), "batch_size": args.batch_size}
-
-    def format_prediction(self, item: Any, prediction: Any) -> str:
-        return str(prediction)

@@ -3,11 +3,11 @@ atomically (a reader never sees half a file). Shared by the sentiment and image 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
+
+from tasks.engine.curves import write_atomically
 
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -20,7 +20,7 @@ def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path) -
 
     out.mkdir(parents=True, exist_ok=True)
     counts = matrix.tolist()
-    _replace(out / CONFUSION_JSON, lambda tmp: tmp.write_text(json.dumps({"labels": labels, "matrix": counts}) + "\n"))
+    write_atomically(out / CONFUSION_JSON, lambda tmp: tmp.write_text(json.dumps({"labels": labels, "matrix": counts}) + "\n"))
     size = 2.5 + 0.6 * len(labels)
     fig = Figure(figsize=(size, size), layout="constrained")
     FigureCanvasAgg(fig)
@@ -36,11 +36,4 @@ def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path) -
         for column, count in enumerate(values):
             ax.text(column, row, str(count), ha="center", va="center",
                     color="white" if count > threshold else "black")
-    _replace(out / CONFUSION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-def _replace(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file and ``os.replace`` so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    write_atomically(out / CONFUSION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

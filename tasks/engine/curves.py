@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 
 def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
@@ -27,10 +28,16 @@ def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
     _line(metric_ax, rows, f"val_{metric}", "validation", marker="o")
     metric_ax.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
     out = run_dir / name
-    tmp = run_dir / f".{name}.tmp"
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, out)
+    write_atomically(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return out
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then ``os.replace`` it there, so a reader
+    never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 def _line(ax, rows: list[dict], key: str, label: str, **style) -> None:

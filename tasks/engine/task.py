@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.batching import length_bucketed_batches
 from tasks.engine.evaluation import EvalOptions
+from tasks.engine.flags import generation_options
 from tasks.engine.sets import BuiltinSet, Format, prepare_sets, read_spec
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, COMMANDS
@@ -170,12 +171,18 @@ class Task:
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword arguments for :meth:`predict` from parsed `zoo predict` flags (``stream=True``: the
-        predictions are printed as they come, so `zoo predict` prints an empty line for each instead)."""
-        return {}
+        predictions are printed as they come, so `zoo predict` prints an empty line for each instead).
+
+        By default: the generation flags' options when the task :attr:`generates`, and ``batch_size``
+        when the task adds a ``--batch-size`` flag.
+        """
+        options = generation_options(args) if self.generates else {}
+        return {**options, "batch_size": args.batch_size} if "batch_size" in vars(args) else options
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
-        """One prediction as human-readable text for `zoo predict`."""
-        return f"{item}\t{prediction}"
+        """One prediction as human-readable text for `zoo predict`: the output alone when the task
+        :attr:`generates` (a transcript, a translation), else the input, a tab and the prediction."""
+        return str(prediction) if self.generates else f"{item}\t{prediction}"
 
     # ---- commands (the CLI finds them in the COMMANDS registry; zoo never imports tasks) -----
     def command(self, name: str, argv: list[str]) -> Any:

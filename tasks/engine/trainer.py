@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import time
 from contextlib import contextmanager, nullcontext
@@ -65,7 +64,7 @@ from tqdm import tqdm
 from tasks.engine import distributed
 from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
                                       save_trainer_state, set_rng_state, write_checkpoint)
-from tasks.engine.curves import plot_curves
+from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import add_train_arguments
@@ -610,9 +609,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows logged after ``step`` (a resumed run rewrites them); create the file if missing."""
     rows = path.read_text().splitlines() if path.is_file() else []
     kept = [line for line in rows if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
 
 def _plain(value: Any) -> Any:

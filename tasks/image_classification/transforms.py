@@ -17,9 +17,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import InterpolationMode
 
 from tasks.engine.images import to_rgb  # noqa: F401  (re-exported: the task and its tests import it from here)
+from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_IMAGE = 64  # at or below this size, crops are mild and evaluation does not crop
 AUGMENTS = ("trivial", "rand", "none")
 CONFIG_KEYS = frozenset({

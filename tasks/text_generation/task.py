@@ -22,7 +22,7 @@ import torch
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.evaluation import EvalOptions
-from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import FLAG, source_kind
 from tasks.engine.task import Metric, Task
 from tasks.text_generation.blocks import TextBlocks
@@ -150,7 +150,7 @@ class TextGenerationTask(Task):
         parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {**generation_options(args), "stream": args.stream and not args.json}
+        return {**super().predict_options(args), "stream": args.stream and not args.json}
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
         """Prompt and continuation as one text."""

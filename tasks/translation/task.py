@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.engine.evaluation import EvalOptions
-from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE, generation_options
+from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import FLAG, checkpoint_tokenizer, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
 from tasks.translation.builtin import BUILTIN_SETS
@@ -141,12 +141,6 @@ class TranslationTask(Task):
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
         parser.set_defaults(max_new_tokens=None)
         parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="sentences translated together")
-
-    def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {**generation_options(args), "batch_size": args.batch_size}
-
-    def format_prediction(self, item: Any, prediction: Any) -> str:
-        return str(prediction)
 
 
 def _pairs(dataset: Dataset) -> list[tuple[str, str]]:
