@@ -19,9 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoo
+from tests.format1_fixture import format1_folder
 from zoo.errors import ZooError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sentiment_v1"
+FIXTURE = format1_folder()   # the folder format-1 code saved (tests/format1_fixture.py)
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
 
 

@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint, write_checkpoint
 from zoo import checkpoint
+from tests.format1_fixture import format1_folder
 from zoo.errors import ZooError
 
 TINY_TEXT = dict(vocab_size=40, dim=32, depth=1, heads=2)
@@ -95,7 +95,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(param.grad, plain[name], atol=1e-6, rtol=1e-5)
 
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sentiment_v1"
+FIXTURE = format1_folder()   # the folder format-1 code saved (tests/format1_fixture.py)
 
 
 def test_a_model_saved_by_format_1_code_still_loads_and_predicts_the_same():

@@ -22,11 +22,12 @@ from tokenizers import models, pre_tokenizers
 
 import zoo
 from zoo import checkpoint, cli
+from tests.format1_fixture import format1_folder
 from zoo.errors import ZooError
 from zoo.pretrained import catalog
 from zoo.tokenizer import HFTokenizer
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sentiment_v1"
+FIXTURE = format1_folder()   # the folder format-1 code saved (tests/format1_fixture.py)
 WORDS = ["good", "bad", "film", "plot", "dull", "fun", "great", "awful", "a", "the", "was", "and"]
 TEXT = "a good film and the plot was dull"
 
