@@ -30,5 +30,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     ``batch_size``, in that order: evaluation batches with little padding."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return ordered_chunks(sorted(range(len(lengths)), key=lengths.__getitem__), batch_size)
+
+
+def ordered_chunks(order: list[int], batch_size: int) -> list[list[int]]:
+    """``order`` cut into consecutive batches of ``batch_size`` indices (the last may be shorter)."""
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

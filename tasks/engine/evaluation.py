@@ -74,11 +74,6 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def ordered_chunks(order: list[int], batch_size: int) -> list[list[int]]:
-    """``order`` cut into consecutive batches of ``batch_size`` indices (the last may be shorter)."""
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-
 @torch.no_grad()
 def run_batches(model: torch.nn.Module, keys: Iterable[Key], make_batch: Callable[[Key], dict[str, Any]],
                 step: Callable[[dict[str, Any]], Output], options: EvalOptions) -> Iterator[tuple[Key, Output]]:

@@ -16,7 +16,6 @@ beside the graph), the opset and the zoo version: everything a prediction needs 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
@@ -71,12 +70,7 @@ class Traced(nn.Module):
 
 def exporting_tasks() -> list[str]:
     """The registered tasks that have a ``tasks/<task>/export.py``."""
-    return [name for name in TASKS.list() if _module_name(zoo.get_task(name)) is not None]
-
-
-def _module_name(task: Any) -> str | None:
-    package = type(task).__module__.rpartition(".")[0]
-    return f"{package}.export" if package and importlib.util.find_spec(f"{package}.export") else None
+    return [name for name in TASKS.list() if zoo.get_task(name).companion("export") is not None]
 
 
 def task_module(task: Any) -> ModuleType:
@@ -85,7 +79,7 @@ def task_module(task: Any) -> ModuleType:
         raise ZooError(f"zoo export {task.name}: not supported yet (generation needs an encoder graph and a "
                        f"decoder-step graph with a KV cache, issue 14); tasks that export: "
                        f"{', '.join(exporting_tasks())}")
-    name = _module_name(task)
+    name = task.companion("export")
     if name is None:
         raise ZooError(f"zoo export {task.name}: this task has no export (tasks that export: "
                        f"{', '.join(exporting_tasks())})")

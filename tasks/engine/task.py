@@ -197,7 +197,11 @@ class Task:
         By default ``workloads(device, precision, quick, compile)`` of the ``bench`` module beside
         the task's own (``tasks/<task>/bench.py``), imported only now; none when there is no such module.
         """
+        bench = self.companion("bench")
+        return importlib.import_module(bench).workloads(device, precision, quick, compile) if bench else []
+
+    def companion(self, name: str) -> str | None:
+        """The dotted name of module ``name`` beside the task's own (``tasks/<task>/bench.py``,
+        ``export.py``...), found without importing it; None when the package has none."""
         package = type(self).__module__.rpartition(".")[0]
-        if not package or importlib.util.find_spec(f"{package}.bench") is None:
-            return []
-        return importlib.import_module(f"{package}.bench").workloads(device, precision, quick, compile)
+        return f"{package}.{name}" if package and importlib.util.find_spec(f"{package}.{name}") else None

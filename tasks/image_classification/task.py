@@ -35,8 +35,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 import zoo
+from tasks.engine.batching import ordered_chunks
 from tasks.engine.data import parse_spec
-from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
+from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
 from tasks.engine.images import load_image
 from tasks.engine.pretrained import source_kind, zoo_backbone

@@ -12,8 +12,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from tasks.engine.batching import ordered_chunks
 from tasks.engine.confusion import write_confusion_matrix
-from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
+from tasks.engine.evaluation import EvalOptions, run_batches
 
 
 def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[list[dict]], dict],

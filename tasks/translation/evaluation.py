@@ -6,7 +6,8 @@ from typing import Any, Sequence
 import sacrebleu
 import torch
 
-from tasks.engine.evaluation import EvalOptions, ordered_chunks, run_batches
+from tasks.engine.batching import ordered_chunks
+from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
 from zoo.tokenizer import pad_ids
 
