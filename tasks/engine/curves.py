@@ -17,7 +17,7 @@ def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
     from matplotlib.figure import Figure
 
     run_dir = Path(run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     fig = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(fig)
     loss_ax, metric_ax = fig.subplots(1, 2)
@@ -30,6 +30,11 @@ def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
     out = run_dir / name
     write_atomically(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's ``metrics.jsonl`` (blank lines skipped)."""
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:

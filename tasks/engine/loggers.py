@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tasks.engine.curves import read_metrics, write_atomically
 from zoo.errors import ZooError
 
 LOGGERS = ("tensorboard", "csv", "none")
@@ -89,13 +89,16 @@ class RunLoggers:
 def write_csv_mirror(run_dir: Path) -> Path:
     """``metrics.csv`` from ``metrics.jsonl``: the union of the rows' fields as columns (first-seen
     order), one line per row, nested values as JSON; written atomically."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    out, tmp = run_dir / CSV_MIRROR, run_dir / f".{CSV_MIRROR}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
-    os.replace(tmp, out)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+
+    out = run_dir / CSV_MIRROR
+    write_atomically(out, write)
     return out
