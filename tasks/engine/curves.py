@@ -1,34 +1,72 @@
 """Training curves as a PNG in the run folder, drawn from ``metrics.jsonl``.
 
-Uses matplotlib's object API on an Agg canvas (no pyplot, no global backend switch), and
-writes through a temporary file + ``os.replace`` so a reader never sees half a PNG.
+Three panels on one step axis (with the epoch on top when the rows carry it): the training loss
+(raw, faint, and smoothed by a debiased exponential moving average, as TensorBoard smooths) with
+the validation loss as points; the validation metric as points joined by a line; the learning
+rate. All panels share the run's step range, so a run that evaluates only at the end shows one
+point where it was taken, labelled as such. Uses matplotlib's object API on an Agg canvas (no
+pyplot, no global backend switch), and writes through a temporary file + ``os.replace`` so a
+reader never sees half a PNG.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+SMOOTHING = 0.9   # weight of the past in the training-loss EMA (TensorBoard's default slider is 0.6-0.9)
 
 
 def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
-    """Draw train/validation loss and the validation ``metric`` against step; returns the PNG path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """Draw :func:`draw_curves` of the run's ``metrics.jsonl`` into ``run_dir/name``; returns the PNG path."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    loss_ax, metric_ax = fig.subplots(1, 2)
-    _line(loss_ax, rows, "train_loss", "train")
-    _line(loss_ax, rows, "val_loss", "validation", marker="o")
-    loss_ax.set(xlabel="step", ylabel="loss", title="loss")
-    loss_ax.legend()
-    _line(metric_ax, rows, f"val_{metric}", "validation", marker="o")
-    metric_ax.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
+    fig = draw_curves(read_metrics(run_dir), metric)
     out = run_dir / name
     write_atomically(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return out
+
+
+def draw_curves(rows: list[dict[str, Any]], metric: str) -> "Figure":
+    """The loss (raw, smoothed, validation), the validation ``metric`` and the learning rate of
+    ``metrics.jsonl`` rows against step, as a matplotlib Figure on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    loss_ax, metric_ax, lr_ax = fig.subplots(1, 3, sharex=True)
+    steps, train = _series(rows, "train_loss")
+    if steps:
+        loss_ax.plot(steps, train, color="tab:blue", alpha=0.25, linewidth=0.8, label="train")
+        loss_ax.plot(steps, smooth(train), color="tab:blue", label=f"train, smoothed ({SMOOTHING})")
+    _points(loss_ax, rows, "val_loss", "validation", "tab:orange")
+    loss_ax.set(xlabel="step", ylabel="loss", title="loss")
+    _points(metric_ax, rows, f"val_{metric}", "validation", "tab:orange")
+    metric_ax.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
+    lr_steps, lr = _series(rows, "lr")
+    if lr_steps:
+        lr_ax.plot(lr_steps, lr, color="tab:green")
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    lr_ax.yaxis.set_major_formatter(FormatStrFormatter("%.1e"))   # no offset text under the epoch axis
+    for ax in (loss_ax, metric_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    _epoch_axis((loss_ax, metric_ax, lr_ax), rows)
+    return fig
+
+
+def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Debiased exponential moving average: ``ema_t = w ema_{t-1} + (1 - w) x_t``, divided by
+    ``1 - w^t`` so the first points are not pulled towards zero."""
+    average, out = 0.0, []
+    for t, value in enumerate(values, 1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight ** t))
     return out
 
 
@@ -45,8 +83,27 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     os.replace(tmp, path)
 
 
-def _line(ax, rows: list[dict], key: str, label: str, **style) -> None:
+def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows with a number under ``key``."""
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    if points:
-        steps, values = zip(*points)
-        ax.plot(steps, values, label=label, **style)
+    return (list(map(list, zip(*points))) if points else ([], []))  # type: ignore[return-value]
+
+
+def _points(ax, rows: list[dict], key: str, label: str, color: str) -> None:
+    """Validation values as marked points (joined when there are several); a lone one says when it was taken."""
+    steps, values = _series(rows, key)
+    if not steps:
+        return
+    if len(steps) == 1:
+        label = f"{label} (evaluated once, at step {steps[0]})"
+    ax.plot(steps, values, marker="o", color=color, label=label)
+
+
+def _epoch_axis(axes, rows: list[dict]) -> None:
+    """Epochs on the top edge, from the rows' step -> epoch ratio (training rows carry both)."""
+    pairs = [(r["step"], r["epoch"]) for r in rows if r.get("step") and isinstance(r.get("epoch"), (int, float))]
+    if not pairs or pairs[-1][1] <= 0:
+        return
+    per_step = pairs[-1][1] / pairs[-1][0]
+    for ax in axes:
+        ax.secondary_xaxis("top", functions=(lambda s: s * per_step, lambda e: e / per_step)).set_xlabel("epoch")
