@@ -19,6 +19,7 @@ from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
 from tasks.engine.data import write_jsonl
 from zoo.tokenizer import Tokenizer
+from tests.test_run_loggers import logged_samples
 
 SPEECH = dict(dim=32, depth=1, heads=2, n_mels=40, conv_kernel=7)
 TEXTS = ["one two", "three", "oh five six", "seven", "eight nine", "two two", "four", "zero one"]
@@ -193,6 +194,8 @@ def test_train_eval_predict_commands(tmp_path, manifest, capsys):
     assert (out / "best" / "config.json").is_file()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and "val_wer" in rows[-1] and "val_cer" in rows[-1]
+    (samples,) = logged_samples(out)
+    assert samples.count("reference: ") == 3 and f"reference: {TEXTS[0]}" in samples
     capsys.readouterr()
     metrics = task.command("eval", ["--checkpoint", str(out), "--data", f"manifest:{manifest}"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

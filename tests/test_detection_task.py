@@ -12,6 +12,8 @@ from PIL import Image
 
 import zoo
 from tasks.detection import bench
+from tasks.detection.drawing import DRAWN_PER_EVALUATION, GAP, MIN_SIDE
+from tasks.detection.evaluation import DRAWINGS
 from tasks.detection.task import DetectionTask
 from tasks.engine.evaluation import EvalOptions
 
@@ -98,6 +100,18 @@ def test_eval_command_prints_one_json_line(trained: tuple[Path, Path, Path], cap
     assert last == result and last["split"] == "all" and last["n"] == 32 and "map_50" in last
 
 
+def test_eval_out_draws_ground_truth_beside_predictions(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    run, annotations, _ = trained
+    DetectionTask().command("eval", ["--checkpoint", str(run), "--data", f"coco:{annotations}",
+                                     "--out", str(tmp_path)])
+    drawn = sorted((tmp_path / DRAWINGS).glob("*.png"))
+    assert len(drawn) == DRAWN_PER_EVALUATION and drawn[0].name.startswith("00-")
+    factor = -(-MIN_SIDE // 64)
+    with Image.open(drawn[0]) as picture:
+        assert picture.size == (2 * 64 * factor + GAP, 64 * factor)
+    assert len(list((run / DRAWINGS).glob("*.png"))) == DRAWN_PER_EVALUATION   # the run's final evaluation too
+
+
 def test_predict_command_draws_pngs_and_prints_json(trained: tuple[Path, Path, Path], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     run, _, scenes = trained
@@ -108,8 +122,9 @@ def test_predict_command_draws_pngs_and_prints_json(trained: tuple[Path, Path, P
     assert [line["input"] for line in lines] == inputs
     for line in lines:
         assert (line["width"], line["height"]) == (64, 64)
-        with Image.open(line["drawn"]) as drawn:
-            assert drawn.format == "PNG" and drawn.size == (64, 64)
+        with Image.open(line["drawn"]) as drawn:   # enlarged by a whole factor to a readable size
+            factor = -(-MIN_SIDE // 64)
+            assert drawn.format == "PNG" and drawn.size == (64 * factor, 64 * factor)
         assert line["detections"], "no detection to check"
         scores = [found["score"] for found in line["detections"]]
         assert scores == sorted(scores, reverse=True)

@@ -24,6 +24,15 @@ def _train(tmp_path: Path, *flags: str, steps: int = 6) -> Path:
         "--max-steps", str(steps), "--eval-every", "3", "--out", str(tmp_path / "run"), "--no-progress", *flags])
 
 
+def logged_samples(run: Path) -> list[str]:
+    """The texts a run logged as ``samples`` in its TensorBoard events, one per evaluation."""
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    if "samples/text_summary" not in events.Tags()["tensors"]:
+        return []
+    return [e.tensor_proto.string_val[0].decode() for e in events.Tensors("samples/text_summary")]
+
+
 def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -40,6 +49,9 @@ def test_tensorboard_events_hold_every_logged_scalar_the_flags_and_the_curves(tm
     assert [step for step, _ in accuracy] == [3, 6]
     assert [e.value for e in events.Scalars("lr")] == pytest.approx([r["lr"] for r in rows])
     assert "curves" in events.Tags()["images"] and "flags/text_summary" in events.Tags()["tensors"]
+    confusion = events.Images("evaluation/confusion_matrix")          # drawn by each evaluation
+    assert [e.step for e in confusion] == [3, 6] and confusion[0].width > 100
+    assert logged_samples(run) == []                                   # sentiment decodes no sequences
 
 
 def test_csv_mirror_has_a_column_per_field_and_a_line_per_row(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ import zoo
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
 from tasks.text_generation.prompts import generate_texts
+from tasks.text_generation.task import SAMPLE_PROMPT
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
+from tests.test_run_loggers import logged_samples
 
 TINY = json.dumps(dict(dim=32, depth=1, heads=2))
 SENTENCES = ["the cat sat on the mat.", "a dog ran to the park.", "my hat is red and old.",
@@ -115,6 +117,9 @@ def test_train_eval_and_predict_commands(tmp_path: Path, capsys: pytest.CaptureF
                                  "--max-steps", "3", "--backbone", "text_decoder_tiny", "--backbone-args", TINY,
                                  "--out", str(tmp_path / "run"), "--no-progress"])
     assert (run / "best" / "tokenizer.model").is_file()
+    (samples,) = logged_samples(run)
+    first = task.datasets(data, "validation").texts[0]
+    assert samples.startswith(f"    {first[:SAMPLE_PROMPT]}|")
     capsys.readouterr()
 
     zoo.get_task("text_generation").command("eval", ["--checkpoint", str(run), "--data", data, "--split", "validation"])

@@ -13,6 +13,7 @@ import zoo
 from tasks.engine.trainer import add_train_arguments
 from tasks.translation.evaluation import scores, translate
 from tasks.translation.vocab import TARGET_KEY, tokenizers
+from tests.test_run_loggers import logged_samples
 
 TINY = ["--backbone-args", '{"dim": 32, "depth": 1, "heads": 2}', "--head-args", '{"depth": 1, "heads": 2}']
 
@@ -94,6 +95,9 @@ def test_train_eval_predict_commands(numbers_tsv, tmp_path, capsys):
     task.command("train", ["--data", f"tsv:{numbers_tsv}", "--out", str(run), "--max-steps", "3", "--batch-size", "8",
                            "--vocab-size", "60", "--no-progress", *TINY])
     assert (run / "best" / "config.json").is_file() and (run / "metrics.jsonl").is_file()
+    (samples,) = logged_samples(run)                 # the one evaluation's decoded pairs, in TensorBoard
+    source, reference = task.datasets(f"tsv:{numbers_tsv}", "validation").pairs[0]
+    assert samples.startswith(f"    {source}\n    -> ") and f"(reference: {reference})" in samples
     capsys.readouterr()
     metrics = task.command("eval", ["--checkpoint", str(run), "--data", f"tsv:{numbers_tsv}", "--split", "test"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

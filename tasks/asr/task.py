@@ -130,6 +130,12 @@ class AsrTask(Task):
         lengths = [round(probe_audio(path) * rate) for path in inputs]
         return transcribe(model, lambda i: load_audio(inputs[i], rate), lengths, batch_size=batch_size, **options)
 
+    def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
+        """The first ``count`` utterances: greedy transcript and reference."""
+        entries = dataset.entries[:count]
+        heard = transcribe(model, lambda i: dataset[i]["audio"], dataset.lengths[:count], batch_size=count)
+        return [f"heard:     {text}\nreference: {entry.text}" for entry, text in zip(entries, heard)]
+
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--batch-size``; ``--max-new-tokens`` defaults to a budget sized from the audio."""
         parser.set_defaults(max_new_tokens=None)

@@ -12,17 +12,25 @@ class the model does not know is an error naming it.
 A backbone whose output depends on padding (``backbone.padding_sensitive``, e.g. one with
 global attention over a padded canvas) is fed batches of one image size only, so the
 predictions do not depend on which images share its batch.
+
+With ``options.out`` (``zoo eval --out DIR``, and every evaluation of a training run into its run
+folder) the first :data:`~tasks.detection.drawing.DRAWN_PER_EVALUATION` images are drawn into
+``DIR/detections/``: ground truth on the left, detections scored at least :data:`DRAWN_SCORE` on the right.
 """
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 
+from tasks.detection.drawing import DRAWN_PER_EVALUATION, draw_truth_and_predictions
 from tasks.engine.evaluation import EvalOptions, run_batches
 
+DRAWINGS = "detections"      # `zoo eval --out DIR` (and each run folder) get DIR/detections/*.png
+DRAWN_SCORE = 0.3            # detections drawn in those pictures: the `zoo predict` default threshold
 EVAL_SCORE_THRESHOLD = 0.01  # keep low-scored detections for AP (the precision-recall curve needs them)
 EVAL_MAX_DETECTIONS = 100
 MAX_WAITING_BATCHES = 8  # same-size grouping holds at most this many batches of samples before running one
@@ -101,11 +109,27 @@ def coco_metrics(model: torch.nn.Module, samples: Iterable[dict], collate: Calla
     Scored in each image's original pixels against its boxes as read (see the module docstring).
     """
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
-    for fed, found in detect(model, samples, collate, batch_size, options,
-                             score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS):
+    drawings = options.out / DRAWINGS if options.out is not None else None
+    for number, (fed, found) in enumerate(detect(model, samples, collate, batch_size, options,
+                                                 score_threshold=EVAL_SCORE_THRESHOLD,
+                                                 max_detections=EVAL_MAX_DETECTIONS)):
         sample = fed["sample"]
         boxes = to_original_pixels(found["boxes"].float(), fed["image_size"], tuple(sample["image"].shape))
-        metric.update([{**found, "boxes": boxes}],
-                      [{"boxes": sample["boxes"].float(), "labels": mapping[sample["labels"]]}])
+        truth = {"boxes": sample["boxes"].float(), "labels": mapping[sample["labels"]]}
+        metric.update([{**found, "boxes": boxes}], [truth])
+        if drawings is not None and number < DRAWN_PER_EVALUATION:
+            _draw_sample(drawings, number, sample, truth, {**found, "boxes": boxes}, model.head.labels)
     result = metric.compute()
     return {key: float(result[key]) for key in ("map", "map_50", "map_75", "mar_100")}
+
+
+def _draw_sample(folder: Path, number: int, sample: dict, truth: dict[str, torch.Tensor],
+                 found: dict[str, torch.Tensor], labels: list[str]) -> Path:
+    """``folder/NN-<image>.png``: the sample's ground truth beside its detections scored at least
+    :data:`DRAWN_SCORE` (in the image's own pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shown = found["scores"] >= DRAWN_SCORE
+    name = f"{number:02d}-{Path(str(sample.get('path', 'image'))).stem}.png"
+    return draw_truth_and_predictions(sample["image"], (truth["boxes"], truth["labels"]),
+                                      (found["boxes"][shown], found["labels"][shown], found["scores"][shown]),
+                                      labels, folder / name)

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
-from tasks.detection.predict import _unique, draw, read_image
+from tasks.detection.drawing import draw
+from tasks.detection.predict import _unique, read_image
 from tasks.detection.transforms import build_detection_transform, collate_detection
 from tasks.engine.export import Exported, Graph, Traced
 from zoo.errors import ZooError

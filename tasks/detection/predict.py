@@ -6,14 +6,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.utils import draw_bounding_boxes
 
+from tasks.detection.drawing import draw
 from tasks.detection.evaluation import detect, to_original_pixels
 from tasks.engine.images import load_image
-
-PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"]
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -57,17 +53,6 @@ def predict_files(model: torch.nn.Module, paths: Sequence[str], collate: Callabl
                                        _unique(folder, Path(path).stem, used_names)))
         results.append(result)
     return results
-
-
-def draw(image: torch.Tensor, boxes: torch.Tensor, names: list[str], scores: torch.Tensor,
-         label_ids: torch.Tensor, path: Path) -> Path:
-    """Write ``image`` (3, H, W) uint8 with its boxes and "label score" captions to ``path`` (PNG)."""
-    captions = [f"{name} {float(score):.2f}" for name, score in zip(names, scores)]
-    colours = [PALETTE[int(i) % len(PALETTE)] for i in label_ids]
-    width = max(1, round(max(image.shape[-2:]) / 200))
-    drawn = draw_bounding_boxes(image, boxes, captions, colors=colours, width=width) if len(boxes) else image
-    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(path)
-    return path
 
 
 def _unique(folder: Path, stem: str, used: set[str]) -> Path:

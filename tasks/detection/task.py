@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.detection.builtin import BUILTIN_SETS
-from tasks.detection.evaluation import coco_metrics
+from tasks.detection.evaluation import DRAWINGS, coco_metrics
 from tasks.detection.formats import FORMATS
 from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
@@ -59,6 +59,7 @@ class DetectionTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "small"
+    evaluation_pictures = (f"{DRAWINGS}/*.png",)
     train_defaults = dict(batch_size=8, lr=2e-3, time_budget=900.0, eval_every=400, warmup_steps=30)
     head_defaults = HEAD_DEFAULTS
     demo_args = ("--time-budget", "60", "--eval-every", "0")

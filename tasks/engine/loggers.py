@@ -2,7 +2,8 @@
 
 ``--logger tensorboard csv`` (the default) writes ``RUN/tensorboard/`` (every numeric field of
 every row as a scalar: ``train/*``, ``validation/*``, ``lr``; the run's flags as text; the
-curves picture) and ``RUN/metrics.csv`` (one column per field of ``metrics.jsonl``, rewritten
+curves picture; at each evaluation the pictures it drew (confusion matrix, detections) and a few
+decoded samples of generating tasks as text) and ``RUN/metrics.csv`` (one column per field of ``metrics.jsonl``, rewritten
 from it at every evaluation and at the end, so it always mirrors the JSON lines, resumes
 included); ``--logger none`` writes neither.
 """
@@ -71,6 +72,17 @@ class RunLoggers:
 
             with Image.open(png) as image:
                 self.events.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
+    def evaluation(self, step: int, pictures: tuple[str, ...], samples: list[str]) -> None:
+        """What an evaluation at ``step`` drew (PNGs matching the ``pictures`` globs in the run folder, each
+        as ``evaluation/<name>``) and decoded (``samples``, as the text ``samples``)."""
+        if self.events is None:
+            return
+        for pattern in pictures:
+            for png in sorted(self.run_dir.glob(pattern)):
+                self.picture(f"evaluation/{png.relative_to(self.run_dir).with_suffix('')}", png, step)
+        if samples:
+            self.events.add_text("samples", "\n\n".join("    " + text.replace("\n", "\n    ") for text in samples), step)
 
     def flush(self) -> None:
         """Rewrite the CSV mirror from ``metrics.jsonl``; push pending events to disk."""

@@ -78,6 +78,7 @@ class Task:
     quick_set: str = ""                 # the fastest built-in set (make demo, tests)
     bucket_batches: int = 50            # training batches cut from pools of this many, sorted by length
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
+    evaluation_pictures: tuple[str, ...] = ()   # PNGs (globs) evaluate writes into options.out, logged as images
     pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name: kinds and weights families
                                                    # of tasks/engine/pretrained.py
 
@@ -100,6 +101,11 @@ class Task:
         loaded); most tasks: ``dataset`` itself (text generation: its documents cut into the model's
         token blocks)."""
         return dataset
+
+    def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
+        """A few of ``dataset``'s samples as ``model`` decodes them, one text each, for the run's logs
+        (generating tasks); none here."""
+        return []
 
     def sample_length(self, sample: dict) -> int | None:
         """How long a sample is, for length-bucketed training batches; None: no bucketing."""

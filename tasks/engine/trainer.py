@@ -352,6 +352,9 @@ class _Run:
             with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
                 evaluated = self.task.evaluate(self.model, self.val_set, self.eval_options)
                 metrics = {k: _plain(v) for k, v in evaluated.items()}
+                if self.loggers.events is not None:
+                    self.loggers.evaluation(self.state.step, self.task.evaluation_pictures,
+                                            self.task.decoded_samples(self.model, self.val_set))
             self.model.train()
             if self.task.metric.name not in metrics:
                 raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.engine.batching import ordered_chunks
+from tasks.engine.confusion import CONFUSION_PNG
 from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
@@ -85,6 +86,7 @@ class ImageClassificationTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "digits"
+    evaluation_pictures = (CONFUSION_PNG,)
     train_defaults = dict(batch_size=128, lr=3e-3, weight_decay=0.05, warmup_steps=100, eval_every=1000)
     head_defaults = {"classification": dict(label_smoothing=0.1)}
 

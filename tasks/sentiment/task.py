@@ -25,6 +25,7 @@ from tasks.engine.pretrained import FLAG, checkpoint_tokenizer, source_kind, zoo
 from tasks.engine.task import Metric, Task
 from tasks.sentiment.builtin import BUILTIN_SETS
 from tasks.engine.evaluation import EvalOptions, label_mapping
+from tasks.engine.confusion import CONFUSION_PNG
 from tasks.sentiment.evaluation import classify, metrics
 from tasks.sentiment.formats import FORMATS
 from zoo.errors import ZooError
@@ -49,6 +50,7 @@ class SentimentTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "default"
+    evaluation_pictures = (CONFUSION_PNG,)
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:

@@ -33,6 +33,8 @@ from tasks.text_generation.prompts import generate_texts, stream_text
 from zoo.errors import ZooError
 from zoo.tokenizer import TOKENIZER_FILE, BaseTokenizer, Tokenizer
 
+SAMPLE_PROMPT, SAMPLE_TOKENS = 40, 48   # the decoded samples of the run's logs: prompt characters, new tokens
+
 
 @zoo.register_task("text_generation")
 class TextGenerationTask(Task):
@@ -145,6 +147,12 @@ class TextGenerationTask(Task):
                 texts.append(stream_text(model, text, sys.stdout, **options))
             return texts
         return generate_texts(model, inputs, **options)
+
+    def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
+        """Greedy continuations of the openings (:data:`SAMPLE_PROMPT` characters) of the first ``count`` texts."""
+        prompts = [text[:SAMPLE_PROMPT] for text in dataset.texts[:count]]
+        continuations = generate_texts(model, prompts, max_new_tokens=SAMPLE_TOKENS)
+        return [f"{prompt}|{continuation}" for prompt, continuation in zip(prompts, continuations)]
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")

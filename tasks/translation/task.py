@@ -137,6 +137,13 @@ class TranslationTask(Task):
         """Translations of the texts; ``options`` are generation options (``beams``, ``max_new_tokens``...)."""
         return translate(model, list(inputs), batch_size=batch_size, **options)
 
+    def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
+        """The first ``count`` pairs: source, greedy translation, reference."""
+        pairs = _pairs(dataset)[:count]
+        translations = self.predict(model, [source for source, _ in pairs])
+        return [f"{source}\n-> {hypothesis}\n(reference: {target})"
+                for (source, target), hypothesis in zip(pairs, translations)]
+
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
         parser.set_defaults(max_new_tokens=None)
