@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import zoo
+from tasks.engine.batching import ordered_chunks
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE
@@ -29,8 +30,9 @@ from tasks.text_generation.blocks import TextBlocks
 from tasks.text_generation.builtin import BUILTIN_SETS
 from tasks.text_generation.formats import FORMATS, TextDataset
 from tasks.text_generation.metrics import evaluate_blocks
-from tasks.text_generation.prompts import generate_texts, stream_text
+from tasks.text_generation.prompts import stream_text
 from zoo.errors import ZooError
+from zoo.texts import continue_texts
 from zoo.tokenizer import TOKENIZER_FILE, BaseTokenizer, Tokenizer
 
 
@@ -131,8 +133,9 @@ class TextGenerationTask(Task):
         return evaluate_blocks(model, blocks, dataset.texts, options.batch_size or self.eval_batch_size, options)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], stream: bool = False,
-                **options: Any) -> list[str]:
-        """The continuation of each prompt (generation options of :mod:`zoo.generation`).
+                batch_size: int | None = None, **options: Any) -> list[str]:
+        """The continuation of each prompt (generation options of :mod:`zoo.generation`), generated in
+        batches of ``batch_size`` prompts (None: all in one).
 
         ``stream=True`` also writes each prompt and its continuation to stdout as tokens come
         (greedy or sampling; one prompt after another).
@@ -144,7 +147,8 @@ class TextGenerationTask(Task):
                     sys.stdout.write("\n")
                 texts.append(stream_text(model, text, sys.stdout, **options))
             return texts
-        return generate_texts(model, inputs, **options)
+        chunks = ordered_chunks(list(range(len(inputs))), batch_size or max(len(inputs), 1))
+        return [text for chunk in chunks for text in continue_texts(model, [inputs[i] for i in chunk], **options)]
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")

@@ -30,9 +30,9 @@ from tasks.engine.task import Metric, Task
 from tasks.translation.builtin import BUILTIN_SETS
 from tasks.translation.evaluation import scores, translate
 from tasks.translation.formats import FORMATS
-from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, target_tokenizer,
-                                     train_tokenizers)
+from tasks.translation.vocab import PairCollate, collate_for, preprocessing, train_tokenizers
 from zoo.errors import ZooError
+from zoo.texts import DEFAULT_MAX_LEN, target_tokenizer
 from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer
 
 
@@ -136,7 +136,6 @@ class TranslationTask(Task):
                 **options: Any) -> list[str]:
         """Translations of the texts; ``options`` are generation options (``beams``, ``max_new_tokens``...)."""
         return translate(model, list(inputs), batch_size=batch_size, **options)
-
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
         parser.set_defaults(max_new_tokens=None)
