@@ -32,6 +32,7 @@ from tasks.translation.evaluation import scores, translate
 from tasks.translation.formats import FORMATS
 from tasks.translation.vocab import PairCollate, collate_for, preprocessing, train_tokenizers
 from zoo.errors import ZooError
+from zoo.results import Translation
 from zoo.texts import DEFAULT_MAX_LEN, target_tokenizer
 from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer
 
@@ -136,6 +137,10 @@ class TranslationTask(Task):
                 **options: Any) -> list[str]:
         """Translations of the texts; ``options`` are generation options (``beams``, ``max_new_tokens``...)."""
         return translate(model, list(inputs), batch_size=batch_size, **options)
+
+    def to_result(self, prediction: str) -> Translation:
+        return Translation(prediction)
+
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
         parser.set_defaults(max_new_tokens=None)
