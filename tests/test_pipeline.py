@@ -128,6 +128,39 @@ def test_a_run_folder_predicts_with_its_best_checkpoint(tmp_path_factory: pytest
     assert zoo.load(run).task == "sentiment"
 
 
+def test_the_model_goes_to_the_device_asked_for_or_a_gpu_when_torch_sees_one(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, _ = _built("sentiment", tmp_path_factory)
+    loaded = zoo.load
+    places: list[str] = []
+
+    def load(path: Any, map_location: Any = "cpu") -> zoo.ZooModel:
+        places.append(str(map_location))
+        return loaded(path)
+
+    monkeypatch.setattr(zoo, "load", load)
+    for seen, device, expected in ((False, None, "cpu"), (True, None, "cuda:0"), (True, "cpu", "cpu"),
+                                   (True, torch.device("cuda", 0), "cuda:0")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        zoo.pipeline("sentiment", folder, device=device)
+        assert places.pop() == expected, (seen, device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ZooError, match="torch sees no CUDA device"):
+        zoo.pipeline("sentiment", folder, device="cuda")
+
+
+def test_drawings_and_explanations_are_named_in_the_results(tmp_path_factory: pytest.TempPathFactory,
+                                                            tmp_path: Path) -> None:
+    folder, inputs = _built("detection", tmp_path_factory)
+    drawn = zoo.pipeline("detection", folder, device="cpu", score_threshold=0.0, out=str(tmp_path / "drawn"))(inputs)
+    assert [Path(r.drawn).name for r in drawn] == [Path(i).stem + ".png" for i in inputs]
+    assert all(Path(r.drawn).is_file() for r in drawn)
+    folder, inputs = _built("image_classification", tmp_path_factory)
+    explained = zoo.pipeline("image_classification", folder, device="cpu")(inputs[0], explain_to=str(tmp_path))
+    assert Path(explained.explanation).is_file() and explained.label in explained.scores
+
+
 # ---- in-memory inputs ------------------------------------------------------------------------------------------
 
 def test_images_in_memory_give_what_their_files_give(tmp_path_factory: pytest.TempPathFactory) -> None:
