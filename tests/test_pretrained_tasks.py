@@ -311,7 +311,7 @@ def test_a_gpt2_folder_without_its_tokenizer_is_refused(tmp_path, capsys):
 
 def test_a_byte_level_tokenizer_json_serves_the_text_generation_metrics_and_prompts(tmp_path):
     from tasks.text_generation.metrics import raw_characters
-    from tasks.text_generation.prompts import continuation
+    from zoo.texts import continuation
 
     texts = ["the cat sat on the mat", "we saw the cat, then the dog"]
     tokenizer = HFTokenizer.load(_gpt2_folder(tmp_path / "gpt2", texts * 20) / "tokenizer.json")

@@ -12,7 +12,6 @@ import torch
 import zoo
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
-from tasks.text_generation.prompts import generate_texts
 from tasks.text_generation.task import SAMPLE_PROMPT
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
 from tests.test_run_loggers import logged_samples
@@ -99,7 +98,7 @@ def test_save_load_gives_the_same_metrics_and_texts(built, tmp_path: Path) -> No
     options = EvalOptions.from_args(args)
     assert task.evaluate(loaded, validation, options) == pytest.approx(task.evaluate(model, validation, options))
     prompts = ["the cat", "we saw the sea at", ""]
-    assert generate_texts(loaded, prompts, max_new_tokens=6) == generate_texts(model, prompts, max_new_tokens=6)
+    assert loaded.generate_text(prompts, max_new_tokens=6) == model.generate_text(prompts, max_new_tokens=6)
 
 
 def test_the_task_refuses_a_non_causal_backbone(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 >>> zoo.list_backbones("vit_*")
 >>> model = zoo.create_model(backbone="vit_tiny", head="classification",
 ...                          backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
+>>> zoo.pipeline("sentiment", "runs/sentiment")("a witty film")     # Classification(label, score, scores)
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from zoo import backbones as _backbones  # noqa: F401  (registers the built-in b
 from zoo.features import Features
 from zoo.lora import add_lora, apply_adapters, merge_lora
 from zoo.model import ZooModel, create_backbone, create_head, create_model, load
+from zoo.pipelines import Pipeline, pipeline
 from zoo.pretrained import wrapped as _wrapped  # noqa: F401  (registers the "transformers" backbone)
 from zoo.registry import BACKBONES, HEADS, TASKS, Registry
+from zoo.results import Classification, Detection, Generation, Transcription, Translation
 from zoo.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
@@ -44,6 +47,7 @@ register_backbone = BACKBONES.register
 register_head = HEADS.register
 register_task = TASKS.register
 
-__all__ = ["Features", "Registry", "Tokenizer", "ZooModel", "BACKBONES", "HEADS", "TASKS", "add_lora",
-           "apply_adapters", "create_backbone", "create_head", "create_model", "get_task", "list_backbones",
-           "list_heads", "list_tasks", "load", "merge_lora", "register_backbone", "register_head", "register_task"]
+__all__ = ["Classification", "Detection", "Features", "Generation", "Pipeline", "Registry", "Tokenizer",
+           "Transcription", "Translation", "ZooModel", "BACKBONES", "HEADS", "TASKS", "add_lora", "apply_adapters",
+           "create_backbone", "create_head", "create_model", "get_task", "list_backbones", "list_heads", "list_tasks",
+           "load", "merge_lora", "pipeline", "register_backbone", "register_head", "register_task"]

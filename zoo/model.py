@@ -116,6 +116,17 @@ class ZooModel(nn.Module):
         return generate(self, as_batch(input_ids if batch is None else batch, attention_mask),
                         **transformers_options(options))
 
+    def generate_text(self, texts: list[str], **options: Any) -> list[str]:
+        """Texts in, texts out: the continuation of each prompt (a decoder with the ``lm`` head) or the
+        translation of each source (an encoder with the ``seq2seq`` head), what ``zoo predict`` prints for them.
+
+        ``options``: ``max_new_tokens``, ``beams``/``num_beams``, ``do_sample``, ``temperature``, ``top_k``,
+        ``top_p``, ``seed``... (:func:`zoo.texts.generate_text`).
+        """
+        from zoo.texts import generate_text
+
+        return generate_text(self, texts, **options)
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in the backward pass (less memory, more compute)."""
         from zoo.layers.stack import Stack

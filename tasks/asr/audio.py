@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import soundfile
@@ -45,15 +46,44 @@ def probe_audio(path: str | Path, max_seconds: float = 60.0, min_seconds: float 
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.SoundFileError) as err:
         raise AudioError(f"{path}: unreadable audio ({_reason(err)})") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"{path}: empty audio (0 frames)")
-    seconds = info.frames / info.samplerate
+    return check_duration(str(path), info.frames, info.samplerate, max_seconds, min_seconds)
+
+
+def check_duration(source: str, frames: int, rate: int, max_seconds: float = 60.0,
+                   min_seconds: float = MIN_SECONDS) -> float:
+    """The duration in seconds of ``frames`` samples at ``rate`` Hz; :class:`AudioError` naming ``source``
+    when there are none, or too few or too many for a speech model."""
+    if frames <= 0 or rate <= 0:
+        raise AudioError(f"{source}: empty audio (0 frames)")
+    seconds = frames / rate
     if seconds < min_seconds:
-        raise AudioError(f"{path}: {seconds * 1000:.0f} ms long ({info.frames} samples), shorter than the "
+        raise AudioError(f"{source}: {seconds * 1000:.0f} ms long ({frames} samples), shorter than the "
                          f"{min_seconds:g} s a speech model needs; drop the clip or pad it with silence")
     if seconds > max_seconds:
-        raise AudioError(f"{path}: {seconds:.1f} s long, over the limit of {max_seconds:g} s")
+        raise AudioError(f"{source}: {seconds:.1f} s long, over the limit of {max_seconds:g} s")
     return seconds
+
+
+def in_memory_audio(samples: np.ndarray | torch.Tensor, rate: int, target_rate: int = SAMPLE_RATE,
+                    source: str = "audio array") -> torch.Tensor:
+    """Samples given in memory (1-D, mono, float in [-1, 1] or int16, at ``rate`` Hz) as float32 (S,) at
+    ``target_rate``, checked as files are (:func:`check_duration`, finite values); errors name ``source``."""
+    if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+        raise AudioError(f"sample_rate {rate!r}: expected a positive whole number of samples per second")
+    wave = torch.as_tensor(samples).detach().cpu()
+    if wave.ndim != 1:
+        raise AudioError(f"{source}: samples of shape {tuple(wave.shape)}; pass one channel as a 1-D array")
+    if wave.dtype == torch.int16:
+        wave = wave.float() / 32768.0
+    if not wave.is_floating_point():
+        raise AudioError(f"{source}: samples of type {wave.dtype}; pass float samples in [-1, 1] or int16")
+    wave = wave.float()
+    check_duration(source, wave.numel(), rate)
+    if not bool(torch.isfinite(wave).all()):
+        raise AudioError(f"{source}: audio holds NaN or infinite samples")
+    if rate != target_rate:
+        wave = resampler(rate, target_rate)(wave)  # (S,)
+    return wave.contiguous()
 
 
 def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: float = 60.0,
@@ -77,6 +107,18 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE, max_seconds: fl
     if rate != target_rate:
         wave = resampler(rate, target_rate)(wave)  # (S,)
     return wave.contiguous()
+
+
+def clips(inputs: Sequence[str | Path | np.ndarray | torch.Tensor], target_rate: int,
+          sample_rate: int | None = None) -> tuple[list[int], Callable[[int], torch.Tensor]]:
+    """``(lengths, load)`` of audio files or in-memory sample arrays (at ``sample_rate`` Hz, default
+    ``target_rate``): each clip's length in samples at ``target_rate`` (files: from their headers) and
+    ``load(i)``, the i-th clip as float32 (S,) at ``target_rate`` (arrays are checked and resampled at once)."""
+    arrays = {i: in_memory_audio(item, sample_rate or target_rate, target_rate, f"input {i + 1}")
+              for i, item in enumerate(inputs) if not isinstance(item, (str, Path))}
+    lengths = [len(arrays[i]) if i in arrays else round(probe_audio(item) * target_rate)
+               for i, item in enumerate(inputs)]
+    return lengths, lambda i: arrays[i] if i in arrays else load_audio(inputs[i], target_rate)
 
 
 def save_flac(path: str | Path, wave: torch.Tensor, rate: int = SAMPLE_RATE) -> None:

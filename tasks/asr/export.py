@@ -7,6 +7,7 @@ needs a decoder-step graph and is refused.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from heads.ctc import BLANK, CTCHead
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
+from tasks.asr.audio import SAMPLE_RATE, clips, collate_audio
 from tasks.engine.batching import length_sorted_batches
 from tasks.engine.export import Exported, Graph, Traced, refuse_option
 from zoo.errors import ZooError
@@ -48,19 +49,19 @@ def greedy_ctc(log_probs: np.ndarray, lengths: np.ndarray, blank: int = BLANK) -
     return [row[k].tolist() for row, k in zip(best, keep)]
 
 
-def predict(exported: Exported, inputs: Sequence[str], batch_size: int = 16, beams: int = 1,
-            **options: Any) -> list[str]:
-    """Transcripts of audio files, as ``AsrTask.predict`` with greedy decoding (other generation options do
-    not apply to CTC, as in the head)."""
+def predict(exported: Exported, inputs: Sequence[str | Path | np.ndarray | torch.Tensor], batch_size: int = 16,
+            beams: int = 1, sample_rate: int | None = None, **options: Any) -> list[str]:
+    """Transcripts of audio files or sample arrays, as ``AsrTask.predict`` with greedy decoding (other
+    generation options do not apply to CTC, as in the head)."""
     refuse_option(f"--beams {beams}", beams > 1)
     side = exported.sidecar
     alphabet = side["alphabet"]
     tokenizer = None if alphabet is not None else exported.tokenizer()
     rate = exported.preprocessing.get("sample_rate", SAMPLE_RATE)
-    lengths = [round(probe_audio(path) * rate) for path in inputs]
+    lengths, load = clips(inputs, rate, sample_rate)
     texts = [""] * len(inputs)
     for batch_ids in length_sorted_batches(lengths, batch_size):
-        batch = collate_audio([{"audio": load_audio(inputs[i], rate), "text": ""} for i in batch_ids])
+        batch = collate_audio([{"audio": load(i), "text": ""} for i in batch_ids])
         out = exported.run(inputs=batch["inputs"].numpy(), mask=batch["mask"].numpy())
         for i, ids in zip(batch_ids, greedy_ctc(out["log_probs"], out["lengths"], side["blank"])):
             texts[i] = "".join(alphabet[u] for u in ids) if alphabet is not None else tokenizer.decode(ids)

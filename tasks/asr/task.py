@@ -18,14 +18,16 @@ inside the backbone.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 import zoo
 from tasks.asr.augment import SPEED_FACTORS, random_speed
-from tasks.asr.audio import SAMPLE_RATE, collate_audio, load_audio, probe_audio
+from tasks.asr.audio import SAMPLE_RATE, clips, collate_audio
 from tasks.asr.builtin import BUILTIN_SETS
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.formats import FORMATS, SpeechDataset
@@ -34,6 +36,7 @@ from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
+from zoo.results import Transcription
 
 # the default encoder made cheaper for a CPU: 96 wide, 40 mel bins (SpecAugment bands scaled to them), no dropout
 BACKBONE_DEFAULTS: dict[str, Any] = dict(dim=96, n_mels=40, freq_width=7, dropout=0.0)
@@ -122,13 +125,16 @@ class AsrTask(Task):
                                 beams=options.beams)
         return error_rates(hypotheses, [entry.text for entry in dataset.entries])
 
-    def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 16,
-                **options: Any) -> list[str]:
-        """Transcripts of audio files (wav, flac, ogg, mp3; any rate and channels); ``options`` are
-        generation options (``beams``; attention decoding also takes ``max_new_tokens``, sampling...)."""
-        rate = model.preprocessing.get("sample_rate", SAMPLE_RATE)
-        lengths = [round(probe_audio(path) * rate) for path in inputs]
-        return transcribe(model, lambda i: load_audio(inputs[i], rate), lengths, batch_size=batch_size, **options)
+    def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | np.ndarray | torch.Tensor],
+                batch_size: int = 16, sample_rate: int | None = None, **options: Any) -> list[str]:
+        """Transcripts of audio files (wav, flac, ogg, mp3; any rate and channels) or of 1-D sample arrays
+        at ``sample_rate`` Hz (default: the model's); ``options`` are generation options (``beams``;
+        attention decoding also takes ``max_new_tokens``, sampling...)."""
+        lengths, load = clips(inputs, model.preprocessing.get("sample_rate", SAMPLE_RATE), sample_rate)
+        return transcribe(model, load, lengths, batch_size=batch_size, **options)
+
+    def to_result(self, prediction: str) -> Transcription:
+        return Transcription(prediction)
 
     def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
         """The first ``count`` utterances: greedy transcript and reference."""

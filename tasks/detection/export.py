@@ -19,9 +19,10 @@ from torch import nn
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
 from tasks.detection.drawing import draw
-from tasks.detection.predict import _unique, read_image
+from tasks.detection.predict import _unique, read_image, unlabelled
 from tasks.detection.transforms import build_detection_transform, collate_detection
 from tasks.engine.export import Exported, Graph, Traced
+from tasks.engine.images import image_stem
 from zoo.errors import ZooError
 
 TRACED_SIZE = (2, 96, 128)      # batch, height, width: not square, so a ViT traces its position resizing
@@ -80,9 +81,8 @@ def predict(exported: Exported, inputs: Sequence[str], score_threshold: float = 
     with ``out``), as ``DetectionTask.predict``."""
     side, pre = exported.sidecar, exported.preprocessing
     transform = build_detection_transform(pre["transform"], train=False)
-    images = [read_image(path) for path in inputs]
-    fed = [transform({"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                      "image_id": i, "path": str(path)}) for i, (image, path) in enumerate(zip(images, inputs))]
+    images = [read_image(item, f"input {number}") for number, item in enumerate(inputs, 1)]
+    fed = [transform(unlabelled(image, item, i)) for i, (image, item) in enumerate(zip(images, inputs))]
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, sample in enumerate(fed):
         by_size.setdefault(tuple(sample["image"].shape[-2:]), []).append(i)
@@ -111,6 +111,6 @@ def predict(exported: Exported, inputs: Sequence[str], score_threshold: float = 
             "width": width, "height": height}
         if folder is not None:
             result["drawn"] = str(draw(image, torch.from_numpy(boxes), names, torch.from_numpy(scores),
-                                       torch.from_numpy(labels), _unique(folder, Path(path).stem, used_names)))
+                                       torch.from_numpy(labels), _unique(folder, image_stem(path), used_names)))
         results.append(result)
     return results

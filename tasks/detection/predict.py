@@ -6,33 +6,42 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from tasks.detection.drawing import draw
 from tasks.detection.evaluation import detect, to_original_pixels
-from tasks.engine.images import load_image
+from tasks.engine.images import as_image, image_stem
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as uint8 (3, H, W) RGB, decoded as in training (:func:`tasks.engine.images.load_image`).
+def read_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> torch.Tensor:
+    """An image (a file, decoded as in training, or one in memory: :func:`tasks.engine.images.as_image`) as
+    uint8 (3, H, W) RGB.
 
-    A missing file raises ``FileNotFoundError``; a damaged one, a non-image or a decompression
-    bomb raises :class:`~zoo.errors.ZooError`, each naming the file.
+    A missing file raises ``FileNotFoundError``; a damaged one, a non-image, a decompression bomb or an
+    array of another shape raises :class:`~zoo.errors.ZooError`, each naming the file or ``source``.
     """
-    pixels = np.array(load_image(path))  # (H, W, 3)
+    pixels = np.array(as_image(item, source))  # (H, W, 3)
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def predict_files(model: torch.nn.Module, paths: Sequence[str], collate: Callable[[list[dict]], dict],
-                  labels: Sequence[str], *, batch_size: int, score_threshold: float, max_detections: int,
-                  out: str | Path | None) -> list[dict[str, Any]]:
-    """Per file: ``detections`` [{label, score, box [x1, y1, x2, y2] in the file's pixels}], its ``width``,
-    ``height`` and, with ``out``, the ``drawn`` PNG (the image with its boxes, labels and scores).
+def unlabelled(image: torch.Tensor, item: Any, index: int) -> dict[str, Any]:
+    """The sample of an image (3, H, W) to predict on: no boxes, its index as id, its path ("input N" when
+    the image came in memory)."""
+    return {"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+            "image_id": index, "path": str(item) if isinstance(item, (str, Path)) else f"input {index + 1}"}
+
+
+def predict_files(model: torch.nn.Module, paths: Sequence[str | Path | Image.Image | np.ndarray | torch.Tensor],
+                  collate: Callable[[list[dict]], dict], labels: Sequence[str], *, batch_size: int,
+                  score_threshold: float, max_detections: int, out: str | Path | None) -> list[dict[str, Any]]:
+    """Per image (a file or one in memory): ``detections`` [{label, score, box [x1, y1, x2, y2] in the image's
+    pixels}], its ``width``, ``height`` and, with ``out``, the ``drawn`` PNG (the image with its boxes, labels
+    and scores).
 
     Overlapping boxes of different classes are suppressed too (class-agnostic NMS): one label per object.
     """
-    images = [read_image(path) for path in paths]
-    samples = [{"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                "image_id": i, "path": str(path)} for i, (image, path) in enumerate(zip(images, paths))]
+    images = [read_image(item, f"input {number}") for number, item in enumerate(paths, 1)]
+    samples = [unlabelled(image, path, i) for i, (image, path) in enumerate(zip(images, paths))]
     folder = Path(out) if out is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -50,7 +59,7 @@ def predict_files(model: torch.nn.Module, paths: Sequence[str], collate: Callabl
         }
         if folder is not None:
             result["drawn"] = str(draw(image, boxes, names, detections["scores"], detections["labels"],
-                                       _unique(folder, Path(path).stem, used_names)))
+                                       _unique(folder, image_stem(path), used_names)))
         results.append(result)
     return results
 

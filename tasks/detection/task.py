@@ -40,6 +40,7 @@ from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.registry import BACKBONES
+from zoo.results import Detection
 
 VIT_DEFAULTS: dict[str, Any] = dict(img_size=128, patch_size=8)
 TRANSFORM_DEFAULTS: dict[str, Any] = dict(scale_range=[1.0, 1.0], color_jitter=0.0)  # hflip only: see the docstring
@@ -138,6 +139,12 @@ class DetectionTask(Task):
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         return dict(out=args.out, score_threshold=args.score_threshold, max_detections=args.max_detections,
                     batch_size=args.batch_size)
+
+    def to_result(self, prediction: dict[str, Any]) -> Detection:
+        found = prediction["detections"]
+        return Detection(tuple(tuple(d["box"]) for d in found), tuple(d["label"] for d in found),
+                         tuple(d["score"] for d in found), prediction["width"], prediction["height"],
+                         prediction.get("drawn"))
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return json.dumps({"input": item, **prediction}, ensure_ascii=False)

@@ -8,10 +8,14 @@ of a ``--data`` SPEC unless ``--split`` says otherwise (built-in sets: their tes
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
+
+import torch
 
 import zoo
 from tasks.engine.checkpoints import resolve_checkpoint
@@ -24,7 +28,7 @@ from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, 
                                 add_train_arguments, check_factory_args)
 from tasks.engine.task import Task
 from zoo.checkpoint import read_config
-from zoo.cli import ArgumentParser
+from zoo.cli import ArgumentParser, did_you_mean
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
@@ -174,7 +178,38 @@ def read_input_file(path: str) -> list[str]:
     return [line for line in split_lines(text) if line.strip()]
 
 
-@COMMANDS.register("predict", parser=lambda task=None: command_parser("predict", task))
+def load_predictor(task: Task, checkpoint: str | Path, device: str = "auto", runtime: str = "torch",
+                   flag: str = "--checkpoint") -> tuple[Callable[..., list[Any]], torch.nn.Module | None]:
+    """``(predict(inputs, **options), model)``: ``task.predict`` on the model ``checkpoint`` names (a run
+    folder's best), loaded once on ``device``; with ``runtime="onnx"`` the export folder under onnxruntime
+    (model None). What `zoo predict` runs, and ``zoo.pipeline`` (through this command's registry entry);
+    errors name the argument as ``flag``."""
+    if runtime == "onnx":
+        from tasks.engine.export import exported_predictor
+
+        return exported_predictor(task, checkpoint), None
+    if runtime != "torch":
+        raise ZooError(f"runtime {runtime!r}: expected torch or onnx")
+    model = zoo.load(checkpoint_folder(task, str(checkpoint), "predict", flag), map_location=pick_device(device))
+    return functools.partial(task.predict, model), model
+
+
+def prediction_options(task: Task, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``task.predict``'s keyword arguments as `zoo predict TASK` passes them by default, ``given`` over them
+    (``zoo.pipeline``'s options); a name ``task.predict`` does not take is refused, listing those it takes."""
+    defaults = task.predict_options(command_parser("predict", task).parse_args(["--checkpoint", "."]))
+    named = [p.name for p in inspect.signature(task.predict).parameters.values()
+             if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD or p.kind is inspect.Parameter.KEYWORD_ONLY]
+    takes = sorted(set(defaults) | set(named[2:]))     # past (model, inputs)
+    unknown = sorted(set(given) - set(takes))
+    if unknown:
+        raise ZooError(f"{task.name} prediction has no option {unknown[0]!r}; it takes {', '.join(takes)}"
+                       f"{did_you_mean(unknown[0], takes)}")
+    return {**defaults, **given}
+
+
+@COMMANDS.register("predict", parser=lambda task=None: command_parser("predict", task), predictor=load_predictor,
+                   options=prediction_options)
 def predict_command(task: Task, argv: list[str]) -> list[Any]:
     """``zoo predict TASK --checkpoint DIR [INPUT ...] [--input-file FILE] [--json]``."""
     parser = command_parser("predict", task)
@@ -183,14 +218,8 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
     options = task.predict_options(args)
-    if args.runtime == "onnx":
-        from tasks.engine.export import predict_exported
-
-        predictions = predict_exported(task, args.checkpoint, inputs, **options)
-    else:
-        folder = checkpoint_folder(task, args.checkpoint, "predict")
-        model = zoo.load(folder, map_location=pick_device(args.device))
-        predictions = task.predict(model, inputs, **options)
+    predict, _ = load_predictor(task, args.checkpoint, args.device, args.runtime)
+    predictions = predict(inputs, **options)
     for item, prediction in zip(inputs, predictions):
         if args.json:
             print(json.dumps({"input": item, "prediction": prediction}, ensure_ascii=False))

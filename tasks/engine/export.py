@@ -209,8 +209,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def predict_exported(task: Any, folder: str, inputs: Sequence[Any], **options: Any) -> list[Any]:
-    """``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``: ``task.predict``'s output from the export."""
+def exported_predictor(task: Any, folder: str | Path) -> Callable[..., list[Any]]:
+    """``predict(inputs, **options)``: ``task.predict``'s output from the ONNX export in ``folder``, its
+    session opened once (``zoo predict TASK --runtime onnx``, ``zoo.pipeline(..., runtime="onnx")``)."""
     module = task_module(task)
     exported = Exported(folder)
     owner, fmt = exported.sidecar.get("task"), exported.sidecar.get("format")
@@ -218,7 +219,12 @@ def predict_exported(task: Any, folder: str, inputs: Sequence[Any], **options: A
         raise ZooError(f"--checkpoint {folder} is a {owner} export; use `zoo predict {owner}`")
     if fmt != "onnx":
         raise ZooError(f"--checkpoint {folder} holds a {fmt} program, not ONNX; re-export with --format onnx")
-    return module.predict(exported, inputs, **options)
+    return lambda inputs, **options: module.predict(exported, inputs, **options)
+
+
+def predict_exported(task: Any, folder: str, inputs: Sequence[Any], **options: Any) -> list[Any]:
+    """``zoo predict TASK --runtime onnx --checkpoint EXPORT_DIR``: ``task.predict``'s output from the export."""
+    return exported_predictor(task, folder)(inputs, **options)
 
 
 def refuse_option(flag: str, given: bool) -> None:

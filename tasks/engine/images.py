@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+from torchvision.transforms.functional import to_pil_image
 
 from zoo.errors import ZooError
 
@@ -30,6 +32,35 @@ def load_image(path: str | Path) -> Image.Image:
     """Decode one image file as RGB (EXIF rotation applied, transparency on white, modes as :func:`to_rgb`)."""
     with decoding(path), Image.open(path) as image:
         return to_rgb(ImageOps.exif_transpose(image))
+
+
+def as_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> Image.Image:
+    """An image given by path or in memory as RGB PIL: a file (:func:`load_image`), a PIL image
+    (:func:`to_rgb`), an (H, W, 3) or (H, W) uint8 array, or a (3, H, W) or (1, H, W) tensor (uint8, or
+    float in [0, 1], rounded to the nearest of 256 levels). Another shape or type raises a ZooError naming
+    ``source``."""
+    if isinstance(item, (str, Path)):
+        return load_image(item)
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    if isinstance(item, torch.Tensor):
+        if item.ndim != 3 or item.shape[0] not in (1, 3) or not (item.dtype == torch.uint8 or item.is_floating_point()):
+            raise ZooError(f"{source}: a {item.dtype} tensor of shape {tuple(item.shape)}; pass (3, H, W) or "
+                           f"(1, H, W), uint8 or float in [0, 1]")
+        if item.is_floating_point():
+            item = (item.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+        return to_rgb(to_pil_image(item.cpu()))
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3)):
+            raise ZooError(f"{source}: a {item.dtype} array of shape {item.shape}; pass (H, W, 3) or (H, W) uint8")
+        return to_rgb(Image.fromarray(item.squeeze(2) if item.ndim == 3 and item.shape[2] == 1 else item))
+    raise ZooError(f"{source} is a {type(item).__name__}; pass an image file path, a PIL image, an (H, W, 3) "
+                   f"uint8 array or a (3, H, W) tensor")
+
+
+def image_stem(item: str | Path | Image.Image | np.ndarray | torch.Tensor) -> str:
+    """The file name without its suffix of an image given by path; ``"image"`` for one given in memory."""
+    return Path(item).stem if isinstance(item, (str, Path)) else "image"
 
 
 def probe_image(path: str | Path) -> tuple[int, int]:

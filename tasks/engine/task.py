@@ -24,6 +24,7 @@ from tasks.engine.flags import generation_options
 from tasks.engine.sets import BuiltinSet, Format, prepare_sets, read_spec
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, COMMANDS
+from zoo.results import Generation, Result
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,13 @@ class Task:
         """
         options = generation_options(args) if self.generates else {}
         return {**options, "batch_size": args.batch_size} if "batch_size" in vars(args) else options
+
+    def to_result(self, prediction: Any) -> Result:
+        """One of :meth:`predict`'s outputs as a typed result of :mod:`zoo.results` (what ``zoo.pipeline``
+        returns): by default a :class:`~zoo.results.Generation` when the task :attr:`generates`."""
+        if self.generates:
+            return Generation(str(prediction))
+        raise NotImplementedError(f"task {self.name!r} gives no typed result; override Task.to_result")
 
     def format_prediction(self, item: Any, prediction: Any) -> str:
         """One prediction as human-readable text for `zoo predict`: the output alone when the task

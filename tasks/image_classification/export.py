@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from tasks.engine.export import Exported, Graph, Traced, refuse_option, softmax
-from tasks.engine.images import load_image, to_rgb
+from tasks.engine.images import as_image
 from tasks.image_classification.evaluation import TOP_K
 from tasks.image_classification.transforms import build_transform
 
@@ -29,8 +29,8 @@ def graph(model: nn.Module) -> Graph:
                  {"inputs": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def predict(exported: Exported, inputs: Sequence[str | Path | Image.Image], top_k: int = TOP_K,
-            explain_to: str | Path | None = None, batch_size: int = 64, **options: Any) -> list[dict[str, Any]]:
+def predict(exported: Exported, inputs: Sequence[str | Path | Image.Image | np.ndarray | torch.Tensor],
+            top_k: int = TOP_K, explain_to: str | Path | None = None, batch_size: int = 64, **options: Any) -> list[dict[str, Any]]:
     """Per image ``{"label", "probability", "top": [{"label", "probability"}...]}``, as the task's ``predict``."""
     refuse_option("--explain", explain_to is not None)
     transform = build_transform(exported.preprocessing["transform"], train=False)
@@ -38,8 +38,8 @@ def predict(exported: Exported, inputs: Sequence[str | Path | Image.Image], top_
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start:start + batch_size]
-        images = np.stack([transform(to_rgb(i) if isinstance(i, Image.Image) else load_image(i)).numpy()
-                           for i in chunk])  # (B, 3, S, S)
+        images = np.stack([transform(as_image(item, f"input {start + n}")).numpy()
+                           for n, item in enumerate(chunk, 1)])  # (B, 3, S, S)
         probabilities = softmax(exported.run(inputs=images)["logits"])  # (B, C)
         for row in probabilities:
             best = np.argsort(-row, kind="stable")[:min(top_k, len(labels))]

@@ -30,6 +30,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -40,7 +41,7 @@ from tasks.engine.confusion import CONFUSION_PNG
 from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
-from tasks.engine.images import load_image
+from tasks.engine.images import as_image, image_stem
 from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
 from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS, BUILTIN_SETS
@@ -49,8 +50,9 @@ from tasks.image_classification.evaluation import TOP_K, classify, metrics
 from tasks.image_classification.explain import explain, save_overlay
 from tasks.image_classification.formats import FORMATS, LabelledImages, align_classes
 from tasks.image_classification.transforms import (AUGMENTS, IMAGENET_MEAN, IMAGENET_STD, build_transform,
-                                                   default_transform_config, mixup_cutmix, to_rgb)
+                                                   default_transform_config, mixup_cutmix)
 from zoo.registry import BACKBONES
+from zoo.results import Classification
 
 MAX_AUTO_SIZE = 224
 SMALL_IMAGE = 64
@@ -187,9 +189,11 @@ class ImageClassificationTask(Task):
                                   options.batch_size or self.eval_batch_size, options)
         return metrics(logits, target, labels, options.out)
 
-    def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | Image.Image], top_k: int = TOP_K,
-                explain_to: str | Path | None = None, batch_size: int = 64, **options: Any) -> list[dict[str, Any]]:
-        """Per image (a file path or a PIL image): ``{"label", "probability", "top": [{"label", "probability"}...]}``.
+    def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | Image.Image | np.ndarray | torch.Tensor],
+                top_k: int = TOP_K, explain_to: str | Path | None = None, batch_size: int = 64,
+                **options: Any) -> list[dict[str, Any]]:
+        """Per image (a file path, a PIL image, an (H, W, 3) uint8 array or a (3, H, W) tensor: ``as_image``):
+        ``{"label", "probability", "top": [{"label", "probability"}...]}``.
 
         ``explain_to`` (a folder) also writes a PNG per image of where the model looked
         (attention rollout for our ViT, gradient saliency otherwise), named in ``"explanation"``.
@@ -198,7 +202,7 @@ class ImageClassificationTask(Task):
         transform = build_transform(config, train=False)
 
         def batch_of(chunk: list[int]) -> dict[str, torch.Tensor]:
-            return {"inputs": torch.stack([transform(_image(inputs[i])) for i in chunk])}  # (B, 3, S, S)
+            return {"inputs": torch.stack([transform(as_image(inputs[i], f"input {i + 1}")) for i in chunk])}  # (B, 3, S, S)
 
         def step(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
             return batch["inputs"], model.decode(model(batch), top_k=top_k)
@@ -212,7 +216,7 @@ class ImageClassificationTask(Task):
             if explain_to is not None:
                 heat, method = explain(model, images)
                 for number, image, heat_map in zip(chunk, images, heat):
-                    path = Path(explain_to) / f"{number:03d}-{_stem(inputs[number])}.png"
+                    path = Path(explain_to) / f"{number:03d}-{image_stem(inputs[number])}.png"
                     save_overlay(image, heat_map, config["mean"], config["std"], path)
                     results[number].update(explanation=str(path), explanation_method=method)
         return results
@@ -227,6 +231,11 @@ class ImageClassificationTask(Task):
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"top_k": args.top_classes, "explain_to": args.out if args.explain else None}
+
+    def to_result(self, prediction: dict[str, Any]) -> Classification:
+        return Classification(prediction["label"], prediction["probability"],
+                              {entry["label"]: entry["probability"] for entry in prediction["top"]},
+                              prediction.get("explanation"))
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         ranked = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in prediction["top"])
@@ -297,11 +306,3 @@ def _augment_flags(args: argparse.Namespace, builtin: str | None) -> dict[str, A
     if getattr(args, "crop_scale", None) is not None:
         fields["scale"] = [args.crop_scale, 1.0]
     return fields
-
-
-def _image(item: str | Path | Image.Image) -> Image.Image:
-    return to_rgb(item) if isinstance(item, Image.Image) else load_image(item)
-
-
-def _stem(item: str | Path | Image.Image) -> str:
-    return Path(item).stem if isinstance(item, (str, Path)) else "image"

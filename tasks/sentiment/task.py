@@ -29,6 +29,7 @@ from tasks.engine.confusion import CONFUSION_PNG
 from tasks.sentiment.evaluation import classify, metrics
 from tasks.sentiment.formats import FORMATS
 from zoo.errors import ZooError
+from zoo.results import Classification
 from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids
 
 REGULARIZATION: dict[str, Any] = dict(dropout=0.3)      # backbone and head, new or transferred
@@ -168,6 +169,9 @@ class SentimentTask(Task):
         labels = model.head.labels
         return [{"label": labels[row.index(max(row))], "probability": max(row), "probabilities": dict(zip(labels, row))}
                 for row in logits.softmax(dim=-1).tolist()]
+
+    def to_result(self, prediction: dict[str, Any]) -> Classification:
+        return Classification(prediction["label"], prediction["probability"], dict(prediction["probabilities"]))
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"

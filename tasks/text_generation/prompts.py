@@ -1,57 +1,16 @@
-"""Prompts in, continuations out: encoding, batched generation, decoding and streaming to a terminal.
+"""Continuations streamed to a terminal as tokens come (``zoo predict text_generation --stream``).
 
-A prompt is fed after an end-of-text token, the document boundary the model saw before every
-training document, so an empty prompt starts a new document. Batched prompts are left-padded
-(the LM head's step protocol requires it); positions are counted per row, so a padded prompt
-continues exactly as it would alone.
+Prompts are encoded and continuations decoded as :mod:`zoo.texts` does for batched generation
+(``ZooModel.generate_text``).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import torch
 
-from tasks.engine.evaluation import to_device
 from zoo.generation import stream
-from zoo.tokenizer import BaseTokenizer, pad_ids
-
-
-def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
-    """The batch ``{"inputs", "mask"}`` (B, T) of left-padded prompts on the model's device.
-
-    Raises when a prompt plus ``max_new_tokens`` would pass a learned-position backbone's
-    ``max_len`` (positions past it do not exist).
-    """
-    tokenizer = model.tokenizer
-    rows = [[tokenizer.eos_id, *tokenizer.encode(text)] for text in texts]
-    cfg = getattr(model.backbone, "cfg", None)
-    if getattr(cfg, "position", None) == "learned":
-        limit = cfg.max_len
-        for number, row in enumerate(rows, 1):
-            if len(row) + max_new_tokens > limit:
-                raise ValueError(f"prompt {number} has {len(row)} tokens; with --max-new-tokens {max_new_tokens} "
-                                 f"it passes the model's {limit} positions")
-    inputs, mask = pad_ids(rows, tokenizer.pad_id, left_pad=True)
-    return to_device({"inputs": inputs, "mask": mask}, next(model.parameters()).device)
-
-
-def continuation(tokenizer: BaseTokenizer, prompt: list[int], new: list[int]) -> str:
-    """The text ``new`` adds after ``prompt`` (with its leading space, when it starts a word)."""
-    before = tokenizer.decode(prompt)
-    after = tokenizer.decode(prompt + new)
-    if after.startswith(before):
-        return after[len(before):]
-    text = tokenizer.decode(new)  # the tokenizer normalised the prompt differently in context
-    starts_word = bool(new) and tokenizer.starts_word(new[0])
-    return (" " + text) if starts_word and before else text
-
-
-def generate_texts(model: torch.nn.Module, texts: Sequence[str], **options: Any) -> list[str]:
-    """Continuations of ``texts``, generated as one left-padded batch."""
-    batch = encode_prompts(model, texts, options.get("max_new_tokens", 32))
-    new_rows = model.generate(batch, **options)
-    prompts = [row[mask].tolist() for row, mask in zip(batch["inputs"], batch["mask"])]
-    return [continuation(model.tokenizer, prompt, new) for prompt, new in zip(prompts, new_rows)]
+from zoo.texts import continuation, encode_prompts
 
 
 @torch.inference_mode()

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils.data import Dataset
 
 import zoo
+from tasks.engine.batching import ordered_chunks
 from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE
@@ -29,8 +31,9 @@ from tasks.text_generation.blocks import TextBlocks
 from tasks.text_generation.builtin import BUILTIN_SETS
 from tasks.text_generation.formats import FORMATS, TextDataset
 from tasks.text_generation.metrics import evaluate_blocks
-from tasks.text_generation.prompts import generate_texts, stream_text
+from tasks.text_generation.prompts import stream_text
 from zoo.errors import ZooError
+from zoo.texts import continue_texts
 from zoo.tokenizer import TOKENIZER_FILE, BaseTokenizer, Tokenizer
 
 SAMPLE_PROMPT, SAMPLE_TOKENS = 40, 48   # the decoded samples of the run's logs: prompt characters, new tokens
@@ -133,8 +136,9 @@ class TextGenerationTask(Task):
         return evaluate_blocks(model, blocks, dataset.texts, options.batch_size or self.eval_batch_size, options)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], stream: bool = False,
-                **options: Any) -> list[str]:
-        """The continuation of each prompt (generation options of :mod:`zoo.generation`).
+                batch_size: int | None = None, **options: Any) -> list[str]:
+        """The continuation of each prompt (generation options of :mod:`zoo.generation`), generated in
+        batches of ``batch_size`` prompts (None: all in one).
 
         ``stream=True`` also writes each prompt and its continuation to stdout as tokens come
         (greedy or sampling; one prompt after another).
@@ -146,12 +150,13 @@ class TextGenerationTask(Task):
                     sys.stdout.write("\n")
                 texts.append(stream_text(model, text, sys.stdout, **options))
             return texts
-        return generate_texts(model, inputs, **options)
+        chunks = ordered_chunks(list(range(len(inputs))), batch_size or max(len(inputs), 1))
+        return [text for chunk in chunks for text in continue_texts(model, [inputs[i] for i in chunk], **options)]
 
     def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
         """Greedy continuations of the openings (:data:`SAMPLE_PROMPT` characters) of the first ``count`` texts."""
         prompts = [text[:SAMPLE_PROMPT] for text in dataset.texts[:count]]
-        continuations = generate_texts(model, prompts, max_new_tokens=SAMPLE_TOKENS)
+        continuations = model.generate_text(prompts, max_new_tokens=SAMPLE_TOKENS)
         return [f"{prompt}|{continuation}" for prompt, continuation in zip(prompts, continuations)]
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:

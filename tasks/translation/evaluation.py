@@ -8,17 +8,8 @@ import torch
 
 from tasks.engine.batching import ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
-from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
+from zoo.texts import source_ids, tokenizers, translate_batch
 from zoo.tokenizer import pad_ids
-
-
-def output_budget(source_tokens: int, max_len: int) -> int:
-    """New tokens allowed for a batch whose longest source has ``source_tokens`` tokens.
-
-    Generation stops at EOS anyway; the budget only bounds a row that never emits one
-    (an undertrained model repeating itself), which would hold its whole batch up.
-    """
-    return min(max_len, int(1.5 * source_tokens) + 10)
 
 
 def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 32,
@@ -30,26 +21,21 @@ def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 
     batch of short ones). ``max_new_tokens`` None sizes each batch's budget from its sources.
     Generation runs under ``options``' autocast.
     """
-    for number, text in enumerate(sources, 1):
-        if not text.strip():
-            raise ValueError(f"input {number} is an empty text; there is nothing to translate")
-    source_tok, target_tok = tokenizers(model)
-    max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
-    encoded = [source_tok.encode(text)[:max_len] for text in sources]
+    encoded = source_ids(model, sources)
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
+    pad_id = tokenizers(model)[0].pad_id
 
     def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
-        inputs, mask = pad_ids([encoded[i] for i in rows], source_tok.pad_id)
+        inputs, mask = pad_ids([encoded[i] for i in rows], pad_id)
         return {"inputs": inputs, "mask": mask}
 
-    def generate(batch: dict[str, torch.Tensor]) -> list[list[int]]:
-        budget = max_new_tokens or output_budget(batch["inputs"].shape[1], max_len)
-        return model.generate(batch, max_new_tokens=budget, **generation)
+    def generate(batch: dict[str, torch.Tensor]) -> list[str]:
+        return translate_batch(model, batch, max_new_tokens, **generation)
 
     results: list[str] = [""] * len(sources)
-    for rows, generated in run_batches(model, ordered_chunks(order, batch_size), batch_of, generate, options):
-        for i, ids in zip(rows, generated):
-            results[i] = target_tok.decode(ids)
+    for rows, texts in run_batches(model, ordered_chunks(order, batch_size), batch_of, generate, options):
+        for i, text in zip(rows, texts):
+            results[i] = text
     return results
 
 

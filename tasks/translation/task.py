@@ -30,9 +30,10 @@ from tasks.engine.task import Metric, Task
 from tasks.translation.builtin import BUILTIN_SETS
 from tasks.translation.evaluation import scores, translate
 from tasks.translation.formats import FORMATS
-from tasks.translation.vocab import (DEFAULT_MAX_LEN, PairCollate, collate_for, preprocessing, target_tokenizer,
-                                     train_tokenizers)
+from tasks.translation.vocab import PairCollate, collate_for, preprocessing, train_tokenizers
 from zoo.errors import ZooError
+from zoo.results import Translation
+from zoo.texts import DEFAULT_MAX_LEN, target_tokenizer
 from zoo.tokenizer import HF_TOKENIZER_FILE, BaseTokenizer, HFTokenizer, Tokenizer
 
 
@@ -143,6 +144,9 @@ class TranslationTask(Task):
         translations = self.predict(model, [source for source, _ in pairs])
         return [f"{source}\n-> {hypothesis}\n(reference: {target})"
                 for (source, target), hypothesis in zip(pairs, translations)]
+
+    def to_result(self, prediction: str) -> Translation:
+        return Translation(prediction)
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""

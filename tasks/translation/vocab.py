@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
+from zoo.texts import DEFAULT_MAX_LEN, TARGET_KEY, tokenizers
 from zoo.tokenizer import BaseTokenizer, Tokenizer
-
-TARGET_KEY = "target_tokenizer"   # preprocessing key of a separate target tokenizer
-DEFAULT_MAX_LEN = 256             # tokens kept per side (source; target including EOS)
 
 
 def train_tokenizers(pairs: list[tuple[str, str]], vocab_size: int, separate: bool) -> tuple[Tokenizer, Tokenizer]:
@@ -35,21 +33,6 @@ def preprocessing(source: BaseTokenizer, target: BaseTokenizer, max_len: int) ->
     if target is not source:
         settings[TARGET_KEY] = base64.b64encode(target.proto).decode("ascii")
     return settings
-
-
-def tokenizers(model: torch.nn.Module) -> tuple[BaseTokenizer, BaseTokenizer]:
-    """(source, target) tokenizers of a translation model."""
-    source = model.tokenizer
-    if source is None:
-        raise ValueError("this model has no tokenizer, so it cannot read text; train it with `zoo train translation`")
-    return source, target_tokenizer(source, model.preprocessing)
-
-
-def target_tokenizer(source: BaseTokenizer, settings: dict[str, Any]) -> BaseTokenizer:
-    """The target side's tokenizer of a model with ``source`` and ``preprocessing`` ``settings``: the
-    separate one stored there, else ``source`` itself (one joint vocabulary)."""
-    stored = settings.get(TARGET_KEY)
-    return Tokenizer(base64.b64decode(stored)) if stored else source
 
 
 class PairCollate:
