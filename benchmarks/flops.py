@@ -27,6 +27,7 @@ aten = torch.ops.aten
 # "fp32" is the plain FP32 pipe; "tf32" applies when fp32 matmuls may use TF32.
 PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
     (r"H100.*PCIe", {"bf16": 756e12, "tf32": 378e12, "fp32": 51.2e12}),
+    (r"H[12]00.*NVL", {"bf16": 835.5e12, "tf32": 417.5e12, "fp32": 60e12}),   # NVL boards: lower clocks and power
     (r"H100|H200|GH200", {"bf16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12}),
     (r"A100", {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
     (r"L40S", {"bf16": 362e12, "tf32": 183e12, "fp32": 91.6e12}),
@@ -100,15 +101,20 @@ def workload_flops_per_item(workload: Workload, device: torch.device, precision:
     return total / workload.items if total else None
 
 
+def peak_kind(precision: str) -> str:
+    """The datasheet column an MFU at ``precision`` divides by: ``bf16``; for fp32, ``tf32`` when fp32
+    matrix products may use TF32 (``torch.set_float32_matmul_precision`` not "highest"), else ``fp32``.
+    (cuDNN convolutions follow ``torch.backends.cudnn.allow_tf32`` instead; the machine record names both.)"""
+    if precision == "fp32" and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return precision
+
+
 def peak_flops(device: torch.device, precision: str) -> float | None:
-    """The device's dense peak FLOP/s at ``precision``; None on the CPU or for unknown GPUs."""
+    """The device's dense peak FLOP/s at ``precision`` (:func:`peak_kind`); None on the CPU or for unknown GPUs."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    key = precision
-    if precision == "fp32" and torch.get_float32_matmul_precision() != "highest":
-        key = "tf32"
-    return peak_flops_by_name(name, key)
+    return peak_flops_by_name(torch.cuda.get_device_name(device), peak_kind(precision))
 
 
 def peak_flops_by_name(name: str, key: str) -> float | None:

@@ -73,6 +73,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16": cpu_has_bf16(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "tf32": ({"matmul": torch.get_float32_matmul_precision() != "highest",
+                  "cudnn": torch.backends.cudnn.allow_tf32} if device.type == "cuda" else None),
         "device": str(device),
         "versions": {name: _version(name) for name in LIBRARIES},
         "python": platform.python_version(),
@@ -155,9 +157,16 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{ours['name']} ({_si(ours['parameters'])}) | {reference} | {row['batch_size']} | "
             f"{_side(ours, row['unit'])} | {_side(ref, row['unit'])} | {ratio} | {1e3 * ours['step_s']:.1f} ms | "
             f"{ours['peak_memory_bytes'] / 2 ** 20:.0f} MiB | {_si(ours['flops_per_item'])} | "
-            f"{_si(ours['flops_per_s'])} | {_percent(ours['matmul_fraction'])} | {_percent(ours['mfu'])} |")
+            f"{_si(ours['flops_per_s'])} | {_percent(ours['matmul_fraction'])} | {_mfu(ours)} |")
     lines.extend(_sweep_lines(rows))
     return "\n".join(lines) + "\n"
+
+
+def _mfu(side: dict[str, Any]) -> str:
+    """MFU with the peak it divides by (``41% tf32``); ``-`` without one (CPUs, unknown GPUs)."""
+    if side.get("mfu") is None:
+        return "-"
+    return f"{_percent(side['mfu'])} {side.get('mfu_peak') or ''}".strip()
 
 
 def _sweep_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -110,6 +110,7 @@ def _side(workload: Workload, index: int, rounds: bench.Rounds, warm: bench.Warm
         "flops_per_item": flops_per_item, "flops_per_s": flops_per_s,
         "matmul_fraction": fraction,
         "mfu": flops_per_s / peak if flops_per_s and peak else None,
+        "mfu_peak": flops.peak_kind(precision) if peak else None,
     }
 
 
@@ -163,7 +164,7 @@ def _describe(row: dict[str, Any]) -> str:
     if ours["matmul_fraction"] is not None:
         text += f"; {100 * ours['matmul_fraction']:.0f}% of matmul FLOP/s"
     if ours["mfu"] is not None:
-        text += f"; MFU {100 * ours['mfu']:.1f}%"
+        text += f"; MFU {100 * ours['mfu']:.1f}% (of the {ours['mfu_peak']} peak)"
     return text
 
 

@@ -1,6 +1,7 @@
 """The benchmark harness (tasks/engine/bench.py), FLOP counting, reports and the runner, on tiny models."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -235,6 +236,36 @@ def test_peak_flops_table() -> None:
     assert flops.peak_flops_by_name("NVIDIA GeForce RTX 4090", "bf16") == 165e12
     assert flops.peak_flops_by_name("Some Future GPU", "bf16") is None
     assert flops.peak_flops(CPU, "fp32") is None
+    assert flops.peak_flops_by_name("NVIDIA H200 NVL", "bf16") == 835.5e12       # NVL boards: their own row
+    assert flops.peak_flops_by_name("NVIDIA H100 NVL", "tf32") == 417.5e12
+    assert flops.peak_flops_by_name("NVIDIA H200", "tf32") == 494.7e12
+
+
+@pytest.mark.parametrize("matmul_precision, expected", [("highest", "fp32"), ("high", "tf32"), ("medium", "tf32")])
+def test_mfu_divides_by_the_peak_of_the_precision_the_matmuls_use(monkeypatch, matmul_precision: str,
+                                                                  expected: str) -> None:
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: matmul_precision)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert flops.peak_kind("fp32") == expected and flops.peak_kind("bf16") == "bf16"
+    table = dict(flops.PEAK_FLOPS)[r"H100|H200|GH200"]
+    assert flops.peak_flops(torch.device("cuda"), "fp32") == table[expected]
+
+
+def test_cuda_peak_memory_counts_the_state_earlier_warm_up_steps_left(monkeypatch) -> None:
+    """On CUDA the measured (last) step starts with the optimizer state the first step created: it counts."""
+    allocated = iter([1_000, 1_000 + 800])         # before warm-up; before the measured step (+ AdamW moments)
+    monkeypatch.setattr(bench, "cuda_allocated", lambda device: next(allocated))
+    monkeypatch.setattr(bench, "time_block", lambda *args: 0.01)
+
+    @contextlib.contextmanager
+    def transient(device):
+        yield (result := {})
+        result.update(bytes=300, kind="cuda_max_allocated")
+
+    monkeypatch.setattr(bench, "peak_memory", transient)
+    model = torch.nn.Linear(10, 10)                # 110 float32 parameters: 440 bytes
+    warm = bench.warm_up(Workload("w", "items", 1, lambda: None, model), torch.device("cuda"), "fp32", steps=3)
+    assert warm.peak_memory_bytes == 300 + 800 + 440 and warm.memory_kind == "cuda_max_allocated"
 
 
 def test_matmul_workload_counts_its_flops() -> None:

@@ -5,7 +5,7 @@ Following nanoGPT's ``bench.py`` and timm's ``benchmark.py``: warm up (this is w
 Every step runs inside :func:`run_context` (bf16 autocast when asked, inference mode for
 inference workloads), so ours and the reference always run under the same conditions.
 
-Peak memory is the workload's parameters plus the peak transient allocation of one step:
+Peak memory is the workload's parameters and optimizer state plus the peak transient allocation of one step:
 on CUDA from ``max_memory_allocated`` (reset first), on the CPU from the process's peak
 resident set (``VmHWM`` reset through ``/proc/self/clear_refs``, or sampled by a thread)
 over the first, cold warm-up step, when pages are still fresh.
@@ -267,20 +267,32 @@ class WarmUp:
 def warm_up(workload: Workload, device: torch.device, precision: str, steps: int = 3) -> WarmUp:
     """Run ``steps`` (>= 1) untimed steps; compile happens here. Returns the last step's time.
 
-    Peak memory is taken over the first step on the CPU (fresh pages) and over the last
-    on CUDA (exact allocator statistics, compilation done).
+    Peak memory is taken over the first step on the CPU (fresh pages; the optimizer state the
+    first step creates is inside it) and over the last on CUDA (exact allocator statistics,
+    compilation done), plus on CUDA what the earlier warm-up steps left allocated: the optimizer
+    state (AdamW's two moments), caches.
     """
     steps = max(1, steps)
     measured = 0 if device.type == "cpu" else steps - 1
+    before = cuda_allocated(device)
     memory: dict[str, int | str] = {}
-    step_s = 0.0
+    held, step_s = 0, 0.0
     for index in range(steps):
         if index == measured:
+            held = cuda_allocated(device) - before   # state kept since the first step (0 on the CPU)
             with peak_memory(device) as memory:
                 step_s = time_block(workload, device, precision, 1)
         else:
             step_s = time_block(workload, device, precision, 1)
-    return WarmUp(step_s, int(memory["bytes"]) + parameter_bytes(workload.model), str(memory["kind"]))
+    return WarmUp(step_s, int(memory["bytes"]) + held + parameter_bytes(workload.model), str(memory["kind"]))
+
+
+def cuda_allocated(device: torch.device) -> int:
+    """Bytes the CUDA caching allocator has handed out on ``device`` (synchronised); 0 on the CPU."""
+    if device.type != "cuda":
+        return 0
+    synchronize(device)
+    return torch.cuda.memory_allocated(device)
 
 
 def time_block(workload: Workload, device: torch.device, precision: str, steps: int) -> float:
