@@ -94,6 +94,7 @@ def lr_at(step: int, base_lr: float, warmup: int, progress: float, floor: float 
     Linear warm-up reaching ``base_lr`` at step ``warmup - 1``; afterwards cosine from
     ``base_lr`` down to ``floor * base_lr`` as ``progress`` goes from 0 to 1 (clamped).
     """
+    # ours, not torch.optim.lr_scheduler: a scheduler counts steps, this follows the clock under --time-budget
     if step < warmup:
         return base_lr * (step + 1) / warmup
     progress = min(max(progress, 0.0), 1.0)
