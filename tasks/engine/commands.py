@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.checkpoints import checkpoint_step, resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
@@ -23,7 +23,7 @@ from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
 from tasks.engine.task import Task
-from zoo.checkpoint import STEP_DIR, read_config
+from zoo.checkpoint import read_config
 from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
@@ -157,9 +157,8 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     parse_spec(args.data)
     model = zoo.load(folder, map_location=pick_device(args.device))
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
-    step = STEP_DIR.match(folder.name)   # a run's step-N folder: the picture titles name its step
-    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args, split=split,
-                                                                  step=int(step.group(1)) if step else None))
+    options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
+    metrics = task.evaluate(model, dataset, options)
     result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
     return result
