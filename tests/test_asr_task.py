@@ -13,7 +13,7 @@ import soundfile
 import torch
 
 import zoo
-from tasks.asr.augment import speed_perturb
+from tasks.asr.augment import random_speed
 from tasks.asr.formats import normalize_text
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
@@ -74,11 +74,13 @@ def test_collate_gives_waveforms_mask_and_targets_without_bos_eos(manifest):
 def test_speed_perturbation_changes_duration_and_pitch_in_training_only(manifest):
     t = torch.arange(16000) / 16000
     tone = torch.sin(2 * torch.pi * 440 * t)  # (S,)
-    for factor in (0.9, 1.1):
-        faster = speed_perturb(tone, factor)
+    for factor in (0.9, 1.1, 1.2, 0.51):   # 0.51 is played as 51/100, not rounded to a simpler fraction
+        [faster] = random_speed([tone], [factor])
         peak = float(torch.fft.rfft(faster).abs().argmax()) * 16000 / faster.shape[0]
-        assert faster.shape[0] == pytest.approx(16000 / factor, abs=1) and peak == pytest.approx(440 * factor, abs=2)
-    assert speed_perturb(tone, 1.0) is tone
+        assert faster.shape[0] == math.ceil(16000 / factor) and peak == pytest.approx(440 * factor, abs=2)
+    assert random_speed([tone], [1.0])[0] is tone
+    with pytest.raises(ValueError, match="speed factors must be positive"):
+        random_speed([tone], [1.1, 0.0])
     task = zoo.get_task("asr")
     dataset = task.datasets(f"manifest:{manifest}", "all")
     model = ctc_model()

@@ -483,3 +483,27 @@ def test_non_utf8_listings_name_the_file_and_line(tmp_path: Path, listing: str) 
         spec = f"yolo:{tmp_path}"
     with pytest.raises(ZooError, match=rf"{bad}: not UTF-8 \(byte 0xf6 at line 2\); re-save it as UTF-8"):
         read(spec, "all")
+
+
+def _brute_iou(a: list[int], b: list[int]) -> float:
+    """IoU of two integer xyxy boxes from their pixel sets."""
+    pixels_a = {(x, y) for x in range(a[0], a[2]) for y in range(a[1], a[3])}
+    pixels_b = {(x, y) for x in range(b[0], b[2]) for y in range(b[1], b[3])}
+    return len(pixels_a & pixels_b) / len(pixels_a | pixels_b)
+
+
+def test_placement_gate_keeps_boxes_whose_iou_with_every_placed_box_is_at_most_the_limit() -> None:
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 20, size=(120, 2, 2))
+    boxes = [[int(min(c[0])), int(min(c[1])), int(max(c[0])) + 1, int(max(c[1])) + 1] for c in corners]
+    outcomes = []
+    for box in boxes[:40]:
+        placed = boxes[40 + int(rng.integers(0, 75)):][:3]
+        outcomes.append(all(_brute_iou(box, other) <= builtin._MAX_IOU for other in placed))
+        assert builtin._overlaps_little(box, placed) == outcomes[-1]
+    assert 5 <= sum(outcomes) <= 35      # both answers were checked
+    assert builtin._overlaps_little([0, 0, 4, 4], [])
+    # IoU exactly 0.1 (2 of 20 pixels) passes, as with the exact fraction
+    assert _brute_iou([0, 0, 11, 1], [9, 0, 20, 1]) == pytest.approx(0.1)
+    assert builtin._overlaps_little([0, 0, 11, 1], [[9, 0, 20, 1]])
+    assert not builtin._overlaps_little([0, 0, 11, 1], [[9, 0, 20, 1], [8, 0, 19, 1]])

@@ -248,3 +248,32 @@ def test_data_dependent_python_is_named_with_its_line(tmp_path_factory: pytest.T
     message = export_failure(model, "torch-export", error.value)
     assert "test_export.py:" in message and "`if x.sum() > 0:" in message, message
     assert "backbone 'text_encoder_tiny'" in message and "--runtime torch" in message
+
+
+def _greedy_nms(boxes: list[list[float]], scores: list[float], limit: float) -> list[int]:
+    """Brute-force greedy NMS: best score first, dropping every box whose IoU with a kept one passes ``limit``."""
+    def iou(a: list[float], b: list[float]) -> float:
+        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    kept: list[int] = []
+    for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        if all(iou(boxes[i], boxes[k]) <= limit for k in kept):
+            kept.append(i)
+    return kept
+
+
+def test_exported_detection_decode_keeps_what_greedy_class_agnostic_nms_keeps() -> None:
+    from tasks.detection.export import decode
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 60, size=(40, 2, 2)).astype(np.float32)
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1) + 4], axis=1)  # (40, 4) xyxy inside 64x64
+    scores = rng.permutation(np.linspace(0.01, 0.99, 80, dtype=np.float32)).reshape(40, 2)  # (N, C), no ties
+    kept_boxes, kept_scores, labels = decode(scores, boxes, (64, 64), score_threshold=0.3, max_detections=100,
+                                             candidates=1000, nms_iou=0.5)
+    top = [(float(scores[i, c]), i, c) for i in range(40) for c in range(2) if scores[i, c] > 0.3]
+    order = _greedy_nms([boxes[i].tolist() for _, i, _ in top], [s for s, _, _ in top], 0.5)
+    assert 3 < len(order) < len(top)    # some boxes went, some stayed
+    assert kept_scores.tolist() == [top[k][0] for k in order] and labels.tolist() == [top[k][2] for k in order]
+    assert kept_boxes.tolist() == [boxes[top[k][1]].tolist() for k in order]

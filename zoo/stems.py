@@ -66,27 +66,30 @@ class LogMel(nn.Module):
 
 
 def spec_augment(feats: torch.Tensor, mask: torch.Tensor | None, freq_masks: int, freq_width: int,
-                 time_masks: int, time_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SpecAugment: zero ``freq_masks`` bands of up to ``freq_width`` mel bins and ``time_masks``
-    spans of up to ``time_ratio`` of each utterance's real length, independently per utterance."""
-    batch, steps, mels = feats.shape
-    device = feats.device
-    lengths = mask.sum(dim=1) if mask is not None else torch.full((batch,), steps, device=device)
-    keep = torch.ones(batch, steps, mels, dtype=torch.bool, device=device)
-    mel_idx = torch.arange(mels, device=device)
-    time_idx = torch.arange(steps, device=device)
+                 time_masks: int, time_ratio: float) -> torch.Tensor:
+    """SpecAugment (torch's global generator): zero ``freq_masks`` bands of up to ``freq_width`` mel bins
+    and ``time_masks`` spans of up to ``time_ratio`` of each utterance's real length, per utterance.
+
+    feats: (B, T, M) log-mel; mask: (B, T) True on real frames (None: all real) -> (B, T, M).
+    """
+    by_mel = feats.transpose(1, 2)  # (B, M, T), torchaudio's (..., freq, time)
     for _ in range(freq_masks):
-        width = torch.randint(0, freq_width + 1, (batch,), device=device, generator=generator)
-        start = (torch.rand(batch, device=device, generator=generator) * (mels - width)).long()
-        band = (mel_idx[None] >= start[:, None]) & (mel_idx[None] < (start + width)[:, None])  # (B, M)
-        keep &= ~band[:, None, :]
+        # torchaudio draws a width of floor(U * param) bins, so param = freq_width + 1 reaches freq_width itself
+        by_mel = torchaudio.functional.mask_along_axis_iid(by_mel, freq_width + 1, 0.0, axis=1)
+    feats = by_mel.transpose(1, 2)  # (B, T, M)
+    # Time masks stay ours: torchaudio's TimeMasking bounds a span by p x the padded batch length and may put it
+    # on padding, while SpecAugment's p bounds it by each utterance's own length; speed perturbation alone makes
+    # the clips of one batch differ by up to a third, so torchaudio's would mask short clips harder and unevenly.
+    batch, steps, _ = feats.shape
+    lengths = mask.sum(dim=1) if mask is not None else torch.full((batch,), steps, device=feats.device)
+    time_idx = torch.arange(steps, device=feats.device)
+    keep = torch.ones(batch, steps, dtype=torch.bool, device=feats.device)
     for _ in range(time_masks):
         max_width = (lengths.float() * time_ratio).long()
-        width = (torch.rand(batch, device=device, generator=generator) * (max_width + 1)).long()
-        start = (torch.rand(batch, device=device, generator=generator) * (lengths - width).clamp(min=1)).long()
-        span = (time_idx[None] >= start[:, None]) & (time_idx[None] < (start + width)[:, None])  # (B, T)
-        keep &= ~span[:, :, None]
-    return feats * keep.to(feats.dtype)
+        width = (torch.rand(batch, device=feats.device) * (max_width + 1)).long()
+        start = (torch.rand(batch, device=feats.device) * (lengths - width).clamp(min=1)).long()
+        keep &= (time_idx[None] < start[:, None]) | (time_idx[None] >= (start + width)[:, None])  # (B, T)
+    return feats * keep[:, :, None].to(feats.dtype)
 
 
 class ConvSubsampling(nn.Module):

@@ -3,9 +3,9 @@
 batch, height and width are dynamic.
 
 The rest of ``FCOSHead.decode`` runs in numpy (:func:`decode`): the best ``candidates`` scores above the
-threshold, boxes clipped to the image, class-agnostic NMS (as ``zoo predict``), the best ``max_detections``;
-then boxes are scaled to each file's pixels. Images go through the graph in batches of one size (no padding),
-so a padding-sensitive backbone (our ViT) sees each image as it would alone.
+threshold, boxes clipped to the image, class-agnostic NMS (torchvision's, as ``zoo predict``), the best
+``max_detections``; then boxes are scaled to each file's pixels. Images go through the graph in batches of one
+size (no padding), so a padding-sensitive backbone (our ViT) sees each image as it would alone.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import nms
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
 from tasks.detection.drawing import draw
@@ -45,22 +46,6 @@ def graph(model: nn.Module) -> Graph:
     return Graph(Traced(model, outputs), {"inputs": torch.randn(batch, 3, height, width)}, axes, dict(DECODE))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS as torchvision's: indices kept, best score first; a box overlapping a kept one by IoU > ``iou`` goes."""
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        corner_lo = np.maximum(boxes[best, :2], boxes[rest, :2])
-        corner_hi = np.minimum(boxes[best, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(corner_hi - corner_lo, 0, None), axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: IoU NaN, kept as torchvision does
-            order = rest[~(inter / (areas[best] + areas[rest] - inter) > iou)]
-    return np.array(keep, dtype=np.int64)
-
-
 def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_threshold: float, max_detections: int,
            candidates: int, nms_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's (N, C) scores and (N, 4) boxes -> (boxes (K, 4), scores (K,), labels (K,)), best first."""
@@ -71,7 +56,8 @@ def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_thr
     picked, picked_scores, labels = boxes[top // classes], flat[top], top % classes
     height, width = size
     picked = np.clip(picked, 0, [width, height, width, height]).astype(np.float32)
-    order = nms(picked, picked_scores, nms_iou)[:max_detections]
+    kept = nms(torch.from_numpy(picked), torch.as_tensor(picked_scores, dtype=torch.float32), nms_iou)  # (K,)
+    order = kept.numpy()[:max_detections]
     return picked[order], picked_scores[order], labels[order]
 
 

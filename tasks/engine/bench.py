@@ -297,6 +297,9 @@ def cuda_allocated(device: torch.device) -> int:
 
 def time_block(workload: Workload, device: torch.device, precision: str, steps: int) -> float:
     """Seconds for ``steps`` consecutive steps, with the device synchronised on both ends."""
+    # Ours, not torch.utils.benchmark.Timer: its timeit(n) first runs max(n // 100, 2) untimed steps of the same
+    # workload (and pins torch to 1 thread unless told), so in interleave()'s A B A B turns each timed block would
+    # follow two steps of itself instead of the other side's block (A A A B B B), and a 1-step block would cost 3.
     with run_context(device, precision, workload.mode):
         synchronize(device)
         start = time.perf_counter()

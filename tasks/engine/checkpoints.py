@@ -79,6 +79,12 @@ def point_best(run_dir: Path, step: int) -> None:
     _point(Path(run_dir), "best", f"step-{step}")
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """The training step of a run's ``step-N`` model folder; None for a folder named otherwise."""
+    match = STEP_DIR.match(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
 def prune(run_dir: Path, keep: int = 2) -> None:
     """Delete step folders no pointer names, except the newest ``keep``; delete stale temporaries."""
     run_dir = Path(run_dir)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 import zoo
-from tasks.engine.checkpoints import resolve_checkpoint
+from tasks.engine.checkpoints import checkpoint_step, resolve_checkpoint
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
@@ -161,7 +161,8 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     parse_spec(args.data)
     model = zoo.load(folder, map_location=pick_device(args.device))
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
-    metrics = task.evaluate(model, dataset, EvalOptions.from_args(args))
+    options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
+    metrics = task.evaluate(model, dataset, options)
     result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
     return result

@@ -1,39 +1,64 @@
 """The confusion matrix of a classifier as ``confusion_matrix.json`` and a PNG heat map, written
-atomically (a reader never sees half a file). Shared by the sentiment and image tasks."""
+atomically (a reader never sees half a file). Shared by the sentiment and image tasks.
+
+The JSON keeps the counts; the picture (``sklearn.metrics.ConfusionMatrixDisplay``) shows each row
+as the fractions of its true class, so a rare class reads as clearly as a common one, with the
+class's count beside its name and the split and step in the title.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from tasks.engine.curves import write_atomically
 
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
-
-
-def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path) -> None:
-    """``confusion_matrix.json`` ({"labels", "matrix"}, counts) and a PNG heat map in ``out``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+CONFUSION_JSON = "confusion_matrix.json"
+CONFUSION_PNG = "confusion_matrix.png"
+MAX_WRITTEN_CELLS = 20   # classes up to which every cell shows its fraction; beyond, the colours alone
+
+
+def row_fractions(matrix: torch.Tensor) -> torch.Tensor:
+    """(C, C) counts (rows: true class) -> each row divided by its sum; a class never seen stays 0."""
+    counts = matrix.double()
+    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path, subject: str = "") -> None:
+    """``confusion_matrix.json`` ({"labels", "matrix"}, counts) and the :func:`confusion_figure` PNG in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     counts = matrix.tolist()
     write_atomically(out / CONFUSION_JSON, lambda tmp: tmp.write_text(json.dumps({"labels": labels, "matrix": counts}) + "\n"))
-    size = 2.5 + 0.6 * len(labels)
-    fig = Figure(figsize=(size, size), layout="constrained")
+    fig = confusion_figure(matrix, labels, subject)
+    write_atomically(out / CONFUSION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def confusion_figure(matrix: torch.Tensor, labels: list[str], subject: str = "") -> Figure:
+    """A heat map of the (C, C) counts (rows: true class) as row fractions, each true class's count
+    beside its name; ``subject`` (e.g. "validation, step 300") goes into the title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    classes = len(labels)
+    side = min(4.0 + 0.45 * classes, 24.0)   # inches: about half an inch per class, a readable minimum
+    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    image = ax.imshow(matrix.numpy(), cmap="Blues")
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    ticks = range(len(labels))
-    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="confusion matrix")
-    ax.set_xticklabels(labels, rotation=45, ha="right")
-    ax.set_yticklabels(labels)
-    threshold = matrix.max().item() / 2
-    for row, values in enumerate(counts):
-        for column, count in enumerate(values):
-            ax.text(column, row, str(count), ha="center", va="center",
-                    color="white" if count > threshold else "black")
-    write_atomically(out / CONFUSION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    names = [f"{name} ({count})" for name, count in zip(labels, matrix.sum(dim=1).tolist())]
+    display = ConfusionMatrixDisplay(row_fractions(matrix).numpy(), display_labels=names).plot(
+        ax=ax, cmap="Blues", include_values=classes <= MAX_WRITTEN_CELLS, values_format=".2f",
+        im_kw={"vmin": 0.0, "vmax": 1.0}, text_kw={"fontsize": 9 if classes > 8 else 11})
+    if max(map(len, labels), default=0) > 3:   # long names slant to stay apart; digits stay upright
+        ax.set_xticks(range(classes), labels, rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(range(classes), labels)
+    ax.set(xlabel="predicted class", ylabel="true class (its number of samples)")
+    ax.set_title(f"Confusion matrix{', ' + subject if subject else ''}\nfraction of each true class", fontsize=12)
+    display.im_.colorbar.set_label("fraction of the true class")
+    return fig

@@ -38,6 +38,15 @@ class EvalOptions:
     beams: int = 1                  # beam size of decoding tasks (1 = greedy); `--eval-beams`
     workers: int = 0                # data loading processes, for tasks that load through a DataLoader
     progress: bool = False          # a progress bar (on a terminal, past PROGRESS_DELAY_S)
+    split: str | None = None        # what is scored ("validation", "test"...), for the pictures' titles
+    step: int | None = None         # the training step of the weights scored, when known
+
+    def subject(self) -> str:
+        """What is scored, for a picture's title: "validation, step 300", "test" or ""."""
+        parts = [self.split] if self.split else []
+        if self.step is not None:
+            parts.append(f"step {self.step}")
+        return ", ".join(parts)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> EvalOptions:

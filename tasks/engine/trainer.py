@@ -51,7 +51,7 @@ import math
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -94,6 +94,7 @@ def lr_at(step: int, base_lr: float, warmup: int, progress: float, floor: float 
     Linear warm-up reaching ``base_lr`` at step ``warmup - 1``; afterwards cosine from
     ``base_lr`` down to ``floor * base_lr`` as ``progress`` goes from 0 to 1 (clamped).
     """
+    # ours, not torch.optim.lr_scheduler: a scheduler counts steps, this follows the clock under --time-budget
     if step < warmup:
         return base_lr * (step + 1) / warmup
     progress = min(max(progress, 0.0), 1.0)
@@ -182,7 +183,7 @@ class _Run:
             args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
         self.task, self.args, self.ctx, self.device = task, args, ctx, ctx.device
         self.out = Path(ctx.broadcast(str(args.out or (resume.parent if resume else _default_out(task)))))
-        self.eval_options = EvalOptions.from_args(args, out=self.out)  # evaluate writes its files here
+        self.eval_options = EvalOptions.from_args(args, out=self.out, split="validation")  # evaluate writes here
         self.state = TrainState()
         if ctx.is_main and resume is None and any(self.out.glob("step-*")):
             raise FileExistsError(f"{self.out} already holds checkpoints; pass --resume {self.out} or another --out")
@@ -350,7 +351,8 @@ class _Run:
         if self.ctx.is_main:
             self.model.eval()
             with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
-                evaluated = self.task.evaluate(self.model, self.val_set, self.eval_options)
+                options = replace(self.eval_options, step=self.state.step)   # the step names the pictures
+                evaluated = self.task.evaluate(self.model, self.val_set, options)
                 metrics = {k: _plain(v) for k, v in evaluated.items()}
                 if self.loggers.events is not None:
                     self.loggers.evaluation(self.state.step, self.task.evaluation_pictures,

@@ -34,10 +34,11 @@ def classify(model: torch.nn.Module, dataset: Dataset, collate: Callable[[list[d
 
 
 def metrics(logits: torch.Tensor, target: torch.Tensor, labels: list[str],
-            out: str | Path | None = None) -> dict[str, Any]:
+            out: str | Path | None = None, subject: str = "") -> dict[str, Any]:
     """``top1``, ``top5``, ``loss`` and ``per_class_accuracy`` of (N, C) logits against (N,) class ids.
 
-    With ``out``, also writes ``confusion_matrix.json`` and ``confusion_matrix.png`` there.
+    With ``out``, also writes ``confusion_matrix.json`` and ``confusion_matrix.png`` there (``subject``,
+    e.g. "test, step 300", in its title).
     ``top5`` is top-C accuracy (1.0) when there are fewer than five classes.
     """
     num_classes = len(labels)
@@ -53,5 +54,5 @@ def metrics(logits: torch.Tensor, target: torch.Tensor, labels: list[str],
         "per_class_accuracy": per_class,
     }
     if out is not None:
-        write_confusion_matrix(matrix, labels, Path(out))
+        write_confusion_matrix(matrix, labels, Path(out), subject)
     return result

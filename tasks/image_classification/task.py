@@ -187,7 +187,7 @@ class ImageClassificationTask(Task):
         align_classes(dataset, labels)
         logits, target = classify(model, dataset, self.make_collate(model, train=False),
                                   options.batch_size or self.eval_batch_size, options)
-        return metrics(logits, target, labels, options.out)
+        return metrics(logits, target, labels, options.out, options.subject())
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | Image.Image | np.ndarray | torch.Tensor],
                 top_k: int = TOP_K, explain_to: str | Path | None = None, batch_size: int = 64,

@@ -30,10 +30,11 @@ def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[lis
 
 
 def metrics(logits: torch.Tensor, target: torch.Tensor, labels: list[str],
-            out: str | Path | None = None) -> dict[str, float]:
+            out: str | Path | None = None, subject: str = "") -> dict[str, float]:
     """``accuracy``, ``macro_f1`` and ``loss`` of (N, C) logits against (N,) targets.
 
-    With ``out``, also writes the confusion matrix there (rows: true class, columns: predicted).
+    With ``out``, also writes the confusion matrix there (rows: true class, columns: predicted; ``subject``,
+    e.g. "test, step 300", in the picture's title).
     """
     from torchmetrics.functional.classification import (multiclass_accuracy,  # slow import: only when needed
                                                         multiclass_confusion_matrix, multiclass_f1_score)
@@ -46,5 +47,5 @@ def metrics(logits: torch.Tensor, target: torch.Tensor, labels: list[str],
         "loss": float(F.cross_entropy(logits, target)),
     }
     if out is not None:
-        write_confusion_matrix(multiclass_confusion_matrix(preds, target, num_classes), labels, Path(out))
+        write_confusion_matrix(multiclass_confusion_matrix(preds, target, num_classes), labels, Path(out), subject)
     return result

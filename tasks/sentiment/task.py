@@ -157,7 +157,7 @@ class SentimentTask(Task):
                           options.batch_size or self.eval_batch_size, options)
         mapping = label_mapping(dataset.classes, labels, getattr(dataset, "source", "data set"))
         target = mapping[torch.tensor([s["label"] for s in samples], dtype=torch.long)]
-        return metrics(logits, target, labels, options.out)
+        return metrics(logits, target, labels, options.out, options.subject())
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], batch_size: int = 64,
                 **options: Any) -> list[dict[str, Any]]:
