@@ -124,3 +124,13 @@ def test_config_defaults_keys_the_values_by_dest() -> None:
     parser = command_parser("train", SENTIMENT)
     values = config_defaults(parser, {"pretrained": "x", "print-config": "json", "config": "a.yaml"}, "f.yaml")
     assert values == {"init_backbone": "x"}           # --config / --print-config in a file are provenance, not settings
+
+
+@pytest.mark.parametrize("name", zoo.list_tasks())
+def test_every_tasks_printed_defaults_read_back_unchanged(name: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    task = zoo.get_task(name)
+    train_command(task, ["--print-config"])
+    (tmp_path / "defaults.yaml").write_text(capsys.readouterr().out)
+    again = train_args(task, ["--config", str(tmp_path / "defaults.yaml")])
+    assert {**vars(again), "config": None} == vars(train_args(task, []))

@@ -13,6 +13,7 @@ import torch
 
 from tasks.engine.evaluation import to_device
 from zoo.generation import stream
+from zoo.progress import working
 from zoo.tokenizer import BaseTokenizer, pad_ids
 
 
@@ -49,7 +50,8 @@ def continuation(tokenizer: BaseTokenizer, prompt: list[int], new: list[int]) ->
 def generate_texts(model: torch.nn.Module, texts: Sequence[str], **options: Any) -> list[str]:
     """Continuations of ``texts``, generated as one left-padded batch."""
     batch = encode_prompts(model, texts, options.get("max_new_tokens", 32))
-    new_rows = model.generate(batch, **options)
+    with working(f"generating {len(texts)} continuation(s)"):
+        new_rows = model.generate(batch, **options)
     prompts = [row[mask].tolist() for row, mask in zip(batch["inputs"], batch["mask"])]
     return [continuation(model.tokenizer, prompt, new) for prompt, new in zip(prompts, new_rows)]
 
