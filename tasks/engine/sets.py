@@ -9,6 +9,7 @@ changed preparation rebuilds instead of reading stale files.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,3 +99,4 @@ def prepare_sets(task: str, builtins: Mapping[str, BuiltinSet], names: Sequence[
         with build_atomically(task, name, entry.version) as target:
             summary = entry.build(target)
         bar.write(f"{task}:{name}: {summary} in {time.perf_counter() - start:.1f} s -> {folder}")
+        sys.stdout.flush()      # each set's line as it finishes, also through a pipe
