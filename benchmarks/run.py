@@ -27,6 +27,7 @@ from tasks.engine.device import pick_device
 from tasks.engine.flags import POSITIVE, POSITIVE_INT
 from tasks.engine.task import Workload
 from zoo.cli import ArgumentParser
+from zoo.progress import progress_enabled
 
 DEFAULT_OUT = Path("bench-results")   # the user's folder; committed figures: --out benchmarks/results
 PairSource = Callable[[torch.device, str, bool, bool], list[tuple[Workload, Workload | None]]]
@@ -58,6 +59,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--sweep-max", type=POSITIVE_INT,
                         help="largest batch the sweep tries (default 4096 on a GPU, 8x the row's batch on a CPU)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar over the rounds of each row")
     args = parser.parse_args(list(argv))
     args.task = [*args.names, *(args.task or [])] or None
     parser.refuse_unknown("task", args.task or [], zoo.list_tasks())
@@ -211,11 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = sources(args)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    for precision in precisions:
-        matmul = flops.matmul_workload(device, precision, flops.matmul_size(device, args.quick))
-        for suite, task, make_pairs in selected:
-            torch.manual_seed(0)
-            rows.extend(run_source(suite, task, make_pairs, device, precision, matmul, args))
+    with progress_enabled(not args.no_progress):
+        for precision in precisions:
+            matmul = flops.matmul_workload(device, precision, flops.matmul_size(device, args.quick))
+            for suite, task, make_pairs in selected:
+                torch.manual_seed(0)
+                rows.extend(run_source(suite, task, make_pairs, device, precision, matmul, args))
     machine = report.machine_info(device)
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     options["seconds"] = round(time.perf_counter() - started, 1)

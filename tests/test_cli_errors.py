@@ -73,7 +73,7 @@ CASES: list[tuple[list[str], tuple[str, ...]]] = [
     ([*TRAIN, "--checkpoint-every", "-1"], ("--checkpoint-every", ">= 0")),
     ([*TRAIN, "--workers", "-1"], ("--workers", ">= 0")),
     ([*TRAIN, "--weight-decay", "-0.1"], ("--weight-decay", ">= 0")),
-    ([*TRAIN, "--precision", "fp16"], ("--precision", "'fp16'", "fp32, bf16")),
+    ([*TRAIN, "--precision", "fp8"], ("--precision", "'fp8'", "fp32, bf16, fp16")),
     ([*TRAIN, "--device", "gpu"], ("--device", "'gpu'", "auto, cpu, cuda")),
     # the tasks' own flags
     ([*TRAIN, "--token-dropout", "1"], ("--token-dropout", "[0, 1)")),

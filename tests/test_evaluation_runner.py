@@ -94,7 +94,7 @@ def test_batches_move_to_the_model_device(device: str) -> None:
 
 def test_options_from_parsed_flags_and_their_defaults(tmp_path: Path) -> None:
     assert EvalOptions() == EvalOptions(batch_size=None, precision="fp32", out=None, beams=1, workers=0,
-                                        progress=False)
+                                        progress=True)
     args = argparse.Namespace(batch_size=7, precision="bf16", out=str(tmp_path), eval_beams=4, workers=2,
                               no_progress=True, data="builtin")
     assert EvalOptions.from_args(args) == EvalOptions(7, "bf16", tmp_path, 4, 2, False)

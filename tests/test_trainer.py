@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 import zoo
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.model import LoadReport
 from zoo.tokenizer import pad_ids
@@ -32,6 +34,7 @@ from tasks.engine.curves import plot_curves
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.task import Metric, Task
 from tasks.engine.trainer import EMA, add_train_arguments, lr_at, train
+from tests.test_progress import FakeTerminal
 
 
 class Crash(Exception):
@@ -518,3 +521,113 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_p
     last = resolve_checkpoint(run, "last")
     assert last.name == "step-6" and isinstance(load_toy(last), ToyModel)
     assert load_trainer_state(last)[1]["state"]["step"] == 6 and not list(run.glob(".tmp-*"))
+
+
+class RecordingScaler(torch.amp.GradScaler):
+    """A CPU GradScaler that records which of its calls the trainer makes, in order."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu", init_scale=2.0 ** 10)
+        self.calls: list[str] = []
+
+    def scale(self, outputs):
+        self.calls.append("scale")
+        return super().scale(outputs)
+
+    def unscale_(self, optimizer):
+        self.calls.append("unscale_")
+        return super().unscale_(optimizer)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.calls.append("step")
+        return super().step(optimizer, *args, **kwargs)
+
+    def update(self, new_scale=None):
+        self.calls.append("update")
+        return super().update(new_scale)
+
+
+@pytest.mark.parametrize("precision, device, scaled", [("fp16", "cuda", True), ("fp16", "cpu", False),
+                                                       ("bf16", "cuda", False), ("fp32", "cuda", False)])
+def test_a_grad_scaler_exists_exactly_for_fp16_on_cuda(monkeypatch, precision, device, scaled):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # GradScaler("cuda") checks it
+    scaler = trainer.grad_scaler(precision, torch.device(device))
+    assert (scaler is not None) == scaled
+    if scaled:
+        assert isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled() and scaler.get_scale() == 2.0 ** 16
+
+
+def test_the_scaler_scales_unscales_steps_and_updates_every_step_and_changes_nothing_else(tmp_path, monkeypatch):
+    task = ToyTask()
+    flags = ("--batch-size", 8, "--lr", 0.05, "--max-steps", 3, "--grad-clip", 0.5)
+    train(task, make_args(task, *flags, "--out", tmp_path / "plain"))
+    scaler, asked = RecordingScaler(), []
+    monkeypatch.setattr(trainer, "grad_scaler", lambda precision, device: asked.append((precision, device)) or scaler)
+    train(task, make_args(task, *flags, "--out", tmp_path / "scaled"))
+    assert asked == [("fp32", torch.device("cpu"))]
+    assert scaler.calls == ["scale", "unscale_", "step", "update"] * 3
+    # a power-of-two scale is undone exactly: the same norms, clipping and weights as without a scaler
+    for key in ("train_loss", "grad_norm"):
+        assert [r[key] for r in rows(tmp_path / "scaled")] == [r[key] for r in rows(tmp_path / "plain")]
+    plain, scaled = (load_file(str(tmp_path / run / "last" / "model.safetensors")) for run in ("plain", "scaled"))
+    assert all(torch.equal(plain[key], scaled[key]) for key in plain)
+    _, info = load_trainer_state(resolve_checkpoint(tmp_path / "scaled", "last"))
+    assert info["scaler"]["scale"] == 2.0 ** 10
+
+
+def test_an_overflowing_scaled_step_is_skipped_and_lowers_the_scale(tmp_path, monkeypatch):
+    class OverflowingOnce(RecordingScaler):
+        def scale(self, outputs):       # the first scaled loss overflows (as fp16 does at too high a scale)
+            return super().scale(outputs) * (float("inf") if len(self.calls) == 1 else 1.0)
+
+    task, scaler = ToyTask(), OverflowingOnce()
+    monkeypatch.setattr(trainer, "grad_scaler", lambda precision, device: scaler)
+    train(task, make_args(task, "--batch-size", 8, "--max-steps", 2, "--out", tmp_path / "run"))
+    log = rows(tmp_path / "run")
+    assert log[0]["skipped"] == 1 and log[0]["grad_norm"] is None
+    assert log[1]["skipped"] == 1 and log[1]["grad_norm"] is not None      # counted in total, the second step ran
+    assert scaler.calls == ["scale", "unscale_", "update", "scale", "unscale_", "step", "update"]
+    assert scaler.get_scale() == 2.0 ** 9          # halved once, by the overflow
+
+
+def test_the_training_bar_counts_seconds_of_a_time_budget_or_planned_steps(tmp_path, monkeypatch):
+    bars = []
+
+    def recording_bar(*args, **kwargs):
+        bars.append((kwargs, trainer.progress_bar.__wrapped__(*args, **kwargs)))
+        return bars[-1][1]
+
+    recording_bar.__wrapped__ = trainer.progress_bar
+    monkeypatch.setattr(trainer, "progress_bar", recording_bar)
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    task = ToyTask()
+    for out, flags in (("budget", ("--time-budget", 1.0)), ("steps", ("--max-steps", 4))):
+        args = make_args(task, "--batch-size", 8, *flags, "--out", tmp_path / out)
+        args.no_progress = False
+        train(task, args)
+    (budget, budget_bar), (steps, steps_bar) = bars
+    assert (budget["total"], budget["unit"], budget["enabled"]) == (1.0, "s", True)
+    assert budget_bar.n == 1.0 and rows(tmp_path / "budget")[-1]["elapsed"] >= 1.0   # full when the budget ran out
+    assert "| 1/1 s [" in sys.stderr.getvalue().replace("\r", "\n")     # seconds of the budget, not steps
+    assert (steps["total"], steps["unit"], steps_bar.n) == (4, "step", 4)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu"])
+def test_fp16_is_refused_without_cuda_and_accepted_with_it(monkeypatch, device):
+    from tasks.engine.commands import check_train_args, train_args
+
+    sentiment = zoo.get_task("sentiment")
+    args = train_args(sentiment, ["--precision", "fp16", "--device", device])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ZooError, match=r"^--precision fp16 trains on a CUDA device only .* use --precision bf16"):
+        check_train_args(sentiment, args)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    if device == "auto":
+        check_train_args(sentiment, args)           # auto picks the GPU: fp16 is fine
+    else:
+        with pytest.raises(ZooError, match="--precision fp16"):
+            check_train_args(sentiment, args)
+    for precision in ("fp32", "bf16"):
+        check_train_args(sentiment, train_args(sentiment, ["--precision", precision, "--device", device]))

@@ -23,6 +23,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 import zoo
 from zoo.errors import ZooError
+from zoo.progress import progress_enabled
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
 TASK_COMMANDS = ("train", "eval", "predict", "export")
@@ -149,6 +150,7 @@ def build_parser() -> ArgumentParser:
     data.add_argument("--force", action="store_true", help="rebuild even when prepared")
     data.add_argument("--set", dest="sets", action="append", help="only these built-in sets (repeatable)")
     data.add_argument("--quick", action="store_true", help="only each task's quickest set (what `zoo demo` uses)")
+    data.add_argument("--no-progress", action="store_true", help="no progress bars")
     data.set_defaults(run=_data)
 
     weights = commands.add_parser("weights", help="fetch named pretrained weights (`zoo list weights`)",
@@ -238,8 +240,9 @@ def _merge_lora(args: argparse.Namespace) -> None:
 
 def _data(args: argparse.Namespace) -> None:
     tasks = [zoo.get_task(name) for name in args.tasks or TASKS.list()]   # every name checked before any fetch
-    for task in tasks:
-        task.prepare([task.quick_set] if args.quick else args.sets, force=args.force)
+    with progress_enabled(not args.no_progress):
+        for task in tasks:
+            task.prepare([task.quick_set] if args.quick else args.sets, force=args.force)
 
 
 def _task_command(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from zoo.errors import ZooError
+from zoo.progress import working
 from zoo.tokenizer import BaseTokenizer, Tokenizer, pad_ids
 
 TARGET_KEY = "target_tokenizer"   # preprocessing key of a separate target tokenizer
@@ -84,7 +85,8 @@ def continuation(tokenizer: BaseTokenizer, prompt: list[int], new: list[int]) ->
 def continue_texts(model: torch.nn.Module, texts: Sequence[str], **options: Any) -> list[str]:
     """Continuations of ``texts``, generated as one left-padded batch."""
     batch = encode_prompts(model, texts, options.get("max_new_tokens", 32))
-    new_rows = model.generate(batch, **options)
+    with working(f"generating {len(texts)} continuation(s)"):
+        new_rows = model.generate(batch, **options)
     prompts = [row[mask].tolist() for row, mask in zip(batch["inputs"], batch["mask"])]
     return [continuation(model.tokenizer, prompt, new) for prompt, new in zip(prompts, new_rows)]
 

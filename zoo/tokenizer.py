@@ -16,6 +16,7 @@ import sentencepiece as spm
 import torch
 
 from zoo.errors import ZooError
+from zoo.progress import working
 
 TOKENIZER_FILE = "tokenizer.model"
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -92,12 +93,13 @@ class Tokenizer(BaseTokenizer):
         """Train on an iterable of texts (non-empty lines are used)."""
         buffer = io.BytesIO()
         lines = (line for text in texts for line in text.splitlines() if line.strip())
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=lines, model_writer=buffer, vocab_size=vocab_size, model_type=model_type,
-            character_coverage=character_coverage, pad_id=cls.pad_id, unk_id=cls.unk_id, bos_id=cls.bos_id,
-            eos_id=cls.eos_id, hard_vocab_limit=False, input_sentence_size=max_sentences,
-            shuffle_input_sentence=True, minloglevel=2, num_threads=2, byte_fallback=False,
-        )
+        with working(f"training a {model_type} tokenizer ({vocab_size} pieces)"):
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=lines, model_writer=buffer, vocab_size=vocab_size, model_type=model_type,
+                character_coverage=character_coverage, pad_id=cls.pad_id, unk_id=cls.unk_id, bos_id=cls.bos_id,
+                eos_id=cls.eos_id, hard_vocab_limit=False, input_sentence_size=max_sentences,
+                shuffle_input_sentence=True, minloglevel=2, num_threads=2, byte_fallback=False,
+            )
         return cls(buffer.getvalue())
 
     @classmethod

@@ -29,6 +29,7 @@ from tasks.asr.formats import SEED, SpeechDataset, manifest_entries, normalize_t
 from tasks.engine.data import require_program, write_jsonl
 from tasks.engine.sets import BUILTIN_SPLITS, BuiltinSet
 from tasks.engine.sources import AUSTEN_PACKAGE, austen_novels
+from zoo.progress import progress_bar
 
 VERSION = "2"
 
@@ -163,7 +164,8 @@ def _synthesize_set(out: Path, plan: list[_Utterance]) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         pool = ThreadPoolExecutor(max_workers=2)  # each thread waits on its own synthesizer process
         try:
-            rows = list(pool.map(lambda u: _synthesize(u, out, Path(scratch)), plan))
+            rows = list(progress_bar(pool.map(lambda u: _synthesize(u, out, Path(scratch)), plan), total=len(plan),
+                                     desc="speaking", unit="clip"))
         finally:
             pool.shutdown(cancel_futures=True)  # a failure stops the run instead of finishing the queue
             torch.set_num_threads(threads)

@@ -24,6 +24,7 @@ from torchvision.ops import box_iou
 from tasks.detection.formats import DetectionDataset, read_coco
 from tasks.engine.sets import BUILTIN_SPLITS, BuiltinSet
 from tasks.engine.sources import FASHION_MNIST_CLASSES, fashion_mnist
+from zoo.progress import progress_bar
 
 VERSION = "1"
 
@@ -110,7 +111,7 @@ def _write_scenes(
     (folder / "images").mkdir(parents=True)
     names = sorted(backgrounds)
     images, annotations, used = [], [], 0
-    for image_id in range(1, recipe.counts[split] + 1):
+    for image_id in progress_bar(range(1, recipe.counts[split] + 1), desc=f"{split} scenes", unit="scene"):
         background = names[rng.integers(len(names))]
         scene, crop = _background_crop(backgrounds[background], _REGIONS[split], recipe.size, rng)
         placed: list[list[int]] = []

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from tasks.engine.task import Workload
+from zoo.progress import progress_bar
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -347,7 +348,7 @@ def interleave(workloads: Sequence[Workload], steps: Sequence[int], rounds: int,
     if len(steps) != len(workloads):
         raise ValueError("one step count per workload")
     result = Rounds(list(steps))
-    for _ in range(rounds):
+    for _ in progress_bar(range(rounds), desc=" / ".join(w.name for w in workloads), unit="round"):
         speeds, times = [], []
         for workload, count in zip(workloads, steps):
             seconds = time_block(workload, device, precision, count)

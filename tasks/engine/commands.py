@@ -19,6 +19,7 @@ import torch
 
 import zoo
 from tasks.engine.checkpoints import checkpoint_step, resolve_checkpoint
+from tasks.engine.config import config_defaults, dump_config, read_config_file
 from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
@@ -30,6 +31,7 @@ from tasks.engine.task import Task
 from zoo.checkpoint import read_config
 from zoo.cli import ArgumentParser, did_you_mean
 from zoo.errors import ZooError
+from zoo.progress import progress_enabled
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
 SPLITS = ("train", "validation", "test", "all")
@@ -66,6 +68,7 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
         g.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="torch: the checkpoint; onnx: a `zoo export --format onnx` folder under onnxruntime")
+        g.add_argument("--no-progress", action="store_true", help="no progress bar")
         if task is None or task.generates:      # only tasks that decode sequences take --beams, --top-k...
             add_generation_arguments(parser)
         if task is not None:
@@ -124,16 +127,34 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
     if kind != "weights":      # a transformers folder describes its backbone; a weights file takes the factory's
         check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
     check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))
+    if args.precision == "fp16" and pick_device(args.device).type != "cuda":
+        raise ZooError("--precision fp16 trains on a CUDA device only (CPUs have no fast fp16 matrix units and "
+                       "need no loss scaling); use --precision bf16 or fp32 on the CPU")
+
+
+def train_args(task: Task, argv: list[str]) -> argparse.Namespace:
+    """The parsed flags of `zoo train TASK`: the task's defaults, then a ``--config`` file's values, then ``argv``."""
+    parser = command_parser("train", task)
+    args = parser.parse_args(argv)
+    if args.config:
+        parser.set_defaults(**config_defaults(parser, read_config_file(args.config), f"--config {args.config}"))
+        args = parser.parse_args(argv)
+    return args
 
 
 @COMMANDS.register("train", parser=lambda task=None: command_parser("train", task))
-def train_command(task: Task, argv: list[str]) -> Path:
-    """``zoo train TASK``: parse the shared and task flags, check them, then train."""
+def train_command(task: Task, argv: list[str]) -> Path | None:
+    """``zoo train TASK``: parse the shared and task flags (and ``--config``), check them, then train;
+    with ``--print-config`` print the resolved flags as a config file instead (returns None)."""
     from tasks.engine.trainer import train
 
-    args = command_parser("train", task).parse_args(argv)
+    args = train_args(task, argv)
     check_train_args(task, args)
-    return train(task, args)
+    if args.print_config:
+        print(dump_config(vars(args), args.print_config), end="")
+        return None
+    with progress_enabled(not args.no_progress):
+        return train(task, args)
 
 
 def eval_data(folder: Path, data: str | None, split: str | None) -> tuple[str, str]:
@@ -162,7 +183,8 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     model = zoo.load(folder, map_location=pick_device(args.device))
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
     options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
-    metrics = task.evaluate(model, dataset, options)
+    with progress_enabled(not args.no_progress):
+        metrics = task.evaluate(model, dataset, options)
     result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
     print(json.dumps(result))
     return result
@@ -220,7 +242,8 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
         parser.error("give at least one INPUT or --input-file")
     options = task.predict_options(args)
     predict, _ = load_predictor(task, args.checkpoint, args.device, args.runtime)
-    predictions = predict(inputs, **options)
+    with progress_enabled(not args.no_progress):
+        predictions = predict(inputs, **options)
     for item, prediction in zip(inputs, predictions):
         if args.json:
             print(json.dumps({"input": item, "prediction": prediction}, ensure_ascii=False))
@@ -228,3 +251,4 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
             print("" if options.get("stream") else task.format_prediction(item, prediction))
     sys.stdout.flush()
     return predictions
+

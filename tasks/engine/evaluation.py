@@ -3,25 +3,23 @@
 :class:`EvalOptions` holds what ``Task.evaluate`` may read (built from parsed flags by
 :meth:`EvalOptions.from_args` in `zoo eval` and once per run in the trainer). :func:`run_batches`
 is the loop of every task's evaluation: eval mode (the previous mode restored), no gradients,
-bf16 autocast when asked, batches in the caller's order moved to the model's device; the task
+autocast at the asked precision (bf16, fp16), batches in the caller's order moved to the model's device; the task
 keeps only what it does with each batch's outputs (its metrics).
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sized
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
-from tqdm import tqdm
+from tasks.engine.precision import autocast
+from zoo.progress import progress_bar
 
 Key = TypeVar("Key")
 Output = TypeVar("Output")
-
-PROGRESS_DELAY_S = 2.0   # a progress bar appears only for evaluations longer than this
 
 # EvalOptions field -> the flag (argparse dest) it is read from; a flag absent from the parser keeps the default
 FLAGS = {"batch_size": "batch_size", "precision": "precision", "out": "out", "beams": "eval_beams",
@@ -33,11 +31,11 @@ class EvalOptions:
     """What an evaluation may read besides the model and the data."""
 
     batch_size: int | None = None   # items scored together; None: the task's ``eval_batch_size``
-    precision: str = "fp32"         # "bf16": forward passes under bf16 autocast
+    precision: str = "fp32"         # "bf16" / "fp16": forward passes under autocast at that dtype
     out: Path | None = None         # folder for the task's evaluation files (confusion matrix...)
     beams: int = 1                  # beam size of decoding tasks (1 = greedy); `--eval-beams`
     workers: int = 0                # data loading processes, for tasks that load through a DataLoader
-    progress: bool = False          # a progress bar (on a terminal, past PROGRESS_DELAY_S)
+    progress: bool = True           # a progress bar (on a terminal, past zoo.progress.DELAY_S)
     split: str | None = None        # what is scored ("validation", "test"...), for the pictures' titles
     step: int | None = None         # the training step of the weights scored, when known
 
@@ -89,8 +87,8 @@ def run_batches(model: torch.nn.Module, keys: Iterable[Key], make_batch: Callabl
     """Yield ``(key, step(batch))`` for each key of ``keys``, in their order.
 
     ``make_batch(key)`` builds the batch dict of a key (e.g. the indices of its samples); its
-    tensors are moved to the model's device, and ``step`` runs on it under bf16 autocast when
-    ``options.precision`` is "bf16" (nothing else is autocast). The model is in eval mode without
+    tensors are moved to the model's device, and ``step`` runs on it under autocast when
+    ``options.precision`` is "bf16" or "fp16" (nothing else is autocast). The model is in eval mode without
     gradients while the generator runs (torch's no_grad applies to a generator's own frames
     only, so the caller's code between batches runs in its own mode); the previous train/eval mode
     comes back when it finishes or is closed. Consume it to the end.
@@ -100,10 +98,9 @@ def run_batches(model: torch.nn.Module, keys: Iterable[Key], make_batch: Callabl
     model.eval()
     try:
         total = len(keys) if isinstance(keys, Sized) else None
-        for key in tqdm(keys, total=total, unit="batch", leave=False, delay=PROGRESS_DELAY_S,
-                        disable=None if options.progress else True):
+        for key in progress_bar(keys, total=total, unit="batch", enabled=options.progress):
             batch = to_device(make_batch(key), device)
-            with torch.autocast(device.type, dtype=torch.bfloat16) if options.precision == "bf16" else nullcontext():
+            with autocast(device.type, options.precision):
                 output = step(batch)
             yield key, output
     finally:

@@ -29,6 +29,7 @@ from torch import nn
 
 import zoo
 from zoo.errors import ZooError
+from zoo.progress import working
 from zoo.registry import TASKS
 from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
@@ -94,7 +95,7 @@ def write_export(task: Any, model: nn.Module, fmt: str, out: Path, optimize: boo
     graph.module.eval()
     out.mkdir(parents=True, exist_ok=True)
     path = out / FILES[fmt]
-    with torch.no_grad():
+    with torch.no_grad(), working(f"exporting {task.name} as {fmt}"):
         expected = graph.module(**graph.inputs)
         opset = _trace(graph, list(expected), fmt, path, optimize, model)
     sidecar = _sidecar(task, model, graph, expected, fmt, opset)

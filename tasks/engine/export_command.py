@@ -13,6 +13,7 @@ from tasks.engine.commands import checkpoint_folder
 from tasks.engine.export import FILES, SIDECAR, exporting_tasks, one_line, task_module, write_export
 from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
+from zoo.progress import progress_enabled
 from zoo.registry import COMMANDS
 
 
@@ -44,6 +45,7 @@ def export_parser(task: Any = None) -> ArgumentParser:
     g.add_argument("--format", default="onnx", choices=tuple(FILES), help="ONNX (dynamo exporter) or torch.export")
     g.add_argument("--out", required=True, metavar="DIR", help="new folder for the graph and its sidecar")
     g.add_argument("--no-optimize", action="store_true", help="skip onnxscript's graph optimisation (faster export)")
+    g.add_argument("--no-progress", action="store_true", help="no progress display")
     return parser
 
 
@@ -51,7 +53,8 @@ def export_parser(task: Any = None) -> ArgumentParser:
 def export_command(task: Any, argv: list[str]) -> Path:
     """``zoo export TASK --checkpoint DIR --format onnx|torch-export --out DIR``."""
     args = export_parser(task).parse_args(argv)
-    out = export(task, args.checkpoint, args.format, args.out, optimize=not args.no_optimize)
+    with progress_enabled(not args.no_progress):
+        out = export(task, args.checkpoint, args.format, args.out, optimize=not args.no_optimize)
     print(f"exported {args.checkpoint} as {args.format} to {out}")
     return out
 

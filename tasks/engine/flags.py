@@ -21,6 +21,8 @@ from zoo.registry import Registry
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+TRAIN_PRECISIONS = (*PRECISIONS, "fp16")        # fp16 trains on CUDA only, with a loss scaler
+CONFIG_FORMATS = ("yaml", "json")
 DEVICE_HELP = "auto: cuda when torch sees a GPU, else cpu"
 
 
@@ -102,7 +104,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=POSITIVE, default=None, metavar="SECONDS", help="stop cleanly after this long")
     g.add_argument("--grad-clip", type=NON_NEGATIVE, default=1.0, help="clip the gradient norm to this (0: off)")
     g.add_argument("--accumulate", type=POSITIVE_INT, default=1, metavar="N", help="micro-batches per optimizer step")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast or plain fp32")
+    g.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
+                   help="plain fp32, bf16 autocast, or fp16 autocast with a gradient scaler (CUDA only)")
     g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
     g.add_argument("--seed", type=int, default=0, help="seed of every random stream")
@@ -124,6 +127,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"run logs besides metrics.jsonl: {', '.join(LOGGERS)} (TensorBoard events, metrics.csv)")
     g.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
                    help="step checkpoints kept besides the ones best/last name")
+    config = parser.add_argument_group("configuration file (its keys are these flags; flags given here override it)")
+    config.add_argument("--config", default=None, metavar="FILE",
+                        help="read flag values from a YAML or JSON file (a run's args.json works)")
+    config.add_argument("--print-config", nargs="?", const="yaml", default=None, choices=CONFIG_FORMATS,
+                        metavar="FORMAT", help="print the resolved flags as a --config file (yaml or json) and exit")
     lora = parser.add_argument_group("LoRA (adapters on the backbone's linears, base weights frozen; see zoo.lora)")
     lora.add_argument("--lora", type=POSITIVE_INT, default=None, metavar="RANK", help="train LoRA adapters of this rank")
     lora.add_argument("--lora-alpha", type=POSITIVE, default=None, metavar="A",

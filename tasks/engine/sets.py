@@ -9,6 +9,7 @@ changed preparation rebuilds instead of reading stale files.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import DataSpec, build_atomically, builtin_dir, is_prepared, parse_spec
 from zoo.errors import ZooError
+from zoo.progress import progress_bar
 from zoo.storage import data_root
 
 BUILTIN_SPLITS = ("train", "validation", "test")
@@ -85,13 +87,16 @@ def prepare_sets(task: str, builtins: Mapping[str, BuiltinSet], names: Sequence[
     chosen = list(builtins) if names is None else list(names)
     for name in chosen:
         builtin_entry(task, name, builtins)
-    for name in chosen:
+    bar = progress_bar(chosen, unit="set")
+    for name in bar:
+        bar.set_description(f"{task}:{name}")
         entry = builtins[name]
         folder = data_root() / task / name
         if is_prepared(task, name, entry.version) and not force:
-            print(f"{task}:{name}: already prepared in {folder}")
+            bar.write(f"{task}:{name}: already prepared in {folder}")
             continue
         start = time.perf_counter()
         with build_atomically(task, name, entry.version) as target:
             summary = entry.build(target)
-        print(f"{task}:{name}: {summary} in {time.perf_counter() - start:.1f} s -> {folder}", flush=True)
+        bar.write(f"{task}:{name}: {summary} in {time.perf_counter() - start:.1f} s -> {folder}")
+        sys.stdout.flush()      # each set's line as it finishes, also through a pipe

@@ -13,6 +13,9 @@ clip, step). Choices worth knowing:
   epoch is planned. A time budget also stops a planned run early.
 - ``--precision`` defaults to fp32 for exactness; bf16 autocast is several times faster on
   CPUs with bf16 matrix units and on GPUs, and task entry points may set it as their default.
+  fp16 (CUDA only, for GPUs without bf16) scales the loss with ``torch.amp.GradScaler``: the
+  gradients are unscaled before the norm is taken, a step with inf/NaN gradients is skipped
+  (and counted) like any non-finite step, and the scale is updated after every step.
 - ``--accumulate N`` weighs each micro-batch by the count its loss averages over (a head's
   ``losses["weight"]``, e.g. real tokens; else its rows), so N micro-batches (and the ranks of
   a DDP job) give the loss and gradient of one batch of them all; the logged loss is that one.
@@ -40,6 +43,8 @@ clip, step). Choices worth knowing:
 - ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
   :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
   from its checkpoint. Every run prints its trainable and total parameter counts.
+- The progress bar (:mod:`zoo.progress`: on a terminal, unless ``--no-progress``) counts optimizer
+  steps out of the plan, or, with only ``--time-budget``, the budget's seconds.
 - ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
   (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
 """
@@ -68,8 +73,10 @@ from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import add_train_arguments
+from tasks.engine.precision import autocast, grad_scaler
 from tasks.engine.task import Task
 from zoo.errors import ZooError
+from zoo.progress import progress_bar
 
 __all__ = ["EMA", "TrainState", "add_train_arguments", "build_optimizer", "lr_at", "resolve_checkpoint", "train"]
 
@@ -200,6 +207,7 @@ class _Run:
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
+        self.scaler = grad_scaler(args.precision, self.device)      # fp16 on CUDA only
         rng = self._restore(resume) if resume is not None else None
         self.saved_step = self.state.step if resume is not None else None
         self.stream = _Stream(task, self.train_set, task.make_collate(self.model, train=True), args, ctx,
@@ -215,8 +223,8 @@ class _Run:
                                                            default=str) + "\n")
             _truncate_metrics(self.out / "metrics.jsonl", self.state.step)
         self.loggers = RunLoggers(self.out, args.logger, vars(args), self.state.step) if ctx.is_main else None
-        self.bar = tqdm(total=self.planned, initial=self.state.step, disable=args.no_progress or not ctx.is_main,
-                        unit="step", dynamic_ncols=True)
+        self.bar = _training_bar(self.planned, args.time_budget, self.state,
+                                 enabled=not args.no_progress and ctx.is_main)
         self.started, self.elapsed_before = time.perf_counter(), self.state.elapsed
         self.plotted = -math.inf
         if rng is not None:
@@ -230,6 +238,8 @@ class _Run:
             while reason is None:
                 started, lr = time.perf_counter(), self._lr()
                 sums, total, items, keys = self._micro_batches(keys)
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)       # the norm, the clip and the step see true gradients
                 grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None]).to(self.device)
                 bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
                 time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
@@ -254,10 +264,15 @@ class _Run:
                         clip_grads_with_norm_(self.params, args.grad_clip, grad_norm * scale)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    self.optimizer.step()
+                    if self.scaler is not None:
+                        self.scaler.step(self.optimizer)
+                    else:
+                        self.optimizer.step()
                     s.consecutive_bad = 0
                     if self.ema is not None:
                         self.ema.update(s.step)
+                if self.scaler is not None:
+                    self.scaler.update()       # a skipped (overflowing) step lowers the scale
                 self.optimizer.zero_grad(set_to_none=True)
                 s.step += 1
                 train_row = {f"train_{k}": v for k, v in zip(keys, means)}
@@ -292,7 +307,8 @@ class _Run:
             if unit is None:
                 unit = size.clamp(min=1.0) if self.ctx.world_size == 1 else torch.ones((), device=self.device)
             share = size / unit
-            (losses["loss"] * share).backward()
+            loss = losses["loss"] * share
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             keys = keys or ["loss", *sorted(k for k in losses if k not in ("loss", "weight"))]
             values = torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device) for k in keys]) * share
             sums = values if sums is None else sums + values
@@ -341,8 +357,12 @@ class _Run:
             self.plotted = time.perf_counter()
         if evaluate and self.ctx.is_main:
             self.loggers.flush()
-        self.bar.update(1)
-        self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
+        if self.planned is None:     # the bar counts seconds of the time budget
+            self.bar.update(round(min(self._elapsed(), args.time_budget), 1) - self.bar.n)
+            self.bar.set_postfix(step=s.step, loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
+        else:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
         return reason
 
     def _evaluate(self) -> dict[str, Any]:
@@ -384,7 +404,8 @@ class _Run:
         for rank, rng in enumerate(rngs):
             tensors.update({f"rng.{rank}.{k}": v for k, v in rng.items() if isinstance(v, torch.Tensor)})
             json_rngs.append({k: v for k, v in rng.items() if not isinstance(v, torch.Tensor)})
-        info = {"format": 1, "state": asdict(s), "world_size": self.ctx.world_size, "rng": json_rngs}
+        info = {"format": 1, "state": asdict(s), "world_size": self.ctx.world_size, "rng": json_rngs,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
         def write(folder: Path) -> None:
             with self._ema_weights():
@@ -449,6 +470,8 @@ class _Run:
         optimizer_state = self.optimizer.state_dict()
         optimizer_state["state"] = slots
         self.optimizer.load_state_dict(optimizer_state)
+        if self.scaler is not None and info.get("scaler"):
+            self.scaler.load_state_dict(info["scaler"])
         rank = self.ctx.rank
         if rank >= len(info["rng"]):
             self._print(f"resuming with more processes than {folder} was saved with: fresh RNG streams")
@@ -470,7 +493,7 @@ class _Run:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.args.precision == "bf16")
+        return autocast(self.device.type, self.args.precision)
 
     def _ema_weights(self):
         return self.ema.applied() if self.ema is not None else nullcontext()
@@ -570,6 +593,15 @@ def _rng_kept(device: torch.device) -> Iterator[None]:
         yield
     random.setstate(python)
     np.random.set_state(numpy_state)
+
+
+def _training_bar(planned: int | None, budget: float | None, state: TrainState, enabled: bool) -> tqdm:
+    """The training bar: optimizer steps out of the plan, or, with only ``--time-budget``, its seconds."""
+    if planned is None:
+        return progress_bar(total=budget, initial=round(min(state.elapsed, budget), 1), unit="s", enabled=enabled,
+                            leave=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
+                                                   "[{elapsed}<{remaining}{postfix}]")
+    return progress_bar(total=planned, initial=state.step, unit="step", enabled=enabled, leave=True)
 
 
 def _planned_steps(args: argparse.Namespace, batches_per_epoch: int) -> int | None:

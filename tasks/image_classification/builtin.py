@@ -14,6 +14,7 @@ from PIL import Image
 from tasks.engine.sets import BuiltinSet
 from tasks.engine.sources import FASHION_MNIST_CLASSES, fashion_mnist
 from tasks.image_classification.formats import ImageFiles, read_imagefolder
+from zoo.progress import progress_bar
 
 VERSION = "1"
 # Arguments of transforms.default_transform_config for each built-in set (mean/std of its train split).
@@ -69,17 +70,23 @@ def _write_imagefolder(folder: Path, images: np.ndarray, labels: np.ndarray, cla
     for name in classes:
         (folder / name).mkdir(parents=True)
     paths = [str(folder / classes[label] / f"{number:05d}.png") for label, number in zip(labels, numbers)]
-    chunks = [(paths[i::processes], images[i::processes]) for i in range(processes)]
+    items = list(zip(paths, images))
+    bar = progress_bar(total=len(items), desc=f"{folder.name} PNGs", unit="image")
     if processes == 1:
-        _write_pngs(chunks[0])
-        return
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        pool.map(_write_pngs, chunks)
+        for item in items:
+            bar.update(_write_png(item))
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            for written in pool.imap_unordered(_write_png, items, chunksize=512):
+                bar.update(written)
+    bar.close()
 
 
-def _write_pngs(chunk: tuple[list[str], np.ndarray]) -> None:
-    for path, image in zip(*chunk):
-        Image.fromarray(image).save(path, format="PNG", compress_level=1)  # tiny files: speed over size
+def _write_png(item: tuple[str, np.ndarray]) -> int:
+    """Write one (path, (H, W) uint8 image) as a PNG; returns 1 (the images written)."""
+    path, image = item
+    Image.fromarray(image).save(path, format="PNG", compress_level=1)  # tiny files: speed over size
+    return 1
 
 
 BUILTIN_SETS: dict[str, BuiltinSet] = {
