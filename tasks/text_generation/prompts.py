@@ -16,22 +16,31 @@ from zoo.generation import stream
 from zoo.tokenizer import BaseTokenizer, pad_ids
 
 
-def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
-    """The batch ``{"inputs", "mask"}`` (B, T) of left-padded prompts on the model's device.
-
-    Raises when a prompt plus ``max_new_tokens`` would pass a learned-position backbone's
-    ``max_len`` (positions past it do not exist).
-    """
-    tokenizer = model.tokenizer
-    rows = [[tokenizer.eos_id, *tokenizer.encode(text)] for text in texts]
+def position_limit(model: torch.nn.Module) -> int | None:
+    """The positions a learned-position backbone has (``max_len``); None for rotary positions (no limit)."""
     cfg = getattr(model.backbone, "cfg", None)
-    if getattr(cfg, "position", None) == "learned":
-        limit = cfg.max_len
+    return cfg.max_len if getattr(cfg, "position", None) == "learned" else None
+
+
+def prompt_ids(tokenizer: BaseTokenizer, texts: Sequence[str], max_new_tokens: int,
+               limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and mask (B, T), each prompt after an end-of-text token.
+
+    Raises when a prompt plus ``max_new_tokens`` would pass ``limit`` positions (a learned-position
+    backbone's ``max_len``: positions past it do not exist).
+    """
+    rows = [[tokenizer.eos_id, *tokenizer.encode(text)] for text in texts]
+    if limit is not None:
         for number, row in enumerate(rows, 1):
             if len(row) + max_new_tokens > limit:
                 raise ValueError(f"prompt {number} has {len(row)} tokens; with --max-new-tokens {max_new_tokens} "
                                  f"it passes the model's {limit} positions")
-    inputs, mask = pad_ids(rows, tokenizer.pad_id, left_pad=True)
+    return pad_ids(rows, tokenizer.pad_id, left_pad=True)
+
+
+def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
+    """The batch ``{"inputs", "mask"}`` (B, T) of left-padded prompts on the model's device (:func:`prompt_ids`)."""
+    inputs, mask = prompt_ids(model.tokenizer, texts, max_new_tokens, position_limit(model))
     return to_device({"inputs": inputs, "mask": mask}, next(model.parameters()).device)
 
 

@@ -1,7 +1,7 @@
 """Batched translation of raw sentences and the corpus scores of the field (sacrebleu)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import sacrebleu
 import torch
@@ -9,7 +9,7 @@ import torch
 from tasks.engine.batching import ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
-from zoo.tokenizer import pad_ids
+from zoo.tokenizer import BaseTokenizer, pad_ids
 
 
 def output_budget(source_tokens: int, max_len: int) -> int:
@@ -30,11 +30,28 @@ def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 
     batch of short ones). ``max_new_tokens`` None sizes each batch's budget from its sources.
     Generation runs under ``options``' autocast.
     """
+    source_tok, target_tok = tokenizers(model)
+    max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
+    chunks, batch_of = source_batches(sources, source_tok, max_len, batch_size)
+
+    def generate(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        budget = max_new_tokens or output_budget(batch["inputs"].shape[1], max_len)
+        return model.generate(batch, max_new_tokens=budget, **generation)
+
+    results: list[str] = [""] * len(sources)
+    for rows, generated in run_batches(model, chunks, batch_of, generate, options):
+        for i, ids in zip(rows, generated):
+            results[i] = target_tok.decode(ids)
+    return results
+
+
+def source_batches(sources: Sequence[str], source_tok: BaseTokenizer, max_len: int, batch_size: int,
+                   ) -> tuple[list[list[int]], Callable[[list[int]], dict[str, torch.Tensor]]]:
+    """(batches of source indices, shortest sources first; ``batch_of(indices) -> {"inputs", "mask"}`` (B, S)):
+    each source cut to ``max_len`` tokens; an empty text is refused."""
     for number, text in enumerate(sources, 1):
         if not text.strip():
             raise ValueError(f"input {number} is an empty text; there is nothing to translate")
-    source_tok, target_tok = tokenizers(model)
-    max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
     encoded = [source_tok.encode(text)[:max_len] for text in sources]
     order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
 
@@ -42,15 +59,7 @@ def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 
         inputs, mask = pad_ids([encoded[i] for i in rows], source_tok.pad_id)
         return {"inputs": inputs, "mask": mask}
 
-    def generate(batch: dict[str, torch.Tensor]) -> list[list[int]]:
-        budget = max_new_tokens or output_budget(batch["inputs"].shape[1], max_len)
-        return model.generate(batch, max_new_tokens=budget, **generation)
-
-    results: list[str] = [""] * len(sources)
-    for rows, generated in run_batches(model, ordered_chunks(order, batch_size), batch_of, generate, options):
-        for i, ids in zip(rows, generated):
-            results[i] = target_tok.decode(ids)
-    return results
+    return ordered_chunks(order, batch_size), batch_of
 
 
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
