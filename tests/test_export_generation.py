@@ -23,6 +23,7 @@ import zoo
 from tasks.engine.export import SIDECAR, Exported, Graph, predict_exported, task_module
 from tasks.engine.export_command import export
 from tasks.engine.onnx_decode import beam_search, greedy, log_softmax
+from tests.test_export import _same
 from tests.test_task_contract import FIXTURES, _train_args
 from zoo.cli import main
 from zoo.errors import ZooError
@@ -196,3 +197,37 @@ def test_an_export_without_the_graph_asked_for_says_so(tmp_path_factory: pytest.
         predict_exported(zoo.get_task("text_generation"), str(folder), ["the cat"])
     with pytest.raises(ZooError, match=r"input 1 is an empty text"):
         predict_exported(zoo.get_task("translation"), str(folder), [" "])
+
+
+# ---- the other heads: attention decoding for speech, set prediction for detection -------------------------
+
+OTHER_HEADS = {"asr": ["--head", "seq2seq", "--head-args", json.dumps({"depth": 1, "heads": 2})],
+               "detection": ["--head", "detr", "--head-args", json.dumps({"dim": 32, "heads": 2, "depth": 1,
+                                                                          "num_queries": 6})]}
+OTHER_OPTIONS = {"asr": [{"max_new_tokens": 6}, {"max_new_tokens": 6, "beams": 2}, {}],
+                 "detection": [{"score_threshold": 0.05, "max_detections": 10}]}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_HEADS))
+def test_the_seq2seq_asr_and_detr_heads_predict_as_the_pytorch_model(name: str, tmp_path: Path) -> None:
+    task, fixture = zoo.get_task(name), FIXTURES[name]
+    spec, inputs = fixture.write(tmp_path)
+    torch.manual_seed(0)
+    argv = ["--data", spec, *fixture.argv, *OTHER_HEADS[name]]
+    model = task.build_model(_train_args(task, argv), task.datasets(spec, "train")).eval()
+    with torch.no_grad():       # spread the head's outputs: varied units, confident classes
+        for parameter in (model.head.parameters() if name == "asr" else [model.head.class_embed.weight]):
+            if parameter.dim() > 1:
+                nn.init.normal_(parameter, std=0.4 if name == "asr" else 1.0)
+    model.save(tmp_path / "model")
+    folder = export(task, str(tmp_path / "model"), "onnx", tmp_path / "onnx", optimize=False)
+    assert sorted(json.loads((folder / SIDECAR).read_text()).get("graphs", ["model"])) == (
+        ["decoder", "encoder"] if name == "asr" else ["model"])
+    for options in OTHER_OPTIONS[name]:
+        expected = task.predict(model, inputs, **options)
+        got = predict_exported(task, str(folder), inputs, **options)
+        if name == "asr":
+            assert got == expected and any(expected)
+        else:
+            assert any(p["detections"] for p in expected)
+            _same(name, got, expected)
