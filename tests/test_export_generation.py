@@ -34,26 +34,31 @@ PARTS = {"text_generation": ("prefill", "decoder"), "translation": ("encoder", "
 TOLERANCE = 1e-4
 DEEPER = {"text_generation": ["--backbone-args", json.dumps({"dim": 32, "depth": 2, "heads": 2})],   # layers stack
           "translation": ["--head-args", json.dumps({"depth": 2, "heads": 2})]}
-_BUILT: dict[str, tuple[zoo.ZooModel, list[str], Path, Path]] = {}
+LEARNED = ["--backbone-args", json.dumps({"dim": 32, "depth": 2, "heads": 2, "position": "learned", "max_len": 48})]
+_BUILT: dict[tuple[str, ...], tuple[zoo.ZooModel, list[str], Path, Path]] = {}
 
 
-def _built(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[zoo.ZooModel, list[str], Path, Path]:
-    """(model, prompts or sources, model folder, ONNX export folder), made once per task for this module."""
-    if name not in _BUILT:
+def _built(name: str, tmp_path_factory: pytest.TempPathFactory,
+           argv: list[str] | None = None) -> tuple[zoo.ZooModel, list[str], Path, Path]:
+    """(model, prompts or sources, model folder, ONNX export folder), made once per task and ``argv``
+    (default: two decoder layers) for this module."""
+    argv = DEEPER[name] if argv is None else argv
+    key = (name, *argv)
+    if key not in _BUILT:
         folder = tmp_path_factory.mktemp(name)
         task, fixture = zoo.get_task(name), FIXTURES[name]
         spec, inputs = fixture.write(folder)
         torch.manual_seed(0)
-        argv = ["--data", spec, *fixture.argv, *DEEPER[name]]
+        argv = ["--data", spec, *fixture.argv, *argv]
         model = task.build_model(_train_args(task, argv), task.datasets(spec, "train"))
         with torch.no_grad():       # random weights large enough to give varied tokens
             for parameter in model.parameters():
                 if parameter.dim() > 1:
                     nn.init.normal_(parameter, std=0.4)
         model.eval().save(folder / "model")
-        _BUILT[name] = model, inputs + ["one more input, longer than the others"], folder / "model", export(
+        _BUILT[key] = model, inputs + ["one more input, longer than the others"], folder / "model", export(
             task, str(folder / "model"), "onnx", folder / "onnx", optimize=False)
-    return _BUILT[name]
+    return _BUILT[key]
 
 
 def _resized(graph: Graph, sizes: dict[str, int], vocab: int) -> dict[str, torch.Tensor]:
@@ -113,6 +118,18 @@ def test_onnx_texts_equal_the_pytorch_texts(name: str, beams: int, tmp_path_fact
     expected = task.predict(model, inputs, **options)
     assert len(set(expected)) == len(expected) and any(expected)     # something to compare
     assert predict_exported(task, str(folder), inputs, **options) == expected
+
+
+def test_a_learned_position_decoder_exports_with_its_position_limit(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, inputs, _, folder = _built("text_generation", tmp_path_factory, LEARNED)
+    task = zoo.get_task("text_generation")
+    assert json.loads((folder / SIDECAR).read_text())["max_positions"] == 48
+    for beams in (1, 2):
+        options = {"max_new_tokens": 8, "beams": beams}
+        expected = task.predict(model, inputs, **options)
+        assert any(expected) and predict_exported(task, str(folder), inputs, **options) == expected
+    with pytest.raises(ValueError, match=r"with --max-new-tokens 40 it passes the model's 48 positions"):
+        predict_exported(task, str(folder), inputs, max_new_tokens=40)
 
 
 class _TorchStepper:
