@@ -71,8 +71,9 @@ def _top(values: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-values, axis=-1, kind="stable")[:, :count]
 
 
-def check_options(temperature: float = 0.0, seed: int | None = None, stream: bool = False, **unused: object) -> None:
-    """Refuse the generation options the numpy loops do not implement (sampling, streaming)."""
+def check_options(temperature: float = 0.0, stream: bool = False, **unused: object) -> None:
+    """Refuse the generation options the numpy loops do not implement (sampling, streaming); the others
+    (``top_k``, ``top_p``, ``seed``) only act when sampling."""
     refuse_option(f"--temperature {temperature} (sampling)", temperature > 0)
     refuse_option("--stream", stream)
 

@@ -38,7 +38,9 @@ class Encoder(nn.Module):
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.model.backbone(inputs, mask)
         keys, values = zip(*self.model.head.project_context(features.tokens))
-        real = features.mask if features.mask is not None else torch.ones(features.tokens.shape[:2], dtype=torch.bool)
+        tokens = features.tokens
+        real = features.mask if features.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool,
+                                                                            device=tokens.device)
         real = real.clone()   # a text backbone returns the mask it was given: an output must not be an input
         return {"context_keys": torch.stack(keys), "context_values": torch.stack(values), "context_mask": real}
 
