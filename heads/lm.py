@@ -2,9 +2,9 @@
 and the step protocol over the causal backbone's KV cache.
 
 Three ways to decode, all giving the same tokens: a dynamic cache (grows by concatenation),
-a static cache preallocated for prompt + ``max_new_tokens`` positions (fixed shapes, so
-``torch.compile`` of the backbone captures one graph for the prompt and one for every
-decode position: the write position is the only value that changes), or no cache (every
+a static cache preallocated for prompt + ``max_new_tokens`` positions (fixed shapes, written in
+place at a position tensor, so ``torch.compile`` of the backbone captures one graph for the
+prompt and one for all decode positions, and ``zoo export`` traces one decoder step), or no cache (every
 step reruns the backbone over the whole sequence; the reference the caches are tested
 against).
 """

@@ -131,16 +131,17 @@ class Seq2SeqHead(Head):
                 cache: KVCache | None = None) -> torch.Tensor:
         """Decoder hidden states (B, T, D) of target tokens (B, T) that follow ``cache``'s positions."""
         steps = tokens.shape[1]
-        offset = cache.length if cache is not None else 0
-        positions = torch.arange(offset, offset + steps, device=tokens.device)  # (T,)
+        offset = 0
         if cache is None:
             mask, is_causal = None, True
         else:
             key_mask = cache.append_mask(torch.ones_like(tokens, dtype=torch.bool))
+            offset = cache.offset   # a static cache's position tensor: one graph for every step
             if cache.static or steps > 1:
                 mask, is_causal = attention_mask(key_mask, steps, True, query_offset=offset)
             else:
                 mask, is_causal = None, False  # one new token may see every cached one
+        positions = torch.arange(steps, device=tokens.device) + offset  # (T,)
         cross_mask, _ = attention_mask(context_mask, steps, causal=False)
         x = self.drop(self.embed(tokens))
         x = self.stack(x, mask=mask, is_causal=is_causal, rope=self.rope, positions=positions, cache=cache,

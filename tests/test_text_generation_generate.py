@@ -44,6 +44,26 @@ def test_greedy_with_dynamic_and_static_cache_equals_no_cache(model: zoo.ZooMode
     assert len({token for row in uncached for token in row}) > 3  # not one token repeated
 
 
+def test_static_cache_is_written_in_place_at_a_position_tensor_and_decodes_as_no_cache(model: zoo.ZooModel) -> None:
+    prompts = batch(PROMPTS)
+    state = model.head.init_state(model, prompts, static_cache=True, max_new_tokens=4)
+    logits, state = model.head.step(model, state.start, state)
+    cache, width = state.cache, prompts["inputs"].shape[1]
+    storage = [k.data_ptr() for k in cache.keys + cache.values] + [cache.key_mask.data_ptr()]
+    uncached = model.head.init_state(model, prompts, use_cache=False)
+    expected, uncached = model.head.step(model, uncached.start, uncached)
+    for written in range(width, width + 4):
+        assert cache.position.dtype == torch.long and cache.position.dim() == 0 and int(cache.position) == written
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+        token = expected.argmax(dim=-1, keepdim=True)
+        logits, state = model.head.step(model, token, state)
+        expected, uncached = model.head.step(model, token, uncached)
+    assert [k.data_ptr() for k in cache.keys + cache.values] + [cache.key_mask.data_ptr()] == storage
+    assert bool(cache.key_mask[:, width:].all()) and cache.keys[0].shape[2] == width + 4
+    beams = dict(beams=2, **OPTIONS)
+    assert model.generate(prompts, static_cache=True, **beams) == model.generate(prompts, use_cache=False, **beams)
+
+
 def test_one_beam_is_greedy_and_beams_agree_with_and_without_cache(model: zoo.ZooModel) -> None:
     prompts = batch(PROMPTS)
     assert model.generate(prompts, beams=1, **OPTIONS) == model.generate(prompts, **OPTIONS)

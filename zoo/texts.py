@@ -51,22 +51,31 @@ def generate_text(model: torch.nn.Module, texts: Sequence[str], **options: Any) 
 
 # ---- continuations --------------------------------------------------------------------------------------
 
-def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
-    """The batch ``{"inputs", "mask"}`` (B, T) of left-padded prompts on the model's device.
-
-    Raises when a prompt plus ``max_new_tokens`` would pass a learned-position backbone's
-    ``max_len`` (positions past it do not exist).
-    """
-    tokenizer = model.tokenizer
-    rows = [[tokenizer.eos_id, *tokenizer.encode(text)] for text in texts]
+def position_limit(model: torch.nn.Module) -> int | None:
+    """The positions a learned-position backbone has (``max_len``); None for rotary positions (no limit)."""
     cfg = getattr(model.backbone, "cfg", None)
-    if getattr(cfg, "position", None) == "learned":
-        limit = cfg.max_len
+    return cfg.max_len if getattr(cfg, "position", None) == "learned" else None
+
+
+def prompt_ids(tokenizer: BaseTokenizer, texts: Sequence[str], max_new_tokens: int,
+               limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids and mask (B, T), each prompt after an end-of-text token.
+
+    Raises when a prompt plus ``max_new_tokens`` would pass ``limit`` positions (a learned-position
+    backbone's ``max_len``: positions past it do not exist).
+    """
+    rows = [[tokenizer.eos_id, *tokenizer.encode(text)] for text in texts]
+    if limit is not None:
         for number, row in enumerate(rows, 1):
             if len(row) + max_new_tokens > limit:
                 raise ValueError(f"prompt {number} has {len(row)} tokens; with --max-new-tokens {max_new_tokens} "
                                  f"it passes the model's {limit} positions")
-    inputs, mask = pad_ids(rows, tokenizer.pad_id, left_pad=True)  # (B, T) each
+    return pad_ids(rows, tokenizer.pad_id, left_pad=True)
+
+
+def encode_prompts(model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> dict[str, torch.Tensor]:
+    """The batch ``{"inputs", "mask"}`` (B, T) of left-padded prompts on the model's device (:func:`prompt_ids`)."""
+    inputs, mask = prompt_ids(model.tokenizer, texts, max_new_tokens, position_limit(model))  # (B, T) each
     device = next(model.parameters()).device
     return {"inputs": inputs.to(device), "mask": mask.to(device)}
 
@@ -109,13 +118,16 @@ def target_tokenizer(source: BaseTokenizer, settings: dict[str, Any]) -> BaseTok
 
 
 def source_ids(model: torch.nn.Module, texts: Sequence[str]) -> list[list[int]]:
-    """Each source text's token ids, cut to the model's ``max_len``; an empty text raises, naming its number."""
+    """Each source text's token ids, cut to the model's ``max_len`` (:func:`encode_sources`)."""
+    return encode_sources(tokenizers(model)[0], texts, int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN)))
+
+
+def encode_sources(tokenizer: BaseTokenizer, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """Each source text's token ids cut to ``max_len``; an empty text raises, naming its number."""
     for number, text in enumerate(texts, 1):
         if not text.strip():
             raise ValueError(f"input {number} is an empty text; there is nothing to translate")
-    source = tokenizers(model)[0]
-    max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
-    return [source.encode(text)[:max_len] for text in texts]
+    return [tokenizer.encode(text)[:max_len] for text in texts]
 
 
 def output_budget(source_tokens: int, max_len: int) -> int:

@@ -15,6 +15,11 @@ from tasks.engine.evaluation import EvalOptions, run_batches
 UNITS_PER_SECOND = 25   # attention decoding stops after this many units per second of audio (+ a margin)
 
 
+def unit_budget(samples: int) -> int:
+    """New units attention decoding may emit for a batch of ``samples`` (16 kHz) long clips."""
+    return int(samples / SAMPLE_RATE * UNITS_PER_SECOND) + 10
+
+
 def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], lengths: list[int],
                batch_size: int = 16, options: EvalOptions = EvalOptions(), beams: int = 1,
                max_new_tokens: int | None = None, **generation: Any) -> list[str]:
@@ -31,7 +36,7 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
 
     def decode(batch: dict[str, torch.Tensor]) -> list[list[int]]:
         if hasattr(model.head, "init_state"):
-            budget = max_new_tokens or int(batch["inputs"].shape[1] / SAMPLE_RATE * UNITS_PER_SECOND) + 10
+            budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])
             return model.generate(batch, beams=beams, max_new_tokens=budget, **generation)
         return model.head.decode(model(batch), beams=beams)
 

@@ -1,11 +1,13 @@
-"""Detection (the FCOS head) as an exported graph: normalised images (B, 3, H, W) -> per point and class
-``scores`` (B, N, C) (``sqrt(p_class * p_centerness)``) and ``boxes`` (B, N, 4) xyxy in the input's pixels;
-batch, height and width are dynamic.
+"""Detection as an exported graph: normalised images (B, 3, H, W) -> per point (FCOS) or query (DETR) and
+class ``scores`` (B, N, C) and ``boxes`` (B, N, 4) xyxy in the input's pixels; batch, height and width are
+dynamic. FCOS scores are ``sqrt(p_class * p_centerness)``; DETR keeps each query's best real class
+probability and zeroes the others, so one label per query survives.
 
-The rest of ``FCOSHead.decode`` runs in numpy (:func:`decode`): the best ``candidates`` scores above the
-threshold, boxes clipped to the image, class-agnostic NMS (torchvision's, as ``zoo predict``), the best
-``max_detections``; then boxes are scaled to each file's pixels. Images go through the graph in batches of one
-size (no padding), so a padding-sensitive backbone (our ViT) sees each image as it would alone.
+The rest of the head's ``decode`` runs in numpy (:func:`decode`): the best ``candidates`` scores above the
+threshold, boxes clipped to the image, class-agnostic NMS for FCOS (torchvision's, as ``zoo predict``; DETR's
+set prediction needs none), the best ``max_detections``; then boxes are scaled to each file's pixels. Images go
+through the graph in batches of one size (no padding), so a padding-sensitive backbone (our ViT) sees each
+image as it would alone.
 """
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import nms
+from torchvision.ops import box_convert, nms
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
+from heads.detection_detr import DETRHead
 from tasks.detection.drawing import draw
 from tasks.detection.predict import _unique, read_image, unlabelled
 from tasks.detection.transforms import build_detection_transform, collate_detection
@@ -31,23 +34,39 @@ DECODE = {k: inspect.signature(FCOSHead.decode).parameters[k].default for k in (
 
 
 def graph(model: nn.Module) -> Graph:
-    """FCOS scores and boxes of every point of every level."""
-    if not isinstance(model.head, FCOSHead):
-        raise ZooError(f"head {model.head.zoo_spec['name']!r}: detection exports the fcos head only; "
+    """FCOS scores and boxes of every point of every level, or DETR's of every query."""
+    head = model.head
+    if isinstance(head, FCOSHead):
+        outputs, decoding = _fcos_outputs, dict(DECODE)
+    elif isinstance(head, DETRHead):
+        outputs = _detr_outputs
+        decoding = {"candidates": head.queries.num_embeddings * (head.class_embed.out_features - 1), "nms_iou": None}
+    else:
+        raise ZooError(f"head {head.zoo_spec['name']!r}: detection exports the fcos and detr heads; "
                        f"use --format torch-export or `zoo predict detection --runtime torch`")
-
-    def outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        scores = (out["logits"].float().sigmoid() * out["centerness"].float().sigmoid()[..., None]).sqrt()
-        return {"scores": scores, "boxes": distances_to_boxes(out["points"], out["distances"].float())}
-
     batch, height, width = TRACED_SIZE
     axes = {"inputs": {0: "batch", 2: "height", 3: "width"}, "scores": {0: "batch", 1: "points"},
             "boxes": {0: "batch", 1: "points"}}
-    return Graph(Traced(model, outputs), {"inputs": torch.randn(batch, 3, height, width)}, axes, dict(DECODE))
+    return Graph(Traced(model, outputs), {"inputs": torch.randn(batch, 3, height, width)}, axes, decoding)
+
+
+def _fcos_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    scores = (out["logits"].float().sigmoid() * out["centerness"].float().sigmoid()[..., None]).sqrt()
+    return {"scores": scores, "boxes": distances_to_boxes(out["points"], out["distances"].float())}
+
+
+def _detr_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each query's best real class keeps its probability, the others 0 (so the shared :func:`decode`
+    picks one label per query); boxes xyxy in the input's pixels, as ``DETRHead.decode``."""
+    probs = out["logits"].float().softmax(dim=-1)[..., :-1]  # (B, Q, C)
+    best = probs.max(dim=-1, keepdim=True).values
+    scale = out["image_sizes"].flip(-1).repeat(1, 2).float()[:, None]  # (B, 1, 4): w, h, w, h
+    boxes = box_convert(out["boxes"].float(), "cxcywh", "xyxy") * scale
+    return {"scores": probs.masked_fill(probs < best, 0.0), "boxes": boxes}
 
 
 def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_threshold: float, max_detections: int,
-           candidates: int, nms_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           candidates: int, nms_iou: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image's (N, C) scores and (N, 4) boxes -> (boxes (K, 4), scores (K,), labels (K,)), best first."""
     classes = scores.shape[1]
     flat = scores.reshape(-1)
@@ -56,8 +75,9 @@ def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_thr
     picked, picked_scores, labels = boxes[top // classes], flat[top], top % classes
     height, width = size
     picked = np.clip(picked, 0, [width, height, width, height]).astype(np.float32)
-    kept = nms(torch.from_numpy(picked), torch.as_tensor(picked_scores, dtype=torch.float32), nms_iou)  # (K,)
-    order = kept.numpy()[:max_detections]
+    order = (np.arange(len(top)) if nms_iou is None   # ``top`` is best first
+             else nms(torch.from_numpy(picked), torch.as_tensor(picked_scores, dtype=torch.float32), nms_iou).numpy())
+    order = order[:max_detections]
     return picked[order], picked_scores[order], labels[order]
 
 

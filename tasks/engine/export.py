@@ -4,7 +4,9 @@ sidecar, and the runtime side of ``zoo predict TASK --runtime onnx --checkpoint 
 A task exports when it has a module ``tasks/<task>/export.py`` (found by name, like ``bench``) with
 
 - ``graph(model) -> Graph``: the module to trace (named tensors in, a dict of named tensors out),
-  example inputs and the names of the axes that stay dynamic (inputs and outputs);
+  example inputs and the names of the axes that stay dynamic (inputs and outputs); or a dict
+  ``{part: Graph}`` of several graphs (generation: an encoder or prefill graph and a decoder-step graph,
+  each in ``<part>.onnx``, described under the sidecar's ``graphs``);
 - ``predict(exported: Exported, inputs, **options) -> list``: the predictions of ``task.predict`` (same
   format, same decisions) from the exported graph, reading inputs with the task's own preprocessing.
 
@@ -35,7 +37,7 @@ from zoo.tokenizer import BaseTokenizer, stored_tokenizer
 
 FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}     # --format -> the artefact's file name
 SIDECAR = "export.json"
-NOT_YET = {"text_generation", "translation"}    # need encoder + decoder-step graphs with a KV cache (issue 14)
+MAIN = "model"          # the part name of a single-graph export (its file: model.onnx / model.pt2)
 _OPERATION = re.compile(r"(?:aten|torchvision|prims)(?:::|\.)[A-Za-z_][\w.]*")
 _SUMMARY = re.compile(r"<class '[\w.]+'>: (.+)")
 _CALL = re.compile(r'raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)')   # torch.export's
@@ -76,10 +78,6 @@ def exporting_tasks() -> list[str]:
 
 def task_module(task: Any) -> ModuleType:
     """The task's export module; a task without one is refused in one line listing those that export."""
-    if task.name in NOT_YET:
-        raise ZooError(f"zoo export {task.name}: not supported yet (generation needs an encoder graph and a "
-                       f"decoder-step graph with a KV cache, issue 14); tasks that export: "
-                       f"{', '.join(exporting_tasks())}")
     name = task.companion("export")
     if name is None:
         raise ZooError(f"zoo export {task.name}: this task has no export (tasks that export: "
@@ -91,14 +89,20 @@ def task_module(task: Any) -> ModuleType:
 
 def write_export(task: Any, model: nn.Module, fmt: str, out: Path, optimize: bool = True) -> Path:
     """Trace ``model`` (loaded, on the CPU) as ``fmt`` into the new folder ``out`` beside its sidecar."""
-    graph = task_module(task).graph(model)
-    graph.module.eval()
+    traced = task_module(task).graph(model)
+    graphs = traced if isinstance(traced, dict) else {MAIN: traced}
     out.mkdir(parents=True, exist_ok=True)
-    path = out / FILES[fmt]
-    with torch.no_grad(), working(f"exporting {task.name} as {fmt}"):
-        expected = graph.module(**graph.inputs)
-        opset = _trace(graph, list(expected), fmt, path, optimize, model)
-    sidecar = _sidecar(task, model, graph, expected, fmt, opset)
+    described, opset = {}, None
+    for part, graph in graphs.items():
+        graph.module.eval()
+        file = f"{part}{Path(FILES[fmt]).suffix}"
+        with torch.no_grad(), working(f"exporting {task.name} as {fmt}" + (f" ({part})" if len(graphs) > 1 else "")):
+            expected = graph.module(**graph.inputs)
+            opset = _trace(graph, list(expected), fmt, out / file, optimize, model)
+        described[part] = {"file": file, **_describe(graph, expected)}
+    extra = {key: value for graph in graphs.values() for key, value in graph.extra.items()}
+    layout = described[MAIN] if MAIN in described else {"graphs": described}
+    sidecar = _sidecar(task, model, fmt, opset, layout, extra)
     if model.tokenizer is not None:
         model.tokenizer.save(out / model.tokenizer.file)
         sidecar.update(tokenizer=model.tokenizer.file, tokenizer_kind=model.tokenizer.kind)
@@ -145,28 +149,58 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
-def _sidecar(task: Any, model: nn.Module, graph: Graph, expected: dict[str, torch.Tensor], fmt: str,
-             opset: int | None) -> dict[str, Any]:
-    def describe(name: str, tensor: torch.Tensor) -> dict[str, Any]:
+def _describe(graph: Graph, expected: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A graph's inputs and outputs (name, dtype, shape with dynamic axes named) and its dynamic axes."""
+    def tensor(name: str, value: torch.Tensor) -> dict[str, Any]:
         axes = graph.axes.get(name, {})
-        return {"name": name, "dtype": str(tensor.dtype).removeprefix("torch."),
-                "shape": [axes.get(i, size) for i, size in enumerate(tensor.shape)]}
+        return {"name": name, "dtype": str(value.dtype).removeprefix("torch."),
+                "shape": [axes.get(i, size) for i, size in enumerate(value.shape)]}
 
-    return {"task": task.name, "format": fmt, "file": FILES[fmt], "zoo_version": zoo.__version__,
+    return {"inputs": [tensor(n, t) for n, t in graph.inputs.items()],
+            "outputs": [tensor(n, t) for n, t in expected.items()],
+            "dynamic_axes": {n: {str(a): v for a, v in axes.items()} for n, axes in graph.axes.items()}}
+
+
+def _sidecar(task: Any, model: nn.Module, fmt: str, opset: int | None, layout: dict[str, Any],
+             extra: dict[str, Any]) -> dict[str, Any]:
+    """``layout``: one graph's file, inputs, outputs and dynamic axes, or ``{"graphs": {part: those}}``."""
+    return {"task": task.name, "format": fmt, **layout, "zoo_version": zoo.__version__,
             "torch_version": torch.__version__, "opset": opset,
             "backbone": model.backbone.zoo_spec["name"], "head": model.head.zoo_spec["name"],
-            "inputs": [describe(n, t) for n, t in graph.inputs.items()],
-            "outputs": [describe(n, t) for n, t in expected.items()],
-            "dynamic_axes": {n: {str(a): v for a, v in axes.items()} for n, axes in graph.axes.items()},
             "preprocessing": model.preprocessing, "labels": getattr(model.head, "labels", None),
-            "tokenizer": None, "tokenizer_kind": None, **graph.extra}
+            "tokenizer": None, "tokenizer_kind": None, **extra}
 
 
 # ---- running an export ---------------------------------------------------------------------------------
 
+class Runner:
+    """One graph of an export: ``run(**arrays) -> {output: array}`` through onnxruntime (ONNX) or the
+    loaded ``torch.export`` program (``.pt2``)."""
+
+    def __init__(self, path: Path, fmt: str, outputs: list[str]) -> None:
+        self.outputs = outputs
+        if fmt == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3      # errors only: not the optimiser's notes on constant folding
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        else:
+            self._program = torch.export.load(str(path)).module()
+            self._session = None
+
+    def run(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs for named numpy inputs (as the sidecar lists them)."""
+        if self._session is not None:
+            return dict(zip(self.outputs, self._session.run(self.outputs, inputs)))
+        with torch.no_grad():
+            result = self._program(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+        return {name: result[name].numpy() for name in self.outputs}
+
+
 class Exported:
-    """An export folder: its ``sidecar`` and ``run(**arrays) -> {output: array}`` through onnxruntime
-    (ONNX) or the loaded ``torch.export`` program (``.pt2``)."""
+    """An export folder: its ``sidecar``, ``run(**arrays) -> {output: array}`` of its graph, and
+    ``graph(part)`` the :class:`Runner` of one part of a several-graph export (generation)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -174,16 +208,9 @@ class Exported:
         if not path.is_file():
             raise ZooError(f"--checkpoint {folder}: no {SIDECAR}; pass a folder written by `zoo export`")
         self.sidecar: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        self.outputs = [o["name"] for o in self.sidecar["outputs"]]
-        graph = self.folder / self.sidecar["file"]
-        if self.sidecar["format"] == "onnx":
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3      # errors only: not the optimiser's notes on constant folding
-            self._session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        else:
-            self._program = torch.export.load(str(graph)).module()
+        graphs = self.sidecar.get("graphs") or {MAIN: self.sidecar}
+        self._runners = {part: Runner(self.folder / layout["file"], self.sidecar["format"],
+                                      [o["name"] for o in layout["outputs"]]) for part, layout in graphs.items()}
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -195,13 +222,16 @@ class Exported:
             raise ZooError(f"{self.folder / SIDECAR}: this export stores no tokenizer")
         return stored_tokenizer(self.folder, self.sidecar)
 
+    def graph(self, part: str) -> Runner:
+        """The graph ``part`` of this export (``model`` for a single-graph export)."""
+        if part not in self._runners:
+            raise ZooError(f"{self.folder / SIDECAR}: this export has no graph {part!r} (it has "
+                           f"{', '.join(self._runners)}); re-export it with this version of `zoo export`")
+        return self._runners[part]
+
     def run(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs for named numpy inputs (as the sidecar's ``inputs`` list them)."""
-        if self.sidecar["format"] == "onnx":
-            return dict(zip(self.outputs, self._session.run(self.outputs, inputs)))
-        with torch.no_grad():
-            result = self._program(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
-        return {name: result[name].numpy() for name in self.outputs}
+        """The outputs of a single-graph export for named numpy inputs (as the sidecar's ``inputs`` list them)."""
+        return self.graph(MAIN).run(**inputs)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

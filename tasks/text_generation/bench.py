@@ -206,19 +206,19 @@ def _rewinder(state: LMState) -> Callable[[], LMState]:
     """A function giving a generation state equal to ``state`` now, however far it is decoded since.
 
     Dynamic caches and uncached states grow by concatenation (new tensors), so the saved
-    references stay valid; a static cache is written in place only past ``length``, which
-    the rewound copy resets.
+    references stay valid; a static cache is written in place only from its write ``position``
+    on, which the rewound copy resets.
     """
     cache = state.cache
     if cache is not None:
-        keys, values, length = list(cache.keys), list(cache.values), cache.length
+        keys, values, length, slot = list(cache.keys), list(cache.values), cache.length, cache.position
         key_mask, position = cache.key_mask.clone(), cache.next_position.clone()
 
     def rewind() -> LMState:
         fresh = None
         if cache is not None:
             fresh = KVCache(len(keys), cache.capacity)
-            fresh.keys, fresh.values, fresh.length = list(keys), list(values), length
+            fresh.keys, fresh.values, fresh.length, fresh.position = list(keys), list(values), length, slot
             fresh.key_mask, fresh.next_position = key_mask.clone(), position.clone()
         return LMState(state.start, state.start_mask, fresh, state.tokens, state.mask, started=True)
 

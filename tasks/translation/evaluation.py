@@ -1,15 +1,15 @@
 """Batched translation of raw sentences and the corpus scores of the field (sacrebleu)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import sacrebleu
 import torch
 
 from tasks.engine.batching import ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
-from zoo.texts import source_ids, tokenizers, translate_batch
-from zoo.tokenizer import pad_ids
+from zoo.texts import DEFAULT_MAX_LEN, encode_sources, tokenizers, translate_batch
+from zoo.tokenizer import BaseTokenizer, pad_ids
 
 
 def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 32,
@@ -21,22 +21,33 @@ def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 
     batch of short ones). ``max_new_tokens`` None sizes each batch's budget from its sources.
     Generation runs under ``options``' autocast.
     """
-    encoded = source_ids(model, sources)
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
-    pad_id = tokenizers(model)[0].pad_id
-
-    def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
-        inputs, mask = pad_ids([encoded[i] for i in rows], pad_id)
-        return {"inputs": inputs, "mask": mask}
+    source_tok = tokenizers(model)[0]
+    max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
+    chunks, batch_of = source_batches(sources, source_tok, max_len, batch_size)
 
     def generate(batch: dict[str, torch.Tensor]) -> list[str]:
         return translate_batch(model, batch, max_new_tokens, **generation)
 
     results: list[str] = [""] * len(sources)
-    for rows, texts in run_batches(model, ordered_chunks(order, batch_size), batch_of, generate, options):
+    for rows, texts in run_batches(model, chunks, batch_of, generate, options):
         for i, text in zip(rows, texts):
             results[i] = text
     return results
+
+
+def source_batches(sources: Sequence[str], source_tok: BaseTokenizer, max_len: int, batch_size: int,
+                   ) -> tuple[list[list[int]], Callable[[list[int]], dict[str, torch.Tensor]]]:
+    """(batches of source indices, shortest sources first; ``batch_of(indices) -> {"inputs", "mask"}`` (B, S)):
+    each source cut to ``max_len`` tokens (:func:`zoo.texts.encode_sources`)."""
+    encoded = encode_sources(source_tok, sources, max_len)
+    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
+    pad_id = source_tok.pad_id
+
+    def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
+        inputs, mask = pad_ids([encoded[i] for i in rows], pad_id)
+        return {"inputs": inputs, "mask": mask}
+
+    return ordered_chunks(order, batch_size), batch_of
 
 
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:

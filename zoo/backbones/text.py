@@ -73,7 +73,7 @@ class TextTransformer(nn.Module):
         x = self.drop(x)
         if cache is not None:
             key_mask = cache.append_mask(real)
-            attn_mask, is_causal = attention_mask(key_mask, steps, self.causal, query_offset=cache.length)
+            attn_mask, is_causal = attention_mask(key_mask, steps, self.causal, query_offset=cache.offset)
         else:
             attn_mask, is_causal = attention_mask(mask, steps, self.causal)
         x = self.stack(x, mask=attn_mask, is_causal=is_causal, pad_mask=mask, rope=self.rope,

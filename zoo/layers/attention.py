@@ -12,21 +12,43 @@ class KVCache:
     """Keys and values of every layer of a decoder, for incremental decoding.
 
     ``dynamic`` caches grow by concatenation; a ``static`` cache preallocates ``capacity``
-    positions so shapes stay fixed for ``torch.compile`` (unwritten slots are masked out).
-    ``key_mask`` (B, L) records which cached positions are real (left padding is False).
+    positions so shapes stay fixed for ``torch.compile`` and exported decoder steps (unwritten
+    slots are masked out). A static cache is written in place with ``index_copy_`` at the slots
+    ``position + arange(T)``, ``position`` being a 0-d long tensor on the cache's device: the
+    write position is data, not a Python int, so one compiled or exported graph serves every
+    decode position. ``key_mask`` (B, L) records which cached positions are real (left padding
+    is False).
     """
 
     def __init__(self, num_layers: int, capacity: int | None = None) -> None:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.capacity = capacity
-        self.length = 0                       # positions written so far
+        self.length = 0                       # positions written so far (counted on the host)
+        self.position: torch.Tensor | None = None  # static: () long, the first unwritten slot
+        self.slots: torch.Tensor | None = None     # static: (T,) long, the slots this forward writes
         self.key_mask: torch.Tensor | None = None  # (B, L) bool over written (dynamic) or all (static) slots
         self.next_position: torch.Tensor | None = None  # (B,) position id of each row's next token
+
+    @classmethod
+    def from_tensors(cls, keys: torch.Tensor, values: torch.Tensor, key_mask: torch.Tensor,
+                     position: torch.Tensor, next_position: torch.Tensor | None = None) -> "KVCache":
+        """A static cache holding stacked (layers, B, nh, L, hs) ``keys``/``values``, the (B, L)
+        ``key_mask`` and the () ``position`` of the first free slot (an exported decoder step's
+        inputs). The tensors are written in place: pass copies to keep the originals."""
+        cache = cls(keys.shape[0], keys.shape[3])
+        cache.keys, cache.values = list(keys.unbind(0)), list(values.unbind(0))
+        cache.key_mask, cache.position, cache.next_position = key_mask, position, next_position
+        return cache
 
     @property
     def static(self) -> bool:
         return self.capacity is not None
+
+    @property
+    def offset(self) -> int | torch.Tensor:
+        """Where the next positions go: the static cache's ``position`` tensor, else the host count."""
+        return self.position if self.static and self.position is not None else self.length
 
     def append_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """Record the (B, T) mask of new positions; return the (B, L) mask over all keys."""
@@ -34,23 +56,29 @@ class KVCache:
         if self.static:
             if self.key_mask is None:
                 self.key_mask = torch.zeros(batch, self.capacity, dtype=torch.bool, device=mask.device)
-            if self.length + steps > self.capacity:
+            if self.position is None:
+                self.position = torch.zeros((), dtype=torch.long, device=mask.device)
+            if not torch.compiler.is_compiling() and self.length + steps > self.capacity:
                 raise ValueError(f"static KV cache of {self.capacity} positions is full ({self.length} + {steps})")
-            self.key_mask[:, self.length:self.length + steps] = mask
+            self.slots = self.position + torch.arange(steps, device=mask.device)  # (T,)
+            self.key_mask.index_copy_(1, self.slots, mask)
         else:
             self.key_mask = mask if self.key_mask is None else torch.cat([self.key_mask, mask], dim=1)
         return self.key_mask
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add (B, nh, T, hs) keys/values of ``layer``; return all keys/values to attend to."""
+        """Add (B, nh, T, hs) keys/values of ``layer``; return all keys/values to attend to.
+
+        A static cache writes at the slots :meth:`append_mask` chose for this forward."""
         if self.static:
             if self.keys[layer] is None:
                 shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
                 self.keys[layer] = k.new_zeros(shape)
                 self.values[layer] = v.new_zeros(shape)
-            start = self.length
-            self.keys[layer][:, :, start:start + k.shape[2]] = k
-            self.values[layer][:, :, start:start + v.shape[2]] = v
+            if self.slots is None:
+                raise ValueError("a static KV cache is written after append_mask chose the slots of the new positions")
+            self.keys[layer].index_copy_(2, self.slots, k)
+            self.values[layer].index_copy_(2, self.slots, v)
         else:
             old_k, old_v = self.keys[layer], self.values[layer]
             self.keys[layer] = k if old_k is None else torch.cat([old_k, k], dim=2)
@@ -60,6 +88,9 @@ class KVCache:
     def advance(self, steps: int) -> None:
         """Mark ``steps`` more positions as written (call once per forward, after every layer)."""
         self.length += steps
+        if self.static and self.position is not None:
+            self.position = self.position + steps
+            self.slots = None
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows (beam search): every tensor's dim 0 is indexed by ``index``."""
@@ -72,15 +103,18 @@ class KVCache:
 
 
 def attention_mask(key_mask: torch.Tensor | None, query_len: int, causal: bool,
-                   query_offset: int = 0) -> tuple[torch.Tensor | None, bool]:
+                   query_offset: int | torch.Tensor = 0) -> tuple[torch.Tensor | None, bool]:
     """Build SDPA's mask. Returns ``(mask (B, 1, Tq, Lk) bool True = attend, or None, is_causal)``.
+
+    ``query_offset``: the position of the first query, a Python int or a 0-d tensor (a static
+    cache's :attr:`KVCache.offset`).
 
     Rows that would attend to nothing attend to everything instead, so outputs and gradients
     stay finite (those rows are padding and are ignored downstream).
     """
     if key_mask is None and not causal:
         return None, False
-    if key_mask is None and query_offset == 0:
+    if key_mask is None and isinstance(query_offset, int) and query_offset == 0:
         return None, True  # plain causal: SDPA's fast path
     if key_mask is None:
         raise ValueError("a causal mask with an offset needs the key mask")
