@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from tasks.engine.quantize_command import quantize_checkpoint
 from tests.test_task_contract import FIXTURES, _train_args
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.quantized import Int8Embedding, Int8Linear, QMAX, int8_matmul, quantize_rows
+from zoo.quantized import QMAX, Int8Embedding, Int8Linear, _kernel_fits, int8_matmul, quantize_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LOGIT_TOLERANCE = 0.05      # largest |int8 - fp32| logit of the tiny models (their logits reach ~1)
@@ -98,10 +99,22 @@ def test_int8_linear_equals_the_integer_product_computed_by_hand(monkeypatch: py
     assert (got - linear(x)).abs().max() < 0.05              # near the float layer
     monkeypatch.setattr("zoo.quantized._kernel_fits", lambda a, b: False)   # the path where torch._int_mm does not apply
     assert torch.equal(module(x), got)
-    a, b = torch.randint(-127, 128, (5, 300), dtype=torch.int8), torch.randint(-127, 128, (300, 7), dtype=torch.int8)
-    assert torch.equal(int8_matmul(a, b), (a.long() @ b.long()).int())
     static = Int8Linear.from_float(linear, input_scale=torch.tensor(0.5 / QMAX))    # inputs beyond 0.5 clip
     assert torch.allclose(static(torch.full((1, 24), 2.0)), static(torch.full((1, 24), 0.5)))
+    a, b = torch.randint(-127, 128, (5, 300), dtype=torch.int8), torch.randint(-127, 128, (300, 7), dtype=torch.int8)
+    assert torch.equal(int8_matmul(a, b), (a.long() @ b.long()).int())
+
+
+def test_the_int8_kernel_is_used_where_its_shapes_fit() -> None:
+    def on(device: str, rows: int, cols: int) -> SimpleNamespace:     # what _kernel_fits reads of a tensor
+        return SimpleNamespace(device=torch.device(device), shape=(rows, cols))
+
+    assert _kernel_fits(on("cpu", 1, 17), on("cpu", 17, 5))
+    assert _kernel_fits(on("cuda", 32, 64), on("cuda", 64, 16))
+    assert not _kernel_fits(on("cuda", 16, 64), on("cuda", 64, 16))     # CUDA wants more than 16 rows
+    assert not _kernel_fits(on("cuda", 32, 60), on("cuda", 60, 16))     # and K, N multiples of 8
+    assert not _kernel_fits(on("cuda", 32, 64), on("cuda", 64, 12))
+    assert not _kernel_fits(on("meta", 32, 64), on("meta", 64, 16))
 
 
 def test_int8_embedding_and_its_tied_projection_share_one_table(tmp_path: Path) -> None:
