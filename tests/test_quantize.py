@@ -22,7 +22,9 @@ from safetensors import safe_open
 
 import zoo
 from tasks.engine.export import Exported, predict_exported
+from tasks.engine.export_command import export
 from tasks.engine.quantize_command import quantize_checkpoint
+from tasks.sentiment.task import encode
 from tests.test_task_contract import FIXTURES, _train_args
 from zoo.cli import main
 from zoo.errors import ZooError
@@ -192,6 +194,26 @@ def test_zoo_eval_and_predict_read_an_int8_checkpoint(tmp_path_factory: pytest.T
     assert lines[1]["n"] == lines[0]["n"] and abs(lines[1]["accuracy"] - lines[0]["accuracy"]) <= 1 / lines[0]["n"]
     main(["predict", "sentiment", "--checkpoint", str(out), "--json", "fine and good"])
     assert json.loads(capsys.readouterr().out)["prediction"]["label"] in ("negative", "positive")
+
+
+def test_an_int8_checkpoint_exports_with_torch_export_and_onnx_is_refused_before_tracing(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, spec, fp32 = _built("sentiment", tmp_path_factory)
+    task = zoo.get_task("sentiment")
+    int8 = quantize_checkpoint(task, str(fp32), "dynamic", tmp_path / "int8")
+    folder = export(task, str(int8), "torch-export", tmp_path / "pt2")
+    ids, mask = encode(model, _inputs("sentiment", spec)[:3])
+    with torch.no_grad():
+        expected = zoo.load(int8)(ids, mask)["logits"].numpy()
+    assert np.abs(Exported(folder).run(inputs=ids.numpy(), mask=mask.numpy())["logits"] - expected).max() <= 1e-5
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("traced an int8 model to ONNX")
+
+    monkeypatch.setattr(torch.onnx, "export", never)
+    with pytest.raises(ZooError, match=r"is an int8 zoo model.*aten\._int_mm.*--format torch-export.*"
+                                       r"`zoo quantize sentiment --format onnx`"):
+        export(task, str(int8), "onnx", tmp_path / "onnx")
 
 
 # ---- ONNX int8 ---------------------------------------------------------------------------------------------

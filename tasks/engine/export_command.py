@@ -26,6 +26,10 @@ def export(task: Any, checkpoint: str, fmt: str, out: str | Path, optimize: bool
     task_module(task)       # refuses a task that does not export before anything else
     out = new_folder(out)
     model = load_checkpoint(task, checkpoint, "export")
+    if fmt == "onnx" and getattr(model, "quantization", None) is not None:
+        raise ZooError(f"--checkpoint {checkpoint} is an int8 zoo model, whose int8 matmul (aten._int_mm) has no "
+                       f"ONNX form; export it with --format torch-export, or write int8 ONNX from the float "
+                       f"checkpoint with `zoo quantize {task.name} --format onnx`")
     return write_export(task, model, fmt, out, optimize)
 
 
