@@ -284,7 +284,8 @@ def test_a_tampered_quantization_field_names_the_file_and_field(tmp_path_factory
     config_path = out / "config.json"
     config = json.loads(config_path.read_text())
     for field, value, message in (("method", "int4", "field 'method' is 'int4'"),
-                                  ("linear", ["backbone.nowhere"], "'backbone.nowhere' is no Linear or embedding")):
+                                  ("linear", ["backbone.nowhere"], "'backbone.nowhere' is no Linear of this model"),
+                                  ("embedding", ["head.fc"], "'head.fc' is no embedding of this model")):
         broken = {**config, "quantization": {**config["quantization"], field: value}}
         config_path.write_text(json.dumps(broken))
         with pytest.raises(ZooError, match=f"config.json: field 'quantization'.*{message}"):

@@ -209,10 +209,10 @@ def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] 
     """Replace the spec's modules: quantized from their float weights when ``scales`` (possibly empty,
     dynamic) is given, else empty int8 modules of the same shapes for a load to fill."""
     linears, embeddings = _targets(model)
-    missing = [n for n in (*spec.linear, *spec.embedding) if n not in linears and n not in embeddings]
+    missing = [f"{n!r} is no Linear" for n in spec.linear if n not in linears]
+    missing += [f"{n!r} is no embedding" for n in spec.embedding if n not in embeddings]
     if missing:
-        raise ZooError(f"quantized module {missing[0]!r} is no Linear or embedding of this model; "
-                       f"quantize the model again")
+        raise ZooError(f"quantized module {missing[0]} of this model; quantize the model again")
     built: dict[str, Int8Embedding] = {}
     for name in spec.embedding:
         float_module = embeddings[name]
