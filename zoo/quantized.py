@@ -200,9 +200,13 @@ def _input_scales(model: nn.Module, linears: dict[str, nn.Linear],
     return {name: peak.clamp_min(_TINY) / QMAX for name, peak in peaks.items()}
 
 
-def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
+def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` at every path of ``model`` that holds ``old`` (a shared module has several: translation's
+    head and backbone share one token embedding)."""
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if module is old:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] | None) -> None:
@@ -219,7 +223,7 @@ def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] 
         built[name] = (Int8Embedding.from_float(float_module) if scales is not None else
                        Int8Embedding(float_module.num_embeddings, float_module.embedding_dim,
                                      float_module.weight.device))
-        _swap(model, name, built[name])
+        _swap(model, float_module, built[name])
     static = spec.method == "static"
     for name in spec.linear:
         linear = linears[name]
@@ -232,7 +236,7 @@ def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] 
         if name in spec.tied:
             table = built[spec.tied[name]]
             module.weight_int8, module.weight_scale = table.weight_int8, table.weight_scale   # one tensor, saved once
-        _swap(model, name, module)
+        _swap(model, linear, module)
 
 
 def quantize(model: nn.Module, method: str = "dynamic",
