@@ -180,14 +180,17 @@ def test_the_loaded_int8_model_predicts_the_fp32_labels(method: str, tmp_path_fa
     _same_decisions(task.predict(loaded, inputs), task.predict(model, inputs))
 
 
+@pytest.mark.parametrize("method", ["dynamic", "static"])
 @pytest.mark.parametrize("name", zoo.list_tasks())
-def test_every_task_predicts_from_an_int8_checkpoint(name: str, tmp_path: Path) -> None:
+def test_every_task_predicts_from_an_int8_checkpoint(name: str, method: str, tmp_path: Path) -> None:
     task, fixture = zoo.get_task(name), FIXTURES[name]
     spec, inputs = fixture.write(tmp_path)
     torch.manual_seed(0)
     model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train")).eval()
     model.save(tmp_path / "fp32")
-    loaded = zoo.load(quantize_checkpoint(task, str(tmp_path / "fp32"), "dynamic", tmp_path / "int8"))
+    calibration = spec if method == "static" else None     # calibrated through the task's own collate
+    loaded = zoo.load(quantize_checkpoint(task, str(tmp_path / "fp32"), method, tmp_path / "int8", calibration=calibration))
+    assert loaded.quantization.method == method
     assert any(isinstance(m, Int8Linear) for m in loaded.modules())
     assert not any(isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) for m in loaded.modules())
     expected, got = task.predict(model, inputs, **fixture.predict_options), task.predict(loaded, inputs,
