@@ -99,7 +99,7 @@ def test_int8_linear_equals_the_integer_product_computed_by_hand(monkeypatch: py
     assert got.shape == (2, 3, 10)
     assert torch.allclose(got.reshape(6, 10).double(), expected, atol=1e-5)
     assert (got - linear(x)).abs().max() < 0.05              # near the float layer
-    monkeypatch.setattr("zoo.quantized._kernel_fits", lambda a, b: False)   # the path where torch._int_mm does not apply
+    monkeypatch.setattr("zoo.quantized._kernel_fits", lambda a, b: False)   # where torch._int_mm does not apply
     assert torch.equal(module(x), got)
     static = Int8Linear.from_float(linear, input_scale=torch.tensor(0.5 / QMAX))    # inputs beyond 0.5 clip
     assert torch.allclose(static(torch.full((1, 24), 2.0)), static(torch.full((1, 24), 0.5)))
@@ -169,7 +169,8 @@ def test_the_loaded_int8_model_predicts_the_fp32_labels(method: str, tmp_path_fa
                                                        tmp_path: Path) -> None:
     model, spec, fp32 = _built("sentiment", tmp_path_factory)
     task = zoo.get_task("sentiment")
-    out = quantize_checkpoint(task, str(fp32), method, tmp_path / "int8", calibration=spec if method == "static" else None)
+    calibration = spec if method == "static" else None
+    out = quantize_checkpoint(task, str(fp32), method, tmp_path / "int8", calibration=calibration)
     loaded = zoo.load(out)
     assert loaded.quantization.method == method and isinstance(loaded.backbone.stack.blocks[0].mlp.fc1, Int8Linear)
     assert (loaded.head.fc.input_scale is None) == (method == "dynamic")
@@ -189,7 +190,8 @@ def test_every_task_predicts_from_an_int8_checkpoint(name: str, method: str, tmp
     model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train")).eval()
     model.save(tmp_path / "fp32")
     calibration = spec if method == "static" else None     # calibrated through the task's own collate
-    loaded = zoo.load(quantize_checkpoint(task, str(tmp_path / "fp32"), method, tmp_path / "int8", calibration=calibration))
+    int8 = quantize_checkpoint(task, str(tmp_path / "fp32"), method, tmp_path / "int8", calibration=calibration)
+    loaded = zoo.load(int8)
     assert loaded.quantization.method == method
     assert any(isinstance(m, Int8Linear) for m in loaded.modules())
     assert not any(isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) for m in loaded.modules())
@@ -288,7 +290,7 @@ def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path_factory: pyte
     for item in fp32.iterdir():
         (broken / item.name).write_bytes(item.read_bytes())
     (broken / "model.safetensors").write_bytes((fp32 / "model.safetensors").read_bytes()[:100])    # truncated
-    with pytest.raises(ZooError, match=r"^--checkpoint .*broken: the model does not load \(.*\); nothing was quantized"):
+    with pytest.raises(ZooError, match=r"^--checkpoint .*broken: the model does not load \(.*\); nothing was quantiz"):
         quantize_checkpoint(task, str(broken), "dynamic", tmp_path / "c")
     int8 = quantize_checkpoint(task, str(fp32), "dynamic", tmp_path / "int8")
     with pytest.raises(ZooError, match="is int8 already; quantize the float checkpoint"):
