@@ -256,6 +256,18 @@ def test_onnx_int8_runs_under_onnxruntime_with_the_fp32_decisions(name: str, met
     _same_decisions(predict_exported(task, str(out), inputs), task.predict(model, inputs))
 
 
+def test_onnx_int8_leaves_the_speech_front_end_float(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, spec, fp32 = _built("asr", tmp_path_factory)
+    task = zoo.get_task("asr")
+    out = quantize_checkpoint(task, str(fp32), "dynamic", tmp_path / "onnx", "onnx")
+    weights = {t.name: numpy_helper.to_array(t).dtype for t in onnx.load(str(out / "model.onnx")).graph.initializer}
+    mel = "model.backbone.frontend.mel.mel_scale.fb"      # a buffer of the model, no trained weight
+    assert weights[mel] == np.float32 and f"{mel}_quantized" not in weights
+    assert any(dtype == np.int8 for dtype in weights.values())
+    inputs = [sample["path"] for sample in task.datasets(spec, "all")]
+    assert predict_exported(task, str(out), inputs) == task.predict(model, inputs)
+
+
 # ---- errors ------------------------------------------------------------------------------------------------
 
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
