@@ -33,6 +33,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "backbone": ((dict,), True), "head": ((dict,), True), "task": ((str, type(None)), False),
     "preprocessing": ((dict, type(None)), False), "tokenizer": ((str, type(None)), False),
     "lora": ((dict, type(None)), False),
+    "quantization": ((dict, type(None)), False),
     "tokenizer_kind": ((str, type(None)), False),
 }
 

@@ -86,6 +86,7 @@ class ZooModel(nn.Module):
         self.preprocessing = dict(preprocessing or {})
         self.task = task
         self.lora = None      # a zoo.lora.LoraSpec once adapters are injected (zoo.lora.add_lora)
+        self.quantization = None      # a zoo.quantized.QuantSpec once int8 (zoo.quantize)
 
     def forward(self, batch: dict[str, Any] | torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Head outputs of a batch dict (docs/design.md), or of a plain ``inputs`` tensor (token ids
@@ -157,6 +158,8 @@ class ZooModel(nn.Module):
                   "tokenizer_kind": self.tokenizer.kind if self.tokenizer is not None else None}
         if self.lora is not None:
             config["lora"] = self.lora.to_config()
+        if self.quantization is not None:
+            config["quantization"] = self.quantization.to_config()
         return config
 
     def save(self, directory: str | Path) -> None:
@@ -288,6 +291,11 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
         model.lora = LoraSpec.from_config(config["lora"], f"{config_path}: field 'lora'")
         _built(config_path, "lora", lambda: inject(backbone, model.lora))
         mark_trainable(model)
+    if config.get("quantization") is not None:
+        from zoo.quantized import QuantSpec, rebuild
+
+        spec = QuantSpec.from_config(config["quantization"], f"{config_path}: field 'quantization'")
+        _built(config_path, "quantization", lambda: rebuild(model, spec))
     weights_path = directory / WEIGHTS
     stored = read_weights(directory)
     check_weights(weights_path, stored, model.state_dict())

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 import zoo
 from tasks.engine.commands import checkpoint_folder
 from tasks.engine.export import FILES, SIDECAR, exporting_tasks, one_line, task_module, write_export
@@ -23,16 +25,32 @@ def export(task: Any, checkpoint: str, fmt: str, out: str | Path, optimize: bool
     if fmt not in FILES:
         raise ZooError(f"--format {fmt}: unknown format; use one of {', '.join(FILES)}")
     task_module(task)       # refuses a task that does not export before anything else
+    out = new_folder(out)
+    model = load_checkpoint(task, checkpoint, "export")
+    if fmt == "onnx" and getattr(model, "quantization", None) is not None:
+        raise ZooError(f"--checkpoint {checkpoint} is an int8 zoo model, whose int8 matmul (aten._int_mm) has no "
+                       f"ONNX form; export it with --format torch-export, or write int8 ONNX from the float "
+                       f"checkpoint with `zoo quantize {task.name} --format onnx`")
+    return write_export(task, model, fmt, out, optimize)
+
+
+def new_folder(out: str | Path) -> Path:
+    """``--out``: a folder that does not exist yet or is empty (refused in one line otherwise)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"--out {out} is not empty; pass a new folder")
-    folder = checkpoint_folder(task, checkpoint, "export")
+    return out
+
+
+def load_checkpoint(task: Any, checkpoint: str, command: str) -> nn.Module:
+    """The model of ``--checkpoint`` on the CPU in eval mode, for ``zoo COMMAND TASK`` ("export",
+    "quantize"); a model that does not load is refused in one line saying nothing was written."""
+    folder = checkpoint_folder(task, checkpoint, command)
     try:
-        model = zoo.load(folder, map_location="cpu").eval()
+        return zoo.load(folder, map_location="cpu").eval()
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ZooError(f"--checkpoint {checkpoint}: the model does not load ({one_line(err)}); nothing was "
-                       f"exported: fix or retrain the checkpoint") from None
-    return write_export(task, model, fmt, out, optimize)
+                       f"{command.removesuffix('e')}ed: fix or retrain the checkpoint") from None
 
 
 def export_parser(task: Any = None) -> ArgumentParser:
