@@ -79,11 +79,12 @@ PLOT_EVERY = 30.0           # seconds between redraws of curves.png (at evaluati
 _NOT_RESTORED = ("resume", "out", "init_backbone")
 
 
-def train(task: Task, args: argparse.Namespace) -> Path:
-    """Train ``task``'s model as ``args`` say; returns the run folder (on every rank)."""
+def train(task: Task, args: argparse.Namespace, model: torch.nn.Module | None = None) -> Path:
+    """Train ``task``'s model as ``args`` say (``model``: start from this built model instead of
+    ``task.build_model``, as ``zoo prune`` fine-tunes); returns the run folder (on every rank)."""
     ctx = distributed.setup(args.device)
     try:
-        return _Run(task, args, ctx).run()
+        return _Run(task, args, ctx, model).run()
     finally:
         ctx.close()
 
@@ -176,7 +177,8 @@ class TrainState:
 class _Run:
     """One training run: set-up in ``__init__``, the loop in :meth:`run`."""
 
-    def __init__(self, task: Task, args: argparse.Namespace, ctx: distributed.Dist) -> None:
+    def __init__(self, task: Task, args: argparse.Namespace, ctx: distributed.Dist,
+                 model: torch.nn.Module | None = None) -> None:
         resume = resolve_checkpoint(args.resume, "last") if args.resume else None
         if resume is not None:
             args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
@@ -194,7 +196,7 @@ class _Run:
         val_spec = args.val_data or args.data
         self.val_set = task.datasets(val_spec, "all" if args.val_data and not val_spec.startswith("builtin")
                                      else "validation")
-        self.model = self._model(resume)
+        self.model = self._model(resume, model)
         self.train_set = task.for_model(self.train_set, self.model)
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -389,8 +391,10 @@ class _Run:
         write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
         self.saved_step = s.step
 
-    def _model(self, resume: Path | None) -> torch.nn.Module:
-        if resume is not None:
+    def _model(self, resume: Path | None, given: torch.nn.Module | None) -> torch.nn.Module:
+        if given is not None:
+            model = given
+        elif resume is not None:
             import zoo
 
             model = zoo.load(resume)
