@@ -198,6 +198,7 @@ class _Run:
                                      else "validation")
         self.model = self._model(resume, model)
         self.train_set = task.for_model(self.train_set, self.model)
+        self.loss = self._loss()
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
@@ -288,7 +289,7 @@ class _Run:
         for micro in range(self.args.accumulate):
             batch, n = self.stream.next()
             with self.ctx.no_sync(self.ddp, micro < self.args.accumulate - 1), self._autocast():
-                losses = self.model.loss(self.net(batch), batch)
+                losses = self.loss(self.net(batch), batch)
             size = torch.as_tensor(losses.get("weight", n), dtype=torch.float32, device=self.device).detach()
             if unit is None:
                 unit = size.clamp(min=1.0) if self.ctx.world_size == 1 else torch.ones((), device=self.device)
@@ -412,6 +413,17 @@ class _Run:
             model.backbone.requires_grad_(False)
         self._lora(model)
         return model
+
+    def _loss(self) -> Callable[[dict, dict], dict]:
+        """The head's loss, or with ``--distill-from`` its mix with the teacher's soft outputs."""
+        if not getattr(self.args, "distill_from", None):
+            return self.model.loss
+        from tasks.engine.distill import distiller
+
+        self._print(f"distilling from {self.args.distill_from} (weight {self.args.distill_weight:g}, "
+                    f"temperature {self.args.distill_temperature:g})")
+        return distiller(self.task, self.args.distill_from, self.model, self.args.distill_weight,
+                         self.args.distill_temperature, self.device)
 
     def _lora(self, model: torch.nn.Module) -> None:
         """Inject ``--lora`` adapters (a resumed LoRA run has them from its checkpoint); print what trains."""
