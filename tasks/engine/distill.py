@@ -15,7 +15,6 @@ compared before training, their output shapes at the first batch. The loss parts
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 import zoo
 from heads.base import SoftOutputs
-from tasks.engine.commands import checkpoint_folder
+from tasks.engine.checkpoints import resolve_checkpoint
 from tasks.engine.task import Task
 from zoo.errors import ZooError
 
@@ -106,8 +105,10 @@ def check_teacher(teacher: zoo.ZooModel, student: zoo.ZooModel, source: str) -> 
 
 def distiller(task: Task, source: str, student: zoo.ZooModel, weight: float, temperature: float,
               device: torch.device) -> Distiller:
-    """The :class:`Distiller` of the teacher in ``source`` (a run or model folder of ``task``) for ``student``."""
-    folder = checkpoint_folder(task, source, "train", FLAG)
-    teacher = zoo.load(Path(folder), map_location=device)
+    """The :class:`Distiller` of the teacher in ``source`` (a run folder's best, or a model folder of
+    ``task``) for ``student``; `zoo train` has checked the folder before any data was read."""
+    teacher = zoo.load(resolve_checkpoint(source, "best"), map_location=device)
+    if teacher.task and teacher.task != task.name:
+        raise ZooError(f"{FLAG} {source} is a {teacher.task} model; a {task.name} student needs a {task.name} teacher")
     check_teacher(teacher, student, source)
     return Distiller(teacher, student, weight, temperature, source)

@@ -40,6 +40,9 @@ clip, step). Choices worth knowing:
 - ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
   :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
   from its checkpoint. Every run prints its trainable and total parameter counts.
+- ``--distill-from RUN_DIR`` swaps the loss for :mod:`tasks.engine.distill`'s mix of the head's
+  loss and the KL to a teacher's soft outputs (the one loss hook, ``self.loss``); ``train(task,
+  args, model=...)`` starts from a built model (``zoo prune`` fine-tunes its pruned one).
 - ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
   (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
 """
