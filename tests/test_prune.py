@@ -36,7 +36,7 @@ def _tokens() -> dict[str, torch.Tensor]:
 def test_structured_pruning_shrinks_matrices_and_round_trips(mlp: str, tmp_path: Path) -> None:
     model = _text_model(mlp)
     width = model.backbone.stack.blocks[0].mlp.fc2.in_features
-    pruned, report, masks = prune_model(model, 0.5, "both")
+    pruned, report, masks = zoo.prune_model(model, 0.5, "both")
     assert masks == {} and report.parameters_after < report.parameters_before
     assert report.parameters_after == sum(p.numel() for p in pruned.parameters())
     assert report.layer_heads == [2, 2] and report.layer_mlp == [width - round(width / 2)] * 2

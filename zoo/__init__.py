@@ -14,6 +14,7 @@ from zoo.features import Features
 from zoo.lora import add_lora, apply_adapters, merge_lora
 from zoo.model import ZooModel, create_backbone, create_head, create_model, load
 from zoo.pretrained import wrapped as _wrapped  # noqa: F401  (registers the "transformers" backbone)
+from zoo.pruning import prune_model
 from zoo.registry import BACKBONES, HEADS, TASKS, Registry
 from zoo.tokenizer import Tokenizer
 
@@ -46,4 +47,4 @@ register_task = TASKS.register
 
 __all__ = ["Features", "Registry", "Tokenizer", "ZooModel", "BACKBONES", "HEADS", "TASKS", "add_lora",
            "apply_adapters", "create_backbone", "create_head", "create_model", "get_task", "list_backbones",
-           "list_heads", "list_tasks", "load", "merge_lora", "register_backbone", "register_head", "register_task"]
+           "list_heads", "list_tasks", "load", "merge_lora", "prune_model", "register_backbone", "register_head", "register_task"]

@@ -114,15 +114,14 @@ def prune_structured(model: ZooModel, amount: float, heads: bool = True, mlp: bo
             _slice_heads(state, f"{prefix}attn.", count, keep)
             count = keep.numel()
         layer_heads.append(count)
-        mlps = [name for name in ("ff1", "mlp") if isinstance(getattr(block, name, None), MLP)]
         width = block.mlp.fc2.in_features
-        if mlp:
-            for name in mlps:
+        for name in ("ff1", "mlp") if mlp else ():      # a Conformer block's two feed-forwards, or the one
+            if isinstance(getattr(block, name, None), MLP):
                 gated = getattr(block, name).kind == "swiglu"
                 scores = channel_scores(state[f"{prefix}{name}.fc1.weight"], state[f"{prefix}{name}.fc2.weight"], gated)
                 keep = kept(scores, amount)
                 _slice_channels(state, f"{prefix}{name}.", gated, keep)
-            width = keep.numel()
+                width = keep.numel()
         layer_mlp.append(width)
     spec = model.backbone.zoo_spec
     backbone = create_backbone(spec["name"], **{**spec["args"], "layer_heads": layer_heads, "layer_mlp": layer_mlp})
@@ -193,8 +192,7 @@ def prune_model(model: ZooModel, amount: float, structured: str = "both") -> tup
     else:
         pruned = prune_structured(model, amount, heads=structured in ("heads", "both"),
                                   mlp=structured in ("mlp", "both"))
-    report = PruneReport(structured, amount, before, count_parameters(pruned),
-                         [b.attn.heads for b in getattr(getattr(pruned.backbone, "stack", None), "blocks", [])],
-                         [b.mlp.fc2.in_features for b in getattr(getattr(pruned.backbone, "stack", None), "blocks", [])],
-                         sparsity(pruned) if structured == "none" else None)
+    blocks = [b for b in getattr(getattr(pruned.backbone, "stack", None), "blocks", []) if isinstance(b, Block)]
+    report = PruneReport(structured, amount, before, count_parameters(pruned), [b.attn.heads for b in blocks],
+                         [b.mlp.fc2.in_features for b in blocks], sparsity(pruned) if structured == "none" else None)
     return pruned, report, masks
