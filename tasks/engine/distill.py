@@ -91,16 +91,18 @@ def _head(model: zoo.ZooModel) -> str:
 
 
 def check_teacher(teacher: zoo.ZooModel, student: zoo.ZooModel, source: str) -> None:
-    """Refuse a teacher whose tokenizer or labels differ from the student's, in one line."""
+    """Refuse a teacher whose tokenizer, labels or CTC alphabet differ from the student's, in one line."""
     fingerprints = [m.tokenizer.fingerprint() if m.tokenizer is not None else None for m in (teacher, student)]
     if fingerprints[0] != fingerprints[1]:
         raise ZooError(f"{FLAG} {source}: the teacher's tokenizer differs from the student's, so their token ids "
                        f"mean other things; train the student on the teacher's --data with its --vocab-size "
                        f"(or start it from the teacher's tokenizer with --pretrained)")
-    labels = [getattr(m.head, "labels", None) for m in (teacher, student)]
-    if labels[0] != labels[1]:
-        raise ZooError(f"{FLAG} {source}: the teacher predicts the labels {labels[0]} but the student "
-                       f"{labels[1]}; train the student on the teacher's data")
+    for kind in ("labels", "alphabet"):
+        values = [getattr(m.head, kind, None) for m in (teacher, student)]
+        if values[0] != values[1]:
+            raise ZooError(f"{FLAG} {source}: the teacher predicts the {kind} {values[0]!r} but the student "
+                           f"{values[1]!r}; give the student the teacher's (train it on the teacher's data and "
+                           f"head arguments)")
 
 
 def distiller(task: Task, source: str, student: zoo.ZooModel, weight: float, temperature: float,
