@@ -1,6 +1,7 @@
 """The Head contract of docs/design.md: ``forward``, ``loss``, ``decode`` (+ the step protocol for generators)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -8,6 +9,16 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.features import Features
+
+
+@dataclass
+class SoftOutputs:
+    """What a student learns from a teacher (``zoo train --distill-from``): one row of class logits per
+    predicted position, and for detectors the box each position regresses."""
+
+    logits: torch.Tensor                  # (N, C): N predicted positions (rows, tokens, frames, queries)
+    binary: bool = False                  # independent sigmoid per class (dense detectors), not one softmax
+    boxes: torch.Tensor | None = None     # (N, 4) in a unit free of the image size, or None
 
 
 class Head(nn.Module):
@@ -33,3 +44,9 @@ class Head(nn.Module):
 
     def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[Any]:
         raise NotImplementedError
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """The outputs distillation matches: here every position of ``logits`` (B, C) or (B, T, C); heads
+        whose outputs have padding, or boxes, say which positions are real."""
+        logits = outputs["logits"]
+        return SoftOutputs(logits.reshape(-1, logits.shape[-1]))

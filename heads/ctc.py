@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import Head
+from heads.base import Head, SoftOutputs
 from zoo.features import Features
 from zoo.registry import HEADS
 
@@ -77,6 +77,12 @@ class CTCHead(Head):
         loss = F.ctc_loss(log_probs, targets, outputs["lengths"], target_mask.sum(dim=1), blank=BLANK,
                           reduction="mean", zero_infinity=True)
         return {"loss": loss}
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """The logits (N, V) of the N real frames."""
+        logits, lengths = outputs["logits"], outputs["lengths"]
+        real = torch.arange(logits.shape[1], device=logits.device)[None] < lengths[:, None].to(logits.device)
+        return SoftOutputs(logits[real])
 
     def decode(self, outputs: dict[str, torch.Tensor], beams: int = 1, prune: int = 32,
                **options: Any) -> list[list[int]]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
+from heads.base import SoftOutputs
 from heads.detection import DetectionHead, grid_points, image_sizes, mask_on_map, postprocess
 from zoo.features import Features
 from zoo.registry import HEADS
@@ -144,6 +145,12 @@ class FCOSHead(DetectionHead):
         ctr = F.binary_cross_entropy_with_logits(outputs["centerness"][positive].float(), centre_target,
                                                  reduction="sum") / count
         return {"loss": cls + box + ctr, "cls": cls, "box": box, "ctr": ctr}
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """Per real point its sigmoid class logits (N, C) and box distances (N, 4) in units of its stride."""
+        valid = outputs["valid"]
+        distances = outputs["distances"] / outputs["point_strides"][None, :, None]  # (B, N, 4)
+        return SoftOutputs(outputs["logits"][valid], binary=True, boxes=distances[valid])
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None, *,

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert
 
+from heads.base import SoftOutputs
 from heads.detection import DetectionHead, grid_points, image_sizes, mask_on_map, postprocess
 from heads.detection_set_loss import SetLossWeights, set_loss
 from zoo.features import Features
@@ -142,6 +143,10 @@ class DETRHead(DetectionHead):
                 aux = set_loss(logits, boxes, target_labels, target_boxes, self.weights, self.num_classes)
                 parts.update({f"{name}_{layer}": value for name, value in aux.items()})
         return {"loss": sum(parts.values()), **parts}
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """Every query's class logits (B*Q, C+1) and box (B*Q, 4), normalised cxcywh."""
+        return SoftOutputs(outputs["logits"].flatten(0, 1), boxes=outputs["boxes"].flatten(0, 1))
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any] | None = None, *,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.base import Head
+from heads.base import Head, SoftOutputs
 from zoo.features import Features
 from zoo.layers.attention import KVCache
 from zoo.registry import HEADS
@@ -63,18 +63,15 @@ class LMHead(Head):
         otherwise they are the inputs shifted by one. ``weight``: the number of predicted tokens
         (the trainer weighs accumulated micro-batches by it).
         """
-        logits = outputs["logits"].float()
-        if "targets" in batch:
-            targets = batch["targets"]
-            valid = batch.get("target_mask", torch.ones_like(targets, dtype=torch.bool))
-        else:
-            logits = logits[:, :-1]
-            targets = batch["inputs"][:, 1:]
-            mask = batch.get("mask")
-            valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask[:, 1:] & mask[:, :-1]
+        logits, targets, valid = _predictions(outputs["logits"].float(), batch)
         labels = targets.masked_fill(~valid, -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         return {"loss": loss, "weight": valid.sum()}
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """The logits (N, V) of the N positions the loss scores."""
+        logits, _, valid = _predictions(outputs["logits"], batch)
+        return SoftOutputs(logits[valid])
 
     def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[list[int]]:
         """The most likely next token after each position, per row."""
@@ -107,6 +104,17 @@ class LMHead(Head):
             state.mask = mask if first else torch.cat([state.mask, mask], dim=1)
             features = model.backbone(state.tokens, state.mask)
         return self.proj(features.tokens[:, -1]), state
+
+
+def _predictions(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits (B, T', V) of the positions that predict a token, their next tokens (B, T'), valid (B, T'))."""
+    if "targets" in batch:
+        targets = batch["targets"]
+        return logits, targets, batch.get("target_mask", torch.ones_like(targets, dtype=torch.bool))
+    targets = batch["inputs"][:, 1:]
+    mask = batch.get("mask")
+    valid = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask[:, 1:] & mask[:, :-1]
+    return logits[:, :-1], targets, valid
 
 
 @HEADS.register("lm", accepts=("text",), causal=True)

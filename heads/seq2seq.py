@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from heads.base import Head
+from heads.base import Head, SoftOutputs
 from zoo.features import Features
 from zoo.layers.attention import KVCache, attention_mask
 from zoo.layers.block import BlockConfig
@@ -161,6 +161,10 @@ class Seq2SeqHead(Head):
         the number of target tokens both are means over (``weight``, for accumulation)."""
         loss, nll = smoothed_cross_entropy(outputs["logits"], outputs["labels"], self.label_smoothing)
         return {"loss": loss, "nll": nll.detach(), "weight": (outputs["labels"] != IGNORE).sum()}
+
+    def soft_outputs(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> SoftOutputs:
+        """The teacher-forced logits (N, V) of the N scored target positions (EOS included)."""
+        return SoftOutputs(outputs["logits"][outputs["labels"] != IGNORE])
 
     def decode(self, outputs: dict[str, torch.Tensor], **options: Any) -> list[list[int]]:
         """Teacher-forced argmax ids per row, up to (without) the first EOS."""

@@ -17,6 +17,7 @@ from zoo.model import ZooModel, create_backbone, create_head, create_model, load
 from zoo.pipelines import Pipeline, pipeline
 from zoo.pretrained import wrapped as _wrapped  # noqa: F401  (registers the "transformers" backbone)
 from zoo.quantized import quantize
+from zoo.pruning import prune_model
 from zoo.registry import BACKBONES, HEADS, TASKS, Registry
 from zoo.results import Classification, Detection, Generation, Transcription, Translation
 from zoo.tokenizer import Tokenizer
@@ -51,4 +52,4 @@ register_task = TASKS.register
 __all__ = ["Classification", "Detection", "Features", "Generation", "Pipeline", "Registry", "Tokenizer",
            "Transcription", "Translation", "ZooModel", "BACKBONES", "HEADS", "TASKS", "add_lora", "apply_adapters",
            "create_backbone", "create_head", "create_model", "get_task", "list_backbones", "list_heads", "list_tasks",
-           "load", "merge_lora", "pipeline", "quantize", "register_backbone", "register_head", "register_task"]
+           "load", "merge_lora", "pipeline", "prune_model", "quantize", "register_backbone", "register_head", "register_task"]

@@ -109,10 +109,12 @@ def _resolved(path: str, flag: str, prefer: str = "best") -> Path:
 
 def check_train_args(task: Task, args: argparse.Namespace) -> None:
     """Refuse what would fail later in ``zoo train``: a bad --data SPEC, another task's or a missing
-    --resume checkpoint, a --pretrained source that is missing, unprepared or of a kind the task
+    --resume or --distill-from checkpoint, a --pretrained source that is missing, unprepared or of a kind the task
     does not start from, unknown --backbone/--head names or keys of their arguments."""
     parse_spec(args.data)
     args.logger = check_loggers(args.logger)
+    if getattr(args, "distill_from", None):
+        checkpoint_folder(task, args.distill_from, "train", "--distill-from")
     if args.resume:
         checkpoint_folder(task, args.resume, "train", "--resume", prefer="last")
         return      # the model comes from the checkpoint: --backbone and --head play no part

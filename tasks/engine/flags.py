@@ -132,6 +132,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read flag values from a YAML or JSON file (a run's args.json works)")
     config.add_argument("--print-config", nargs="?", const="yaml", default=None, choices=CONFIG_FORMATS,
                         metavar="FORMAT", help="print the resolved flags as a --config file (yaml or json) and exit")
+    distill = parser.add_argument_group("distillation (a teacher's soft outputs; see tasks/engine/distill.py)")
+    distill.add_argument("--distill-from", default=None, metavar="RUN_DIR",
+                         help="teacher run or model folder of this task (same tokenizer and labels)")
+    distill.add_argument("--distill-weight", type=PROBABILITY, default=0.5, metavar="W",
+                         help="loss = (1-W) * task loss + W * T^2 * KL to the teacher")
+    distill.add_argument("--distill-temperature", type=POSITIVE, default=2.0, metavar="T",
+                         help="softmax temperature of teacher and student in the KL")
     lora = parser.add_argument_group("LoRA (adapters on the backbone's linears, base weights frozen; see zoo.lora)")
     lora.add_argument("--lora", type=POSITIVE_INT, default=None, metavar="RANK", help="train LoRA adapters of this rank")
     lora.add_argument("--lora-alpha", type=POSITIVE, default=None, metavar="A",

@@ -45,6 +45,9 @@ clip, step). Choices worth knowing:
   from its checkpoint. Every run prints its trainable and total parameter counts.
 - The progress bar (:mod:`zoo.progress`: on a terminal, unless ``--no-progress``) counts optimizer
   steps out of the plan, or, with only ``--time-budget``, the budget's seconds.
+- ``--distill-from RUN_DIR`` swaps the loss for :mod:`tasks.engine.distill`'s mix of the head's
+  loss and the KL to a teacher's soft outputs (the one loss hook, ``self.loss``); ``train(task,
+  args, model=...)`` starts from a built model (``zoo prune`` fine-tunes its pruned one).
 - ``--workers N`` collates in N processes; each batch there reseeds torch/random/numpy from
   (seed, epoch, batch, rank), so random augmentation does not depend on where a run resumed.
 """
@@ -86,11 +89,12 @@ PLOT_EVERY = 30.0           # seconds between redraws of curves.png (at evaluati
 _NOT_RESTORED = ("resume", "out", "init_backbone")
 
 
-def train(task: Task, args: argparse.Namespace) -> Path:
-    """Train ``task``'s model as ``args`` say; returns the run folder (on every rank)."""
+def train(task: Task, args: argparse.Namespace, model: torch.nn.Module | None = None) -> Path:
+    """Train ``task``'s model as ``args`` say (``model``: start from this built model instead of
+    ``task.build_model``, as ``zoo prune`` fine-tunes); returns the run folder (on every rank)."""
     ctx = distributed.setup(args.device)
     try:
-        return _Run(task, args, ctx).run()
+        return _Run(task, args, ctx, model).run()
     finally:
         ctx.close()
 
@@ -184,7 +188,8 @@ class TrainState:
 class _Run:
     """One training run: set-up in ``__init__``, the loop in :meth:`run`."""
 
-    def __init__(self, task: Task, args: argparse.Namespace, ctx: distributed.Dist) -> None:
+    def __init__(self, task: Task, args: argparse.Namespace, ctx: distributed.Dist,
+                 model: torch.nn.Module | None = None) -> None:
         resume = resolve_checkpoint(args.resume, "last") if args.resume else None
         if resume is not None:
             args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
@@ -202,8 +207,9 @@ class _Run:
         val_spec = args.val_data or args.data
         self.val_set = task.datasets(val_spec, "all" if args.val_data and not val_spec.startswith("builtin")
                                      else "validation")
-        self.model = self._model(resume)
+        self.model = self._model(resume, model)
         self.train_set = task.for_model(self.train_set, self.model)
+        self.loss = self._loss()
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
@@ -302,7 +308,7 @@ class _Run:
         for micro in range(self.args.accumulate):
             batch, n = self.stream.next()
             with self.ctx.no_sync(self.ddp, micro < self.args.accumulate - 1), self._autocast():
-                losses = self.model.loss(self.net(batch), batch)
+                losses = self.loss(self.net(batch), batch)
             size = torch.as_tensor(losses.get("weight", n), dtype=torch.float32, device=self.device).detach()
             if unit is None:
                 unit = size.clamp(min=1.0) if self.ctx.world_size == 1 else torch.ones((), device=self.device)
@@ -415,8 +421,10 @@ class _Run:
         write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
         self.saved_step = s.step
 
-    def _model(self, resume: Path | None) -> torch.nn.Module:
-        if resume is not None:
+    def _model(self, resume: Path | None, given: torch.nn.Module | None) -> torch.nn.Module:
+        if given is not None:
+            model = given
+        elif resume is not None:
             import zoo
 
             model = zoo.load(resume)
@@ -434,6 +442,17 @@ class _Run:
             model.backbone.requires_grad_(False)
         self._lora(model)
         return model
+
+    def _loss(self) -> Callable[[dict, dict], dict]:
+        """The head's loss, or with ``--distill-from`` its mix with the teacher's soft outputs."""
+        if not getattr(self.args, "distill_from", None):
+            return self.model.loss
+        from tasks.engine.distill import distiller
+
+        self._print(f"distilling from {self.args.distill_from} (weight {self.args.distill_weight:g}, "
+                    f"temperature {self.args.distill_temperature:g})")
+        return distiller(self.task, self.args.distill_from, self.model, self.args.distill_weight,
+                         self.args.distill_temperature, self.device)
 
     def _lora(self, model: torch.nn.Module) -> None:
         """Inject ``--lora`` adapters (a resumed LoRA run has them from its checkpoint); print what trains."""

@@ -35,6 +35,8 @@ class SpeechConfig:
     freq_width: int = 15
     time_masks: int = 2
     time_ratio: float = 0.05
+    layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
+    layer_mlp: tuple[int, ...] | None = None     # per-layer feed-forward widths of a pruned model
 
 
 class SpeechEncoder(nn.Module):
@@ -52,7 +54,7 @@ class SpeechEncoder(nn.Module):
         self.rope = RotaryEmbedding(cfg.dim // cfg.heads)
         block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, dropout=cfg.dropout,
                             conformer=cfg.conformer, conv_kernel=cfg.conv_kernel)
-        self.stack = Stack(block, cfg.depth)
+        self.stack = Stack(block, cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = nn.LayerNorm(cfg.dim)
 
     def output_lengths(self, samples: torch.Tensor) -> torch.Tensor:

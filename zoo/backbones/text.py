@@ -32,6 +32,8 @@ class TextConfig:
     causal: bool = False
     dropout: float = 0.0
     bias: bool = True
+    layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
+    layer_mlp: tuple[int, ...] | None = None     # per-layer MLP hidden widths of a pruned model
 
 
 class TextTransformer(nn.Module):
@@ -48,7 +50,7 @@ class TextTransformer(nn.Module):
         self.rope = RotaryEmbedding(cfg.dim // cfg.heads) if cfg.position == "rope" else None
         block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.mlp, cfg.norm, cfg.norm_eps, bias=cfg.bias,
                             dropout=cfg.dropout)
-        self.stack = Stack(block, cfg.depth)
+        self.stack = Stack(block, cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.embed.weight, std=0.02)

@@ -34,6 +34,8 @@ class ViTConfig:
     norm_eps: float = 1e-6       # timm: 1e-6; transformers ViT: 1e-12
     dropout: float = 0.0
     pyramid_levels: int = 3      # maps at strides p, 2p, 4p
+    layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
+    layer_mlp: tuple[int, ...] | None = None     # per-layer MLP hidden widths of a pruned model
 
 
 class VisionTransformer(nn.Module):
@@ -58,7 +60,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, prefix + grid * grid, cfg.dim) * 0.02)
         self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, norm_eps=cfg.norm_eps, dropout=cfg.dropout),
-                           cfg.depth)
+                           cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = make_norm("layer", cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.apply(_init_weights)

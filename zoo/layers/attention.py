@@ -135,20 +135,25 @@ class Attention(nn.Module):
 
     Self-attention uses one fused ``qkv`` linear (the layout timm uses, so ViT weights convert
     by renaming); cross-attention has ``q`` and a fused ``kv`` over the context dimension.
+    ``head_dim`` (default ``dim // heads``) lets a pruned layer keep fewer heads of the original
+    width: the projections then map ``dim`` to ``heads * head_dim`` and back.
     """
 
     def __init__(self, dim: int, heads: int, *, cross: bool = False, context_dim: int | None = None,
-                 bias: bool = True, dropout: float = 0.0) -> None:
+                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % heads:
+        if head_dim is None and dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads, self.head_dim, self.cross = heads, dim // heads, cross
+        if heads < 1:
+            raise ValueError(f"an attention layer needs at least one head, got {heads}")
+        self.heads, self.head_dim, self.cross = heads, head_dim or dim // heads, cross
+        inner = heads * self.head_dim
         if cross:
-            self.q = nn.Linear(dim, dim, bias=bias)
-            self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=bias)
+            self.q = nn.Linear(dim, inner, bias=bias)
+            self.kv = nn.Linear(context_dim or dim, 2 * inner, bias=bias)
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.proj = nn.Linear(dim, dim, bias=bias)
+            self.qkv = nn.Linear(dim, 3 * inner, bias=bias)
+        self.proj = nn.Linear(inner, dim, bias=bias)
         self.dropout = dropout
 
     def _split(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
@@ -166,7 +171,7 @@ class Attention(nn.Module):
                 rope: RotaryEmbedding | None = None, positions: torch.Tensor | None = None,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D). ``mask`` from :func:`attention_mask`; ``context_kv`` for cross."""
-        batch, steps, dim = x.shape
+        batch, steps, _ = x.shape
         if self.cross:
             (q,) = self._split(self.q(x), 1)
             k, v = context_kv
@@ -178,5 +183,5 @@ class Attention(nn.Module):
                 k, v = cache.update(layer, k, v)
         drop = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=is_causal)
-        out = out.transpose(1, 2).reshape(batch, steps, dim)  # (B, T, D)
+        out = out.transpose(1, 2).reshape(batch, steps, self.heads * self.head_dim)  # (B, T, nh * hs)
         return self.proj(out)

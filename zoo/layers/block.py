@@ -60,26 +60,32 @@ class ConvModule(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: x + attn(norm(x)) [+ cross(norm(x), ctx)] [+ conv] + mlp(norm(x))."""
+    """Pre-norm block: x + attn(norm(x)) [+ cross(norm(x), ctx)] [+ conv] + mlp(norm(x)).
 
-    def __init__(self, cfg: BlockConfig) -> None:
+    ``heads`` and ``mlp_width`` (a pruned layer's sizes) override the self-attention head count
+    (each head keeps ``cfg.dim // cfg.heads`` channels) and the hidden channels of the
+    feed-forward(s); None keeps those of ``cfg``.
+    """
+
+    def __init__(self, cfg: BlockConfig, heads: int | None = None, mlp_width: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg.dim, cfg.heads, bias=cfg.bias, dropout=cfg.dropout)
+        head_dim = cfg.dim // cfg.heads if heads is not None else None
+        self.attn = Attention(cfg.dim, heads or cfg.heads, bias=cfg.bias, dropout=cfg.dropout, head_dim=head_dim)
         if cfg.cross:
             self.norm_cross = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
             self.cross_attn = Attention(cfg.dim, cfg.heads, cross=True, context_dim=cfg.context_dim,
                                         bias=cfg.bias, dropout=cfg.dropout)
         if cfg.conformer:
             self.norm_ff1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-            self.ff1 = MLP(cfg.dim, hidden, cfg.mlp, cfg.dropout, cfg.bias)
+            self.ff1 = MLP(cfg.dim, hidden, cfg.mlp, cfg.dropout, cfg.bias, mlp_width)
             self.norm_conv = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
             self.conv = ConvModule(cfg.dim, cfg.conv_kernel, cfg.dropout)
             self.norm_out = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg.dim, hidden, cfg.mlp, cfg.dropout, cfg.bias)
+        self.mlp = MLP(cfg.dim, hidden, cfg.mlp, cfg.dropout, cfg.bias, mlp_width)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, is_causal: bool = False,

@@ -1,7 +1,7 @@
 """A stack of identical blocks with optional gradient checkpointing."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -11,11 +11,21 @@ from zoo.layers.block import Block, BlockConfig
 
 
 class Stack(nn.Module):
-    """``depth`` blocks applied in order; ``grad_checkpointing`` trades compute for memory."""
+    """``depth`` blocks applied in order; ``grad_checkpointing`` trades compute for memory.
 
-    def __init__(self, cfg: BlockConfig, depth: int) -> None:
+    ``layer_heads`` / ``layer_mlp`` (one number per block, from pruning) give each block its own
+    self-attention head count and feed-forward width; None keeps ``cfg``'s in every block.
+    """
+
+    def __init__(self, cfg: BlockConfig, depth: int, layer_heads: Sequence[int] | None = None,
+                 layer_mlp: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(depth))
+        for name, sizes in (("layer_heads", layer_heads), ("layer_mlp", layer_mlp)):
+            if sizes is not None and len(sizes) != depth:
+                raise ValueError(f"{name} gives {len(sizes)} sizes for {depth} layers; give one per layer")
+        heads = list(layer_heads) if layer_heads is not None else [None] * depth
+        widths = list(layer_mlp) if layer_mlp is not None else [None] * depth
+        self.blocks = nn.ModuleList(Block(cfg, h, w) for h, w in zip(heads, widths))
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
