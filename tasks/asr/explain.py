@@ -27,6 +27,8 @@ from tasks.engine.explain_plots import heading, output_path, save_spectrogram_sa
 from tasks.engine.flags import POSITIVE_INT
 from zoo.errors import ZooError
 
+IG_STEPS = 64   # CTC scores bend more along the path than a classifier's logit: twice the default steps
+
 __all__ = ["METHODS", "add_arguments", "options", "explain_inputs", "transcript_log_prob"]
 
 
@@ -65,7 +67,7 @@ def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, o
             outputs = model.head(backbone.encode_features(features, mask), expanded)
             return transcript_log_prob(outputs, expanded)            # (rows,)
 
-        attributions, delta = input_attributions(score, feats, None, method)
+        attributions, delta = input_attributions(score, feats, None, method, steps=IG_STEPS)
         with torch.no_grad():
             log_prob = float(score(feats)[0])
         saliency = attributions[0].float().cpu()                      # (T, M)
