@@ -46,7 +46,7 @@ def explain_parser(task: Any = None) -> ArgumentParser:
     g.add_argument("--input-file", metavar="FILE", help="one input per line (UTF-8)")
     methods = module.METHODS if module is not None else None
     g.add_argument("--method", choices=methods, default=methods[0] if methods else None,
-                   help="how to attribute the prediction (default: the first choice)")
+                   help="how to attribute the prediction (`zoo explain TASK --help` lists a task's methods)")
     g.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for the pictures")
     g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     g.add_argument("--json", action="store_true", help="one JSON object per input")
