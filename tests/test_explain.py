@@ -247,3 +247,22 @@ def test_rollout_is_refused_for_a_backbone_without_a_class_token() -> None:
     with pytest.raises(ZooError, match="attention_rollout needs the zoo's ViT with a class token; backbone "
                                        "'timm/resnet18'"):
         image_explain(SimpleNamespace(backbone=backbone), torch.zeros(1, 3, 8, 8), "attention_rollout")
+
+
+@pytest.mark.parametrize("head", ["ctc", "seq2seq"])
+def test_transcript_log_prob_is_the_heads_own_loss_times_the_units(head: str, tmp_path: Path) -> None:
+    """CTC: -loss x target units (the head's loss is a mean per unit); seq2seq: -nll x (units + EOS)."""
+    task, fixture = zoo.get_task("asr"), FIXTURES["asr"]
+    spec, _ = fixture.write(tmp_path)
+    argv = [*fixture.argv, "--head", head] + (["--head-args", '{"depth": 1, "heads": 2, "dim": 32}']
+                                              if head == "seq2seq" else [])
+    model = task.build_model(_train_args(task, ["--data", spec, *argv]), task.datasets(spec, "train")).eval()
+    targets, target_mask = encode_targets(model, ["one two"])
+    batch = {"inputs": torch.randn(1, 8000) * 0.1, "mask": torch.ones(1, 8000, dtype=torch.bool),
+             "targets": targets, "target_mask": target_mask}
+    with torch.no_grad():
+        outputs = model(batch)
+        losses = model.loss(outputs, batch)
+    units = targets.shape[1]
+    expected = -float(losses["loss"]) * units if head == "ctc" else -float(losses["nll"]) * (units + 1)
+    assert float(transcript_log_prob(outputs, batch)[0]) == pytest.approx(expected, rel=1e-5)
