@@ -14,7 +14,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench,export]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,export,explain]'
 	touch $(STAMP)
 
 install: $(STAMP)

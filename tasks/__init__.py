@@ -1,6 +1,7 @@
 """Task packages. Importing this package registers every task and the task commands (it is the
 ``zoo.plugins`` entry point)."""
 from tasks.engine import commands as _commands  # noqa: F401  (zoo train|eval|predict)
+from tasks.engine import explain_command as _explain  # noqa: F401  (zoo explain)
 from tasks.engine import export_command as _export  # noqa: F401  (zoo export)
 from tasks.engine import quantize_command as _quantize  # noqa: F401  (zoo quantize)
 from tasks.engine import prune_command as _prune  # noqa: F401  (zoo prune)

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: ``zoo list|data|weights|train|eval|predict|bench|demo``, argparse subcommands.
+"""The ``zoo`` command: ``zoo list|data|weights|train|eval|predict|export|explain|bench|demo``, argparse subcommands.
 
 ``list``, ``data`` and ``weights`` run here; ``train``, ``eval`` and ``predict`` take a TASK, looked up in
 the task registry, and hand the rest of the line to ``task.command`` (the task's own flags:
@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.progress import progress_enabled
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
-TASK_COMMANDS = ("train", "eval", "predict", "export", "quantize", "prune")
+TASK_COMMANDS = ("train", "eval", "predict", "export", "quantize", "prune", "explain")
 HANDED_OVER = {"bench": "benchmarks", "demo": "tasks.engine.demo"}     # command -> module run as a new process
 _OS_FIXES = {     # what the user can do about an OS error, by errno
     errno.ENOSPC: "no space left on the disk; free some space or write elsewhere (--out)",
@@ -171,7 +171,8 @@ def build_parser() -> ArgumentParser:
                  "predict": "run a checkpoint on inputs (texts or files)",
                  "export": "write a checkpoint as an ONNX graph or a torch.export program",
                  "quantize": "write an int8 copy of a checkpoint (a zoo model folder or ONNX)",
-                 "prune": "remove attention heads and MLP channels (or small weights), then fine-tune"}
+                 "prune": "remove attention heads and MLP channels (or small weights), then fine-tune",
+                 "explain": "picture why a checkpoint predicts what it does (attributions, attention)"}
     for name, summary in summaries.items():
         sub = commands.add_parser(name, help=summary, usage=f"zoo {name} TASK [flags]", add_help=False,
                                   description=f"{summary[0].upper()}{summary[1:]}.")
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"put the TASK before the flags: zoo {argv[0]} TASK [flags] (tasks: {', '.join(TASKS.list())})")
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
-        parser.error("give a COMMAND: list, data, weights, train, eval, predict, export, quantize, prune, bench or demo")
+        parser.error("give a COMMAND: list, data, weights, train, eval, predict, export, quantize, prune, explain, bench or demo")
     try:
         args.run(args)
     except (KeyError, OSError, ValueError) as error:

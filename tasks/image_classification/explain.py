@@ -10,29 +10,36 @@
   without a class token): ``|d logit_top / d pixel|``, the maximum over colour channels.
 
 :func:`save_overlay` writes the picture people look at: the preprocessed input (what the
-model saw) beside the same image under the heat map.
+model saw) beside the same image under the heat map, titled with the predicted label, its
+probability and the method, with a colour bar. `zoo predict --explain` and `zoo explain
+image_classification` (``--method auto|attention_rollout|gradient_saliency``) both draw it.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+import zoo
+from tasks.engine.attention_maps import recorded_attention
+from tasks.engine.explain_plots import denormalised, fraction, heading, save_image_maps
 from zoo.backbones.vision import VisionTransformer
+from zoo.errors import ZooError
 
-MIN_SIDE = 224  # pictures are enlarged (nearest neighbour) to at least this many pixels
-GAP = 4          # white pixels between the two panels
+METHODS = ("auto", "attention_rollout", "gradient_saliency")   # auto: rollout where the backbone allows it
 
 
-def explain(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, str]:
+def explain(model: nn.Module, images: torch.Tensor, method: str = "auto") -> tuple[torch.Tensor, str]:
     """Heat maps (B, H, W) in [0, 1] at the input's resolution for (B, 3, H, W) images, and the method's name."""
     backbone = model.backbone
-    if isinstance(backbone, VisionTransformer) and backbone.cls_token is not None:
+    rollout = isinstance(backbone, VisionTransformer) and backbone.cls_token is not None
+    if method == "attention_rollout" and not rollout:
+        raise ZooError(f"--method attention_rollout needs the zoo's ViT with a class token; backbone "
+                       f"{backbone.zoo_spec['name']!r} has none: use gradient_saliency")
+    if method == "attention_rollout" or (method == "auto" and rollout):
         maps, method = attention_rollout(backbone, images), "attention rollout"
     else:
         maps, method = gradient_saliency(model, images), "gradient saliency"
@@ -45,17 +52,8 @@ def explain(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, str]:
 @torch.no_grad()
 def attention_rollout(backbone: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     """(B, H/p, W/p): the class token's rolled-out attention to each patch, for (B, 3, H, W) images."""
-    attentions: list[torch.Tensor] = []
-
-    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        attentions.append(_attention_weights(module, args[0]))
-
-    hooks = [block.attn.register_forward_hook(record) for block in backbone.stack.blocks]
-    try:
+    with recorded_attention([block.attn for block in backbone.stack.blocks]) as attentions:
         features = backbone(images.float())
-    finally:
-        for hook in hooks:
-            hook.remove()
     tokens = attentions[0].shape[-1]
     eye = torch.eye(tokens, device=images.device)
     rollout = eye.expand(images.shape[0], tokens, tokens)
@@ -77,28 +75,19 @@ def gradient_saliency(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return grad.abs().amax(dim=1)  # (B, H, W)
 
 
-def save_overlay(image: torch.Tensor, heat: torch.Tensor, mean: list[float], std: list[float], path: Path) -> Path:
-    """PNG of a normalised (3, H, W) image beside itself under the (H, W) heat map in [0, 1]."""
-    from matplotlib import colormaps
-
-    pixels = image.detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
-    picture = (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # (H, W, 3)
-    colours = colormaps["inferno"](heat.detach().float().cpu().numpy())[..., :3] * 255  # (H, W, 3)
-    blended = (0.45 * picture + 0.55 * colours).astype(np.uint8)
-    height, width = picture.shape[:2]
-    scale = max(1, math.ceil(MIN_SIDE / max(height, width)))
-    size = (width * scale, height * scale)
-    canvas = Image.new("RGB", (2 * size[0] + GAP, size[1]), "white")
-    canvas.paste(Image.fromarray(picture).resize(size, Image.NEAREST), (0, 0))
-    canvas.paste(Image.fromarray(blended).resize(size, Image.NEAREST), (size[0] + GAP, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path, format="PNG")
-    return path
+def save_overlay(image: torch.Tensor, heat: torch.Tensor, mean: list[float], std: list[float], path: Path, *,
+                 label: str, probability: float, method: str) -> Path:
+    """PNG of a normalised (3, H, W) image beside itself under the (H, W) heat map in [0, 1], titled with
+    the predicted ``label``, its ``probability`` and the ``method``, with a colour bar."""
+    return save_image_maps(denormalised(image, mean, std), [heat.detach().float().cpu().numpy()], [method],
+                           heading(label, f"p = {fraction(probability)}", method), path)
 
 
-def _attention_weights(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(B, nh, T, T) softmax attention of a self-attention module for its (B, T, D) input."""
-    batch, steps, _ = x.shape
-    qkv = attn.qkv(x).float().view(batch, steps, 3, attn.heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k = qkv[0], qkv[1]  # (B, nh, T, hs)
-    return (q @ k.transpose(-2, -1) * attn.head_dim ** -0.5).softmax(dim=-1)
+def explain_inputs(model: nn.Module, inputs: Sequence[str], method: str, out: Path,
+                   **options: Any) -> list[dict[str, Any]]:
+    """`zoo explain image_classification`: per image file the prediction (label and probability, as `zoo
+    predict` gives them), the method used and the picture in ``files`` (`zoo predict --explain`'s)."""
+    rows = zoo.get_task("image_classification").predict(model, list(inputs), top_k=1, explain_to=out,
+                                                        explain_method=method)
+    return [{"prediction": row["label"], "score": row["probability"], "score_name": "probability",
+             "method": row["explanation_method"], "files": [row["explanation"]]} for row in rows]

@@ -191,12 +191,13 @@ class ImageClassificationTask(Task):
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str | Path | Image.Image | np.ndarray | torch.Tensor],
                 top_k: int = TOP_K, explain_to: str | Path | None = None, batch_size: int = 64,
-                **options: Any) -> list[dict[str, Any]]:
+                explain_method: str = "auto", **options: Any) -> list[dict[str, Any]]:
         """Per image (a file path, a PIL image, an (H, W, 3) uint8 array or a (3, H, W) tensor: ``as_image``):
         ``{"label", "probability", "top": [{"label", "probability"}...]}``.
 
         ``explain_to`` (a folder) also writes a PNG per image of where the model looked
-        (attention rollout for our ViT, gradient saliency otherwise), named in ``"explanation"``.
+        (``explain_method`` "auto": attention rollout for our ViT, gradient saliency otherwise),
+        titled with the label, its probability and the method, named in ``"explanation"``.
         """
         config = transform_config(model)
         transform = build_transform(config, train=False)
@@ -214,10 +215,11 @@ class ImageClassificationTask(Task):
                 top = [{"label": label, "probability": p} for label, p in row]
                 results.append({"label": top[0]["label"], "probability": top[0]["probability"], "top": top})
             if explain_to is not None:
-                heat, method = explain(model, images)
+                heat, method = explain(model, images, explain_method)
                 for number, image, heat_map in zip(chunk, images, heat):
                     path = Path(explain_to) / f"{number:03d}-{image_stem(inputs[number])}.png"
-                    save_overlay(image, heat_map, config["mean"], config["std"], path)
+                    save_overlay(image, heat_map, config["mean"], config["std"], path, label=results[number]["label"],
+                                 probability=results[number]["probability"], method=method)
                     results[number].update(explanation=str(path), explanation_method=method)
         return results
 

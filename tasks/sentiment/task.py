@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 import zoo
+from tasks.engine.attributions import token_embedding
 from tasks.engine.flags import DROP_FRACTION, POSITIVE_INT, VOCAB_SIZE
 from tasks.engine.pretrained import FLAG, checkpoint_tokenizer, source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
@@ -109,7 +110,7 @@ class SentimentTask(Task):
         model.preprocessing.update({"max_len": max_len, "eos": bool(backbone.causal),
                                     "token_dropout": args.token_dropout})
         if getattr(args, "freeze_embedding", False):
-            _embedding(model, "--freeze-embedding").requires_grad_(False)
+            token_embedding(model, "--freeze-embedding").requires_grad_(False)
         return model
 
     def _pretrained(self, args: argparse.Namespace, source: str, head_args: dict[str, Any]) -> zoo.ZooModel:
@@ -175,17 +176,6 @@ class SentimentTask(Task):
 
     def format_prediction(self, item: Any, prediction: dict[str, Any]) -> str:
         return f"{prediction['label']}\t{prediction['probability']:.3f}\t{item}"
-
-
-def _embedding(model: zoo.ZooModel, flag: str) -> torch.nn.Embedding:
-    """The backbone's token embedding (our text backbones' ``embed``, a wrapped model's input embeddings)."""
-    embed = getattr(model.backbone, "embed", None)
-    if not isinstance(embed, torch.nn.Embedding) and hasattr(getattr(model.backbone, "model", None),
-                                                             "get_input_embeddings"):
-        embed = model.backbone.model.get_input_embeddings()
-    if not isinstance(embed, torch.nn.Embedding):
-        raise ZooError(f"{flag}: backbone {model.backbone.zoo_spec['name']!r} has no token embedding to freeze")
-    return embed
 
 
 def encode(model: zoo.ZooModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
