@@ -192,7 +192,6 @@ def _seq2seq_worker(rank: int, world: int, init_file: str, out: str) -> None:
         plain = zoo.create_model("text_encoder_tiny", "seq2seq", backbone_args=BACKBONE_ARGS, vocab_size=VOCAB,
                                  depth=2, heads=2)
         sharded = distributed.shard_model(copy.deepcopy(plain), torch.device("cpu"))
-        ctx = distributed.Dist(rank, world, torch.device("cpu"))
         ids = torch.arange(3 * LENGTH).reshape(3, LENGTH) % VOCAB
         batch = {"inputs": ids, "mask": torch.ones_like(ids, dtype=torch.bool), "targets": ids.flip(1),
                  "target_mask": torch.ones_like(ids, dtype=torch.bool)}
@@ -200,7 +199,7 @@ def _seq2seq_worker(rank: int, world: int, init_file: str, out: str) -> None:
         for loss in losses:
             loss.backward()
         full_grads = {name: p.grad.full_tensor() for name, p in sharded.named_parameters()}
-        with ctx.full_weights(sharded), torch.no_grad():     # generation calls the decoder's parts directly
+        with distributed.full_weights(sharded), torch.no_grad():     # generation calls the decoder's parts directly
             generated = sharded.eval().generate(batch, max_new_tokens=4)
         result = {"losses": [loss.item() for loss in losses],
                   "grad_error": max((full_grads[name] - p.grad).abs().max().item() for name, p in plain.named_parameters()),
@@ -240,6 +239,7 @@ def test_one_process_trains_unsharded_with_either_strategy():
 @pytest.mark.parametrize("flag", [("--ema", 0.9), ("--lora", 2)])
 def test_fsdp2_refuses_flags_that_need_whole_weights(flag):
     task = LMTask()
-    with pytest.raises(ZooError, match=f"^{flag[0]} needs the whole weights.*--strategy ddp"):
+    with pytest.raises(ZooError, match=rf"^{flag[0]} does not work with --strategy fsdp2 \(.*\); "
+                                       rf"drop {flag[0]} or train with --strategy ddp$"):
         distributed.check_strategy(make_args(task, "--strategy", "fsdp2", *flag))
     distributed.check_strategy(make_args(task, *flag))                  # ddp keeps them

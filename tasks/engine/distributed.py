@@ -11,6 +11,7 @@ and optimizer state and all-gathers one block at a time.
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ContextManager, Iterable, Iterator, Sequence
@@ -64,26 +65,6 @@ class Dist:
             return shard_model(model, self.device)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
-
-    @contextmanager
-    def full_weights(self, model: torch.nn.Module) -> Iterator[None]:
-        """Inside the block a sharded ``model`` holds its whole weights on every rank (collective:
-        every rank enters), so code that calls its submodules directly (generation) runs on one
-        rank without collectives; they are sharded again after. Other models are left as they are."""
-        if not isinstance(model, FSDPModule):
-            yield
-            return
-        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
-        model.set_reshard_after_forward(False)
-        for unit in units:
-            unit.unshard()
-        try:
-            yield
-        finally:
-            for unit in units:
-                unit.reshard()
-            model.set_reshard_after_forward(True)
-            model.set_reshard_after_forward(False, recurse=False)   # FSDP2's choice for the root
 
     def grad_norm(self, params: Iterable[torch.Tensor]) -> torch.Tensor:
         """The 2-norm of the gradients of ``params`` (a plain tensor on this rank's device); for
@@ -153,10 +134,33 @@ def check_strategy(args: Any) -> None:
     """Refuse, before any work, the flags ``--strategy fsdp2`` cannot honour in a multi-process job."""
     if args.strategy != "fsdp2":
         return
-    for flag, value in (("--ema", args.ema), ("--lora", args.lora)):
+    reasons = {"--ema": (args.ema, "it averages the whole weights on rank 0"),
+               "--lora": (args.lora, "it saves its adapters from the whole weights")}
+    for flag, (value, reason) in reasons.items():
         if value is not None:
-            raise ZooError(f"{flag} needs the whole weights on one rank, which --strategy fsdp2 never has; "
+            raise ZooError(f"{flag} does not work with --strategy fsdp2 ({reason}, which no rank holds); "
                            f"drop {flag} or train with --strategy ddp")
+
+
+@contextmanager
+def full_weights(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block a sharded ``model`` holds its whole weights on every rank (collective:
+    every rank enters), so code that calls its submodules directly (generation) runs without
+    collectives; they are sharded again after. Other models are left as they are."""
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    model.set_reshard_after_forward(False)
+    for unit in units:
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+        model.set_reshard_after_forward(True)
+        model.set_reshard_after_forward(False, recurse=False)   # FSDP2's choice for the root
 
 
 def precision_policy(device: torch.device) -> MixedPrecisionPolicy:
@@ -189,6 +193,9 @@ def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
         if cross is not None:
             fully_shard(cross, mesh=mesh, mp_policy=policy)
             register_fsdp_forward_method(cross, "project_context")
+            # its keys and values are two views of one projection, which nothing writes into:
+            # FSDP's warning about in-place writes to a returned view does not apply
+            warnings.filterwarnings("ignore", r"FSDP2-wrapped module \(FSDPAttention\) returned a view")
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model

@@ -361,7 +361,7 @@ class _Run:
         the same on all ranks); only rank 0 writes evaluation files, and its metrics count.
         """
         metrics = None
-        with self.ctx.full_weights(self.model):
+        with distributed.full_weights(self.model):
             if self.ctx.is_main or self.sharded:
                 options = self.eval_options if self.ctx.is_main else replace(self.eval_options, out=None,
                                                                              progress=False)
