@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, ContextManager, Iterable, Iterator, Sequence
+from typing import Any, ContextManager, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -142,27 +142,6 @@ def check_strategy(args: Any) -> None:
                            f"drop {flag} or train with --strategy ddp")
 
 
-@contextmanager
-def full_weights(model: torch.nn.Module) -> Iterator[None]:
-    """Inside the block a sharded ``model`` holds its whole weights on every rank (collective:
-    every rank enters), so code that calls its submodules directly (generation) runs without
-    collectives; they are sharded again after. Other models are left as they are."""
-    if not isinstance(model, FSDPModule):
-        yield
-        return
-    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
-    model.set_reshard_after_forward(False)
-    for unit in units:
-        unit.unshard()
-    try:
-        yield
-    finally:
-        for unit in units:
-            unit.reshard()
-        model.set_reshard_after_forward(True)
-        model.set_reshard_after_forward(False, recurse=False)   # FSDP2's choice for the root
-
-
 def precision_policy(device: torch.device) -> MixedPrecisionPolicy:
     """FSDP2's mixed precision: on GPUs the gathered parameters (the compute) are bf16 and the
     gradients are reduced in fp32 (the shards and the optimizer stay fp32); elsewhere all fp32."""
@@ -176,8 +155,8 @@ def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
 
     Each transformer block (:class:`zoo.layers.block.Block`) is one unit, all-gathered for its
     forward and backward and freed after; the rest (embeddings, norms, the head) is the root
-    unit. A block's cross-attention is a unit of its own whose ``project_context`` (called by a
-    decoder before the blocks run) gathers its weights too. Every rank starts from rank 0's
+    unit, gathered by ``forward`` and by ``generate``. A block's cross-attention is a unit of its
+    own whose ``project_context`` (called by a decoder before the blocks run) gathers its weights too. Every rank starts from rank 0's
     weights (as DDP does); the shards move to ``device``.
     """
     with torch.no_grad():
@@ -198,4 +177,6 @@ def shard_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module
             warnings.filterwarnings("ignore", r"FSDP2-wrapped module \(FSDPAttention\) returned a view")
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
+    if callable(getattr(model, "generate", None)):    # it runs the backbone and head without forward()
+        register_fsdp_forward_method(model, "generate")
     return model

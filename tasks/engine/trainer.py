@@ -33,7 +33,7 @@ clip, step). Choices worth knowing:
   disjoint per-rank slices (the same global order as one process would see); only rank 0
   writes files; losses and the stop decisions are all-reduced, rank 0 evaluates.
   ``--strategy fsdp2`` shards the model instead of replicating it (:func:`distributed.shard_model`):
-  the optimizer steps the shards, evaluation gathers the whole weights on every rank, and each
+  the optimizer steps the shards, every rank evaluates (gathering a block at a time), and each
   ``step-N/`` keeps the sharded state in ``dcp/`` (resumable at any world size) beside the
   consolidated ``model.safetensors``.
 - The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
@@ -357,19 +357,17 @@ class _Run:
     def _evaluate(self) -> dict[str, Any]:
         """Rank 0 evaluates (EMA weights when on, RNG untouched); every rank gets the metrics.
 
-        A sharded model is gathered whole and every rank evaluates it alike (so FSDP's state stays
-        the same on all ranks); only rank 0 writes evaluation files, and its metrics count.
+        A sharded model is evaluated by every rank alike, since each forward gathers its blocks
+        from all ranks; only rank 0 writes evaluation files, and its metrics count.
         """
         metrics = None
-        with distributed.full_weights(self.model):
-            if self.ctx.is_main or self.sharded:
-                options = self.eval_options if self.ctx.is_main else replace(self.eval_options, out=None,
-                                                                             progress=False)
-                self.model.eval()
-                with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
-                    evaluated = self.task.evaluate(self.model, self.val_set, options)
-                    metrics = {k: _plain(v) for k, v in evaluated.items()}
-                self.model.train()
+        if self.ctx.is_main or self.sharded:
+            options = self.eval_options if self.ctx.is_main else replace(self.eval_options, out=None, progress=False)
+            self.model.eval()
+            with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
+                evaluated = self.task.evaluate(self.model, self.val_set, options)
+                metrics = {k: _plain(v) for k, v in evaluated.items()}
+            self.model.train()
         if self.ctx.is_main:
             if self.task.metric.name not in metrics:
                 raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
