@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import save_model
+from safetensors.torch import save_file, save_model
 from torch import nn
 
 from zoo.arguments import check_args, fields_of
@@ -162,13 +162,25 @@ class ZooModel(nn.Module):
             config["quantization"] = self.quantization.to_config()
         return config
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, weights: dict[str, torch.Tensor] | None = None) -> None:
         """Write ``config.json``, ``model.safetensors`` (tied weights once) and the tokenizer;
-        with LoRA also the adapters alone (:func:`zoo.lora.save_adapters`)."""
+        with LoRA also the adapters alone (:func:`zoo.lora.save_adapters`).
+
+        ``weights``: the tensors to write instead of this model's own, by state-dict name (a
+        sharded model's consolidated state); a tied alias among them is written once.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config
-        save_model(self, str(directory / WEIGHTS))
+        if weights is None:
+            save_model(self, str(directory / WEIGHTS))
+        else:
+            if self.lora is not None:
+                raise ValueError("a LoRA model saves its adapters from its own weights; call save() without weights")
+            aliases = ({name for name, _ in self.named_parameters(remove_duplicate=False)}
+                       - {name for name, _ in self.named_parameters()})
+            save_file({name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()
+                       if name not in aliases}, str(directory / WEIGHTS))
         if self.tokenizer is not None:
             self.tokenizer.save(directory / self.tokenizer.file)
         if self.lora is not None:

@@ -11,6 +11,12 @@ and :func:`resolve_checkpoint` falls back to the newest such folder. A save that
 
 The trainer's own state is pickle-free: tensors (optimizer moments, RNG states, raw weights
 under EMA) in ``trainer_state.safetensors``, scalars in ``trainer_state.json``.
+
+A sharded run (``--strategy fsdp2``) keeps its model and optimizer in ``step-N/dcp/``, written by
+every rank through ``torch.distributed.checkpoint`` (DCP: one file per rank plus metadata, no
+pickle of objects); :func:`load_sharded` reads it into a model sharded over any number of ranks,
+or into a plain one. The same folder also holds the consolidated ``model.safetensors`` +
+``config.json`` (:func:`consolidated_weights`), so every other command reads it as before.
 """
 from __future__ import annotations
 
@@ -19,19 +25,24 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
 
 from zoo.checkpoint import POINTERS, STEP_DIR, resolve_checkpoint  # noqa: F401 (resolve_checkpoint: re-exported)
 from zoo.errors import ZooError
 
 TRAINER_TENSORS = "trainer_state.safetensors"
 TRAINER_JSON = "trainer_state.json"
+SHARDED = "dcp"             # a sharded run's model + optimizer state inside step-N/
 _TMP_PREFIX = ".tmp-step-"
 
 
@@ -120,6 +131,39 @@ def load_trainer_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
         raise ZooError(f"{json_file}: expected an object with a 'state' object; the file was altered")
     return tensors, state
+
+
+def sharded_folder(run_dir: Path, step: int) -> Path:
+    """The hidden folder every rank writes the DCP state of checkpoint ``step`` into; the writer of
+    ``step-N`` moves it in as ``step-N/dcp`` (:data:`SHARDED`); :func:`prune` removes a stale one."""
+    return Path(run_dir) / f"{_TMP_PREFIX}{step}.{SHARDED}"
+
+
+def save_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Collective: every rank writes its shards of the model and optimizer state into ``folder``."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=str(folder))
+
+
+def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load what :func:`save_sharded` wrote into ``model`` and ``optimizer``, whatever the number of
+    ranks now (collective under a process group; a plain model in one process works too)."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optimizer_state}
+    try:
+        with warnings.catch_warnings():      # one process reading a multi-process checkpoint is meant
+            warnings.filterwarnings("ignore", "torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(folder))
+    except (dcp.api.CheckpointException, OSError, RuntimeError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise ZooError(f"{folder}: cannot read the sharded model and optimizer state ({reason}); "
+                       f"resume from another checkpoint") from None
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def consolidated_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Collective: the whole state dict of a sharded ``model``, on the CPU of rank 0 (empty elsewhere)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def rng_state() -> dict[str, Any]:

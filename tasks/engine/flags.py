@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 TRAIN_PRECISIONS = (*PRECISIONS, "fp16")        # fp16 trains on CUDA only, with a loss scaler
 CONFIG_FORMATS = ("yaml", "json")
+STRATEGIES = ("ddp", "fsdp2")   # --strategy: replicate the model, or shard it (parameters, gradients, optimizer)
 DEVICE_HELP = "auto: cuda when torch sees a GPU, else cpu"
 
 
@@ -108,6 +109,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                    help="plain fp32, bf16 autocast, or fp16 autocast with a gradient scaler (CUDA only)")
     g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
+    g.add_argument("--strategy", choices=STRATEGIES, default="ddp",
+                   help="under torchrun: ddp replicates the model on every process, fsdp2 shards its parameters, "
+                        "gradients and optimizer state (bf16 compute on GPUs); one process: neither")
     g.add_argument("--seed", type=int, default=0, help="seed of every random stream")
     g.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     g.add_argument("--ema", type=DECAY, default=None, metavar="DECAY", help="evaluate and save an EMA of the weights")

@@ -35,6 +35,10 @@ clip, step). Choices worth knowing:
 - Under ``torchrun`` each global batch of ``--batch-size`` x world size items is split into
   disjoint per-rank slices (the same global order as one process would see); only rank 0
   writes files; losses and the stop decisions are all-reduced, rank 0 evaluates.
+  ``--strategy fsdp2`` shards the model instead of replicating it (:func:`distributed.shard_model`):
+  the optimizer steps the shards, every rank evaluates (gathering a block at a time), and each
+  ``step-N/`` keeps the sharded state in ``dcp/`` (resumable at any world size) beside the
+  consolidated ``model.safetensors``.
 - The run folder gets ``args.json``, ``metrics.jsonl`` (one row per step, validation metrics
   on evaluation steps), ``curves.png`` (redrawn at evaluations, at most every ``PLOT_EVERY``
   seconds, and at the end), what ``--logger`` asks for (TensorBoard events in ``tensorboard/``,
@@ -56,7 +60,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -65,13 +71,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grads_with_norm_
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from tasks.engine import distributed
-from tasks.engine.checkpoints import (load_trainer_state, point_best, resolve_checkpoint, rng_state,
-                                      save_trainer_state, set_rng_state, write_checkpoint)
+from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharded, load_trainer_state, point_best,
+                                      resolve_checkpoint, rng_state, save_sharded, save_trainer_state,
+                                      set_rng_state, sharded_folder, write_checkpoint)
 from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
@@ -194,6 +201,8 @@ class _Run:
         if resume is not None:
             args = _resumed_args(task, args, _run_folder_of(Path(args.resume)))
         self.task, self.args, self.ctx, self.device = task, args, ctx, ctx.device
+        if ctx.active:
+            distributed.check_strategy(args)
         self.out = Path(ctx.broadcast(str(args.out or (resume.parent if resume else _default_out(task)))))
         self.eval_options = EvalOptions.from_args(args, out=self.out, split="validation")  # evaluate writes here
         self.state = TrainState()
@@ -211,6 +220,8 @@ class _Run:
         self.train_set = task.for_model(self.train_set, self.model)
         self.loss = self._loss()
         self.ema = EMA(self.model, args.ema) if args.ema and ctx.is_main else None
+        self.ddp = ctx.wrap(self.model, args.strategy)      # before the optimizer: FSDP2 swaps in the shards
+        self.sharded = distributed.is_sharded(self.ddp)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
         self.scaler = grad_scaler(args.precision, self.device)      # fp16 on CUDA only
@@ -221,7 +232,6 @@ class _Run:
         self.planned = _planned_steps(args, self.stream.batches_per_epoch)
         self.warmup = (args.warmup_steps if args.warmup_steps is not None
                        else max(1, self.planned // 20) if self.planned is not None else 20)
-        self.ddp = ctx.wrap(self.model)
         self.net = torch.compile(self.ddp) if args.compile else self.ddp
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +256,7 @@ class _Run:
                 sums, total, items, keys = self._micro_batches(keys)
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)       # the norm, the clip and the step see true gradients
-                grad_norm = get_total_norm([p.grad for p in self.params if p.grad is not None]).to(self.device)
+                grad_norm = self.ctx.grad_norm(self.params)
                 bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
                 time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
                 flags = self.ctx.all_reduce_sum(torch.cat([sums, total.reshape(1), grad_norm.reshape(1),
@@ -372,18 +382,25 @@ class _Run:
         return reason
 
     def _evaluate(self) -> dict[str, Any]:
-        """Rank 0 evaluates (EMA weights when on, RNG untouched); every rank gets the metrics."""
+        """Rank 0 evaluates (EMA weights when on, RNG untouched); every rank gets the metrics.
+
+        A sharded model is evaluated by every rank alike, since each forward gathers its blocks
+        from all ranks; only rank 0 writes evaluation files, and its metrics count.
+        """
         metrics = None
-        if self.ctx.is_main:
+        if self.ctx.is_main or self.sharded:
+            options = replace(self.eval_options, step=self.state.step)   # the step names the pictures
+            if not self.ctx.is_main:
+                options = replace(options, out=None, progress=False)
             self.model.eval()
             with _rng_kept(self.device), torch.no_grad(), self._ema_weights(), self._autocast():
-                options = replace(self.eval_options, step=self.state.step)   # the step names the pictures
                 evaluated = self.task.evaluate(self.model, self.val_set, options)
                 metrics = {k: _plain(v) for k, v in evaluated.items()}
-                if self.loggers.events is not None:
+                if self.ctx.is_main and self.loggers.events is not None:
                     self.loggers.evaluation(self.state.step, self.task.evaluation_pictures,
                                             self.task.decoded_samples(self.model, self.val_set))
             self.model.train()
+        if self.ctx.is_main:
             if self.task.metric.name not in metrics:
                 raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
                                f"metric {self.task.metric.name!r}")
@@ -395,14 +412,15 @@ class _Run:
         s = self.state
         s.epoch, s.position, s.elapsed = self.stream.epoch, self.stream.position, self._elapsed()
         rngs = self.ctx.gather(rng_state())
-        if not self.ctx.is_main:
-            return
         if s.step == self.saved_step:       # these weights are on disk already
-            if best:
+            if best and self.ctx.is_main:
                 point_best(self.out, s.step)
             return
+        weights = self._save_sharded() if self.sharded else None
+        if not self.ctx.is_main:
+            return
         tensors: dict[str, torch.Tensor] = {}
-        for index, slots in self.optimizer.state_dict()["state"].items():
+        for index, slots in ({} if self.sharded else self.optimizer.state_dict()["state"]).items():
             tensors.update({f"optim.{index}.{name}": value for name, value in slots.items()})
         if self.ema is not None:     # raw weights and buffers (the model file gets the EMA)
             tensors.update({f"model.{name}": value for name, value in self.ema.raw().items()})
@@ -414,12 +432,26 @@ class _Run:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
         def write(folder: Path) -> None:
-            with self._ema_weights():
-                self.model.save(folder)
+            if weights is not None:
+                os.rename(sharded_folder(self.out, s.step), folder / SHARDED)
+                self.model.save(folder, weights=weights)
+            else:
+                with self._ema_weights():
+                    self.model.save(folder)
             save_trainer_state(folder, tensors, info)
 
         write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
         self.saved_step = s.step
+
+    def _save_sharded(self) -> dict[str, torch.Tensor]:
+        """Every rank writes its shards of this step's model and optimizer (DCP) into the hidden
+        folder the checkpoint writer moves in; returns the consolidated weights (on rank 0)."""
+        folder = sharded_folder(self.out, self.state.step)
+        if self.ctx.is_main:
+            shutil.rmtree(folder, ignore_errors=True)     # left by a run killed while saving
+        self.ctx.barrier()
+        save_sharded(folder, self.model, self.optimizer)
+        return consolidated_weights(self.model)
 
     def _model(self, resume: Path | None, given: torch.nn.Module | None) -> torch.nn.Module:
         if given is not None:
@@ -437,7 +469,9 @@ class _Run:
                     source = resolve_checkpoint(source, "best")
                     report = model.load_backbone_from(source)
                 self._print(f"backbone from {source}: {report}")
-        model.to(self.device).train()
+        if not (self.ctx.active and self.args.strategy == "fsdp2"):
+            model.to(self.device)        # FSDP2 moves each shard there itself: the whole model never is
+        model.train()
         if self.args.freeze_backbone:
             model.backbone.requires_grad_(False)
         self._lora(model)
@@ -476,6 +510,25 @@ class _Run:
         """Load optimizer, raw weights (under EMA) and scalars; returns this rank's RNG state."""
         tensors, info = load_trainer_state(folder)
         self.state = TrainState(**info["state"])
+        if (folder / SHARDED).is_dir():       # a sharded run's: loads at any world size, sharded or not
+            load_sharded(folder / SHARDED, self.model, self.optimizer)
+        elif self.sharded:
+            raise ZooError(f"{folder} was saved unsharded (--strategy ddp or one process); resume it with "
+                           f"--strategy ddp")
+        else:
+            self._restore_unsharded(tensors)
+        if self.scaler is not None and info.get("scaler"):
+            self.scaler.load_state_dict(info["scaler"])
+        rank = self.ctx.rank
+        if rank >= len(info["rng"]):
+            self._print(f"resuming with more processes than {folder} was saved with: fresh RNG streams")
+            _seed_all(self.args.seed + rank + self.state.step)
+            return rng_state()
+        prefix = f"rng.{rank}."
+        return {**info["rng"][rank], **{k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}}
+
+    def _restore_unsharded(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Raw weights (under EMA) and the optimizer state of a checkpoint without ``dcp/``."""
         own = self.model.state_dict(keep_vars=True)
         with torch.no_grad():
             for key, value in tensors.items():
@@ -489,15 +542,6 @@ class _Run:
         optimizer_state = self.optimizer.state_dict()
         optimizer_state["state"] = slots
         self.optimizer.load_state_dict(optimizer_state)
-        if self.scaler is not None and info.get("scaler"):
-            self.scaler.load_state_dict(info["scaler"])
-        rank = self.ctx.rank
-        if rank >= len(info["rng"]):
-            self._print(f"resuming with more processes than {folder} was saved with: fresh RNG streams")
-            _seed_all(self.args.seed + rank + self.state.step)
-            return rng_state()
-        prefix = f"rng.{rank}."
-        return {**info["rng"][rank], **{k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}}
 
     # ---- small helpers -------------------------------------------------------------------------
     def _lr(self) -> float:
