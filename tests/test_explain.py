@@ -27,29 +27,13 @@ from tasks.engine.explain_command import explain
 from tasks.image_classification.explain import explain as image_explain
 from tasks.sentiment.task import encode
 from tasks.text_generation.prompts import encode_prompts
-from tests.test_task_contract import FIXTURES, _train_args
+from tests.test_task_contract import FIXTURES, _train_args, saved_tiny_model
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.layers.attention import Attention, attention_mask
 from zoo.layers.position import RotaryEmbedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-_BUILT: dict[str, tuple[Path, list[Any]]] = {}
-
-
-def _saved(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
-    """(model folder, inputs) of the task's tiny random model, written once for this module."""
-    if name not in _BUILT:
-        task, fixture = zoo.get_task(name), FIXTURES[name]
-        folder = tmp_path_factory.mktemp(name)
-        spec, inputs = fixture.write(folder)
-        torch.manual_seed(0)
-        model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train"))
-        model.save(folder / "model")
-        _BUILT[name] = folder / "model", inputs
-    return _BUILT[name]
-
-
 def _pictures(result: dict[str, Any], suffixes: tuple[str, ...] = (".png",)) -> None:
     assert sorted(Path(f).suffix for f in result["files"]) == sorted(suffixes)
     for file in result["files"]:
@@ -59,7 +43,7 @@ def _pictures(result: dict[str, Any], suffixes: tuple[str, ...] = (".png",)) -> 
 
 
 def test_sentiment_integrated_gradients_add_up_to_the_logit_difference(tmp_path_factory, tmp_path) -> None:
-    folder, _ = _saved("sentiment", tmp_path_factory)
+    folder, _ = saved_tiny_model("sentiment", tmp_path_factory)
     text = "great and superb, not dull"
     (result,) = explain(zoo.get_task("sentiment"), str(folder), [text], out=tmp_path)
     model = zoo.load(folder).eval()
@@ -78,7 +62,7 @@ def test_sentiment_integrated_gradients_add_up_to_the_logit_difference(tmp_path_
 
 
 def test_sentiment_gradient_x_input_differs_from_integrated_gradients(tmp_path_factory, tmp_path) -> None:
-    folder, _ = _saved("sentiment", tmp_path_factory)
+    folder, _ = saved_tiny_model("sentiment", tmp_path_factory)
     task = zoo.get_task("sentiment")
     ig, = explain(task, str(folder), ["great and superb"], "integrated_gradients", tmp_path / "ig")
     gxi, = explain(task, str(folder), ["great and superb"], "gradient_x_input", tmp_path / "gxi")
@@ -87,7 +71,7 @@ def test_sentiment_gradient_x_input_differs_from_integrated_gradients(tmp_path_f
 
 
 def test_text_generation_attributions_of_the_prompt_for_the_next_token(tmp_path_factory, tmp_path) -> None:
-    folder, _ = _saved("text_generation", tmp_path_factory)
+    folder, _ = saved_tiny_model("text_generation", tmp_path_factory)
     task = zoo.get_task("text_generation")
     ig, = explain(task, str(folder), ["the cat sat"], out=tmp_path / "ig")
     attention, = explain(task, str(folder), ["the cat sat"], "attention", tmp_path / "attention")
@@ -135,7 +119,7 @@ def test_recorded_attention_weights_reproduce_the_modules_output(kind: str) -> N
 
 
 def test_translation_alignment_is_target_by_source_with_rows_summing_to_one(tmp_path_factory, tmp_path) -> None:
-    folder, _ = _saved("translation", tmp_path_factory)
+    folder, _ = saved_tiny_model("translation", tmp_path_factory)
     (result,) = explain(zoo.get_task("translation"), str(folder), ["forty-two"], out=tmp_path)
     alignment = np.array(result["alignment"])
     model = zoo.load(folder)
@@ -148,7 +132,7 @@ def test_translation_alignment_is_target_by_source_with_rows_summing_to_one(tmp_
 
 
 def test_asr_frame_saliency_integrated_gradients_complete(tmp_path_factory, tmp_path) -> None:
-    folder, inputs = _saved("asr", tmp_path_factory)
+    folder, inputs = saved_tiny_model("asr", tmp_path_factory)
     (result,) = explain(zoo.get_task("asr"), str(folder), [inputs[0]], out=tmp_path)
     model = zoo.load(folder).eval()
     wave = load_audio(inputs[0], 16000)
@@ -202,7 +186,7 @@ def test_detection_saliency_of_a_planted_box_lies_inside_it() -> None:
 
 
 def test_detection_cli_explains_each_box(tmp_path_factory, tmp_path, capsys) -> None:
-    folder, inputs = _saved("detection", tmp_path_factory)
+    folder, inputs = saved_tiny_model("detection", tmp_path_factory)
     main(["explain", "detection", "--checkpoint", str(folder), inputs[0], "--out", str(tmp_path),
           "--score-threshold", "0", "--max-boxes", "2", "--json"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -214,7 +198,7 @@ def test_detection_cli_explains_each_box(tmp_path_factory, tmp_path, capsys) -> 
 
 
 def test_image_classification_names_label_probability_and_method(tmp_path_factory, tmp_path, capsys) -> None:
-    folder, inputs = _saved("image_classification", tmp_path_factory)
+    folder, inputs = saved_tiny_model("image_classification", tmp_path_factory)
     main(["explain", "image_classification", "--checkpoint", str(folder), *inputs, "--out", str(tmp_path),
           "--method", "gradient_saliency"])
     lines = capsys.readouterr().out.strip().splitlines()
@@ -226,7 +210,7 @@ def test_image_classification_names_label_probability_and_method(tmp_path_factor
 
 
 def test_bad_input_is_one_line(tmp_path_factory, tmp_path, capsys) -> None:
-    folder, _ = _saved("sentiment", tmp_path_factory)
+    folder, _ = saved_tiny_model("sentiment", tmp_path_factory)
     cases = [(["explain", "sentiment", "--checkpoint", str(folder), "ok", "--method", "rollout"], "invalid choice"),
              (["explain", "sentiment", "--checkpoint", str(folder)], "give at least one INPUT"),
              (["explain", "detection", "--checkpoint", str(folder), str(tmp_path / "missing.png")],

@@ -18,7 +18,7 @@ from PIL import Image
 
 import zoo
 from tasks.engine.export_command import export
-from tests.test_task_contract import FIXTURES, _train_args
+from tests.test_task_contract import FIXTURES, saved_tiny_model
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.results import Classification, Detection, Generation, Result, Transcription, Translation
@@ -27,22 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TASKS = ("sentiment", "image_classification", "detection", "asr", "text_generation", "translation")
 TYPES = {"sentiment": Classification, "image_classification": Classification, "detection": Detection,
          "asr": Transcription, "text_generation": Generation, "translation": Translation}
-_BUILT: dict[str, tuple[Path, list[Any]]] = {}
-
-
-def _built(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
-    """(model folder, inputs) of the task's tiny model, made once per task for this module."""
-    if name not in _BUILT:
-        folder = tmp_path_factory.mktemp(name)
-        task, fixture = zoo.get_task(name), FIXTURES[name]
-        spec, inputs = fixture.write(folder)
-        torch.manual_seed(0)
-        model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train"))
-        model.save(folder / "model")
-        _BUILT[name] = folder / "model", inputs
-    return _BUILT[name]
-
-
 def _flags(options: dict[str, Any]) -> list[str]:
     """`zoo predict` flags of predict options: ``{"max_new_tokens": 4}`` -> ``["--max-new-tokens", "4"]``."""
     return [part for key, value in options.items() for part in (f"--{key.replace('_', '-')}", str(value))]
@@ -78,7 +62,7 @@ def _as_printed(name: str, prediction: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("name", TASKS)
 def test_the_pipeline_gives_what_zoo_predict_prints(name: str, tmp_path_factory: pytest.TempPathFactory,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    folder, inputs = _built(name, tmp_path_factory)
+    folder, inputs = saved_tiny_model(name, tmp_path_factory)
     expected = _cli_predictions(name, folder, inputs, capsys)
     pipe = zoo.pipeline(name, folder, device="cpu", **FIXTURES[name].predict_options)
     results = pipe(inputs)
@@ -94,7 +78,7 @@ def test_the_pipeline_gives_what_zoo_predict_prints(name: str, tmp_path_factory:
 @pytest.mark.parametrize("name", TASKS)
 def test_one_input_gives_one_result_and_a_list_what_one_by_one_gives(name: str,
                                                                     tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built(name, tmp_path_factory)
+    folder, inputs = saved_tiny_model(name, tmp_path_factory)
     pipe = zoo.pipeline(name, folder, device="cpu", **FIXTURES[name].predict_options)
     alone = [pipe(item) for item in inputs]
     assert all(isinstance(r, Result) for r in alone)
@@ -111,7 +95,7 @@ def test_one_input_gives_one_result_and_a_list_what_one_by_one_gives(name: str,
 
 @pytest.mark.parametrize("name", TASKS)
 def test_results_survive_a_json_round_trip(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built(name, tmp_path_factory)
+    folder, inputs = saved_tiny_model(name, tmp_path_factory)
     for result in zoo.pipeline(name, folder, device="cpu", **FIXTURES[name].predict_options)(inputs):
         data = result.to_dict()
         assert json.loads(json.dumps(data)) == data
@@ -120,7 +104,7 @@ def test_results_survive_a_json_round_trip(name: str, tmp_path_factory: pytest.T
 
 def test_a_run_folder_predicts_with_its_best_checkpoint(tmp_path_factory: pytest.TempPathFactory,
                                                         tmp_path: Path) -> None:
-    folder, inputs = _built("sentiment", tmp_path_factory)
+    folder, inputs = saved_tiny_model("sentiment", tmp_path_factory)
     run = tmp_path / "run"
     zoo.load(folder).save(run / "step-4")
     (run / "best").symlink_to("step-4")
@@ -130,7 +114,7 @@ def test_a_run_folder_predicts_with_its_best_checkpoint(tmp_path_factory: pytest
 
 def test_the_model_goes_to_the_device_asked_for_or_a_gpu_when_torch_sees_one(
         tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder, _ = _built("sentiment", tmp_path_factory)
+    folder, _ = saved_tiny_model("sentiment", tmp_path_factory)
     loaded = zoo.load
     places: list[str] = []
 
@@ -152,11 +136,11 @@ def test_the_model_goes_to_the_device_asked_for_or_a_gpu_when_torch_sees_one(
 
 def test_drawings_and_explanations_are_named_in_the_results(tmp_path_factory: pytest.TempPathFactory,
                                                             tmp_path: Path) -> None:
-    folder, inputs = _built("detection", tmp_path_factory)
+    folder, inputs = saved_tiny_model("detection", tmp_path_factory)
     drawn = zoo.pipeline("detection", folder, device="cpu", score_threshold=0.0, out=str(tmp_path / "drawn"))(inputs)
     assert [Path(r.drawn).name for r in drawn] == [Path(i).stem + ".png" for i in inputs]
     assert all(Path(r.drawn).is_file() for r in drawn)
-    folder, inputs = _built("image_classification", tmp_path_factory)
+    folder, inputs = saved_tiny_model("image_classification", tmp_path_factory)
     explained = zoo.pipeline("image_classification", folder, device="cpu")(inputs[0], explain_to=str(tmp_path))
     assert Path(explained.explanation).is_file() and explained.label in explained.scores
 
@@ -165,7 +149,7 @@ def test_drawings_and_explanations_are_named_in_the_results(tmp_path_factory: py
 
 def test_images_in_memory_give_what_their_files_give(tmp_path_factory: pytest.TempPathFactory) -> None:
     for name in ("image_classification", "detection"):
-        folder, inputs = _built(name, tmp_path_factory)
+        folder, inputs = saved_tiny_model(name, tmp_path_factory)
         pipe = zoo.pipeline(name, folder, device="cpu", **FIXTURES[name].predict_options)
         pixels = np.array(Image.open(inputs[0]).convert("RGB"))                     # (H, W, 3) uint8
         expected = pipe(inputs[0])
@@ -179,7 +163,7 @@ def test_images_in_memory_give_what_their_files_give(tmp_path_factory: pytest.Te
 
 
 def test_audio_arrays_give_what_their_files_give(tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built("asr", tmp_path_factory)
+    folder, inputs = saved_tiny_model("asr", tmp_path_factory)
     pipe = zoo.pipeline("asr", folder, device="cpu")
     samples, rate = soundfile.read(inputs[0], dtype="float32")
     assert rate == 16000 and samples.ndim == 1
@@ -198,7 +182,7 @@ def test_audio_arrays_give_what_their_files_give(tmp_path_factory: pytest.TempPa
 
 def test_bad_arguments_fail_in_one_line_before_the_model_loads(tmp_path_factory: pytest.TempPathFactory,
                                                               tmp_path: Path) -> None:
-    folder, _ = _built("sentiment", tmp_path_factory)
+    folder, _ = saved_tiny_model("sentiment", tmp_path_factory)
     with pytest.raises(ZooError, match="unknown task 'sentimnet'; did you mean 'sentiment'"):
         zoo.pipeline("sentimnet", folder)
     with pytest.raises(ZooError, match="sentiment prediction has no option 'top_p'; it takes batch_size"):
@@ -211,7 +195,7 @@ def test_bad_arguments_fail_in_one_line_before_the_model_loads(tmp_path_factory:
         zoo.pipeline("sentiment", tmp_path / "absent")
     with pytest.raises(ZooError, match="is a sentiment model; use `zoo predict sentiment`"):
         zoo.pipeline("translation", folder)
-    with pytest.raises(ZooError, match="text_generation: not supported yet"):
+    with pytest.raises(ZooError, match="no export.json; pass a folder written by `zoo export`"):
         zoo.pipeline("text_generation", folder, runtime="onnx")
 
 
@@ -220,7 +204,7 @@ def test_bad_arguments_fail_in_one_line_before_the_model_loads(tmp_path_factory:
                                                     ("asr", 3.5, "float")])
 def test_an_input_of_the_wrong_type_is_named_in_one_line(name: str, item: Any, kind: str,
                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built(name, tmp_path_factory)
+    folder, inputs = saved_tiny_model(name, tmp_path_factory)
     pipe = zoo.pipeline(name, folder, device="cpu")
     with pytest.raises(ZooError, match=f"zoo.pipeline\\('{name}'\\): input 2 is a {kind}; {name} reads ") as error:
         pipe([inputs[0], item])
@@ -236,7 +220,7 @@ def test_an_input_of_the_wrong_type_is_named_in_one_line(name: str, item: Any, k
 @pytest.mark.slow     # exporting takes about 10 s on a shared 2-core CPU
 def test_runtime_onnx_gives_what_zoo_predict_runtime_onnx_prints(tmp_path_factory: pytest.TempPathFactory,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    folder, inputs = _built("sentiment", tmp_path_factory)
+    folder, inputs = saved_tiny_model("sentiment", tmp_path_factory)
     exported = export(zoo.get_task("sentiment"), str(folder), "onnx", folder.parent / "onnx", optimize=False)
     expected = _cli_predictions("sentiment", exported, inputs, capsys, "--runtime", "onnx")
     pipe = zoo.pipeline("sentiment", exported, runtime="onnx")
@@ -252,7 +236,7 @@ def test_runtime_onnx_gives_what_zoo_predict_runtime_onnx_prints(tmp_path_factor
 
 @pytest.mark.parametrize("name", ["text_generation", "translation"])
 def test_generate_text_gives_the_task_predictions(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built(name, tmp_path_factory)
+    folder, inputs = saved_tiny_model(name, tmp_path_factory)
     model, task = zoo.load(folder), zoo.get_task(name)
     assert model.generate_text(inputs, max_new_tokens=4) == task.predict(model, inputs, max_new_tokens=4)
     assert model.generate_text(inputs, max_new_tokens=4, num_beams=2) == task.predict(model, inputs, max_new_tokens=4,
@@ -265,6 +249,6 @@ def test_generate_text_gives_the_task_predictions(name: str, tmp_path_factory: p
 
 
 def test_generate_text_refuses_a_model_that_does_not_generate_text(tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder, inputs = _built("sentiment", tmp_path_factory)
+    folder, inputs = saved_tiny_model("sentiment", tmp_path_factory)
     with pytest.raises(ZooError, match="needs a text model that generates"):
         zoo.load(folder).generate_text(inputs)

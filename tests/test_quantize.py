@@ -25,7 +25,7 @@ from tasks.engine.export import Exported, predict_exported
 from tasks.engine.export_command import export
 from tasks.engine.quantize_command import quantize_checkpoint
 from tasks.sentiment.task import encode
-from tests.test_task_contract import FIXTURES, _train_args
+from tests.test_task_contract import FIXTURES, tiny_model
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.quantized import QMAX, Int8Embedding, Int8Linear, _kernel_fits, int8_matmul, quantize_rows
@@ -40,10 +40,7 @@ def _built(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[zoo.Zoo
     """(fp32 model, data SPEC, its saved folder) of the task's tiny fixture, once per module."""
     if name not in _BUILT:
         folder = tmp_path_factory.mktemp(name)
-        task, fixture = zoo.get_task(name), FIXTURES[name]
-        spec, _ = fixture.write(folder)
-        torch.manual_seed(0)
-        model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train"))
+        model, spec, _ = tiny_model(name, folder)
         model.eval().save(folder / "fp32")
         _BUILT[name] = model, spec, folder / "fp32"
     return _BUILT[name]
@@ -184,19 +181,17 @@ def test_the_loaded_int8_model_predicts_the_fp32_labels(method: str, tmp_path_fa
 @pytest.mark.parametrize("method", ["dynamic", "static"])
 @pytest.mark.parametrize("name", zoo.list_tasks())
 def test_every_task_predicts_from_an_int8_checkpoint(name: str, method: str, tmp_path: Path) -> None:
-    task, fixture = zoo.get_task(name), FIXTURES[name]
-    spec, inputs = fixture.write(tmp_path)
-    torch.manual_seed(0)
-    model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train")).eval()
-    model.save(tmp_path / "fp32")
+    task = zoo.get_task(name)
+    model, spec, inputs = tiny_model(name, tmp_path)
+    model.eval().save(tmp_path / "fp32")
     calibration = spec if method == "static" else None     # calibrated through the task's own collate
     int8 = quantize_checkpoint(task, str(tmp_path / "fp32"), method, tmp_path / "int8", calibration=calibration)
     loaded = zoo.load(int8)
     assert loaded.quantization.method == method
     assert any(isinstance(m, Int8Linear) for m in loaded.modules())
     assert not any(isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) for m in loaded.modules())
-    expected, got = task.predict(model, inputs, **fixture.predict_options), task.predict(loaded, inputs,
-                                                                                          **fixture.predict_options)
+    options = FIXTURES[name].predict_options
+    expected, got = task.predict(model, inputs, **options), task.predict(loaded, inputs, **options)
     assert len(got) == len(expected) and [type(p) for p in got] == [type(p) for p in expected]
 
 
@@ -270,6 +265,14 @@ def test_onnx_int8_leaves_the_speech_front_end_float(tmp_path: Path, tmp_path_fa
 
 # ---- errors ------------------------------------------------------------------------------------------------
 
+def test_int8_onnx_of_a_decoder_step_export_is_refused_before_tracing(tmp_path_factory: pytest.TempPathFactory,
+                                                                       tmp_path: Path) -> None:
+    _, _, fp32 = _built("translation", tmp_path_factory)
+    with pytest.raises(ZooError, match="encoder and decoder-step graphs.*use --format torch"):
+        quantize_checkpoint(zoo.get_task("translation"), str(fp32), "dynamic", tmp_path / "a", "onnx")
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -287,8 +290,6 @@ def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path_factory: pyte
             quantize_checkpoint(task, str(fp32), "static", tmp_path / "a")
         with pytest.raises(ZooError, match="--calibration applies to --method static only"):
             quantize_checkpoint(task, str(fp32), "dynamic", tmp_path / "a", calibration=spec)
-        with pytest.raises(ZooError, match="zoo export translation: not supported yet"):
-            quantize_checkpoint(zoo.get_task("translation"), str(fp32), "dynamic", tmp_path / "a", "onnx")
     for argv, message in ((["--method", "int4"], "invalid choice 'int4'"),
                           (["--method", "static"], "--method static needs --calibration SPEC")):
         with pytest.raises(SystemExit):

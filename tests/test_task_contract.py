@@ -119,6 +119,29 @@ def _train_args(task: Task, argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def tiny_model(name: str, folder: Path) -> tuple[zoo.ZooModel, str, list[Any]]:
+    """Task ``name``'s fixture written into ``folder``: (its tiny model as `zoo train` builds it, seeded
+    0; the data SPEC; the predict inputs)."""
+    task, fixture = zoo.get_task(name), FIXTURES[name]
+    spec, inputs = fixture.write(folder)
+    torch.manual_seed(0)
+    model = task.build_model(_train_args(task, ["--data", spec, *fixture.argv]), task.datasets(spec, "train"))
+    return model, spec, inputs
+
+
+_SAVED: dict[str, tuple[Path, list[Any]]] = {}
+
+
+def saved_tiny_model(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    """(model folder, predict inputs) of :func:`tiny_model`, saved once per test session (read only)."""
+    if name not in _SAVED:
+        folder = tmp_path_factory.mktemp(name)
+        model, _, inputs = tiny_model(name, folder)
+        model.save(folder / "model")
+        _SAVED[name] = folder / "model", inputs
+    return _SAVED[name]
+
+
 # ---- the contract ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", TASKS)

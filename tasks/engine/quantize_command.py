@@ -66,6 +66,9 @@ def quantize_checkpoint(task: Any, checkpoint: str, method: str, out: str | Path
     model = load_checkpoint(task, checkpoint, "quantize")
     if model.quantization is not None:
         raise ZooError(f"--checkpoint {checkpoint} is int8 already; quantize the float checkpoint")
+    if fmt == "onnx" and callable(getattr(model.head, "step", None)):
+        raise ZooError(f"--format onnx: the {model.head.zoo_spec['name']} head exports as encoder and decoder-step "
+                       f"graphs, which int8 ONNX does not cover yet; use --format torch (int8 PyTorch) for it")
     chosen = calibration_batches(task, model, data, batches, batch_size) if data is not None else None
     if fmt == "onnx":
         from tasks.engine.quantize_onnx import write_int8_export

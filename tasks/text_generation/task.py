@@ -33,7 +33,7 @@ from tasks.text_generation.formats import FORMATS, TextDataset
 from tasks.text_generation.metrics import evaluate_blocks
 from tasks.text_generation.prompts import stream_text
 from zoo.errors import ZooError
-from zoo.texts import continue_texts
+from zoo.texts import continue_texts, position_limit
 from zoo.tokenizer import TOKENIZER_FILE, BaseTokenizer, Tokenizer
 
 SAMPLE_PROMPT, SAMPLE_TOKENS = 40, 48   # the decoded samples of the run's logs: prompt characters, new tokens
@@ -154,9 +154,14 @@ class TextGenerationTask(Task):
         return [text for chunk in chunks for text in continue_texts(model, [inputs[i] for i in chunk], **options)]
 
     def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
-        """Greedy continuations of the openings (:data:`SAMPLE_PROMPT` characters) of the first ``count`` texts."""
+        """Greedy continuations of the openings (:data:`SAMPLE_PROMPT` characters) of the first ``count`` texts;
+        on a learned-position backbone, prompt and :data:`SAMPLE_TOKENS` new tokens within half its positions each."""
         prompts = [text[:SAMPLE_PROMPT] for text in dataset.texts[:count]]
-        continuations = model.generate_text(prompts, max_new_tokens=SAMPLE_TOKENS)
+        new, limit = SAMPLE_TOKENS, position_limit(model)
+        if limit is not None:
+            new = min(new, limit // 2)
+            prompts = [model.tokenizer.decode(model.tokenizer.encode(text)[:limit - new - 1]) for text in prompts]
+        continuations = model.generate_text(prompts, max_new_tokens=new)
         return [f"{prompt}|{continuation}" for prompt, continuation in zip(prompts, continuations)]
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:

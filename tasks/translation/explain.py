@@ -18,8 +18,8 @@ from heads.seq2seq import IGNORE
 from tasks.engine.attention_maps import recorded_attention
 from tasks.engine.explain_plots import fraction, heading, output_path, save_matrix, token_labels
 from tasks.engine.flags import POSITIVE_INT
-from tasks.translation.evaluation import output_budget
 from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
+from zoo.texts import output_budget
 from zoo.tokenizer import pad_ids
 
 METHODS = ("cross_attention",)
