@@ -86,7 +86,7 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of the rows with a number under ``key``."""
     points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    return (list(map(list, zip(*points))) if points else ([], []))  # type: ignore[return-value]
+    return [step for step, _ in points], [value for _, value in points]
 
 
 def _points(ax, rows: list[dict], key: str, label: str, color: str) -> None:
