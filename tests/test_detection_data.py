@@ -15,9 +15,8 @@ import zoo
 from tasks.detection import builtin
 from tasks.engine.sets import BUILTIN_SPLITS
 from zoo.storage import data_root
-from tasks.detection.predict import read_image
 from tasks.detection.transforms import build_detection_transform, collate_detection
-from tasks.engine.images import load_image
+from tasks.engine.images import load_image, read_image
 from zoo.errors import ZooError
 
 TASK = zoo.get_task("detection")

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 
 import zoo
-from tasks.detection.predict import read_image
+from tasks.engine.images import read_image
 from tasks.engine.evaluation import to_device
 from tasks.engine.explain_plots import denormalised, fraction, heading, normalised, output_path, save_image_maps
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY

@@ -23,10 +23,10 @@ from torchvision.ops import box_convert, nms
 from heads.detection_dense import FCOSHead, distances_to_boxes
 from heads.detection_detr import DETRHead
 from tasks.detection.drawing import draw
-from tasks.detection.predict import _unique, read_image, unlabelled
+from tasks.detection.predict import _unique, unlabelled
 from tasks.detection.transforms import build_detection_transform, collate_detection
 from tasks.engine.export import Exported, Graph, Traced
-from tasks.engine.images import image_stem
+from tasks.engine.images import image_stem, read_image
 from zoo.errors import ZooError
 
 TRACED_SIZE = (2, 96, 128)      # batch, height, width: not square, so a ViT traces its position resizing

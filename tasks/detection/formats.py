@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
-from tasks.engine.images import load_image, probe_image
+from tasks.engine.images import probe_image, read_image
 from tasks.engine.records import class_names, json_value, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
@@ -111,7 +111,7 @@ class DetectionDataset(Dataset):
                 continue
             record = self.records[position]
             try:
-                image = _decode_image(record.path)
+                image = read_image(record.path)
             except _IMAGE_ERRORS as err:
                 self._undecodable.add(position)
                 self.skipped += 1
@@ -126,12 +126,6 @@ class DetectionDataset(Dataset):
             }
             return self.transform(sample) if self.transform is not None else sample
         raise ZooError(f"{self.source}: none of its {len(self.records)} images can be decoded")
-
-
-def _decode_image(path: Path) -> torch.Tensor:
-    """Decode an image file to uint8 (3, H, W) RGB with the decoder every task shares."""
-    pixels = np.array(load_image(path))  # (H, W, 3)
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
 def _clean_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

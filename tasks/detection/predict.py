@@ -10,18 +10,7 @@ from PIL import Image
 
 from tasks.detection.drawing import draw
 from tasks.detection.evaluation import detect, to_original_pixels
-from tasks.engine.images import as_image, image_stem
-
-
-def read_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> torch.Tensor:
-    """An image (a file, decoded as in training, or one in memory: :func:`tasks.engine.images.as_image`) as
-    uint8 (3, H, W) RGB.
-
-    A missing file raises ``FileNotFoundError``; a damaged one, a non-image, a decompression bomb or an
-    array of another shape raises :class:`~zoo.errors.ZooError`, each naming the file or ``source``.
-    """
-    pixels = np.array(as_image(item, source))  # (H, W, 3)
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+from tasks.engine.images import image_stem, read_image
 
 
 def unlabelled(image: torch.Tensor, item: Any, index: int) -> dict[str, Any]:

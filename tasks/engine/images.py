@@ -58,6 +58,17 @@ def as_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source:
                    f"uint8 array or a (3, H, W) tensor")
 
 
+
+def read_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> torch.Tensor:
+    """An image (a file, decoded as in training, or one in memory: :func:`as_image`) as
+    uint8 (3, H, W) RGB.
+
+    A missing file raises ``FileNotFoundError``; a damaged one, a non-image, a decompression bomb or an
+    array of another shape raises :class:`~zoo.errors.ZooError`, each naming the file or ``source``.
+    """
+    pixels = np.array(as_image(item, source))  # (H, W, 3)
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+
 def image_stem(item: str | Path | Image.Image | np.ndarray | torch.Tensor) -> str:
     """The file name without its suffix of an image given by path; ``"image"`` for one given in memory."""
     return Path(item).stem if isinstance(item, (str, Path)) else "image"
