@@ -7,27 +7,33 @@ from ``runs/base``), a transformers GPT-2 folder, a timm ViT and a torchaudio wa
 file. They are written once per module and linked into each case's folder, so what a snippet
 writes (``my-model``, ``runs/x-merged``...) stays in its own folder. A block preceded by
 ``<!-- snippet: skip (REASON) -->`` is reported as skipped with that reason; keep them rare.
+
+Every ``zoo ...`` line of the pages' shell blocks is parsed by the real parsers (the command's, then
+the task's flags), so a renamed flag or choice fails here too; nothing of them runs.
 """
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 import zoo
 from tasks.engine.checkpoints import write_checkpoint
 from tests.test_task_contract import saved_tiny_model
+from zoo.cli import HANDED_OVER, TASK_COMMANDS, build_parser
+from zoo.registry import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "tasks").glob("*/README.md"))]
 FENCE = re.compile(r"^```(\S*)")
 SKIP = re.compile(r"^<!-- snippet: skip \((.+)\) -->$")
+SHELL_FENCES = ("bash", "sh", "")
+SHELL_ENDS = {">", "|", "&&", ";", "2>&1"}     # a command line's own words end before a redirection or a pipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,6 +84,38 @@ def _ids() -> list[str]:
         counts[snippet.where] = counts.get(snippet.where, 0) + 1
         names.append(snippet.where if counts[snippet.where] == 1 else f"{snippet.where} ({counts[snippet.where]})")
     return names
+
+
+def zoo_lines(page: Path) -> list[tuple[int, list[str]]]:
+    """(line number, words after ``zoo``) of every ``zoo ...`` command in the page's shell blocks."""
+    found, fence = [], None
+    lines = page.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
+        opened = FENCE.match(line)
+        if opened and fence is None:
+            fence = opened.group(1)
+        elif line.startswith("```"):
+            fence = None
+        elif fence in SHELL_FENCES and line.startswith("zoo "):
+            following = number
+            while line.endswith("\\"):                  # a command continued on the next line
+                line, following = line[:-1] + lines[following], following + 1
+            words = shlex.split(line, comments=True)[1:]
+            cut = next((i for i, word in enumerate(words) if word in SHELL_ENDS), len(words))
+            found.append((number, words[:cut]))
+    return found
+
+
+def parse_error(words: list[str], capsys: pytest.CaptureFixture[str]) -> str | None:
+    """The one-line error the real parsers give for `zoo WORDS` (the command's, then the task's flags); None if
+    they parse. `bench` and `demo` are other programs' parsers and are not checked here."""
+    try:
+        args = build_parser().parse_args(words)
+        if args.command in TASK_COMMANDS:
+            COMMANDS.meta(args.command)["parser"](zoo.get_task(args.task)).parse_args(args.flags)
+    except SystemExit as stop:
+        return None if stop.code == 0 else capsys.readouterr().err.strip()     # 0: a --help line
+    return None
 
 
 # ---- the files the snippets read ---------------------------------------------------------------------
@@ -136,19 +174,18 @@ def _link_files(files: Path, folder: Path) -> None:
     """Link each prepared file or run into ``folder`` at its path; the folders above it are real, so
     what a snippet writes next to them (``runs/x-merged``) lands in ``folder``."""
     for top in files.iterdir():
-        inner = [top] if top.is_file() or top.name != "runs" and top.name != "path" else list(top.iterdir())
-        for item in inner:
+        for item in [top] if top.is_file() else list(top.iterdir()):
             target = folder / item.relative_to(files)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(item, target_is_directory=item.is_dir())
 
 
 @pytest.fixture
-def workspace(files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh working folder with the prepared files linked in."""
+def workspace(files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working folder with the prepared files linked in, made the working directory."""
     _link_files(files, tmp_path)
     monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    return tmp_path
 
 
 # ---- the snippets ------------------------------------------------------------------------------------
@@ -159,6 +196,21 @@ def test_the_snippet_runs_as_written(snippet: Snippet, workspace: Path) -> None:
         pytest.skip(f"marked in the README: {snippet.skip}")
     namespace = {"__name__": "readme_snippet"}
     exec(compile(snippet.source, f"{snippet.where} (line {snippet.line})", "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(ROOT)) for page in PAGES])
+def test_every_zoo_command_line_parses(page: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [(number, words) for number, words in zoo_lines(page) if words[0] not in HANDED_OVER]
+    assert lines, f"{page} has no zoo command line"
+    errors = [f"{page.name}:{number}: zoo {shlex.join(words)}: {error}" for number, words in lines
+              if (error := parse_error(words, capsys))]
+    assert not errors, "\n".join(errors)
+
+
+def test_a_wrong_flag_is_caught(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_error(["train", "sentiment", "--max-steps", "10"], capsys) is None
+    assert "--max-stepz" in parse_error(["train", "sentiment", "--max-stepz", "10"], capsys)
+    assert "invalid choice" in parse_error(["eval", "sentiment", "--checkpoint", "x", "--device", "tpu"], capsys)
 
 
 def test_every_python_block_is_found_and_skips_stay_rare() -> None:
