@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,17 @@ def test_load_of_a_lora_folder_equals_the_model_and_its_merged_copy(kind: str, t
         greedy = loaded.generate(prompt, stop_tokens=(), max_new_tokens=10)
         assert plain.generate(prompt, stop_tokens=(), max_new_tokens=10) == greedy
         assert model.generate(prompt, stop_tokens=(), max_new_tokens=10) == greedy
+
+
+def test_a_merged_model_keeps_no_peft_record_and_takes_new_adapters_cleanly() -> None:
+    model = merge_lora(_lora_model("text_encoder"))
+    assert not hasattr(model.backbone, "peft_config")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # peft warns when it finds an earlier adapters' config
+        spec = add_lora(model, rank=4, targets=["qkv"])
+    assert spec.rank == 4 and list(model.backbone.peft_config) == ["default"]
+    assert {n.rsplit(".lora_", 1)[0] for n, _ in model.backbone.named_parameters() if ".lora_" in n} == set(
+        spec.targets) == {"stack.blocks.0.attn.qkv", "stack.blocks.1.attn.qkv"}
 
 
 def test_adapters_alone_are_small_and_reapplied_on_the_base_give_the_same_outputs(tmp_path: Path) -> None:

@@ -229,6 +229,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
         module.merge(safe_merge=True)
         parent, _, child = name.rpartition(".")
         setattr(model.backbone.get_submodule(parent), child, module.get_base_layer())
+    if hasattr(model.backbone, "peft_config"):     # peft's record of the adapters just folded in
+        del model.backbone.peft_config
     model.lora = None
     model.requires_grad_(True)
     return model
