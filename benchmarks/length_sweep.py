@@ -255,7 +255,7 @@ def _range(curve: dict[str, Any]) -> str:
 def markdown(machine: dict[str, Any], results: Sequence[dict[str, Any]], speedups: Sequence[dict[str, Any]]) -> str:
     """The slopes table and the KV-cache speed-up per context."""
     lines = [(f"Length sweep on {machine['gpu'] or machine['cpu']} ({machine['device']}, "
-              f"{machine['torch_threads']} threads), {machine['date'][:10]}; batch 1, median of timed repetitions."),
+              f"torch threads: {machine['torch_threads']}), {machine['date'][:10]}; batch 1, median of timed repetitions."),
              "", "| curve | precision | range | time at shortest | time at longest | slope | upper-half slope |",
              "|---|---|---|---|---|---|---|"]
     for curve in results:
@@ -293,7 +293,7 @@ def plot(path: Path, machine: dict[str, Any], results: Sequence[dict[str, Any]],
     ax.set_xlabel("n: sequence length attention sees (tokens, patches + 1, audio frames / 4, decode context)")
     ax.set_ylabel("seconds per forward / train step / decoded token (median)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=2)
     if speedups:
         for precision in dict.fromkeys(s["precision"] for s in speedups):
             mine = [s for s in speedups if s["precision"] == precision]
@@ -311,7 +311,7 @@ def plot(path: Path, machine: dict[str, Any], results: Sequence[dict[str, Any]],
     if speedups:
         axes[1].yaxis.set_minor_formatter(plain)   # a speed-up range within one decade needs its minor ticks named
     fig.suptitle(f"Cost as work grows, batch 1: {machine['gpu'] or machine['cpu']} ({machine['device']}, "
-                 f"{machine['torch_threads']} threads), {machine['date'][:10]}. Slope 1 = linear, 2 = quadratic",
+                 f"torch threads: {machine['torch_threads']}), {machine['date'][:10]}. Slope 1 = linear, 2 = quadratic",
                  fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
