@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -320,16 +321,18 @@ def plot(path: Path, machine: dict[str, Any], results: Sequence[dict[str, Any]],
 def run(names: Sequence[str], device: torch.device, precisions: Sequence[str], out: Path, sizes: Sizes = FULL,
         options: dict[str, Any] | None = None) -> list[Path]:
     """Measure the sweeps ``names`` at each precision and write ``<stem>-sweep.json``, ``.md`` and ``.png``."""
+    started = time.perf_counter()
     results = []
     for precision in precisions:
         for curve in curves(names, sizes, device):
             results.append(measure_curve(curve, device, precision, sizes.point_seconds))
+    options = {**(options or {}), "seconds": round(time.perf_counter() - started, 1)}
     speedups = kv_speedup(results)
     machine = report.machine_info(device)
     stem = Path(out) / f"{report.result_stem(machine)}-sweep"
     paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine, "options": options or {}, "curves": results, "kv_speedup": speedups}
+    payload = {"machine": machine, "options": options, "curves": results, "kv_speedup": speedups}
     paths[0].write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     text = markdown(machine, results, speedups)
     paths[1].write_text(text, encoding="utf-8")

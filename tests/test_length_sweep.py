@@ -36,6 +36,7 @@ def test_a_tiny_sweep_writes_json_markdown_and_a_picture(tmp_path, capsys) -> No
     [result] = tmp_path.glob("*-sweep.json")
     payload = json.loads(result.read_text())
     assert {"machine", "options", "curves", "kv_speedup"} <= payload.keys()
+    assert payload["options"]["sweep_length"] == ["image", "decode"] and payload["options"]["seconds"] > 0
     labels = [curve["label"] for curve in payload["curves"]]
     assert [c["sweep"] for c in payload["curves"]] == ["image", "decode", "decode"], labels
     for curve in payload["curves"]:
