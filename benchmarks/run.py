@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import zoo
-from benchmarks import flops, report
+from benchmarks import flops, length_sweep, report
 from tasks.engine import bench
 from tasks.engine.device import pick_device
 from tasks.engine.flags import POSITIVE, POSITIVE_INT
@@ -58,9 +58,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="also sweep the batch size: double until out of memory, then bisect")
     parser.add_argument("--sweep-max", type=POSITIVE_INT,
                         help="largest batch the sweep tries (default 4096 on a GPU, 8x the row's batch on a CPU)")
+    parser.add_argument("--sweep-length", nargs="*", metavar="NAME",
+                        help="instead of the rows: time batch-1 forwards (and decode steps) as the length grows, "
+                             f"fit log-log slopes and plot them; NAME: {', '.join(length_sweep.SWEEPS)} "
+                             "(default all; --quick: tiny models and lengths)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the rounds of each row")
     args = parser.parse_args(list(argv))
+    if args.sweep_length is not None:
+        parser.refuse_unknown("sweep", args.sweep_length, length_sweep.SWEEPS)
+        args.sweep_length = args.sweep_length or list(length_sweep.SWEEPS)
     args.task = [*args.names, *(args.task or [])] or None
     parser.refuse_unknown("task", args.task or [], zoo.list_tasks())
     args.suite = args.suite or ("tasks" if args.task else "all")
@@ -209,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if args.sweep_length is not None:
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        sizes = length_sweep.TINY if args.quick else length_sweep.FULL
+        with progress_enabled(not args.no_progress):
+            written = length_sweep.run(args.sweep_length, device, args.precision or ["fp32"], args.out, sizes, options)
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
     precisions = args.precision or default_precisions(device)
     selected = sources(args)
     started = time.perf_counter()
