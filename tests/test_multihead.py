@@ -13,6 +13,7 @@ import zoo
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.task import Metric, Task
 from tests.backbone_configs import SMALL_ARGS
+from tests.format1_fixture import format1_folder
 from zoo.errors import ZooError
 from zoo.multihead import MultiHeadModel
 
@@ -91,19 +92,19 @@ def test_save_and_load_give_identical_outputs_and_keep_the_heads_apart(tmp_path:
 
 
 def test_a_single_head_model_keeps_its_config_format_and_old_checkpoints_load(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = zoo.create_model("text_encoder_tiny", "classification", backbone_args=SMALL_ARGS["text"],
-                             num_classes=3).eval()
-    model.save(tmp_path)
+    old = zoo.load(format1_folder())       # the folder format-1 code saved (tests/format1_fixture.py)
+    assert type(old) is zoo.ZooModel and old.head.labels == ["negative", "positive"]
+    old.save(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert list(config) == ["format_version", "backbone", "head", "task", "preprocessing", "tokenizer",
                             "tokenizer_kind"]
-    assert all(key.startswith(("backbone.", "head.")) for key in zoo.load(tmp_path).state_dict())
-    # a format-1 folder (no tokenizer_kind, written before several heads existed) still loads
-    old = {k: v for k, v in config.items() if k != "tokenizer_kind"} | {"format_version": 1}
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    ids = torch.randint(0, 50, (2, 5))
-    torch.testing.assert_close(zoo.load(tmp_path)(ids)["logits"], model(ids)["logits"], rtol=0, atol=0)
+    expected = json.loads((format1_folder() / "expected.json").read_text())
+    ids, mask = old.tokenizer.batch(expected["texts"])
+    again = zoo.load(tmp_path)
+    assert all(key.startswith(("backbone.", "head.")) for key in again.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again({"inputs": ids, "mask": mask})["logits"], torch.tensor(expected["logits"]),
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_reset_head_renews_one_head_and_nothing_else() -> None:
