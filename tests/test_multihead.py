@@ -135,6 +135,19 @@ def test_freeze_the_backbone_or_a_named_head() -> None:
     assert all(p.requires_grad for p in model.backbone.parameters())
 
 
+def test_lora_trains_every_head_and_round_trips(tmp_path: Path) -> None:
+    model = hybrid()
+    zoo.add_lora(model, 2)
+    assert all(p.requires_grad for p in model.heads.parameters())
+    assert all(p.requires_grad == (".lora_" in f".{n}") for n, p in model.backbone.named_parameters())
+    model.eval().save(tmp_path)
+    batch = speech_batch()
+    with torch.no_grad():
+        before, after = model(batch), zoo.load(tmp_path)(batch)
+    for name in before:
+        torch.testing.assert_close(after[name]["logits"], before[name]["logits"], rtol=0, atol=0)
+
+
 def test_export_one_named_head_through_the_tasks_export(tmp_path: Path) -> None:
     from tasks.engine.export import Exported
     from tasks.engine.export_command import export
@@ -188,6 +201,12 @@ def test_export_one_named_head_through_the_tasks_export(tmp_path: Path) -> None:
 def test_bad_heads_are_refused_in_one_line(build, message: str) -> None:
     with pytest.raises(ZooError, match=message):
         build()
+
+
+def test_a_number_of_heads_is_still_the_seq2seq_heads_attention_argument() -> None:
+    model = zoo.create_model("text_encoder_tiny", "seq2seq", backbone_args=SMALL_ARGS["text"], vocab_size=VOCAB,
+                             dim=32, depth=1, heads=4)
+    assert type(model) is zoo.ZooModel and model.head.zoo_spec["args"]["heads"] == 4
 
 
 def test_one_module_under_two_names_is_refused() -> None:

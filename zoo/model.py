@@ -151,18 +151,22 @@ class ZooModel(nn.Module):
             raise ZooError(f"unknown part {name!r}; a single-head model has 'backbone' and 'head'")
         return getattr(self, name)
 
+    def head_modules(self) -> dict[str, nn.Module]:
+        """Every head by its state-dict prefix: ``{"head": head}`` (several heads: ``{"heads.<name>": head}``)."""
+        return {"head": self.head}
+
     def freeze(self, part: str, frozen: bool = True) -> None:
         """Stop (``frozen``) or restart training ``part``: ``"backbone"``, ``"head"``, or a head's name."""
         self.part(part).requires_grad_(not frozen)
 
     def head_config(self) -> dict[str, Any]:
         """The ``config.json`` field naming the head: ``{"head": {"name", "args"}}``."""
-        return {"head": _spec_of(self.head, "head")}
+        return {"head": spec_of(self.head, "head")}
 
     @property
     def config(self) -> dict[str, Any]:
         """The JSON-able description ``zoo.load`` rebuilds from."""
-        parts = {"backbone": _spec_of(self.backbone, "backbone"), **self.head_config()}
+        parts = {"backbone": spec_of(self.backbone, "backbone"), **self.head_config()}
         config = {"format_version": FORMAT_VERSION, **parts, "task": self.task,
                   "preprocessing": self.preprocessing,
                   "tokenizer": self.tokenizer.file if self.tokenizer is not None else None,
@@ -225,12 +229,13 @@ class ZooModel(nn.Module):
         return self.load_weights(directory, prefix="backbone.")
 
 
-def _spec_of(module: nn.Module, part: str) -> dict[str, Any]:
-    """The registry name and arguments ``module`` was built from (``zoo_spec``), for ``config.json``."""
+def spec_of(module: nn.Module, part: str, kind: str | None = None) -> dict[str, Any]:
+    """The registry name and arguments ``module`` (the model's ``part``, a ``kind`` of the registry)
+    was built from (``zoo_spec``), for ``config.json``."""
     spec = getattr(module, "zoo_spec", None)
     if spec is None:
         raise ValueError(f"this model's {part} was not built by name through zoo; "
-                         f"use zoo.create_{part}(...) so it can be saved and rebuilt")
+                         f"use zoo.create_{kind or part}(...) so it can be saved and rebuilt")
     return spec
 
 
@@ -243,7 +248,8 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
 
     ``heads``: several heads on the one backbone, ``{name: registry name | {"name", "args"} | module}``
     (``head`` and head arguments are then not given); ``head_weights`` weigh their losses (default 1 each),
-    ``head_targets`` rename the batch keys a head reads (:class:`zoo.multihead.MultiHeadModel`).
+    ``head_targets`` rename the batch keys a head reads (:class:`zoo.multihead.MultiHeadModel`). A number
+    ``heads=4`` stays what it always was: the attention-head count of a ``seq2seq`` or ``detr`` head.
 
     ``pretrained``: a catalog name (``zoo list weights``: ``"wordllama"``), a zoo model or run
     folder, a local transformers folder, or a timm/torchaudio safetensors file (see
@@ -256,6 +262,8 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
     >>> zoo.create_model(backbone="vit_tiny", head="classification",
     ...                  backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
     """
+    if isinstance(heads, int) and not isinstance(heads, bool):     # the seq2seq/detr head's own argument
+        head_args["heads"], heads = heads, None
     source = None
     if pretrained is not None:
         from zoo.pretrained import load_pretrained

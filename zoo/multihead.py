@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.model import ZooModel, as_batch, create_head
+from zoo.model import ZooModel, as_batch, create_head, spec_of
 from zoo.tokenizer import BaseTokenizer
 
 HeadSpec = str | Mapping[str, Any] | nn.Module     # a registry name, {"name", "args"}, or a built head
@@ -95,8 +95,9 @@ def _known(names: list[str], given: Mapping[str, Any], field: str) -> None:
 class MultiHeadModel(ZooModel):
     """A backbone and named heads: ``forward(batch)`` -> ``{head name: that head's outputs}``.
 
-    ``save``, ``load_weights``, ``set_grad_checkpointing``, ``freeze`` and the trainer work as for one head. What needs one head (generation, distillation,
-    a task's export) takes ``model.single_head(name)``, a single-head view sharing the modules.
+    ``save``, ``load_weights``, ``set_grad_checkpointing``, ``freeze``, LoRA and the trainer work as for one
+    head. What needs one head (generation, distillation, a task's export) takes ``model.single_head(name)``,
+    a single-head view sharing the modules.
     """
 
     def __init__(self, backbone: nn.Module, heads: Mapping[str, HeadSpec] | Iterable[tuple[str, HeadSpec]],
@@ -121,6 +122,9 @@ class MultiHeadModel(ZooModel):
     def head(self) -> nn.Module:
         raise ZooError(f"this model has several heads ({', '.join(self.heads)}); pick one with "
                        f"model.single_head(name) (or model.heads[name])")
+
+    def head_modules(self) -> dict[str, nn.Module]:
+        return {f"heads.{name}": head for name, head in self.heads.items()}
 
     def head_batch(self, name: str, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` as head ``name`` reads it: its ``head_targets`` keys filled from their batch keys."""
@@ -171,8 +175,8 @@ class MultiHeadModel(ZooModel):
         view trains this model); what generation and ``zoo export`` take."""
         view = ZooModel(self.backbone, self.heads[self._head_name(name)], self.tokenizer, self.preprocessing,
                         self.task)
-        view.lora, view.quantization = self.lora, self.quantization
-        return view.train(self.training)
+        view.lora, view.quantization, view.training = self.lora, self.quantization, self.training
+        return view
 
     def reset_head(self, name: str, head: HeadSpec | None = None, **args: Any) -> None:
         """Replace head ``name`` by a new one: ``head`` (a registry name, a spec or a module), or by default
@@ -191,11 +195,5 @@ class MultiHeadModel(ZooModel):
 
     def head_config(self) -> dict[str, Any]:
         """The ``config.json`` fields naming the heads: ``heads``, ``head_weights``, ``head_targets``."""
-        specs = {}
-        for name, head in self.heads.items():
-            spec = getattr(head, "zoo_spec", None)
-            if spec is None:
-                raise ValueError(f"head {name!r} was not built by name through zoo; give it as a registry name "
-                                 f"or use zoo.create_head(...) so it can be saved and rebuilt")
-            specs[name] = spec
+        specs = {name: spec_of(head, f"head {name!r}", "head") for name, head in self.heads.items()}
         return {"heads": specs, "head_weights": self.head_weights, "head_targets": self.head_targets}
