@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -171,6 +172,26 @@ def test_export_one_named_head_through_the_tasks_export(tmp_path: Path) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_predict_one_named_head_from_the_cli(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tasks.image_classification.transforms import default_transform_config
+
+    model = zoo.create_model("vit_tiny", backbone_args=SMALL_ARGS["image"], task="image_classification",
+                             preprocessing={"transform": default_transform_config(32)},
+                             heads={"coarse": {"name": "classification", "args": {"num_classes": 2}},
+                                    "fine": {"name": "classification", "args": {"num_classes": 5,
+                                                                                "labels": list("abcde")}}})
+    model.save(tmp_path / "model")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    task, flags = zoo.get_task("image_classification"), ["--checkpoint", str(tmp_path / "model"), "--device", "cpu",
+                                                          "--no-progress", str(tmp_path / "red.png")]
+    with pytest.raises(ZooError, match=r"has several heads \(coarse, fine\); pass --head NAME"):
+        task.command("predict", flags)
+    [prediction] = task.command("predict", [*flags, "--head", "fine"])
+    assert prediction["label"] in "abcde" and len(prediction["top"]) >= 2
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda: hybrid().single_head("decoder"), r"unknown head 'decoder'; this model's heads are ctc, seq2seq, speaker"),
     (lambda: hybrid().reset_head("decoder"), r"unknown head 'decoder'"),
@@ -234,7 +255,6 @@ def two_target_samples(count: int, seed: int) -> list[dict]:
     return [{"ids": row, "has_seven": int((row == 7).any()), "first": int(row[0]) % 3} for row in rows]
 
 
-@zoo.register_task("test_multihead_two_targets")
 class TwoTargets(Task):
     """A synthetic text task whose batches carry two targets, one per head."""
 
@@ -270,8 +290,16 @@ class TwoTargets(Task):
         return {"accuracy": sum(right.values()) / 2, **{f"accuracy_{k}": v for k, v in right.items()}}
 
 
-def test_the_trainer_lowers_every_part_of_a_two_target_loss(tmp_path: Path) -> None:
-    task = zoo.get_task("test_multihead_two_targets")
+@pytest.fixture
+def two_targets() -> Iterator[Task]:
+    """The task registered for one test only (the task-contract tests loop over every registered task)."""
+    zoo.register_task(TwoTargets.name)(TwoTargets)
+    yield zoo.get_task(TwoTargets.name)
+    zoo.TASKS._entries.pop(TwoTargets.name, None)      # the registry has no public unregister
+
+
+def test_the_trainer_lowers_every_part_of_a_two_target_loss(two_targets: Task, tmp_path: Path) -> None:
+    task = two_targets
     run = task.command("train", ["--max-steps", "60", "--eval-every", "30", "--out", str(tmp_path / "run"),
                                  "--device", "cpu", "--no-progress", "--seed", "0"])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 import zoo
-from tasks.engine.commands import checkpoint_folder
+from tasks.engine.commands import HEAD_HELP, checkpoint_folder, one_head
 from tasks.engine.export import FILES, SIDECAR, exporting_tasks, one_line, task_module, write_export
 from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
@@ -44,19 +44,6 @@ def new_folder(out: str | Path) -> Path:
     return out
 
 
-def one_head(model: nn.Module, checkpoint: str, head: str | None) -> nn.Module:
-    """``model`` itself, or for a several-head model the single-head view of ``--head``."""
-    heads = getattr(model, "heads", None)
-    if heads is None:
-        if head is not None:
-            raise ZooError(f"--head {head}: --checkpoint {checkpoint} has one head; drop --head")
-        return model
-    if head is None:
-        raise ZooError(f"--checkpoint {checkpoint} has several heads ({', '.join(heads)}); pass --head NAME "
-                       f"to export one")
-    return model.single_head(head)
-
-
 def load_checkpoint(task: Any, checkpoint: str, command: str) -> nn.Module:
     """The model of ``--checkpoint`` on the CPU in eval mode, for ``zoo COMMAND TASK`` ("export",
     "quantize"); a model that does not load is refused in one line saying nothing was written."""
@@ -77,7 +64,7 @@ def export_parser(task: Any = None) -> ArgumentParser:
     g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
     g.add_argument("--format", default="onnx", choices=tuple(FILES), help="ONNX (dynamo exporter) or torch.export")
     g.add_argument("--out", required=True, metavar="DIR", help="new folder for the graph and its sidecar")
-    g.add_argument("--head", metavar="NAME", help="the head to export, for a model with several heads")
+    g.add_argument("--head", metavar="NAME", help=HEAD_HELP)
     g.add_argument("--no-optimize", action="store_true", help="skip onnxscript's graph optimisation (faster export)")
     g.add_argument("--no-progress", action="store_true", help="no progress display")
     return parser
