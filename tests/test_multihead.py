@@ -311,3 +311,25 @@ def test_the_trainer_lowers_every_part_of_a_two_target_loss(two_targets: Task, t
     assert rows[-1]["val_accuracy_first"] > 0.6 and "val_accuracy_seven" in rows[-1]
     loaded = zoo.load(run)
     assert isinstance(loaded, MultiHeadModel) and set(loaded.heads) == {"seven", "first"}
+
+
+def test_a_resumed_multi_head_run_repeats_the_uninterrupted_losses(two_targets: Task, tmp_path: Path) -> None:
+    import shutil
+
+    flags = ["--device", "cpu", "--no-progress", "--seed", "0", "--max-steps", "12", "--checkpoint-every", "6",
+             "--keep", "4", "--accumulate", "2"]
+    straight = two_targets.command("train", [*flags, "--out", str(tmp_path / "a")])
+    resumed = tmp_path / "b"            # run a as it stood at step 6
+    resumed.mkdir()
+    shutil.copytree(straight / "step-6", resumed / "step-6")
+    shutil.copy(straight / "args.json", resumed / "args.json")
+    shutil.copy(straight / "metrics.jsonl", resumed / "metrics.jsonl")
+    two_targets.command("train", ["--resume", str(resumed), "--no-progress"])
+    for run in (straight, resumed):
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 12
+    parts = ("train_loss", "train_loss/seven", "train_loss/first")
+    logged = [[[json.loads(line)[p] for p in parts] for line in (run / "metrics.jsonl").read_text().splitlines()]
+              for run in (straight, resumed)]
+    assert logged[0] == logged[1]
+    a, b = (zoo.load(run / "last").state_dict() for run in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
