@@ -191,6 +191,23 @@ def test_adapters_alone_are_small_and_reapplied_on_the_base_give_the_same_output
         apply_adapters(other, tmp_path / "run")
 
 
+def test_a_head_with_tied_weights_saves_its_adapters_and_reapplies_them(tmp_path: Path) -> None:
+    """The seq2seq head ties its output projection to its embedding: the adapter file holds that tensor once."""
+    def build() -> zoo.ZooModel:
+        torch.manual_seed(0)
+        return zoo.create_model("speech_encoder_tiny", "seq2seq", backbone_args=BACKBONES["speech_encoder"][1],
+                                vocab_size=40, depth=1)
+
+    model, base = build(), build()
+    add_lora(model, 2)
+    with torch.no_grad():
+        model.head.embed.weight.add_(0.5)      # fine-tuned: the tied projection moved with it
+    model.eval().save(tmp_path)
+    apply_adapters(base, tmp_path)
+    assert torch.equal(base.head.proj.weight, model.head.proj.weight)
+    assert base.head.proj.weight.data_ptr() == base.head.embed.weight.data_ptr()
+
+
 def test_multihead_attention_children_are_never_targets() -> None:
     """torchaudio's Conformer attention is nn.MultiheadAttention, which reads out_proj.weight itself."""
     model = zoo.create_model("torchaudio/conformer", "classification", num_classes=3,

@@ -28,9 +28,12 @@ POINTERS = ("best", "last")   # a run folder's links to its best and last step-N
 STEP_DIR = re.compile(r"step-(\d+)$")   # a run folder's checkpoint folders
 _PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin", "checkpoint.pt")
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-# field -> (JSON types allowed, required); "name"/"args" of backbone and head are checked below
+# field -> (JSON types allowed, required); "name"/"args" of backbone and head(s) are checked below.
+# A multi-head model (zoo.multihead) has "heads" {name: {"name", "args"}} instead of "head".
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
-    "backbone": ((dict,), True), "head": ((dict,), True), "task": ((str, type(None)), False),
+    "backbone": ((dict,), True), "head": ((dict,), False), "task": ((str, type(None)), False),
+    "heads": ((dict,), False), "head_weights": ((dict, type(None)), False),
+    "head_targets": ((dict, type(None)), False),
     "preprocessing": ((dict, type(None)), False), "tokenizer": ((str, type(None)), False),
     "lora": ((dict, type(None)), False),
     "quantization": ((dict, type(None)), False),
@@ -144,8 +147,19 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         if not isinstance(config[field], types):
             raise ZooError(f"{path}: field {field!r} is {_json_type(config[field])}, expected "
                            f"{' or '.join(_json_type(t()) for t in types)}")
-    for part in ("backbone", "head"):
-        spec = config[part]
+    if ("head" in config) == ("heads" in config):
+        raise ZooError(f"{path}: expected exactly one of the fields 'head' (one head) and 'heads' (several)")
+    parts = {"backbone": config["backbone"]}
+    if "head" in config:
+        parts["head"] = config["head"]
+    else:
+        if not config["heads"]:
+            raise ZooError(f"{path}: field 'heads' is empty; expected {{name: {{\"name\", \"args\"}}}}")
+        for name, spec in config["heads"].items():
+            if not isinstance(spec, dict):
+                raise ZooError(f"{path}: field 'heads.{name}' is {_json_type(spec)}, expected an object")
+            parts[f"heads.{name}"] = spec
+    for part, spec in parts.items():
         if not isinstance(spec.get("name"), str):
             raise ZooError(f"{path}: field '{part}.name' is {_json_type(spec.get('name'))}, expected a registry name")
         if not isinstance(spec.get("args", {}), dict):

@@ -156,8 +156,9 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: l
 
 
 def mark_trainable(model: nn.Module) -> None:
-    """Adapters and the head's own parameters train; every other backbone tensor is frozen."""
-    model.head.requires_grad_(True)
+    """Adapters and the heads' own parameters train; every other backbone tensor is frozen."""
+    for head in model.head_modules().values():
+        head.requires_grad_(True)
     for name, param in model.backbone.named_parameters():   # after the head: a tied tensor stays frozen
         param.requires_grad_(".lora_" in f".{name}")
 
@@ -169,10 +170,15 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What fine-tuning changed: the backbone's LoRA tensors and the head's own tensors (model names)."""
-    backbone = {t.data_ptr() for t in model.backbone.state_dict().values()}
+    """What fine-tuning changed: the backbone's LoRA tensors and the heads' own tensors (model names; a
+    tensor tied inside a head, like the seq2seq output projection and embedding, once)."""
+    seen = {t.data_ptr() for t in model.backbone.state_dict().values()}
     state = {f"backbone.{n}": t for n, t in model.backbone.state_dict().items() if ".lora_" in f".{n}"}
-    state.update({f"head.{n}": t for n, t in model.head.state_dict().items() if t.data_ptr() not in backbone})
+    for prefix, head in model.head_modules().items():
+        for name, tensor in head.state_dict().items():
+            if tensor.data_ptr() not in seen:
+                state[f"{prefix}.{name}"] = tensor
+                seen.add(tensor.data_ptr())
     return state
 
 

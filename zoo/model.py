@@ -1,4 +1,4 @@
-"""ZooModel = backbone + head; ``create_model``, ``save`` and pickle-free ``load``."""
+"""ZooModel = backbone + head (several heads: :mod:`zoo.multihead`); ``create_model``, ``save`` and pickle-free ``load``."""
 from __future__ import annotations
 
 import json
@@ -77,11 +77,14 @@ class ZooModel(nn.Module):
     arguments, preprocessing, the task); ``tokenizer`` is saved beside the weights.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, tokenizer: BaseTokenizer | None = None,
+    def __init__(self, backbone: nn.Module, head: nn.Module | None, tokenizer: BaseTokenizer | None = None,
                  preprocessing: dict | None = None, task: str | None = None) -> None:
+        """``head`` None: a subclass attaches its heads itself (:class:`zoo.multihead.MultiHeadModel`)."""
         super().__init__()
-        head.check_backbone(backbone)
-        self.backbone, self.head = backbone, head
+        self.backbone = backbone
+        if head is not None:
+            head.check_backbone(backbone)
+            self.head = head
         self.tokenizer = tokenizer
         self.preprocessing = dict(preprocessing or {})
         self.task = task
@@ -142,16 +145,28 @@ class ZooModel(nn.Module):
         new.check_backbone(self.backbone)
         self.head = new
 
+    def part(self, name: str) -> nn.Module:
+        """``"backbone"`` or ``"head"``: the module :meth:`freeze` addresses."""
+        if name not in ("backbone", "head"):
+            raise ZooError(f"unknown part {name!r}; a single-head model has 'backbone' and 'head'")
+        return getattr(self, name)
+
+    def head_modules(self) -> dict[str, nn.Module]:
+        """Every head by its state-dict prefix: ``{"head": head}`` (several heads: ``{"heads.<name>": head}``)."""
+        return {"head": self.head}
+
+    def freeze(self, part: str, frozen: bool = True) -> None:
+        """Stop (``frozen``) or restart training ``part``: ``"backbone"``, ``"head"``, or a head's name."""
+        self.part(part).requires_grad_(not frozen)
+
+    def head_config(self) -> dict[str, Any]:
+        """The ``config.json`` field naming the head: ``{"head": {"name", "args"}}``."""
+        return {"head": spec_of(self.head, "head")}
+
     @property
     def config(self) -> dict[str, Any]:
         """The JSON-able description ``zoo.load`` rebuilds from."""
-        parts = {}
-        for part in ("backbone", "head"):
-            spec = getattr(getattr(self, part), "zoo_spec", None)
-            if spec is None:
-                raise ValueError(f"this model's {part} was not built by name through zoo; "
-                                 f"use zoo.create_{part}(...) so it can be saved and rebuilt")
-            parts[part] = spec
+        parts = {"backbone": spec_of(self.backbone, "backbone"), **self.head_config()}
         config = {"format_version": FORMAT_VERSION, **parts, "task": self.task,
                   "preprocessing": self.preprocessing,
                   "tokenizer": self.tokenizer.file if self.tokenizer is not None else None,
@@ -214,11 +229,27 @@ class ZooModel(nn.Module):
         return self.load_weights(directory, prefix="backbone.")
 
 
+def spec_of(module: nn.Module, part: str, kind: str | None = None) -> dict[str, Any]:
+    """The registry name and arguments ``module`` (the model's ``part``, a ``kind`` of the registry)
+    was built from (``zoo_spec``), for ``config.json``."""
+    spec = getattr(module, "zoo_spec", None)
+    if spec is None:
+        raise ValueError(f"this model's {part} was not built by name through zoo; "
+                         f"use zoo.create_{kind or part}(...) so it can be saved and rebuilt")
+    return spec
+
+
 def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module = "classification", *,
                  pretrained: str | Path | None = None, backbone_args: dict | None = None,
                  tokenizer: BaseTokenizer | None = None, preprocessing: dict | None = None, task: str | None = None,
-                 **head_args: Any) -> ZooModel:
+                 heads: Any = None, head_weights: dict[str, float] | None = None,
+                 head_targets: dict[str, dict[str, str]] | None = None, **head_args: Any) -> ZooModel:
     """Compose a model from registry names or built modules (the backbone defaults to ``vit_tiny``).
+
+    ``heads``: several heads on the one backbone, ``{name: registry name | {"name", "args"} | module}``
+    (``head`` and head arguments are then not given); ``head_weights`` weigh their losses (default 1 each),
+    ``head_targets`` rename the batch keys a head reads (:class:`zoo.multihead.MultiHeadModel`). A number
+    ``heads=4`` stays what it always was: the attention-head count of a ``seq2seq`` or ``detr`` head.
 
     ``pretrained``: a catalog name (``zoo list weights``: ``"wordllama"``), a zoo model or run
     folder, a local transformers folder, or a timm/torchaudio safetensors file (see
@@ -231,6 +262,8 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
     >>> zoo.create_model(backbone="vit_tiny", head="classification",
     ...                  backbone_args={"img_size": 28, "patch_size": 4}, num_classes=10)
     """
+    if isinstance(heads, int) and not isinstance(heads, bool):     # the seq2seq/detr head's own argument
+        head_args["heads"], heads = heads, None
     source = None
     if pretrained is not None:
         from zoo.pretrained import load_pretrained
@@ -248,6 +281,14 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
         backbone = create_backbone(backbone, **(backbone_args or {}))
     elif backbone_args:
         raise ValueError("backbone_args apply only when the backbone is given by name")
+    if heads is not None:
+        if source is not None:
+            raise ZooError("pretrained= fills one head; build the multi-head model on a pretrained backbone "
+                           "with zoo.create_model(pretrained=...) and heads added by reset_head, or load_backbone_from")
+        return _multi_head(backbone, head, heads, head_weights, head_targets, tokenizer, preprocessing, task,
+                           head_args)
+    if head_weights is not None or head_targets is not None:
+        raise ZooError("head_weights and head_targets name heads of heads={...}; a single-head model has neither")
     if isinstance(head, str):
         head = create_head(head, backbone, **head_args)
     elif head_args:
@@ -256,6 +297,18 @@ def create_model(backbone: str | nn.Module | None = None, head: str | nn.Module 
     if source is not None:
         model.pretrained_report = _fill_head(model, source.report, source.head_state)
     return model
+
+
+def _multi_head(backbone: nn.Module, head: Any, heads: Any, weights: Any, targets: Any,
+                tokenizer: BaseTokenizer | None, preprocessing: dict | None, task: str | None,
+                head_args: dict[str, Any]) -> ZooModel:
+    """``create_model(heads=...)``: refuses a ``head`` or head arguments beside ``heads``."""
+    from zoo.multihead import MultiHeadModel
+
+    if head != "classification" or head_args:
+        raise ZooError("give either head= (with its arguments) or heads={name: head, ...}, not both; "
+                       "put each head's arguments in its spec: {'name': ..., 'args': {...}}")
+    return MultiHeadModel(backbone, heads, weights, targets, tokenizer, preprocessing, task)
 
 
 def _fill_head(model: ZooModel, report: LoadReport, stored: dict[str, torch.Tensor]) -> LoadReport:
@@ -294,9 +347,18 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> Zoo
             raise ZooError(f"{directory / config['tokenizer']}: cannot be read as a tokenizer ({err})") from None
     backbone = _built(config_path, "backbone", lambda: create_backbone(config["backbone"]["name"],
                                                                         **config["backbone"].get("args", {})))
-    head = _built(config_path, "head", lambda: create_head(config["head"]["name"], backbone,
-                                                           **config["head"].get("args", {})))
-    model = ZooModel(backbone, head, tokenizer, config.get("preprocessing"), config.get("task"))
+    if "heads" in config:
+        from zoo.multihead import MultiHeadModel
+
+        heads = {name: _built(config_path, f"heads.{name}", lambda spec=spec: create_head(
+            spec["name"], backbone, **spec.get("args", {}))) for name, spec in config["heads"].items()}
+        model = _built(config_path, "heads", lambda: MultiHeadModel(
+            backbone, heads, config.get("head_weights"), config.get("head_targets"), tokenizer,
+            config.get("preprocessing"), config.get("task")))
+    else:
+        head = _built(config_path, "head", lambda: create_head(config["head"]["name"], backbone,
+                                                               **config["head"].get("args", {})))
+        model = ZooModel(backbone, head, tokenizer, config.get("preprocessing"), config.get("task"))
     if config.get("lora") is not None:
         from zoo.lora import LoraSpec, inject, mark_trainable
 

@@ -37,6 +37,9 @@ from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 SPLITS = ("train", "validation", "test", "all")
 
 
+HEAD_HELP = "the head to use, by name, of a model with several heads (zoo.multihead)"
+
+
 def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
     """The parser of `zoo COMMAND TASK`: the flags every task shares, then ``task``'s (all tasks listed when None)."""
     parser = ArgumentParser(prog=f"zoo {command} {task.name if task else 'TASK'}",
@@ -56,6 +59,7 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
         g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or plain fp32")
         g.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
+        g.add_argument("--head", metavar="NAME", help=HEAD_HELP)
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
         if task is not None:
             task.add_arguments(parser)
@@ -68,6 +72,7 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
         g.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="torch: the checkpoint; onnx: a `zoo export --format onnx` folder under onnxruntime")
+        g.add_argument("--head", metavar="NAME", help=HEAD_HELP)
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
         if task is None or task.generates:      # only tasks that decode sequences take --beams, --top-k...
             add_generation_arguments(parser)
@@ -182,7 +187,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     folder = checkpoint_folder(task, args.checkpoint, "eval")
     args.data, split = eval_data(folder, args.data, args.split)
     parse_spec(args.data)
-    model = zoo.load(folder, map_location=pick_device(args.device))
+    model = one_head(zoo.load(folder, map_location=pick_device(args.device)), args.checkpoint, args.head)
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
     options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
     with progress_enabled(not args.no_progress):
@@ -203,12 +208,25 @@ def read_input_file(path: str) -> list[str]:
     return [line for line in split_lines(text) if line.strip()]
 
 
+def one_head(model: torch.nn.Module, checkpoint: str | Path, head: str | None) -> torch.nn.Module:
+    """``model`` itself, or for a model with several heads the single-head view of ``--head`` (required)."""
+    heads = getattr(model, "heads", None)
+    if heads is None:
+        if head is not None:
+            raise ZooError(f"--head {head}: --checkpoint {checkpoint} has one head; drop --head")
+        return model
+    if head is None:
+        raise ZooError(f"--checkpoint {checkpoint} has several heads ({', '.join(heads)}); pass --head NAME")
+    return model.single_head(head)
+
+
 def load_predictor(task: Task, checkpoint: str | Path, device: str = "auto", runtime: str = "torch",
-                   flag: str = "--checkpoint") -> tuple[Callable[..., list[Any]], torch.nn.Module | None]:
+                   flag: str = "--checkpoint",
+                   head: str | None = None) -> tuple[Callable[..., list[Any]], torch.nn.Module | None]:
     """``(predict(inputs, **options), model)``: ``task.predict`` on the model ``checkpoint`` names (a run
-    folder's best), loaded once on ``device``; with ``runtime="onnx"`` the export folder under onnxruntime
-    (model None). What `zoo predict` runs, and ``zoo.pipeline`` (through this command's registry entry);
-    errors name the argument as ``flag``."""
+    folder's best; ``head``: the head of a several-head model), loaded once on ``device``; with
+    ``runtime="onnx"`` the export folder under onnxruntime (model None). What `zoo predict` runs, and
+    ``zoo.pipeline`` (through this command's registry entry); errors name the argument as ``flag``."""
     if runtime == "onnx":
         from tasks.engine.export import exported_predictor
 
@@ -216,6 +234,7 @@ def load_predictor(task: Task, checkpoint: str | Path, device: str = "auto", run
     if runtime != "torch":
         raise ZooError(f"runtime {runtime!r}: expected torch or onnx")
     model = zoo.load(checkpoint_folder(task, str(checkpoint), "predict", flag), map_location=pick_device(device))
+    model = one_head(model, checkpoint, head)
     return functools.partial(task.predict, model), model
 
 
@@ -243,7 +262,7 @@ def predict_command(task: Task, argv: list[str]) -> list[Any]:
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
     options = task.predict_options(args)
-    predict, _ = load_predictor(task, args.checkpoint, args.device, args.runtime)
+    predict, _ = load_predictor(task, args.checkpoint, args.device, args.runtime, head=args.head)
     with progress_enabled(not args.no_progress):
         predictions = predict(inputs, **options)
     for item, prediction in zip(inputs, predictions):
