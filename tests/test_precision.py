@@ -11,6 +11,7 @@ from benchmarks import run
 from tasks.engine import precision
 from tasks.engine.precision import auto_precision, has_bf16_units, resolve_precision
 from tasks.engine.trainer import train
+from tests.test_sentiment_task import TINY, files, task  # noqa: F401 (fixtures)
 from tests.test_trainer import ToyTask, make_args
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -69,3 +70,15 @@ def test_train_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags: set
     printed = capsys.readouterr()
     assert f"--precision auto: {expected} on cpu" in printed.out + printed.err
     assert f"s, {expected})" in printed.out + printed.err                  # the summary line
+
+
+@pytest.mark.parametrize("flags, expected", [(AVX2, "fp32"), ({"amx_bf16"}, "bf16")])
+def test_eval_reports_what_auto_chose(task, files, tmp_path, monkeypatch, flags: set[str], expected: str) -> None:
+    run = task.command("train", ["--data", f"csv:{files['train']}", "--out", str(tmp_path / "run"),
+                                 "--backbone", "text_encoder_tiny", "--backbone-args", json.dumps(TINY),
+                                 "--vocab-size", "64", "--max-steps", "1", "--batch-size", "4", "--device", "cpu",
+                                 "--no-progress"])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    result = task.command("eval", ["--checkpoint", str(run), "--data", f"csv:{files['test']}", "--device", "cpu",
+                                   "--precision", "auto", "--no-progress"])
+    assert result["precision"] == expected and 0 <= result["accuracy"] <= 1
