@@ -62,9 +62,9 @@ def test_cpu_flags_reads_proc_cpuinfo(monkeypatch, tmp_path) -> None:
 @pytest.mark.parametrize("flags, expected", [(AVX2, "fp32"), ({"amx_bf16"}, "bf16")])
 def test_train_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags: set[str], expected: str) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
-    task = ToyTask()
+    toy = ToyTask()
     out = tmp_path / "run"
-    train(task, make_args(task, "--precision", "auto", "--device", "cpu", "--max-steps", 2, "--batch-size", 4,
+    train(toy, make_args(toy, "--precision", "auto", "--device", "cpu", "--max-steps", 2, "--batch-size", 4,
                           "--out", out))
     assert json.loads((out / "args.json").read_text())["precision"] == expected
     printed = capsys.readouterr()
@@ -73,7 +73,8 @@ def test_train_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags: set
 
 
 @pytest.mark.parametrize("flags, expected", [(AVX2, "fp32"), ({"amx_bf16"}, "bf16")])
-def test_eval_reports_what_auto_chose(task, files, tmp_path, monkeypatch, flags: set[str], expected: str) -> None:
+def test_eval_reports_what_auto_chose(task, files, tmp_path, monkeypatch,  # noqa: F811 (the fixtures)
+                                      flags: set[str], expected: str) -> None:
     run = task.command("train", ["--data", f"csv:{files['train']}", "--out", str(tmp_path / "run"),
                                  "--backbone", "text_encoder_tiny", "--backbone-args", json.dumps(TINY),
                                  "--vocab-size", "64", "--max-steps", "1", "--batch-size", "4", "--device", "cpu",
