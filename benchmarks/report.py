@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
+from tasks.engine.precision import has_bf16_units
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "timm", "torchaudio", "torchvision", "transformers")
 FORMAT_VERSION = 1
@@ -30,23 +32,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (AVX512-BF16 or AMX); without them
-    PyTorch emulates bf16 and it runs slower than fp32."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def _version(package: str) -> str | None:
@@ -71,7 +56,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_bf16": cpu_has_bf16(),
+        "cpu_bf16": has_bf16_units(torch.device("cpu")),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "tf32": ({"matmul": torch.get_float32_matmul_precision() != "highest",
                   "cudnn": torch.backends.cudnn.allow_tf32} if device.type == "cuda" else None),

@@ -25,6 +25,7 @@ from benchmarks import flops, length_sweep, report
 from tasks.engine import bench
 from tasks.engine.device import pick_device
 from tasks.engine.flags import POSITIVE, POSITIVE_INT
+from tasks.engine.precision import AUTO, has_bf16_units, resolve_precision
 from tasks.engine.task import Workload
 from zoo.cli import ArgumentParser
 from zoo.progress import progress_enabled
@@ -43,8 +44,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--task", nargs="+", metavar="NAME", help="only these tasks (implies --suite tasks)")
     parser.add_argument("--suite", choices=("backbones", "tasks", "all"), help="what to run (default all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--precision", nargs="+", choices=bench.PRECISIONS,
-                        help="default: fp32 and bf16 on a GPU; on a CPU bf16 only where it has bf16 instructions")
+    parser.add_argument("--precision", nargs="+", choices=(*bench.PRECISIONS, AUTO),
+                        help="default: fp32 and bf16 on a GPU; on a CPU bf16 only where it has bf16 instructions; "
+                             "auto: bf16 on a GPU with bf16 and on a CPU with AMX, else fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile our models and the references")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights (convolutional models)")
     parser.add_argument("--quick", action="store_true", help="a short pass: small shapes, short blocks, 5 rounds")
@@ -80,7 +82,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def default_precisions(device: torch.device) -> list[str]:
     """fp32, plus bf16 on GPUs and on CPUs with bf16 instructions (elsewhere it is emulated, slow)."""
-    if device.type == "cuda" or report.cpu_has_bf16():
+    if device.type == "cuda" or has_bf16_units(device):
         return ["fp32", "bf16"]
     print("note: this CPU has no bf16 instructions (avx512_bf16/amx); bf16 rows skipped "
           "(--precision bf16 runs them anyway)", flush=True)
@@ -216,14 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    asked = args.precision or default_precisions(device)
+    precisions = list(dict.fromkeys(resolve_precision(p, device, bench.PRECISIONS) for p in asked))
     if args.sweep_length is not None:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         sizes = length_sweep.TINY if args.quick else length_sweep.FULL
         with progress_enabled(not args.no_progress):
-            written = length_sweep.run(args.sweep_length, device, args.precision or ["fp32"], args.out, sizes, options)
+            written = length_sweep.run(args.sweep_length, device, precisions if args.precision else ["fp32"], args.out,
+                                       sizes, options)
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
-    precisions = args.precision or default_precisions(device)
     selected = sources(args)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import flops, report, run
-from tasks.engine import bench
+from tasks.engine import bench, precision
 from tasks.engine.device import pick_device
 from tasks.engine.task import Workload
 from zoo.errors import ZooError
@@ -320,7 +320,7 @@ def run_toy(tmp_path, monkeypatch, *extra: str) -> dict:
 
 
 def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(report, "cpu_has_bf16", lambda: False)  # fp32 rows only, whatever this CPU has
+    monkeypatch.setattr(run, "has_bf16_units", lambda device: False)  # fp32 rows only, whatever this CPU has
     result = run_toy(tmp_path, monkeypatch, "--sweep", "--sweep-max", "16")
     assert {p.suffix for p in tmp_path.iterdir()} == {".json", ".md", ".png"}
     paired, solo = result["rows"]
@@ -337,28 +337,27 @@ def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> No
     assert "| toy | inference | fp32 | zoo tiny" in table and "sweep toy zoo tiny" in table
 
 
-@pytest.mark.parametrize("has_bf16", [False, True])
-def test_default_precisions_follow_the_cpu_flags_and_the_device(monkeypatch, has_bf16: bool) -> None:
-    monkeypatch.setattr(report, "cpu_flags", lambda: {"avx2", "fma"} | ({"avx512_bf16"} if has_bf16 else set()))
-    assert report.cpu_has_bf16() is has_bf16
-    assert run.default_precisions(CPU) == (["fp32", "bf16"] if has_bf16 else ["fp32"])
-    assert run.default_precisions(torch.device("cuda")) == ["fp32", "bf16"]   # GPUs always get both
+def test_gpus_always_get_both_precisions(monkeypatch) -> None:
+    monkeypatch.setattr(run, "has_bf16_units", lambda device: False)
+    assert run.default_precisions(torch.device("cuda")) == ["fp32", "bf16"]
 
 
-def test_amx_alone_counts_as_bf16_units(monkeypatch) -> None:
-    monkeypatch.setattr(report, "cpu_flags", lambda: {"amx_bf16", "amx_tile"})
-    assert report.cpu_has_bf16()
+@pytest.mark.parametrize("units, expected", [(False, {"fp32"}), (True, {"bf16"})])
+def test_auto_precision_rows_follow_the_cpu(tmp_path, monkeypatch, units: bool, expected: set[str]) -> None:
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"} if units else {"avx2"})
+    rows = run_toy(tmp_path, monkeypatch, "--precision", "auto")["rows"]
+    assert {r["precision"] for r in rows} == expected
 
 
 def test_runner_adds_bf16_rows_on_a_cpu_with_bf16_units(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(report, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(run, "has_bf16_units", lambda device: True)
     rows = run_toy(tmp_path, monkeypatch)["rows"]
     assert [(r["precision"], r["ours"]["name"]) for r in rows] == [
         ("fp32", "zoo tiny"), ("fp32", "zoo solo"), ("bf16", "zoo tiny"), ("bf16", "zoo solo")]
 
 
 def test_explicit_precision_overrides_the_cpu_default(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(report, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(run, "has_bf16_units", lambda device: True)
     rows = run_toy(tmp_path, monkeypatch, "--precision", "fp32")["rows"]
     assert {r["precision"] for r in rows} == {"fp32"}
 

@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
+from tasks.engine import precision
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.trainer import add_train_arguments
 from tasks.engine.sets import read_spec
@@ -254,8 +255,8 @@ def test_learns_digits(tmp_path):
 def test_default_precision_follows_the_cpu_bf16_units(monkeypatch, avx512_bf16: bool, amx: bool,
                                                       expected: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"} | ({"avx512_bf16"} if avx512_bf16 else set())
+                        | ({"amx_bf16", "amx_tile"} if amx else set()))
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     TASK.add_arguments(parser)

@@ -49,7 +49,7 @@ def test_yaml_exponent_floats_and_quoted_numbers_go_through_the_flags_type(tmp_p
     ({"batch_size": 0}, "key 'batch_size' (--batch-size): expected an integer >= 1, got '0'"),
     ({"batch_size": True}, "key 'batch_size' (--batch-size): expected an integer >= 1, got True"),
     ({"lr": "fast"}, "key 'lr' (--lr): expected a number > 0, got 'fast'"),
-    ({"precision": "fp61"}, "key 'precision' (--precision): invalid choice 'fp61' (choose from fp32, bf16, fp16); "
+    ({"precision": "fp61"}, "key 'precision' (--precision): invalid choice 'fp61' (choose from fp32, bf16, fp16, auto); "
                             "did you mean 'fp16'?"),
     ({"logger": "csv"}, "key 'logger' (--logger): expected a list, got 'csv'"),
     ({"logger": ["csv", "wandb"]}, "key 'logger' (--logger): invalid choice 'wandb'"),

@@ -24,6 +24,7 @@ from tasks.engine.data import parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.loggers import check_loggers
+from tasks.engine.precision import AUTO, AUTO_HELP, resolve_precision
 from tasks.engine.pretrained import FLAG, check_source, weights_family
 from tasks.engine.flags import (DEVICE_HELP, DEVICES, POSITIVE_INT, PRECISIONS, add_generation_arguments,
                                 add_train_arguments, check_factory_args)
@@ -57,7 +58,8 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
                        help="default: test for the run's own data and built-in sets, all of any other SPEC")
         g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="items scored together")
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
-        g.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16 autocast or plain fp32")
+        g.add_argument("--precision", default="fp32", choices=(*PRECISIONS, AUTO),
+                       help=f"bf16 autocast or plain fp32; {AUTO_HELP}")
         g.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
         g.add_argument("--head", metavar="NAME", help=HEAD_HELP)
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -187,12 +189,14 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     folder = checkpoint_folder(task, args.checkpoint, "eval")
     args.data, split = eval_data(folder, args.data, args.split)
     parse_spec(args.data)
-    model = one_head(zoo.load(folder, map_location=pick_device(args.device)), args.checkpoint, args.head)
+    device = pick_device(args.device)
+    args.precision = resolve_precision(args.precision, device, PRECISIONS)
+    model = one_head(zoo.load(folder, map_location=device), args.checkpoint, args.head)
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
     options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
     with progress_enabled(not args.no_progress):
         metrics = task.evaluate(model, dataset, options)
-    result = {**metrics, "data": args.data, "split": split, "n": len(dataset)}
+    result = {**metrics, "data": args.data, "split": split, "n": len(dataset), "precision": args.precision}
     print(json.dumps(result))
     return result
 

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from tasks.engine.loggers import DEFAULT_LOGGERS, LOGGERS
+from tasks.engine.precision import AUTO, AUTO_HELP
 from zoo.arguments import check_args, fields_of
 from zoo.cli import did_you_mean
 from zoo.errors import ZooError
@@ -105,8 +106,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-budget", type=POSITIVE, default=None, metavar="SECONDS", help="stop cleanly after this long")
     g.add_argument("--grad-clip", type=NON_NEGATIVE, default=1.0, help="clip the gradient norm to this (0: off)")
     g.add_argument("--accumulate", type=POSITIVE_INT, default=1, metavar="N", help="micro-batches per optimizer step")
-    g.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32",
-                   help="plain fp32, bf16 autocast, or fp16 autocast with a gradient scaler (CUDA only)")
+    g.add_argument("--precision", choices=(*TRAIN_PRECISIONS, AUTO), default="fp32",
+                   help=f"plain fp32, bf16 autocast, or fp16 autocast with a gradient scaler (CUDA only); {AUTO_HELP}")
     g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     g.add_argument("--compile", action="store_true", help="wrap the model with torch.compile")
     g.add_argument("--strategy", choices=STRATEGIES, default="ddp",

@@ -82,8 +82,8 @@ from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharde
 from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
-from tasks.engine.flags import add_train_arguments
-from tasks.engine.precision import autocast, grad_scaler
+from tasks.engine.flags import TRAIN_PRECISIONS, add_train_arguments
+from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precision
 from tasks.engine.task import Task
 from zoo.errors import ZooError
 from zoo.progress import progress_bar
@@ -203,6 +203,9 @@ class _Run:
         self.task, self.args, self.ctx, self.device = task, args, ctx, ctx.device
         if ctx.active:
             distributed.check_strategy(args)
+        if args.precision == AUTO:      # args.json and the summary record what auto chose
+            args.precision = resolve_precision(AUTO, self.device, TRAIN_PRECISIONS)
+            self._print(f"--precision auto: {args.precision} on {self.device.type}")
         self.out = Path(ctx.broadcast(str(args.out or (resume.parent if resume else _default_out(task)))))
         self.eval_options = EvalOptions.from_args(args, out=self.out, split="validation")  # evaluate writes here
         self.state = TrainState()
@@ -569,7 +572,7 @@ class _Run:
         s, metric = self.state, self.task.metric.name
         best = f"best {metric} {_short(s.best)} at step {s.best_step}" if s.best is not None else "not evaluated"
         self._print(f"{self.task.name}: {reason} at step {s.step} (epoch {self.stream.epoch_fraction:.2f}, "
-                    f"{self._elapsed():.1f}s); {best}; {s.skipped} non-finite steps skipped; run folder {self.out}")
+                    f"{self._elapsed():.1f}s, {self.args.precision}); {best}; {s.skipped} non-finite steps skipped; run folder {self.out}")
 
 
 class _Stream:

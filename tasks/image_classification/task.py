@@ -42,6 +42,7 @@ from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
 from tasks.engine.images import as_image, image_stem
+from tasks.engine.precision import has_bf16_units
 from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
 from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS, BUILTIN_SETS
@@ -66,13 +67,6 @@ BUILTIN_AUGMENT: dict[str, dict[str, Any]] = {
     "default": dict(augment="none", scale=[1.0, 1.0]),
     "digits": dict(augment="none", scale=[1.0, 1.0], hflip=0.0),   # a mirrored 2 is no digit
 }
-
-
-def fast_bf16() -> bool:
-    """True where bf16 autocast beats fp32: CUDA, or a CPU with AVX512-BF16 or AMX (else it is emulated)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 @zoo.register_task("image_classification")
@@ -131,7 +125,8 @@ class ImageClassificationTask(Task):
         group.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="MixUp alpha (0: off)")
         group.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="CutMix alpha (0: off)")
         super().add_arguments(parser)
-        parser.set_defaults(precision="bf16" if fast_bf16() else "fp32")   # asked of this machine when parsing
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")    # --device auto's kind
+        parser.set_defaults(precision="bf16" if has_bf16_units(device) else "fp32")   # asked when parsing
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Backbone (new, or the architecture of ``--init-backbone``) + classification head + transforms."""
