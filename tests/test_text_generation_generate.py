@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.generation import stream
+from zoo.generation import GenerationConfig, stream
 from zoo.tokenizer import pad_ids
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -39,7 +39,7 @@ def model(request: pytest.FixtureRequest) -> zoo.ZooModel:
 def test_greedy_with_dynamic_and_static_cache_equals_no_cache(model: zoo.ZooModel) -> None:
     prompts = batch(PROMPTS)
     uncached = model.generate(prompts, use_cache=False, **OPTIONS)
-    assert model.generate(prompts, **OPTIONS) == uncached
+    assert model.generate(prompts, static_cache=False, **OPTIONS) == uncached
     assert model.generate(prompts, static_cache=True, **OPTIONS) == uncached
     assert len({token for row in uncached for token in row}) > 3  # not one token repeated
 
@@ -62,6 +62,13 @@ def test_static_cache_is_written_in_place_at_a_position_tensor_and_decodes_as_no
     assert bool(cache.key_mask[:, width:].all()) and cache.keys[0].shape[2] == width + 4
     beams = dict(beams=2, **OPTIONS)
     assert model.generate(prompts, static_cache=True, **beams) == model.generate(prompts, use_cache=False, **beams)
+
+
+def test_static_cache_is_the_default_and_matches_the_dynamic_cache_greedy_and_beam(model: zoo.ZooModel) -> None:
+    prompts = batch(PROMPTS)
+    assert GenerationConfig().static_cache  # the preallocated cache is the default
+    for options in (OPTIONS, dict(beams=3, **OPTIONS)):
+        assert model.generate(prompts, **options) == model.generate(prompts, static_cache=False, **options)
 
 
 def test_one_beam_is_greedy_and_beams_agree_with_and_without_cache(model: zoo.ZooModel) -> None:

@@ -35,7 +35,7 @@ class GenerationConfig:
     stop_tokens: tuple[int, ...] = ()
     seed: int | None = None
     use_cache: bool = True
-    static_cache: bool = False
+    static_cache: bool = True         # preallocated KV cache written in place; False grows it by cat
     exact_stop: bool = False
 
     def __post_init__(self) -> None:
