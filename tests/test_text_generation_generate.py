@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.generation import stream
+from zoo.generation import GenerationConfig, stream
+from zoo.errors import ZooError
 from zoo.tokenizer import pad_ids
 from tests.text_generation_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -39,7 +40,7 @@ def model(request: pytest.FixtureRequest) -> zoo.ZooModel:
 def test_greedy_with_dynamic_and_static_cache_equals_no_cache(model: zoo.ZooModel) -> None:
     prompts = batch(PROMPTS)
     uncached = model.generate(prompts, use_cache=False, **OPTIONS)
-    assert model.generate(prompts, **OPTIONS) == uncached
+    assert model.generate(prompts, static_cache=False, **OPTIONS) == uncached
     assert model.generate(prompts, static_cache=True, **OPTIONS) == uncached
     assert len({token for row in uncached for token in row}) > 3  # not one token repeated
 
@@ -62,6 +63,13 @@ def test_static_cache_is_written_in_place_at_a_position_tensor_and_decodes_as_no
     assert bool(cache.key_mask[:, width:].all()) and cache.keys[0].shape[2] == width + 4
     beams = dict(beams=2, **OPTIONS)
     assert model.generate(prompts, static_cache=True, **beams) == model.generate(prompts, use_cache=False, **beams)
+
+
+def test_static_cache_is_the_default_and_matches_the_dynamic_cache_greedy_and_beam(model: zoo.ZooModel) -> None:
+    prompts = batch(PROMPTS)
+    assert GenerationConfig().static_cache  # the preallocated cache is the default
+    for options in (OPTIONS, dict(beams=3, **OPTIONS)):
+        assert model.generate(prompts, **options) == model.generate(prompts, static_cache=False, **options)
 
 
 def test_one_beam_is_greedy_and_beams_agree_with_and_without_cache(model: zoo.ZooModel) -> None:
@@ -114,3 +122,24 @@ def test_static_cache_decoding_under_torch_compile_matches_eager() -> None:
     assert model.generate(prompts, static_cache=True, **OPTIONS) == eager
     assert model.generate(prompts, static_cache=True, **OPTIONS) == eager
     assert counters["stats"]["unique_graphs"] <= 2  # the prompt's graph and one decode graph for every position
+
+
+def test_stop_checks_every_k_tokens_give_the_per_token_outputs_greedy_and_seeded_sampling() -> None:
+    model, prompts = lm(), batch(PROMPTS)
+    free = model.generate(prompts, max_new_tokens=12, stop_tokens=())
+    stops = (free[0][2], free[1][4], free[2][5])  # rows stop at different steps
+    for options in (dict(), dict(temperature=1.0, top_k=10, seed=5)):
+        per_token = model.generate(prompts, max_new_tokens=12, stop_tokens=stops, sync_every=1, **options)
+        assert any(len(row) < 12 for row in per_token)
+        for every in (3, 8, 64):
+            assert model.generate(prompts, max_new_tokens=12, stop_tokens=stops, sync_every=every, **options) == per_token
+        streamed: list[list[int]] = [[], [], []]
+        for step in stream(model, prompts, max_new_tokens=12, stop_tokens=stops, **options):
+            for row, token in zip(streamed, step):
+                row.extend([] if token is None else [token])
+        assert [row[:-1] if row[-1] in stops else row for row in streamed] == per_token
+
+
+def test_sync_every_below_one_is_refused() -> None:
+    with pytest.raises(ZooError, match="sync_every"):
+        GenerationConfig(sync_every=0)

@@ -35,11 +35,13 @@ class GenerationConfig:
     stop_tokens: tuple[int, ...] = ()
     seed: int | None = None
     use_cache: bool = True
-    static_cache: bool = False
+    static_cache: bool = True         # preallocated KV cache written in place; False grows it by cat
     exact_stop: bool = False
+    sync_every: int = 8               # generate(): check on the host every k tokens whether all rows stopped
 
     def __post_init__(self) -> None:
         checks = [("max_new_tokens", self.max_new_tokens >= 0, "0 or more"),
+                  ("sync_every", self.sync_every >= 1, "1 or more"),
                   ("temperature", self.temperature >= 0, "0 (greedy) or more"),
                   ("top_k", self.top_k >= 0, "0 (off) or more"),
                   ("top_p", 0.0 <= self.top_p <= 1.0, "between 0 and 1"),
@@ -99,6 +101,15 @@ def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[i
     cfg = _config(model, dict(options))
     if cfg.beams > 1:
         raise ValueError("streaming supports greedy and sampling, not beam search")
+    for chosen, finished in _steps(model, batch, cfg, sync_every=1):
+        yield [None if done else int(t) for t, done in zip(chosen.tolist(), finished.tolist())]
+
+
+def _steps(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
+           sync_every: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield per step the chosen tokens (B,) and which rows had stopped before it (B,), both on
+    the device; the host reads ``finished.all()`` only every ``sync_every`` steps, so up to
+    ``sync_every - 1`` steps run after every row stopped (their tokens are all marked stopped)."""
     head = model.head
     state = head.init_state(model, batch, use_cache=cfg.use_cache, static_cache=cfg.static_cache,
                             max_new_tokens=cfg.max_new_tokens)
@@ -108,7 +119,7 @@ def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[i
     stops = torch.tensor(cfg.stop_tokens or (-1,), device=state.start.device)
     finished = torch.zeros(state.start.shape[0], dtype=torch.bool, device=state.start.device)
     tokens = state.start
-    for _ in range(cfg.max_new_tokens):
+    for step in range(1, cfg.max_new_tokens + 1):
         logits, state = head.step(model, tokens, state)
         logits = logits.float()
         if cfg.temperature > 0:
@@ -116,9 +127,9 @@ def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[i
             chosen = torch.multinomial(probs, 1, generator=generator)[:, 0]
         else:
             chosen = logits.argmax(dim=-1)
-        yield [None if done else int(t) for t, done in zip(chosen.tolist(), finished.tolist())]
+        yield chosen, finished.clone()
         finished |= torch.isin(chosen, stops)
-        if bool(finished.all()):
+        if step % sync_every == 0 and bool(finished.all()):
             return
         tokens = chosen[:, None]
 
@@ -131,14 +142,11 @@ def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int
         return [[] for _ in range(state.start.shape[0])]
     if cfg.beams > 1:
         return beam_search(model, batch, cfg)
-    rows: list[list[int]] | None = None
-    for step_tokens in stream(model, batch, **options):
-        rows = rows or [[] for _ in step_tokens]
-        for row, token in zip(rows, step_tokens):
-            if token is not None:
-                row.append(token)
+    chosen, stopped = zip(*_steps(model, batch, cfg, sync_every=cfg.sync_every))
+    tokens, live = torch.stack(chosen, dim=1).tolist(), (~torch.stack(stopped, dim=1)).tolist()  # (B, N) each
+    rows = [[token for token, keep in zip(row, keeps) if keep] for row, keeps in zip(tokens, live)]
     stops = set(cfg.stop_tokens)
-    return [row[:-1] if row and row[-1] in stops else row for row in rows or []]
+    return [row[:-1] if row and row[-1] in stops else row for row in rows]
 
 
 def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> list[list[int]]:

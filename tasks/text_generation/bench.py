@@ -19,8 +19,9 @@ output projection; a smaller GPT-2 shape for the prefill/decode rows when quick)
   STREAM convention). The row's ratio is decode's fraction of the copy bandwidth.
 
 At ``bf16`` the inference models hold bf16 weights (as one serves them), not fp32 weights
-cast by autocast on every step. With ``compile`` our backbone runs under ``torch.compile``
-and decodes with the static (preallocated) KV cache; the reference's forward is compiled too.
+cast by autocast on every step. Our decoding uses the static (preallocated) KV cache, as
+``generate`` does by default; with ``compile`` our backbone runs under ``torch.compile`` and the
+reference's forward is compiled too.
 """
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ def prefill(model: nn.Module, shape: Shape, device: torch.device, batch: int, re
 
 def decode(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool, compile: bool | str,
            batch: int, reference: bool = False) -> Workload:
-    """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache when compiled); with
+    """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache); with
     ``reference``, ``GPT2LMHeadModel.generate(use_cache=...)`` with EOS held back: the same number of steps."""
     prompt = _tokens(batch, shape.prompt, shape.vocab, device)
     new = shape.new_tokens if use_cache else shape.uncached_new_tokens
@@ -168,7 +169,7 @@ def decode(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool
                                  generation_config=config)
     else:
         step = functools.partial(model.generate, {"inputs": prompt}, max_new_tokens=new, stop_tokens=(),
-                                 use_cache=use_cache, static_cache=bool(compile) and use_cache)
+                                 use_cache=use_cache, static_cache=use_cache)
     cache = "with" if use_cache else "without"
     return Workload(f"decode {cache} cache ({'transformers' if reference else 'zoo'} generate)", "tokens",
                     batch * new, step, model, "inference", batch, shape.describe(batch, new),
@@ -185,7 +186,7 @@ def decode_steps(model: nn.Module, shape: Shape, device: torch.device, use_cache
     head = model.head
     with torch.inference_mode():
         state = head.init_state(model, {"inputs": prompt}, use_cache=use_cache,
-                                static_cache=bool(compile) and use_cache, max_new_tokens=shape.new_tokens)
+                                static_cache=use_cache, max_new_tokens=shape.new_tokens)
         logits, state = head.step(model, state.start, state)
     rewind = _rewinder(state)
     first = logits.argmax(dim=-1, keepdim=True)  # (1, 1)
