@@ -9,7 +9,7 @@ The same loop therefore serves language models, translation and attention-based 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import torch
 
@@ -69,7 +69,8 @@ def transformers_options(options: dict[str, Any]) -> dict[str, Any]:
     return mapped
 
 
-def _config(model: Any, options: dict[str, Any]) -> GenerationConfig:
+def generation_config(model: Any, options: dict[str, Any]) -> GenerationConfig:
+    """The options as a GenerationConfig; the stop tokens default to the model tokenizer's EOS."""
     stops = options.pop("stop_tokens", None)
     if stops is None:
         tokenizer = getattr(model, "tokenizer", None)
@@ -98,7 +99,7 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 
 def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[int | None]]:
     """Yield, per step, each row's new token (None once the row has stopped). Greedy or sampling."""
-    cfg = _config(model, dict(options))
+    cfg = generation_config(model, dict(options))
     if cfg.beams > 1:
         raise ValueError("streaming supports greedy and sampling, not beam search")
     for chosen, finished in _steps(model, batch, cfg, sync_every=1):
@@ -136,7 +137,7 @@ def _steps(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
 
 def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int]]:
     """New token ids per row, stop token excluded. ``beams > 1`` runs beam search."""
-    cfg = _config(model, dict(options))
+    cfg = generation_config(model, dict(options))
     if cfg.max_new_tokens == 0:
         state = model.head.init_state(model, batch, use_cache=False, static_cache=False, max_new_tokens=0)
         return [[] for _ in range(state.start.shape[0])]
@@ -149,7 +150,21 @@ def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int
     return [row[:-1] if row and row[-1] in stops else row for row in rows]
 
 
-def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> list[list[int]]:
+class BeamScorer(Protocol):
+    """A second opinion on beam search's candidates (e.g. CTC prefix scores in joint CTC/attention decoding)."""
+
+    def start(self, rows: torch.Tensor) -> None:
+        """The live beams begin: beam ``i`` decodes source ``rows[i]`` (S*K,)."""
+
+    def rescore(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """The scores (S*K, V) beam search ranks by, from the decoder's next-token ``logprobs`` (S*K, V)."""
+
+    def advance(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """The next live beams: beam ``rows[i]`` (S*K,) of the last step extended by ``tokens[i]``."""
+
+
+def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
+                scorer: BeamScorer | None = None) -> list[list[int]]:
     """Beam search with length penalty (log-probability / generated length ** penalty), the
     rules of transformers' ``generate(num_beams=K, early_stopping=False)``.
 
@@ -160,7 +175,8 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
     finished and the worst of them scores at least its best live beam, normalised at the
     current length (at ``max_new_tokens`` instead with ``exact_stop`` and a positive penalty:
     an exact bound, since a live score only falls). Returns each source's best finished
-    hypothesis, stop token excluded.
+    hypothesis, stop token excluded. A ``scorer`` replaces the decoder's log-probabilities by its own
+    per-step scores (it follows the beams through ``start`` and ``advance``).
     """
     head, beams, steps = model.head, cfg.beams, cfg.max_new_tokens
     state = head.init_state(model, batch, use_cache=cfg.use_cache, static_cache=cfg.static_cache,
@@ -168,6 +184,8 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
     sources = state.start.shape[0]
     device = state.start.device
     state.reorder(torch.arange(sources, device=device).repeat_interleave(beams))
+    if scorer is not None:
+        scorer.start(torch.arange(sources, device=device).repeat_interleave(beams))
     stops = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=device)
     width = (1 + max(1, stops.numel())) * beams
     neg = float("-inf")
@@ -182,6 +200,8 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
     for length in range(1, steps + 1):
         logits, state = head.step(model, tokens, state)
         logprobs = logits.float().log_softmax(dim=-1)  # (S*K, V)
+        if scorer is not None:
+            logprobs = scorer.rescore(logprobs)
         vocab = logprobs.shape[-1]
         candidates = (scores[:, :, None] + logprobs.view(sources, beams, vocab)).view(sources, beams * vocab)
         top_scores, top_index = candidates.topk(min(width, beams * vocab), dim=-1)  # (S, W), best first
@@ -209,4 +229,6 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig) -> lis
         rows = (torch.arange(sources, device=device)[:, None] * beams + origin.gather(1, pick)).view(-1)  # (S*K,)
         state.reorder(rows)
         tokens = token.gather(1, pick).view(-1, 1)
+        if scorer is not None:
+            scorer.advance(rows, tokens[:, 0])
     return [kept_tokens[s, 0, :kept_lengths[s, 0]].tolist() for s in range(sources)]
