@@ -18,6 +18,7 @@ from tasks.asr.formats import normalize_text
 from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.units import alphabet_for, build_units, encode_targets, ids_to_text
 from tasks.engine.data import write_jsonl
+from zoo.errors import ZooError
 from zoo.tokenizer import Tokenizer
 from tests.test_run_loggers import logged_samples
 
@@ -210,3 +211,30 @@ def test_train_eval_predict_commands(tmp_path, manifest, capsys):
     predictions = task.command("predict", ["--checkpoint", str(out), clip, "--beams", "2", "--json"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == {"input": clip, "prediction": predictions[0]}
+
+
+def test_hybrid_head_trains_both_parts_and_decodes_by_ctc_or_jointly(tmp_path, manifest, capsys):
+    task = zoo.get_task("asr")
+    out = tmp_path / "hybrid"
+    task.command("train", ["--data", f"manifest:{manifest}", "--val-data", f"manifest:{manifest}", "--head", "hybrid",
+                           "--ctc-weight", "0.4", "--head-args", json.dumps({"depth": 1, "heads": 2}),
+                           "--max-steps", "2", "--batch-size", "4", "--out", str(out), "--no-progress",
+                           "--backbone-args", json.dumps(SPEECH), "--time-budget", "60"])
+    config = json.loads((out / "best" / "config.json").read_text())
+    assert sorted(config["heads"]) == ["ctc", "seq2seq"] and config["head_weights"] == {"ctc": 0.4, "seq2seq": 0.6}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"train_loss/ctc", "train_loss/seq2seq", "val_wer"} <= set().union(*rows)
+    model = zoo.load(out / "best")
+    clips = [str(manifest.parent / f"clip{i}.wav") for i in range(3)]
+    assert task.predict(model, clips) == task.predict(model.single_head("ctc"), clips)        # CTC: the fast path
+    joint = task.predict(model, clips, beams=2, ctc_weight=0.5, max_new_tokens=4)
+    assert len(joint) == 3 and all(isinstance(text, str) for text in joint)
+    capsys.readouterr()
+    metrics = task.command("eval", ["--checkpoint", str(out), "--data", f"manifest:{manifest}",
+                                    "--decode-ctc-weight", "0.3", "--eval-beams", "2"])
+    assert 0.0 <= metrics["cer"] and "wer" in metrics
+    predicted = task.command("predict", ["--checkpoint", str(out), *clips, "--beams", "2", "--max-new-tokens", "4",
+                                         "--decode-ctc-weight", "0.5"])
+    assert predicted == joint
+    with pytest.raises(ZooError, match="joint decoding needs a hybrid model"):
+        task.predict(ctc_model(), clips, ctc_weight=0.3)

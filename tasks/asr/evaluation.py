@@ -6,11 +6,14 @@ from typing import Any, Callable
 import jiwer
 import torch
 
+from heads.joint_decoding import joint_generate
 from tasks.asr.audio import SAMPLE_RATE, collate_audio
 from tasks.asr.formats import normalize_text
 from tasks.asr.units import ids_to_text
 from tasks.engine.batching import length_sorted_batches
 from tasks.engine.evaluation import EvalOptions, run_batches
+from zoo.errors import ZooError
+from zoo.multihead import MultiHeadModel
 
 UNITS_PER_SECOND = 25   # attention decoding stops after this many units per second of audio (+ a margin)
 
@@ -22,19 +25,32 @@ def unit_budget(samples: int) -> int:
 
 def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], lengths: list[int],
                batch_size: int = 16, options: EvalOptions = EvalOptions(), beams: int = 1,
-               max_new_tokens: int | None = None, **generation: Any) -> list[str]:
+               max_new_tokens: int | None = None, ctc_weight: float | None = None, **generation: Any) -> list[str]:
     """Transcripts of ``len(lengths)`` waveforms, ``load(i)`` giving the i-th (S,) at 16 kHz.
 
     Batches group similar lengths (``lengths`` in samples). A head with the step protocol
     (seq2seq) decodes through ``model.generate`` with ``generation`` options and
     ``max_new_tokens`` (default: sized from the longest clip); a CTC head decodes its frame
-    scores, greedily or by prefix beam search (``beams``). Decoding runs under ``options``' autocast.
+    scores, greedily or by prefix beam search (``beams``). A hybrid model (heads ``ctc`` and ``seq2seq``)
+    decodes by its CTC head, or with ``ctc_weight`` (else ``options.ctc_weight``) by joint CTC/attention
+    beam search (:func:`heads.joint_decoding.joint_generate`). Decoding runs under ``options``' autocast.
     """
+    weight = options.ctc_weight if ctc_weight is None else ctc_weight
+    hybrid = isinstance(model, MultiHeadModel)
+    writer = model.single_head("ctc") if hybrid else model   # the heads share one tokenizer
+    if hybrid and weight is None:
+        model = writer
+    elif weight is not None and not hybrid:
+        raise ZooError("--decode-ctc-weight: joint decoding needs a hybrid model (`zoo train asr --head hybrid`)")
+
     def batch_of(ids: list[int]) -> dict[str, torch.Tensor]:
         batch = collate_audio([{"audio": load(i), "text": ""} for i in ids])
         return {"inputs": batch["inputs"], "mask": batch["mask"]}
 
     def decode(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        if hybrid and weight is not None:
+            budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])
+            return joint_generate(model, batch, weight, beams=beams, max_new_tokens=budget, **generation)
         if hasattr(model.head, "init_state"):
             budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])
             return model.generate(batch, beams=beams, max_new_tokens=budget, **generation)
@@ -44,7 +60,7 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
     for batch_ids, rows in run_batches(model, length_sorted_batches(lengths, batch_size),
                                        batch_of, decode, options):
         for i, ids in zip(batch_ids, rows):
-            texts[i] = ids_to_text(model, ids)
+            texts[i] = ids_to_text(writer, ids)
     return texts
 
 

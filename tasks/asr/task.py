@@ -33,14 +33,17 @@ from tasks.asr.evaluation import error_rates, transcribe
 from tasks.asr.formats import FORMATS, SpeechDataset
 from tasks.asr.units import UNITS, build_units, encode_targets
 from tasks.engine.evaluation import EvalOptions
-from tasks.engine.flags import POSITIVE, POSITIVE_INT, VOCAB_SIZE
+from tasks.engine.flags import POSITIVE, POSITIVE_INT, PROBABILITY, VOCAB_SIZE
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
+from zoo.errors import ZooError
+from zoo.multihead import MultiHeadModel
 from zoo.results import Transcription
 
 # the default encoder made cheaper for a CPU: 96 wide, 40 mel bins (SpecAugment bands scaled to them), no dropout
 BACKBONE_DEFAULTS: dict[str, Any] = dict(dim=96, n_mels=40, freq_width=7, dropout=0.0)
 HEAD_DEFAULTS: dict[str, dict[str, Any]] = {"seq2seq": dict(depth=2, heads=4)}
+HYBRID = "hybrid"   # --head hybrid: the ctc and seq2seq heads on one encoder (joint CTC/attention)
 
 
 @zoo.register_task("asr")
@@ -59,6 +62,7 @@ class AsrTask(Task):
     generates = True
     train_defaults = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300, ema=0.999)
     head_defaults = HEAD_DEFAULTS
+    composite_heads = {HYBRID: "seq2seq"}
     bucket_batches = 20
 
     # ---- data -------------------------------------------------------------------------
@@ -90,6 +94,11 @@ class AsrTask(Task):
         group.add_argument("--vocab-size", type=VOCAB_SIZE, default=256,
                            help="sentencepiece pieces with --units sentencepiece")
         group.add_argument("--eval-beams", type=POSITIVE_INT, default=1, help="beam size of evaluation (1 = greedy)")
+        group.add_argument("--ctc-weight", type=PROBABILITY, default=0.3,
+                           help="--head hybrid: the CTC part of the training loss (the attention part is 1 - it)")
+        group.add_argument("--decode-ctc-weight", type=PROBABILITY, default=None, metavar="WEIGHT",
+                           help="--head hybrid: evaluate by joint CTC/attention beam search at this CTC weight "
+                                "(default: greedy CTC, the fast path)")
         group.add_argument("--speed-perturb", type=POSITIVE, nargs="+", default=list(SPEED_FACTORS), metavar="FACTOR",
                            help="training clips play at one of these speeds, drawn per clip (1 = off)")
         super().add_arguments(parser)
@@ -97,6 +106,8 @@ class AsrTask(Task):
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Backbone + head with units learnt from the training transcripts."""
         head_name = args.head or self.default_head
+        if head_name == HYBRID:
+            return self._hybrid(args, train_set)
         texts = [entry.text for entry in train_set.entries]
         head_args, tokenizer = build_units(head_name, args.units, texts, args.vocab_size)
         head_args = {**self.head_args(head_name, head_args), **(args.head_args or {})}
@@ -117,6 +128,24 @@ class AsrTask(Task):
         preprocessing = {"sample_rate": sample_rate, "speed_perturb": speeds}
         return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
 
+    def _hybrid(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
+        """``{ctc, seq2seq}`` on one speech encoder over one sentencepiece vocabulary (id 0: CTC's blank),
+        the loss ``ctc_weight * CTC + (1 - ctc_weight) * attention``."""
+        if getattr(args, "init_backbone", None):
+            raise ZooError("--head hybrid builds its own encoder; --pretrained/--init-backbone is not supported with it")
+        units, tokenizer = build_units("seq2seq", args.units, [entry.text for entry in train_set.entries],
+                                       args.vocab_size)
+        name = args.backbone or self.default_backbone
+        defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
+        backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
+        self.check_backbone(backbone, name)
+        heads = {"ctc": {"name": "ctc", "args": {**units, "alphabet": None}},
+                 "seq2seq": {"name": "seq2seq", "args": self.head_args("seq2seq", {**units, **(args.head_args or {})})}}
+        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
+        sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
+        return MultiHeadModel(backbone, heads, {"ctc": args.ctc_weight, "seq2seq": 1.0 - args.ctc_weight}, None,
+                              tokenizer, {"sample_rate": sample_rate, "speed_perturb": speeds}, task=self.name)
+
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
         """WER and CER of the transcripts of every utterance (greedy unless ``--eval-beams``)."""
@@ -133,6 +162,10 @@ class AsrTask(Task):
         lengths, load = clips(inputs, model.preprocessing.get("sample_rate", SAMPLE_RATE), sample_rate)
         return transcribe(model, load, lengths, batch_size=batch_size, **options)
 
+    def uses_all_heads(self, model: torch.nn.Module) -> bool:
+        """A hybrid model's ``ctc`` and ``seq2seq`` heads decode together."""
+        return set(getattr(model, "heads", {})) == {"ctc", "seq2seq"}
+
     def to_result(self, prediction: str) -> Transcription:
         return Transcription(prediction)
 
@@ -146,3 +179,10 @@ class AsrTask(Task):
         """``--batch-size``; ``--max-new-tokens`` defaults to a budget sized from the audio."""
         parser.set_defaults(max_new_tokens=None)
         parser.add_argument("--batch-size", type=POSITIVE_INT, default=16, help="clips transcribed together")
+        parser.add_argument("--decode-ctc-weight", type=PROBABILITY, default=None, metavar="WEIGHT",
+                            help="a hybrid model: joint CTC/attention beam search at this CTC weight (default: CTC)")
+
+    def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The generation options, ``batch_size`` and, for a hybrid model, ``ctc_weight``."""
+        options = super().predict_options(args)
+        return {**options, "ctc_weight": args.decode_ctc_weight} if args.decode_ctc_weight is not None else options

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import torch
 
 from heads.ctc import DEFAULT_ALPHABET
+from zoo.multihead import MultiHeadModel
 from zoo.tokenizer import Tokenizer, pad_ids
 
 UNITS = ("char", "sentencepiece")
@@ -41,6 +42,9 @@ def build_units(head: str, units: str, texts: list[str], vocab_size: int) -> tup
 
 
 def _alphabet_head(model: torch.nn.Module) -> Any:
+    """The CTC head holding the character alphabet, or None (sentencepiece units: a hybrid's heads share them)."""
+    if isinstance(model, MultiHeadModel):
+        return None
     head = model.head
     return head if getattr(head, "alphabet", None) is not None else None
 

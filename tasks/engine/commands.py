@@ -135,7 +135,8 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
                        f"architecture; pass --backbone torchaudio/<factory> (and its --backbone-args) naming it")
     if kind != "weights":      # a transformers folder describes its backbone; a weights file takes the factory's
         check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
-    check_factory_args(HEADS, args.head or task.default_head, args.head_args, "--head-args", reserved=("backbone",))
+    head = args.head or task.default_head
+    check_factory_args(HEADS, task.composite_heads.get(head, head), args.head_args, "--head-args", reserved=("backbone",))
     if args.precision == "fp16" and pick_device(args.device).type != "cuda":
         raise ZooError("--precision fp16 trains on a CUDA device only (CPUs have no fast fp16 matrix units and "
                        "need no loss scaling); use --precision bf16 or fp32 on the CPU")
@@ -191,7 +192,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     parse_spec(args.data)
     device = pick_device(args.device)
     args.precision = resolve_precision(args.precision, device, PRECISIONS)
-    model = one_head(zoo.load(folder, map_location=device), args.checkpoint, args.head)
+    model = one_head(zoo.load(folder, map_location=device), args.checkpoint, args.head, task)
     dataset = task.for_model(task.datasets(args.data, split), model)    # n counts what the model scores
     options = EvalOptions.from_args(args, split=split, step=checkpoint_step(folder))   # named in picture titles
     with progress_enabled(not args.no_progress):
@@ -212,12 +213,16 @@ def read_input_file(path: str) -> list[str]:
     return [line for line in split_lines(text) if line.strip()]
 
 
-def one_head(model: torch.nn.Module, checkpoint: str | Path, head: str | None) -> torch.nn.Module:
-    """``model`` itself, or for a model with several heads the single-head view of ``--head`` (required)."""
+def one_head(model: torch.nn.Module, checkpoint: str | Path, head: str | None,
+             task: Task | None = None) -> torch.nn.Module:
+    """``model`` itself, or for a model with several heads the single-head view of ``--head`` (required
+    unless ``task`` decodes with all of them, e.g. a hybrid CTC/attention ASR model)."""
     heads = getattr(model, "heads", None)
     if heads is None:
         if head is not None:
             raise ZooError(f"--head {head}: --checkpoint {checkpoint} has one head; drop --head")
+        return model
+    if head is None and task is not None and task.uses_all_heads(model):
         return model
     if head is None:
         raise ZooError(f"--checkpoint {checkpoint} has several heads ({', '.join(heads)}); pass --head NAME")
@@ -238,7 +243,7 @@ def load_predictor(task: Task, checkpoint: str | Path, device: str = "auto", run
     if runtime != "torch":
         raise ZooError(f"runtime {runtime!r}: expected torch or onnx")
     model = zoo.load(checkpoint_folder(task, str(checkpoint), "predict", flag), map_location=pick_device(device))
-    model = one_head(model, checkpoint, head)
+    model = one_head(model, checkpoint, head, task)
     return functools.partial(task.predict, model), model
 
 

@@ -23,7 +23,7 @@ Output = TypeVar("Output")
 
 # EvalOptions field -> the flag (argparse dest) it is read from; a flag absent from the parser keeps the default
 FLAGS = {"batch_size": "batch_size", "precision": "precision", "out": "out", "beams": "eval_beams",
-         "workers": "workers"}
+         "workers": "workers", "ctc_weight": "decode_ctc_weight"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class EvalOptions:
     progress: bool = True           # a progress bar (on a terminal, past zoo.progress.DELAY_S)
     split: str | None = None        # what is scored ("validation", "test"...), for the pictures' titles
     step: int | None = None         # the training step of the weights scored, when known
+    ctc_weight: float | None = None  # a hybrid CTC/attention model: joint decoding at this CTC weight; None: CTC
 
     def subject(self) -> str:
         """What is scored, for a picture's title: "validation, step 300", "test" or ""."""
@@ -49,7 +50,7 @@ class EvalOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides: Any) -> EvalOptions:
         """The options of parsed `zoo train|eval` flags (``--batch-size``, ``--precision``, ``--out``,
-        ``--eval-beams``, ``--workers``, ``--no-progress``), then ``overrides``."""
+        ``--eval-beams``, ``--workers``, ``--no-progress``, ``--decode-ctc-weight``), then ``overrides``."""
         given = {name: getattr(args, flag) for name, flag in FLAGS.items() if getattr(args, flag, None) is not None}
         if given.get("out") is not None:
             given["out"] = Path(given["out"])

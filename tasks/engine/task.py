@@ -74,6 +74,8 @@ class Task:
     generates: bool = False             # predictions are decoded sequences (generation flags apply)
     train_defaults: ClassVar[Mapping[str, Any]] = {}            # `zoo train` flag defaults of this task
     head_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # head name -> its default arguments
+    # `--head` names the task builds from several registry heads -> the registry head its --head-args configure
+    composite_heads: ClassVar[Mapping[str, str]] = {}
     formats: ClassVar[Mapping[str, Format]] = {}                # --data NAME:PATH?k=v readers
     builtin_sets: ClassVar[Mapping[str, BuiltinSet]] = {}       # --data builtin:NAME
     quick_set: str = ""                 # the fastest built-in set (make demo, tests)
@@ -175,6 +177,11 @@ class Task:
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Flags of `zoo predict` beyond the shared ones (``--stream``, ``--explain``, ``--out``...)."""
+
+    def uses_all_heads(self, model: torch.nn.Module) -> bool:
+        """Whether this task evaluates and predicts with every head of a several-head ``model`` (else
+        `zoo eval|predict` take one, by ``--head``)."""
+        return False
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
         """Keyword arguments for :meth:`predict` from parsed `zoo predict` flags (``stream=True``: the
