@@ -111,22 +111,25 @@ class AsrTask(Task):
         texts = [entry.text for entry in train_set.entries]
         head_args, tokenizer = build_units(head_name, args.units, texts, args.vocab_size)
         head_args = {**self.head_args(head_name, head_args), **(args.head_args or {})}
-        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
         source = getattr(args, "init_backbone", None)
         if source and source_kind(source) == "weights":   # the wrapped model: 16 kHz (its preprocessing says)
             model = zoo.create_model(args.backbone, head_name, pretrained=source, backbone_args=args.backbone_args,
                                      tokenizer=tokenizer, task=self.name, **head_args)
             model.preprocessing.update({"sample_rate": model.preprocessing.get("sample_rate", SAMPLE_RATE),
-                                        "speed_perturb": speeds})
+                                        "speed_perturb": _speeds(args)})
             return model
+        backbone, preprocessing = self._encoder(args)
+        head = zoo.create_head(head_name, backbone, **head_args)
+        return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
+
+    def _encoder(self, args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A new backbone (``BACKBONE_DEFAULTS`` for the default one) and the model's preprocessing."""
         name = args.backbone or self.default_backbone
         defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
         backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
         self.check_backbone(backbone, name)
-        head = zoo.create_head(head_name, backbone, **head_args)
         sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
-        preprocessing = {"sample_rate": sample_rate, "speed_perturb": speeds}
-        return zoo.ZooModel(backbone, head, tokenizer, preprocessing, task=self.name)
+        return backbone, {"sample_rate": sample_rate, "speed_perturb": _speeds(args)}
 
     def _hybrid(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """``{ctc, seq2seq}`` on one speech encoder over one sentencepiece vocabulary (id 0: CTC's blank),
@@ -135,16 +138,11 @@ class AsrTask(Task):
             raise ZooError("--head hybrid builds its own encoder; --pretrained/--init-backbone is not supported with it")
         units, tokenizer = build_units("seq2seq", args.units, [entry.text for entry in train_set.entries],
                                        args.vocab_size)
-        name = args.backbone or self.default_backbone
-        defaults = BACKBONE_DEFAULTS if name == self.default_backbone else {}
-        backbone = zoo.create_backbone(name, **{**defaults, **(args.backbone_args or {})})
-        self.check_backbone(backbone, name)
+        backbone, preprocessing = self._encoder(args)
         heads = {"ctc": {"name": "ctc", "args": {**units, "alphabet": None}},
                  "seq2seq": {"name": "seq2seq", "args": self.head_args("seq2seq", {**units, **(args.head_args or {})})}}
-        speeds = [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
-        sample_rate = getattr(getattr(backbone, "cfg", None), "sample_rate", SAMPLE_RATE)
         return MultiHeadModel(backbone, heads, {"ctc": args.ctc_weight, "seq2seq": 1.0 - args.ctc_weight}, None,
-                              tokenizer, {"sample_rate": sample_rate, "speed_perturb": speeds}, task=self.name)
+                              tokenizer, preprocessing, task=self.name)
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
@@ -186,3 +184,8 @@ class AsrTask(Task):
         """The generation options, ``batch_size`` and, for a hybrid model, ``ctc_weight``."""
         options = super().predict_options(args)
         return {**options, "ctc_weight": args.decode_ctc_weight} if args.decode_ctc_weight is not None else options
+
+
+def _speeds(args: argparse.Namespace) -> list[float]:
+    """The speed-perturbation factors of ``--speed-perturb`` (none when every factor is 1)."""
+    return [] if all(f == 1.0 for f in args.speed_perturb) else list(args.speed_perturb)
