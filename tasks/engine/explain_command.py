@@ -89,7 +89,7 @@ def explain_samples(task: Any, model: Any, dataset: Any, out: Path, count: int =
         return []
     try:
         module = explain_module(task)
-        inputs = task.explanation_inputs(dataset, Path(out), count)
+        inputs = task.explanation_inputs(dataset, Path(out) / "inputs", count)   # files it writes: apart
         results = module.explain_inputs(model, inputs, module.METHODS[0], Path(out)) if inputs else []
     except Exception as error:   # noqa: BLE001 - see the docstring: the run has finished, only its picture failed
         from tqdm import tqdm   # one line that keeps a progress bar intact
