@@ -69,8 +69,8 @@ def test_a_model_that_cannot_be_explained_still_finishes_its_run_with_one_warnin
     run = _train(tmp_path)
     assert (run / "best").exists()
     warned = [line for line in capsys.readouterr().err.splitlines() if "explanation" in line]
-    assert warned == ["warning: no explanation pictures in the run's logs: ModuleNotFoundError: "
-                      "No module named 'captum'"]
+    assert warned == [("warning: no explanation pictures in the run's logs: ModuleNotFoundError: "
+                       "No module named 'captum'")]
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     assert not [tag for tag in events.Tags()["images"] if tag.startswith("explanation/")]
