@@ -41,6 +41,16 @@ def test_panels_show_raw_and_smoothed_loss_validation_points_and_the_learning_ra
     assert any(child.get_xlabel() == "epoch" for child in loss_ax.child_axes)   # epochs on the top edge
 
 
+def test_learning_rate_ticks_print_the_values_they_mark() -> None:
+    rows = [{"step": step, "epoch": step / 50, "train_loss": 1.0, "lr": 2e-3 * (1 - step / 250)} for step in range(1, 201)]
+    fig = draw_curves(rows, "accuracy")
+    lr_ax = fig.axes[2]
+    fig.canvas.draw()
+    ticks = [(tick, label.get_text()) for tick, label in zip(lr_ax.get_yticks(), lr_ax.get_yticklabels())]
+    assert len(ticks) >= 4 and len({text for _, text in ticks}) == len(ticks)
+    assert all(float(text) == pytest.approx(tick, abs=1e-12) for tick, text in ticks)   # 1.75e-03, not 1.8e-03
+
+
 def test_a_single_evaluation_is_one_labelled_point_on_the_runs_step_axis() -> None:
     fig = draw_curves(_rows(100, (100,)), "accuracy")
     metric_ax = fig.axes[1]

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor
 
-from tasks.detection.drawing import GAP, MIN_SIDE, PALETTE, draw, draw_boxes, draw_truth_and_predictions
+from tasks.detection.drawing import (GAP, MIN_SIDE, PALETTE, TITLE_FONT, TITLE_PAD, draw, draw_boxes,
+                                     draw_truth_and_predictions)
 
 
 def _image(size: int = 96) -> torch.Tensor:
@@ -40,8 +41,11 @@ def test_truth_and_predictions_sit_side_by_side(tmp_path: Path) -> None:
                                       tmp_path / "pair.png")
     factor = MIN_SIDE // 96
     with Image.open(path) as picture:
-        assert picture.size == (2 * 96 * factor + GAP, 96 * factor)
+        assert picture.size == (2 * 96 * factor + GAP, 96 * factor + TITLE_FONT + TITLE_PAD)
         pixels = torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1)   # (3, H, W)
+    band, pixels = pixels[:, :TITLE_FONT + TITLE_PAD], pixels[:, TITLE_FONT + TITLE_PAD:]
+    width = 96 * factor
+    assert (band[:, :, :width] < 100).all(dim=0).any() and (band[:, :, width + GAP:] < 100).all(dim=0).any()  # titles
     truth_colour = torch.tensor(ImageColor.getrgb(PALETTE[0]), dtype=torch.uint8)
     predicted_colour = torch.tensor(ImageColor.getrgb(PALETTE[1]), dtype=torch.uint8)
     assert torch.equal(pixels[:, 30 * factor, 10 * factor], truth_colour)                        # left: truth

@@ -12,7 +12,7 @@ from PIL import Image
 
 import zoo
 from tasks.detection import bench
-from tasks.detection.drawing import DRAWN_PER_EVALUATION, GAP, MIN_SIDE
+from tasks.detection.drawing import DRAWN_PER_EVALUATION, GAP, MIN_SIDE, TITLE_FONT, TITLE_PAD
 from tasks.detection.evaluation import DRAWINGS
 from tasks.detection.task import DetectionTask
 from tasks.engine.evaluation import EvalOptions
@@ -108,7 +108,7 @@ def test_eval_out_draws_ground_truth_beside_predictions(trained: tuple[Path, Pat
     assert len(drawn) == DRAWN_PER_EVALUATION and drawn[0].name.startswith("00-")
     factor = -(-MIN_SIDE // 64)
     with Image.open(drawn[0]) as picture:
-        assert picture.size == (2 * 64 * factor + GAP, 64 * factor)
+        assert picture.size == (2 * 64 * factor + GAP, 64 * factor + TITLE_FONT + TITLE_PAD)   # under the titles
     assert len(list((run / DRAWINGS).glob("*.png"))) == DRAWN_PER_EVALUATION   # the run's final evaluation too
 
 

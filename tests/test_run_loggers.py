@@ -52,6 +52,28 @@ def test_tensorboard_events_hold_every_logged_scalar_the_flags_and_the_curves(tm
     confusion = events.Images("evaluation/confusion_matrix")          # drawn by each evaluation
     assert [e.step for e in confusion] == [3, 6] and confusion[0].width > 100
     assert logged_samples(run) == []                                   # sentiment decodes no sequences
+    explained = [tag for tag in events.Tags()["images"] if tag.startswith("explanation/")]
+    assert len(explained) == 2 and sorted(run.glob("explanations/*.png"))    # two validation texts, at the end
+    picture = events.Images(explained[0])
+    assert [e.step for e in picture] == [6] and picture[0].width > 200 and picture[0].height > 50
+
+
+def test_a_model_that_cannot_be_explained_still_finishes_its_run_with_one_warning_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import tasks.sentiment.explain
+
+    def no_captum(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'captum'")
+
+    monkeypatch.setattr(tasks.sentiment.explain, "explain_inputs", no_captum)
+    run = _train(tmp_path)
+    assert (run / "best").exists()
+    warned = [line for line in capsys.readouterr().err.splitlines() if "explanation" in line]
+    assert warned == [("warning: no explanation pictures in the run's logs: ModuleNotFoundError: "
+                       "No module named 'captum'")]
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert not [tag for tag in events.Tags()["images"] if tag.startswith("explanation/")]
 
 
 def test_csv_mirror_has_a_column_per_field_and_a_line_per_row(tmp_path: Path) -> None:
@@ -87,3 +109,23 @@ def test_csv_mirror_follows_a_truncated_jsonl(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0}\n')
     lines = write_csv_mirror(tmp_path).read_text().splitlines()
     assert lines == ["step,train_loss", "1,2.0"]
+
+
+
+def test_tasks_give_validation_samples_as_the_inputs_zoo_explain_takes(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tasks.text_generation.formats import TextDataset
+
+    texts = [{"text": "good", "source": "one"}, {"text": "bad", "source": "two"}, {"text": "meh", "source": "six"}]
+    assert zoo.get_task("sentiment").explanation_inputs(texts, tmp_path) == ["good", "bad"]
+    assert zoo.get_task("translation").explanation_inputs(texts, tmp_path, count=5) == ["one", "two", "six"]
+    fortunes = TextDataset(["x" * 100, "short"], "memory")
+    assert zoo.get_task("text_generation").explanation_inputs(fortunes, tmp_path) == ["x" * 40, "short"]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
+    images = [{"image": Image.fromarray(p), "label": 0} for p in pixels]
+    paths = zoo.get_task("image_classification").explanation_inputs(images, tmp_path / "in")
+    assert paths == [str(tmp_path / "in" / f"validation-{i}.png") for i in range(2)]     # files `zoo explain` reads
+    assert all((np.asarray(Image.open(path)) == p).all() for path, p in zip(paths, pixels))
+    assert zoo.get_task("asr").explain_field == zoo.get_task("detection").explain_field == "path"

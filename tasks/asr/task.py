@@ -59,6 +59,7 @@ class AsrTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "digits"
+    explain_field = "path"
     generates = True
     train_defaults = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300, ema=0.999)
     head_defaults = HEAD_DEFAULTS

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image, ImageColor
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from torchvision.transforms.v2 import functional as F
 from torchvision.utils import draw_bounding_boxes
 
@@ -20,6 +20,8 @@ PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#4
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#a9a9a9"]
 MIN_SIDE = 480          # drawn images are enlarged (whole factors) until their shorter side is at least this
 GAP = 16                # pixels between ground truth and predictions in a side-by-side picture
+TITLE_FONT = 20         # the side-by-side picture's panel titles (pixels), on a white band this much taller
+TITLE_PAD = 12
 DRAWN_PER_EVALUATION = 8  # images `zoo eval detection --out` draws
 
 
@@ -61,15 +63,22 @@ def draw(image: torch.Tensor, boxes: torch.Tensor, names: list[str], scores: tor
 
 def draw_truth_and_predictions(image: torch.Tensor, truth: tuple[torch.Tensor, torch.Tensor],
                                predicted: tuple[torch.Tensor, torch.Tensor, torch.Tensor], labels: Sequence[str],
-                               path: Path) -> Path:
+                               path: Path, predictions_title: str = "predictions") -> Path:
     """Ground truth (``boxes``, ``labels``) on the left and predictions (``boxes``, ``labels``, ``scores``) on
-    the right of one PNG at ``path``; label ids index ``labels``."""
+    the right of one PNG at ``path``, under the titles "ground truth" and ``predictions_title`` on a white
+    band; label ids index ``labels``."""
     true_boxes, true_ids = truth
     boxes, ids, scores = predicted
     left = draw_boxes(image, true_boxes, [f"{labels[int(i)]} (truth)" for i in true_ids], true_ids.tolist())
     right = draw_boxes(image, boxes, [f"{labels[int(i)]} {float(s):.2f}" for i, s in zip(ids, scores)], ids.tolist())
     gap = torch.full((3, left.shape[-2], GAP), 255, dtype=torch.uint8)
-    _save(torch.cat([left, gap, right], dim=-1), path)
+    pair = Image.fromarray(torch.cat([left, gap, right], dim=-1).permute(1, 2, 0).numpy())
+    picture = Image.new("RGB", (pair.width, pair.height + TITLE_FONT + TITLE_PAD), "white")
+    picture.paste(pair, (0, TITLE_FONT + TITLE_PAD))
+    pen, font = ImageDraw.Draw(picture), ImageFont.truetype(_font(), TITLE_FONT)
+    for title, x in (("ground truth", 0), (predictions_title, left.shape[-1] + GAP)):
+        pen.text((x + 4, TITLE_PAD // 2), title, fill="black", font=font)
+    picture.save(path)
     return path
 
 

@@ -132,4 +132,4 @@ def _draw_sample(folder: Path, number: int, sample: dict, truth: dict[str, torch
     name = f"{number:02d}-{Path(str(sample.get('path', 'image'))).stem}.png"
     return draw_truth_and_predictions(sample["image"], (truth["boxes"], truth["labels"]),
                                       (found["boxes"][shown], found["labels"][shown], found["scores"][shown]),
-                                      labels, folder / name)
+                                      labels, folder / name, f"predictions (score ≥ {DRAWN_SCORE})")

@@ -60,6 +60,7 @@ class DetectionTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "small"
+    explain_field = "path"
     evaluation_pictures = (f"{DRAWINGS}/*.png",)
     train_defaults = dict(batch_size=8, lr=2e-3, time_budget=900.0, eval_every=400, warmup_steps=30)
     head_defaults = HEAD_DEFAULTS

@@ -30,12 +30,20 @@ def plot_curves(run_dir: Path, metric: str, name: str = "curves.png") -> Path:
     return out
 
 
+def _scientific(value: float, _position: int | None = None) -> str:
+    """A tick in scientific notation with the digits it needs (1.75e-03, 1.5e-03, 0e+00): a fixed
+    ``%.1e`` would print 1.75e-03 and 1.25e-03 as 1.8e-03 and 1.3e-03."""
+    import numpy as np
+
+    return np.format_float_scientific(value, precision=3, trim="-")
+
+
 def draw_curves(rows: list[dict[str, Any]], metric: str) -> "Figure":
     """The loss (raw, smoothed, validation), the validation ``metric`` and the learning rate of
     ``metrics.jsonl`` rows against step, as a matplotlib Figure on an Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(14, 4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -52,7 +60,7 @@ def draw_curves(rows: list[dict[str, Any]], metric: str) -> "Figure":
     if lr_steps:
         lr_ax.plot(lr_steps, lr, color="tab:green")
     lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
-    lr_ax.yaxis.set_major_formatter(FormatStrFormatter("%.1e"))   # no offset text under the epoch axis
+    lr_ax.yaxis.set_major_formatter(FuncFormatter(_scientific))   # no offset text under the epoch axis
     for ax in (loss_ax, metric_ax):
         if ax.get_legend_handles_labels()[0]:
             ax.legend()

@@ -3,7 +3,8 @@
 ``--logger tensorboard csv`` (the default) writes ``RUN/tensorboard/`` (every numeric field of
 every row as a scalar: ``train/*``, ``validation/*``, ``lr``; the run's flags as text; the
 curves picture; at each evaluation the pictures it drew (confusion matrix, detections) and a few
-decoded samples of generating tasks as text) and ``RUN/metrics.csv`` (one column per field of ``metrics.jsonl``, rewritten
+decoded samples of generating tasks as text; at the end, pictures explaining a few validation inputs
+as `zoo explain` draws them, also kept in ``RUN/explanations/``) and ``RUN/metrics.csv`` (one column per field of ``metrics.jsonl``, rewritten
 from it at every evaluation and at the end, so it always mirrors the JSON lines, resumes
 included); ``--logger none`` writes neither.
 """
@@ -21,6 +22,7 @@ LOGGERS = ("tensorboard", "csv", "none")
 DEFAULT_LOGGERS = ("tensorboard", "csv")
 EVENTS = "tensorboard"
 CSV_MIRROR = "metrics.csv"
+EXPLANATIONS = "explanations"   # RUN/explanations/: the pictures of explain_samples, logged at the end
 
 
 def check_loggers(names: list[str]) -> list[str]:
@@ -83,6 +85,12 @@ class RunLoggers:
                 self.picture(f"evaluation/{png.relative_to(self.run_dir).with_suffix('')}", png, step)
         if samples:
             self.events.add_text("samples", "\n\n".join("    " + text.replace("\n", "\n    ") for text in samples), step)
+
+    def explanations(self, pngs: list[Path], step: int) -> None:
+        """The explanation pictures of a few validation inputs (drawn at the end of training), each as
+        ``explanation/<file name>`` at ``step``."""
+        for png in pngs:
+            self.picture(f"explanation/{png.stem}", png, step)
 
     def flush(self) -> None:
         """Rewrite the CSV mirror from ``metrics.jsonl``; push pending events to disk."""

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import torch
@@ -82,6 +83,7 @@ class Task:
     bucket_batches: int = 50            # training batches cut from pools of this many, sorted by length
     demo_args: tuple[str, ...] = ()  # extra `zoo train` flags for the one-minute demo run
     evaluation_pictures: tuple[str, ...] = ()   # PNGs (globs) evaluate writes into options.out, logged as images
+    explain_field: str = ""             # the sample field `zoo explain` takes as INPUT (a text or a file path)
     pretrained_kinds: tuple[str, ...] = ("zoo",)   # what --pretrained may name: kinds and weights families
                                                    # of tasks/engine/pretrained.py
 
@@ -109,6 +111,14 @@ class Task:
         """A few of ``dataset``'s samples as ``model`` decodes them, one text each, for the run's logs
         (generating tasks); none here."""
         return []
+
+    def explanation_inputs(self, dataset: Dataset, folder: Path, count: int = 2) -> list[str]:
+        """The first ``count`` samples of ``dataset`` as `zoo explain` takes them (their :attr:`explain_field`),
+        for the explanation pictures in the run's logs; a task whose samples hold no such input writes
+        it into ``folder``. None when the task names no field."""
+        if not self.explain_field:
+            return []
+        return [dataset[i][self.explain_field] for i in range(min(count, len(dataset)))]
 
     def sample_length(self, sample: dict) -> int | None:
         """How long a sample is, for length-bucketed training batches; None: no bucketing."""

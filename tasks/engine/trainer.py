@@ -80,7 +80,7 @@ from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharde
                                       resolve_checkpoint, rng_state, save_sharded, save_trainer_state,
                                       set_rng_state, sharded_folder, write_checkpoint)
 from tasks.engine.curves import plot_curves, write_atomically
-from tasks.engine.loggers import RunLoggers
+from tasks.engine.loggers import EXPLANATIONS, RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import TRAIN_PRECISIONS, add_train_arguments
 from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precision
@@ -298,12 +298,26 @@ class _Run:
                 train_row.update(lr=lr, grad_norm=norm,
                                  items_per_s=items * self.ctx.world_size / (time.perf_counter() - started))
                 reason = self._after_step(train_row, time_up=up_ranks > 0)
+            self._log_explanations()
         finally:
             self.bar.close()
             if self.loggers is not None:
                 self.loggers.close()
         self._summary(reason)
         return self.out
+
+    def _log_explanations(self) -> None:
+        """Rank 0 of an unsharded run with TensorBoard on: pictures explaining a few validation inputs with
+        the final (EMA when on) weights, into ``RUN/explanations/`` and the events (seconds; RNG untouched)."""
+        if not self.ctx.is_main or self.sharded or self.loggers.events is None or self.val_set is None:
+            return
+        from tasks.engine.explain_command import explain_samples   # its CLI imports: only when logging
+
+        self.model.eval()
+        with _rng_kept(self.device), self._ema_weights():
+            pngs = explain_samples(self.task, self.model, self.val_set, self.out / EXPLANATIONS)
+        self.model.train()
+        self.loggers.explanations(pngs, self.state.step)
 
     def _micro_batches(self, keys: list[str] | None) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
         """Forward and backward the step's ``--accumulate`` micro-batches, each weighted by its size.

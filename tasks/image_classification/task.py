@@ -91,6 +91,16 @@ class ImageClassificationTask(Task):
         """The samples of ``split``, decoded into memory when they are small (see ``cache``)."""
         return in_memory(super().datasets(spec, split))
 
+    def explanation_inputs(self, dataset: Dataset, folder: Path, count: int = 2) -> list[str]:
+        """The first ``count`` images, written into ``folder`` as ``validation-I.png`` (samples held in memory
+        have no file `zoo explain` could read)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i in range(min(count, len(dataset))):
+            paths.append(str(folder / f"validation-{i}.png"))
+            as_image(dataset[i]["image"], f"validation sample {i}").save(paths[-1])
+        return paths
+
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Samples -> ``{"inputs": (B, 3, S, S) float, "labels": (B,) long or (B, C) soft}``.
 

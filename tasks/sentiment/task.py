@@ -52,6 +52,7 @@ class SentimentTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "default"
+    explain_field = "text"
     evaluation_pictures = (CONFUSION_PNG,)
 
     # ---- data -------------------------------------------------------------------------

@@ -164,6 +164,10 @@ class TextGenerationTask(Task):
         continuations = model.generate_text(prompts, max_new_tokens=new)
         return [f"{prompt}|{continuation}" for prompt, continuation in zip(prompts, continuations)]
 
+    def explanation_inputs(self, dataset: Dataset, folder: Path, count: int = 2) -> list[str]:
+        """The openings (:data:`SAMPLE_PROMPT` characters) of the first ``count`` texts, as prompts to explain."""
+        return [text[:SAMPLE_PROMPT] for text in dataset.texts[:count]]
+
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
 

@@ -52,6 +52,7 @@ class TranslationTask(Task):
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "numbers"
+    explain_field = "source"
     generates = True
 
     # ---- data -------------------------------------------------------------------------
