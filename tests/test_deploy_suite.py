@@ -30,17 +30,21 @@ def _sentences(count: int) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """RUNS/sentiment and RUNS/text_generation, each trained 3 steps on data written here."""
+    """RUNS/sentiment, trained 3 steps on reviews written here."""
     root = tmp_path_factory.mktemp("deploy")
     reviews = _write_csv(root / "reviews.csv", _reviews(40, seed=3))
     train_command(zoo.get_task("sentiment"), ["--data", f"csv:{reviews}", "--out", str(root / "runs" / "sentiment"),
                                               "--vocab-size", "64", "--max-len", "32", *COMMON])
-    text = root / "lines.txt"
+    return root / "runs"
+
+
+def _train_generator(runs: Path) -> None:
+    """RUNS/text_generation, trained 3 steps on lines written here."""
+    text = runs.parent / "lines.txt"
     text.write_text(_sentences(60) + "\n", encoding="utf-8")
     train_command(zoo.get_task("text_generation"), ["--data", f"text:{text}?sample_by=line", "--out",
-                                                    str(root / "runs" / "text_generation"), "--vocab-size", "64",
+                                                    str(runs / "text_generation"), "--vocab-size", "64",
                                                     "--block-size", "16", *COMMON])
-    return root / "runs"
 
 
 def _suite(runs: Path, out: Path, *extra: str) -> tuple[int, list[dict[str, Any]]]:
@@ -49,7 +53,9 @@ def _suite(runs: Path, out: Path, *extra: str) -> tuple[int, list[dict[str, Any]
     return status, json.loads(results[-1].read_text())["rows"] if results else []
 
 
+@pytest.mark.slow     # builds twelve variants (two ONNX exports, a fine-tune, a distillation): about a minute
 def test_every_variant_of_a_classifier_and_a_generator(runs: Path, tmp_path: Path) -> None:
+    _train_generator(runs)
     status, rows = _suite(runs, tmp_path, "--task", "sentiment", "text_generation")
     assert status == 0
     by = {(r["task"], r["variant"]): r for r in rows}
@@ -84,9 +90,9 @@ def test_every_variant_of_a_classifier_and_a_generator(runs: Path, tmp_path: Pat
     assert record.stat().st_mtime_ns == stamp
 
 
-def test_a_missing_run_names_the_command_that_makes_it(runs: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    status, rows = _suite(runs, tmp_path, "--task", "sentiment", "asr")
+def test_a_missing_run_names_the_command_that_makes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "runs" / "sentiment").mkdir(parents=True)      # present; asr's run is not
+    status, rows = _suite(tmp_path / "runs", tmp_path / "out", "--task", "sentiment", "asr")
     assert status == 2 and rows == []
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "no trained run" in error and "asr" in error and "zoo train asr --data builtin:" in error
