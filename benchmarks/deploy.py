@@ -25,6 +25,7 @@ from torch import nn
 import zoo
 from benchmarks.deploy_report import markdown
 from tasks.engine import bench
+from tasks.engine.checkpoints import TRAINER_JSON, TRAINER_TENSORS
 from tasks.engine.commands import checkpoint_folder, command_parser, eval_data
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.export import Exported, one_line
@@ -133,8 +134,10 @@ def _make(task: Task, run: Path, variant: str, dest: Path, args: argparse.Namesp
 # ---- measuring -----------------------------------------------------------------------------------------
 
 def folder_megabytes(folder: Path) -> float:
-    """Size of the files directly in ``folder`` (a pruned model's fine-tune run below it is not counted)."""
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+    """Size of what deploys from ``folder``: its files, less a checkpoint's trainer state (optimizer moments)
+    and the fine-tune run below a pruned model."""
+    return sum(p.stat().st_size for p in folder.iterdir()
+               if p.is_file() and p.name not in (TRAINER_TENSORS, TRAINER_JSON)) / 1e6
 
 
 def load_variant(variant: str, folder: Path, reference: nn.Module) -> nn.Module:
