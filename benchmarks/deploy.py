@@ -111,7 +111,7 @@ def build_variant(task: Task, run: Path, variant: str, cache: Path, args: argpar
         return dest / json.loads((dest / BUILT).read_text())["model"]
     shutil.rmtree(dest, ignore_errors=True)
     model = _make(task, run, variant, dest, args)
-    (dest / BUILT).write_text(json.dumps({"model": str(model.relative_to(dest))}) + "\n")
+    (dest / BUILT).write_text(json.dumps({"model": str(model.resolve().relative_to(dest.resolve()))}) + "\n")
     return model
 
 
