@@ -38,6 +38,7 @@ from zoo.errors import ZooError
 DEFAULT_RUNS = Path("runs/demo")        # where `zoo demo` trains every task
 VARIANTS = ("fp32", "onnx", "onnx-int8", "int8", "pruned", "distilled")
 ONNX_VARIANTS = ("onnx", "onnx-int8")
+FLOAT_VARIANTS = ("fp32", "pruned", "distilled")
 BUILT = "built.json"                    # {"model": folder relative to the variant's cache folder}
 CACHE = "deploy-cache"
 
@@ -180,7 +181,8 @@ def measure_variant(task: Task, variant: str, folder: Path, fp32: nn.Module, dat
     model = load_variant(variant, folder, fp32)
     runnable = fp32 if variant in ONNX_VARIANTS else model       # whose collate builds the batches
     row: dict[str, Any] = {"megabytes": folder_megabytes(folder), "folder": str(folder),
-                           "parameters": bench.parameter_count(model) if variant not in ONNX_VARIANTS else None}
+                           # float parameters only: an int8 model's weights are buffers, an export's are in its graph
+                           "parameters": bench.parameter_count(model) if variant in FLOAT_VARIANTS else None}
     with torch.inference_mode():
         for label, size in (("batch1", 1), ("batched", args.deploy_batch)):
             if variant == "fp32":

@@ -32,7 +32,7 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[
         f"{(machine['commit'] or 'none')[:10]}. Speed: forward of a collated test batch, variant / fp32 PyTorch "
         f"items/s, median of {options['rounds']} interleaved rounds [min-max]; batched = {options['deploy_batch']}.",
         "",
-        "| Task | Variant | MB | vs fp32 size | Batch-1 ms | Batch-1 speed | Batched speed | Metric | vs fp32 |",
+        "| Task | Variant | MB | fp32 MB / MB | Batch-1 ms | Batch-1 speed | Batched speed | Metric | vs fp32 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {r["task"]: r for r in rows if r["variant"] == "fp32" and not r.get("error")}
@@ -42,7 +42,7 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[
             lines.append(f"{name} not made: {row['error'][:160]} | | | | | | |")
             continue
         fp32 = base.get(row["task"])
-        size = f"{fp32['megabytes'] / row['megabytes']:.1f}x smaller" if fp32 else "-"
+        size = f"{fp32['megabytes'] / row['megabytes']:.2f}" if fp32 else "-"
         change = f"{row['metric'] - fp32['metric']:+.3g}" if fp32 else "-"
         lines.append(f"{name} {row['megabytes']:.2f} | {size} | {_milliseconds(row['batch1'], fp32_latency_ms(rows, row['task']))} "
                      f"| {_ratio(row['batch1'])} | {_ratio(row['batched'])} | {row['metric_name']} {row['metric']:.4g} "
