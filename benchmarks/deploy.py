@@ -191,7 +191,10 @@ def measure_variant(task: Task, variant: str, folder: Path, fp32: nn.Module, dat
             base = forward_workload("fp32", fp32, test_batch(task, fp32, dataset, size), size)
             row[label] = compare(base, forward_workload(variant, model, test_batch(task, runnable, dataset, size),
                                                         size), args)
-    row["metric"] = score(task, model, dataset)
+    try:
+        row["metric"] = score(task, model, dataset)
+    except Exception as error:  # e.g. an export whose outputs are not the head's: the speed still stands
+        row["metric"], row["metric_error"] = None, one_line(error)
     return row
 
 
@@ -224,7 +227,8 @@ def _describe(row: dict[str, Any]) -> str:
     if row.get("error"):
         return head + f"not measured: {row['error']}"
     speed = "".join(f", {label} {row[label]['ratio']:.2f}x" for label in ("batch1", "batched") if row[label])
-    return head + f"{row['megabytes']:.2f} MB{speed}, {row['metric_name']} {row['metric']:.4g}"
+    metric = f"{row['metric']:.4g}" if row["metric"] is not None else f"not scored ({row['metric_error']})"
+    return head + f"{row['megabytes']:.2f} MB{speed}, {row['metric_name']} {metric}"
 
 
 def run(args: argparse.Namespace, machine_of: Callable[[torch.device], dict[str, Any]],

@@ -43,8 +43,11 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[
             continue
         fp32 = base.get(row["task"])
         size = f"{fp32['megabytes'] / row['megabytes']:.2f}" if fp32 else "-"
-        change = f"{row['metric'] - fp32['metric']:+.3g}" if fp32 else "-"
+        scored = row["metric"] is not None and fp32 is not None and fp32["metric"] is not None
+        change = f"{row['metric'] - fp32['metric']:+.3g}" if scored else "-"
+        metric = (f"{row['metric_name']} {row['metric']:.4g}" if row["metric"] is not None
+                  else f"not scored: {row['metric_error'][:80]}")
         lines.append(f"{name} {row['megabytes']:.2f} | {size} | {_milliseconds(row['batch1'], fp32_latency_ms(rows, row['task']))} "
-                     f"| {_ratio(row['batch1'])} | {_ratio(row['batched'])} | {row['metric_name']} {row['metric']:.4g} "
+                     f"| {_ratio(row['batch1'])} | {_ratio(row['batched'])} | {metric} "
                      f"| {change} |")
     return "\n".join(lines) + "\n"
