@@ -28,6 +28,7 @@ from tasks.engine.flags import POSITIVE, POSITIVE_INT
 from tasks.engine.precision import AUTO, has_bf16_units, resolve_precision
 from tasks.engine.task import Workload
 from zoo.cli import ArgumentParser
+from zoo.errors import ZooError
 from zoo.progress import progress_enabled
 
 DEFAULT_OUT = Path("bench-results")   # the user's folder; committed figures: --out benchmarks/results
@@ -42,7 +43,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     "`python -m benchmarks compare OLD.json NEW.json` flags regressions between two runs.")
     parser.add_argument("names", nargs="*", metavar="TASK", help="tasks to run, as with --task (`zoo bench asr`)")
     parser.add_argument("--task", nargs="+", metavar="NAME", help="only these tasks (implies --suite tasks)")
-    parser.add_argument("--suite", choices=("backbones", "tasks", "all"), help="what to run (default all)")
+    parser.add_argument("--suite", choices=("backbones", "tasks", "all", "deploy"),
+                        help="what to run (default all; deploy: see benchmarks/deploy.py)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--precision", nargs="+", choices=(*bench.PRECISIONS, AUTO),
                         help="default: fp32 and bf16 on a GPU; on a CPU bf16 only where it has bf16 instructions; "
@@ -66,6 +68,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                              "(default all; --quick: tiny models and lengths)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"result folder (default {DEFAULT_OUT})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the rounds of each row")
+    deploy = parser.add_argument_group("--suite deploy (benchmarks/deploy.py)")
+    deploy.add_argument("--runs", type=Path, default=Path("runs/demo"),
+                        help="folder of one trained run per task, RUNS/<task> (default runs/demo, as `zoo demo` writes)")
+    deploy.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="fp32 onnx onnx-int8 int8 pruned distilled (default all)")
+    deploy.add_argument("--finetune-steps", type=POSITIVE_INT, default=50, help="fine-tune steps after pruning (default 50)")
+    deploy.add_argument("--distill-steps", type=POSITIVE_INT, default=200, help="training steps of the student (default 200)")
+    deploy.add_argument("--deploy-batch", type=POSITIVE_INT, default=8, help="batch of the throughput figure (default 8)")
     args = parser.parse_args(list(argv))
     if args.sweep_length is not None:
         parser.refuse_unknown("sweep", args.sweep_length, length_sweep.SWEEPS)
@@ -73,6 +83,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.task = [*args.names, *(args.task or [])] or None
     parser.refuse_unknown("task", args.task or [], zoo.list_tasks())
     args.suite = args.suite or ("tasks" if args.task else "all")
+    if args.suite == "deploy":
+        from benchmarks.deploy import VARIANTS
+
+        parser.refuse_unknown("variant", args.variants or [], VARIANTS)
+        args.variants = args.variants or list(VARIANTS)
     if args.task and args.suite == "backbones":
         parser.error("--task selects tasks; it cannot go with --suite backbones")
     args.rounds = args.rounds or (5 if args.quick else 9)
@@ -216,6 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, ValueError) as error:
         print(f"python -m benchmarks: error: {error}", file=sys.stderr)
         return 2
+    if args.suite == "deploy":
+        from benchmarks import deploy
+
+        try:
+            with progress_enabled(not args.no_progress):
+                return deploy.run(args, report.machine_info, report.write_json, report.result_stem)
+        except ZooError as error:
+            print(f"python -m benchmarks: error: {error}", file=sys.stderr)
+            return 2
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     asked = args.precision or default_precisions(device)

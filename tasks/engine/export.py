@@ -184,6 +184,7 @@ class Runner:
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3      # errors only: not the optimiser's notes on constant folding
+            options.intra_op_num_threads = torch.get_num_threads()     # as many as PyTorch: fair comparisons
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         else:
             self._program = torch.export.load(str(path)).module()

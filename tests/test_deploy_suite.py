@@ -1,0 +1,110 @@
+"""`python -m benchmarks --suite deploy` (issue 14 item 6): from tiny trained runs the tests write, the suite
+builds every variant of a classifier (sentiment) and a generator (text generation) and reports sane figures;
+a missing run is refused in one line naming the command that makes it; a variant that fails is a row saying why."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import zoo
+from benchmarks import deploy
+from benchmarks.run import main
+from tasks.engine.commands import train_command
+from tests.test_sentiment_task import _reviews, _write_csv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = json.dumps({"dim": 32, "depth": 1, "heads": 2})
+FAST = ["--rounds", "2", "--block-seconds", "0.01", "--warmup", "1", "--finetune-steps", "2",
+        "--distill-steps", "2", "--deploy-batch", "4", "--threads", "1", "--no-progress"]
+COMMON = ["--max-steps", "3", "--batch-size", "8", "--backbone-args", TINY, "--no-progress", "--eval-every", "0"]
+
+
+def _sentences(count: int) -> str:
+    words = "the cat sat on a mat and the dog ran to the red ball".split()
+    return "\n".join(" ".join(words[(i + j) % len(words)] for j in range(8)) for i in range(count))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RUNS/sentiment, trained 3 steps on reviews written here."""
+    root = tmp_path_factory.mktemp("deploy")
+    reviews = _write_csv(root / "reviews.csv", _reviews(40, seed=3))
+    train_command(zoo.get_task("sentiment"), ["--data", f"csv:{reviews}", "--out", str(root / "runs" / "sentiment"),
+                                              "--vocab-size", "64", "--max-len", "32", *COMMON])
+    return root / "runs"
+
+
+def _train_generator(runs: Path) -> None:
+    """RUNS/text_generation, trained 3 steps on lines written here."""
+    text = runs.parent / "lines.txt"
+    text.write_text(_sentences(60) + "\n", encoding="utf-8")
+    train_command(zoo.get_task("text_generation"), ["--data", f"text:{text}?sample_by=line", "--out",
+                                                    str(runs / "text_generation"), "--vocab-size", "64",
+                                                    "--block-size", "16", *COMMON])
+
+
+def _suite(runs: Path, out: Path, *extra: str) -> tuple[int, list[dict[str, Any]]]:
+    status = main(["--suite", "deploy", "--runs", str(runs), "--out", str(out), *FAST, *extra])
+    results = sorted(out.glob("deploy-*.json"))
+    return status, json.loads(results[-1].read_text())["rows"] if results else []
+
+
+@pytest.mark.slow     # builds twelve variants (two ONNX exports, a fine-tune, a distillation): about a minute
+def test_every_variant_of_a_classifier_and_a_generator(runs: Path, tmp_path: Path) -> None:
+    _train_generator(runs)
+    status, rows = _suite(runs, tmp_path, "--task", "sentiment", "text_generation")
+    assert status == 0
+    by = {(r["task"], r["variant"]): r for r in rows}
+    assert set(by) == {(t, v) for t in ("sentiment", "text_generation") for v in deploy.VARIANTS}
+    for task in ("sentiment", "text_generation"):
+        fp32 = by[task, "fp32"]
+        for variant in deploy.VARIANTS:
+            row = by[task, variant]
+            if task == "text_generation" and variant in deploy.ONNX_VARIANTS:
+                assert "decoder-step" in row["error"]      # said why, not crashed
+                continue
+            assert not row.get("error"), row
+            assert row["megabytes"] > 0
+            for label in ("batch1", "batched"):
+                assert (row[label] is None) == (variant == "fp32")
+                if row[label]:
+                    assert math.isfinite(row[label]["ratio"]) and row[label]["ratio"] > 0
+        assert by[task, "int8"]["megabytes"] < fp32["megabytes"]
+        assert by[task, "pruned"]["parameters"] < fp32["parameters"]
+        assert by[task, "distilled"]["parameters"] < fp32["parameters"]
+    assert by["sentiment", "onnx-int8"]["megabytes"] < by["sentiment", "onnx"]["megabytes"]
+    for variant in ("fp32", "onnx", "onnx-int8", "int8", "pruned", "distilled"):
+        assert 0.0 <= by["sentiment", variant]["metric"] <= 1.0
+    assert by["sentiment", "onnx"]["metric"] == pytest.approx(by["sentiment", "fp32"]["metric"], abs=1e-9)
+    assert all(r["metric"] > 0 for (t, _), r in by.items() if t == "text_generation" and not r.get("error"))
+    table = next(tmp_path.glob("deploy-*.md")).read_text()
+    assert "| sentiment | onnx-int8 |" in table and "| text_generation | onnx | not made:" in table
+    # a rerun reuses what was built: the cache's build records are untouched
+    record = tmp_path / deploy.CACHE / "sentiment" / "pruned" / deploy.BUILT
+    stamp = record.stat().st_mtime_ns
+    assert _suite(runs, tmp_path, "--task", "sentiment", "--variants", "pruned")[0] == 0
+    assert record.stat().st_mtime_ns == stamp
+
+
+def test_a_missing_run_names_the_command_that_makes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "runs" / "sentiment").mkdir(parents=True)      # present; asr's run is not
+    status, rows = _suite(tmp_path / "runs", tmp_path / "out", "--task", "sentiment", "asr")
+    assert status == 2 and rows == []
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "no trained run" in error and "asr" in error and "zoo train asr --data builtin:" in error
+
+
+def test_a_variant_that_fails_is_a_row_with_its_reason(runs: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("pruning exploded")
+
+    monkeypatch.setattr(deploy, "prune", broken)
+    status, rows = _suite(runs, tmp_path, "--task", "sentiment", "--variants", "fp32", "pruned")
+    assert status == 0
+    by = {r["variant"]: r for r in rows}
+    assert "pruning exploded" in by["pruned"]["error"] and not by["fp32"].get("error")
