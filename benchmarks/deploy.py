@@ -66,7 +66,10 @@ class ExportedForward(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         arrays = {name: batch[name].cpu().numpy() for name in self.input_names if batch.get(name) is not None}
-        return {name: torch.from_numpy(value) for name, value in self.exported.run(**arrays).items()}
+        outputs = {name: torch.from_numpy(value) for name, value in self.exported.run(**arrays).items()}
+        if "log_probs" in outputs and "logits" not in outputs:   # a CTC export: log_softmax leaves log-probs as they are
+            outputs["logits"] = outputs.pop("log_probs")
+        return outputs
 
 
 # ---- building the variants ----------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 import zoo
 from benchmarks import deploy
@@ -108,3 +110,21 @@ def test_a_variant_that_fails_is_a_row_with_its_reason(runs: Path, tmp_path: Pat
     assert status == 0
     by = {r["variant"]: r for r in rows}
     assert "pruning exploded" in by["pruned"]["error"] and not by["fp32"].get("error")
+
+
+def test_a_ctc_exports_log_probabilities_reach_the_head_as_its_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = np.log(np.full((1, 3, 4), 0.25, dtype=np.float32))   # (B, T, V) log-probabilities
+
+    class Graph:
+        sidecar = {"inputs": [{"name": "inputs"}]}
+
+        def __init__(self, folder: Path) -> None:
+            pass
+
+        def run(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
+            return {"log_probs": frames, "lengths": np.array([3])}
+
+    monkeypatch.setattr(deploy, "Exported", Graph)
+    outputs = deploy.ExportedForward(torch.nn.Identity(), Path("."))({"inputs": torch.zeros(1, 8)})
+    assert set(outputs) == {"logits", "lengths"}
+    assert torch.equal(outputs["logits"].log_softmax(-1), torch.from_numpy(frames))   # what CTC decoding reads
