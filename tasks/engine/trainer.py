@@ -311,7 +311,7 @@ class _Run:
         the final (EMA when on) weights, into ``RUN/explanations/`` and the events (seconds; RNG untouched)."""
         if not self.ctx.is_main or self.sharded or self.loggers.events is None or self.val_set is None:
             return
-        from tasks.engine.explain_command import explain_samples   # its CLI imports: only when logging
+        from tasks.engine.explanations import explain_samples   # the task's explain code: only when logging
 
         self.model.eval()
         with _rng_kept(self.device), self._ema_weights():
