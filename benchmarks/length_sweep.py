@@ -89,12 +89,18 @@ def _tokens(length: int, vocab: int, device: torch.device) -> torch.Tensor:
     return bench.random_tokens(1, length, vocab, device, seed=length)  # (1, T)
 
 
+def _decoder_forward(name: str, label: str, args: dict[str, Any], device: torch.device,
+                     length: float) -> tuple[Workload, int]:
+    """Backbone ``name`` (built with ``args``) forward over ``length`` random tokens."""
+    torch.manual_seed(0)
+    model = zoo.create_backbone(name, **args).to(device).eval()
+    tokens = _tokens(int(length), model.cfg.vocab_size, device)
+    return _forward(label, model, (tokens,), model), int(length)
+
+
 def rope_forward(sizes: Sizes, device: torch.device, length: float) -> tuple[Workload, int]:
     """``text_decoder_small`` (RoPE) forward over ``length`` tokens."""
-    torch.manual_seed(0)
-    model = zoo.create_backbone("text_decoder_small", **sizes.rope).to(device).eval()
-    tokens = _tokens(int(length), model.cfg.vocab_size, device)
-    return _forward("rope decoder forward", model, (tokens,), model), int(length)
+    return _decoder_forward("text_decoder_small", "rope decoder forward", sizes.rope, device, length)
 
 
 def rope_train(sizes: Sizes, device: torch.device, length: float) -> tuple[Workload, int]:
@@ -113,10 +119,7 @@ def rope_train(sizes: Sizes, device: torch.device, length: float) -> tuple[Workl
 
 def gpt2_forward(sizes: Sizes, device: torch.device, length: float) -> tuple[Workload, int]:
     """``text_decoder_gpt2`` (learned positions) forward over ``length`` tokens."""
-    torch.manual_seed(0)
-    model = zoo.create_backbone("text_decoder_gpt2", **sizes.gpt2).to(device).eval()
-    tokens = _tokens(int(length), model.cfg.vocab_size, device)
-    return _forward("GPT-2 forward", model, (tokens,), model), int(length)
+    return _decoder_forward("text_decoder_gpt2", "GPT-2 forward", sizes.gpt2, device, length)
 
 
 def vit_forward(sizes: Sizes, device: torch.device, pixels: float) -> tuple[Workload, int]:
