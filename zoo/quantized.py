@@ -85,15 +85,17 @@ class Int8Linear(nn.Module):
         return self.weight_int8.float() * self.weight_scale[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in-place steps after each allocation: on a CPU the new (M, N) buffers, not the int8 kernel, dominated
         rows = x.reshape(-1, self.in_features).float()                                 # (M, K)
         if self.input_scale is None:
-            scale = rows.abs().amax(dim=-1, keepdim=True).clamp_min(_TINY) / QMAX     # (M, 1): per token
+            scale = rows.abs().amax(dim=-1, keepdim=True).clamp_min_(_TINY).div_(QMAX)   # (M, 1): per token
         else:
             scale = self.input_scale                                                    # (): calibrated
-        values = torch.round(rows / scale).clamp_(-QMAX, QMAX).to(torch.int8)
-        out = int8_matmul(values, self.weight_int8.t()).float() * (scale * self.weight_scale)   # (M, N)
+        values = torch.div(rows, scale).round_().clamp_(-QMAX, QMAX).to(torch.int8)
+        out = int8_matmul(values, self.weight_int8.t()).float()                        # (M, N)
+        out.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
-            out = out + self.bias
+            out.add_(self.bias)
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
