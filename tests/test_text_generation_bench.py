@@ -56,3 +56,14 @@ def test_decode_steps_rewind_to_the_prompt_every_time(models) -> None:
     copy = bench.memory_copy(CPU, bench.weight_bytes(ours))
     run(copy)
     assert copy.items == pytest.approx(2 * bench.weight_bytes(ours) / 1e9, rel=1e-6)
+
+
+def test_the_int8_decode_row_runs_int8_layers_and_does_the_reference_work(models) -> None:
+    ours, reference = models
+    int8 = bench.int8_copy(ours)
+    assert int8.quantization is not None and ours.quantization is None     # the fp32 model is left as it was
+    mine = bench.decode(int8, TINY, CPU, True, False, 1, variant=bench.INT8)
+    theirs = bench.decode(reference, TINY, CPU, True, False, 1, True)
+    assert mine.name == "decode with cache, int8 weights (zoo generate)" and mine.items == theirs.items
+    assert [len(row) for row in run(mine)] == [TINY.new_tokens]
+    assert mine.factory(2).name == mine.name and mine.factory(2).items == 2 * TINY.new_tokens

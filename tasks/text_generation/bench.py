@@ -10,6 +10,9 @@ output projection; a smaller GPT-2 shape for the prefill/decode rows when quick)
   ``GPT2LMHeadModel.generate(use_cache=...)``, greedy, exactly ``new_tokens`` new tokens per
   row (our stop tokens off, the reference's EOS held back by ``min_new_tokens``); tokens/s
   counts new tokens, the prompt's prefill included as in real use.
+- ``decode with cache, int8 weights`` (CPU, fp32 runs): batch-1 decode of an int8 copy of ours
+  (``zoo.quantize``, dynamic: int8 weights and per-token int8 inputs of every Linear, int8 embedding
+  rows) against the reference's fp32 ``generate``; its tokens may differ from fp32 greedy ones.
 - ``kv cache``: decode steps alone (the 256-token prompt fed once, outside the timing), batch
   1, with our cache against without it (every step reruns the whole sequence); the row's
   ratio is the cache's speed-up per generated token.
@@ -25,6 +28,7 @@ reference's forward is compiled too.
 """
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -63,6 +67,7 @@ GPT2_SMALLER = dict(vocab=8192, dim=256, depth=4, heads=4, positions=512)
 BANDWIDTH_PROMPT, BANDWIDTH_STEPS = 16, 4      # the weight-read row: short prompt, a few decode steps
 BATCHES = (1, 8)
 KV_PROMPT = 256                                # prompt of the cache speed-up row
+INT8 = ", int8 weights"                        # the CPU row of batch-1 decode with zoo.quantize's int8 layers
 
 
 def shapes(device: torch.device, quick: bool) -> Shape:
@@ -91,6 +96,9 @@ def workloads(device: torch.device, precision: str, quick: bool,
             pairs.append((decode(ours, shape, device, use_cache, compile, batch),
                           decode(reference, shape, device, use_cache, compile, batch, True) if reference is not None
                           else None))
+    if device.type == "cpu" and precision == "fp32" and reference is not None:
+        pairs.append((decode(int8_copy(ours), shape, device, True, compile, 1, variant=INT8),
+                      decode(reference, shape, device, True, compile, 1, True)))
     long = replace(shape, prompt=KV_PROMPT)
     pairs.append((decode_steps(ours, long, device, True, compile, "kv cache: decode steps with it"),
                   decode_steps(ours, long, device, False, compile, "kv cache: decode steps without it")))
@@ -112,6 +120,13 @@ def _ours(shape: Shape, device: torch.device, dtype: torch.dtype, compile: bool 
     if compile:
         model.backbone.forward = maybe_compile(model.backbone.forward, compile)
     return model
+
+
+def int8_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with int8 Linear and embedding weights (``zoo.quantize`` dynamic: int8 x int8 GEMV)."""
+    int8 = copy.deepcopy(model)
+    zoo.quantize(int8, "dynamic")
+    return int8
 
 
 def _reference(shape: Shape, device: torch.device, dtype: torch.dtype, compile: bool | str) -> nn.Module | None:
@@ -155,9 +170,10 @@ def prefill(model: nn.Module, shape: Shape, device: torch.device, batch: int, re
 # ---- decode ---------------------------------------------------------------------------------
 
 def decode(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool, compile: bool | str,
-           batch: int, reference: bool = False) -> Workload:
+           batch: int, reference: bool = False, variant: str = "") -> Workload:
     """``model.generate``: greedy, exactly ``new_tokens`` tokens per row (static cache); with
-    ``reference``, ``GPT2LMHeadModel.generate(use_cache=...)`` with EOS held back: the same number of steps."""
+    ``reference``, ``GPT2LMHeadModel.generate(use_cache=...)`` with EOS held back: the same number of steps.
+    ``variant`` names what differs from the plain model in the row's name (", int8 weights")."""
     prompt = _tokens(batch, shape.prompt, shape.vocab, device)
     new = shape.new_tokens if use_cache else shape.uncached_new_tokens
     if reference:
@@ -171,9 +187,10 @@ def decode(model: nn.Module, shape: Shape, device: torch.device, use_cache: bool
         step = functools.partial(model.generate, {"inputs": prompt}, max_new_tokens=new, stop_tokens=(),
                                  use_cache=use_cache, static_cache=use_cache)
     cache = "with" if use_cache else "without"
-    return Workload(f"decode {cache} cache ({'transformers' if reference else 'zoo'} generate)", "tokens",
+    return Workload(f"decode {cache} cache{variant} ({'transformers' if reference else 'zoo'} generate)", "tokens",
                     batch * new, step, model, "inference", batch, shape.describe(batch, new),
-                    functools.partial(decode, model, shape, device, use_cache, compile, reference=reference))
+                    functools.partial(decode, model, shape, device, use_cache, compile, reference=reference,
+                                      variant=variant))
 
 
 # ---- decode steps alone: the cache's speed-up and the weight-read bandwidth ----------------------------
