@@ -52,10 +52,24 @@ def test_decode_steps_rewind_to_the_prompt_every_time(models) -> None:
         workload = bench.decode_steps(ours, TINY, CPU, use_cache, static, "steps")
         assert [run(workload).item() for _ in range(3)] == [greedy[-1]] * 3
     read = bench.weight_read(ours, TINY, CPU, False)
-    assert run(read).item() == greedy[-1] and read.items == TINY.new_tokens * bench.weight_bytes(ours) / 1e9
-    copy = bench.memory_copy(CPU, bench.weight_bytes(ours))
-    run(copy)
-    assert copy.items == pytest.approx(2 * bench.weight_bytes(ours) / 1e9, rel=1e-6)
+    kv = 2 * TINY.depth * TINY.dim * 4 * sum(TINY.prompt + 1 + i for i in range(1, TINY.new_tokens + 1))
+    assert bench.kv_bytes(ours, TINY) == kv
+    assert run(read).item() == greedy[-1] and read.items == (TINY.new_tokens * bench.weight_bytes(ours) + kv) / 1e9
+    stream = bench.memory_read(CPU, 4096)
+    assert stream.items == pytest.approx(4096 / 1e9) and run(stream).item() == 1024.0
+
+
+def test_the_read_ceiling_is_at_least_four_last_level_caches(tmp_path) -> None:
+    for index, (level, size) in enumerate([(1, "32K"), (2, "1024K"), (3, "32768K"), (3, "16M")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert bench.last_level_cache_bytes(tmp_path) == 32 << 20          # the largest cache of the highest level
+    assert bench.last_level_cache_bytes(tmp_path / "absent") is None
+    assert bench.ceiling_bytes(CPU, 10 << 20, 32 << 20) == 128 << 20    # small reads: 4x the cache
+    assert bench.ceiling_bytes(CPU, 600 << 20, 32 << 20) == 600 << 20   # large reads: their own size
+    assert bench.ceiling_bytes(CPU, 10 << 20, None) == 10 << 20
 
 
 def test_the_int8_decode_row_runs_int8_layers_and_does_the_reference_work(models) -> None:

@@ -17,9 +17,9 @@ output projection; a smaller GPT-2 shape for the prefill/decode rows when quick)
   1, with our cache against without it (every step reruns the whole sequence); the row's
   ratio is the cache's speed-up per generated token.
 - ``weight read``: batch-1 decode steps alone of the GPT-2-small shape with the cache,
-  counted as GB of weights read per second, against a copy of a buffer as
-  large as the weights on the same device, counted as GB read + written per second (the
-  STREAM convention). The row's ratio is decode's fraction of the copy bandwidth.
+  counted as GB of weights and KV cache read per second, against a read-only stream (a sum)
+  over a buffer as large as one step's reads and at least 4x the last-level cache, same
+  threads. The row's ratio is decode's fraction of that read bandwidth.
 
 At ``bf16`` the inference models hold bf16 weights (as one serves them), not fp32 weights
 cast by autocast on every step. Our decoding uses the static (preallocated) KV cache, as
@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -105,7 +106,9 @@ def workloads(device: torch.device, precision: str, quick: bool,
     full = Shape(**GPT2, prompt=BANDWIDTH_PROMPT, new_tokens=BANDWIDTH_STEPS, uncached_new_tokens=0)
     is_gpt2 = all(getattr(shape, key) == value for key, value in GPT2.items())
     weights = ours if is_gpt2 else _ours(full, device, dtype, compile)
-    pairs.append((weight_read(weights, full, device, compile), memory_copy(device, weight_bytes(weights))))
+    read = weight_read(weights, full, device, compile)
+    ceiling = ceiling_bytes(device, int(read.items * 1e9 / full.new_tokens), last_level_cache_bytes())
+    pairs.append((read, memory_read(device, ceiling)))
     return pairs
 
 
@@ -250,21 +253,53 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
 
 
+def kv_bytes(model: nn.Module, shape: Shape) -> int:
+    """Bytes of keys and values the ``shape.new_tokens`` batch-1 decode steps after the prompt read: step i
+    attends to the prompt, the start token and the i tokens before it, at every layer, in the cache's dtype."""
+    element = next(model.parameters()).element_size()
+    positions = sum(shape.prompt + 1 + i for i in range(1, shape.new_tokens + 1))
+    return 2 * shape.depth * shape.dim * positions * element
+
+
 def weight_read(model: nn.Module, shape: Shape, device: torch.device, compile: bool | str) -> Workload:
-    """Cached batch-1 decode steps counted as GB of weights read (:func:`decode_steps`)."""
+    """Cached batch-1 decode steps counted as GB read: the weights once per step plus the KV cache
+    (:func:`decode_steps`, :func:`kv_bytes`)."""
     steps = decode_steps(model, shape, device, True, compile, "weight read: batch-1 decode steps (zoo)")
-    nbytes = weight_bytes(model)
-    return Workload(steps.name, "GB", shape.new_tokens * nbytes / 1e9, steps.step, model, "inference", 1,
-                    f"{steps.config}, {nbytes / 1e6:.0f} MB of weights per step")
+    nbytes, cache = weight_bytes(model), kv_bytes(model, shape)
+    return Workload(steps.name, "GB", (shape.new_tokens * nbytes + cache) / 1e9, steps.step, model, "inference", 1,
+                    f"{steps.config}, {nbytes / 1e6:.0f} MB of weights per step + {cache / 1e6:.1f} MB of KV in all")
 
 
-def memory_copy(device: torch.device, nbytes: int) -> Workload:
-    """Copy a buffer of ``nbytes`` into another: items = GB read + written."""
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The CPU's last-level cache size from sysfs (the highest ``index*/level``), None where sysfs has none."""
+    sizes: dict[int, int] = {}
+    for index in root.glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()            # e.g. "32768K"
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+        if number.isdigit():
+            sizes[level] = max(sizes.get(level, 0), int(number) * unit)
+    return sizes[max(sizes)] if sizes else None
+
+
+def ceiling_bytes(device: torch.device, nbytes: int, cache_bytes: int | None) -> int:
+    """The read ceiling's buffer: as large as what decode reads, and at least 4x the last-level cache
+    (the GPU's L2 on CUDA) so that no part of it is served from a cache."""
+    if device.type == "cuda":
+        cache_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)
+    return max(nbytes, 4 * cache_bytes) if cache_bytes else nbytes
+
+
+def memory_read(device: torch.device, nbytes: int) -> Workload:
+    """Sum a float32 buffer of ``nbytes`` (read only, as decode reads its weights): items = GB read."""
     source = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
-    target = torch.empty_like(source)
 
     def step() -> torch.Tensor:
-        return target.copy_(source)
+        return source.sum()
 
-    return Workload("weight read: memory copy", "GB", 2 * source.numel() * 4 / 1e9, step, None, "inference", 1,
-                    f"copy of {source.numel() * 4 / 1e6:.0f} MB")
+    return Workload("weight read: read-only stream (sum)", "GB", source.numel() * 4 / 1e9, step, None, "inference", 1,
+                    f"sum of {source.numel() * 4 / 1e6:.0f} MB")
