@@ -31,6 +31,7 @@ from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
 from zoo.progress import progress_enabled
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")   # torch.compile's modes
 DEFAULT_OUT = Path("bench-results")   # the user's folder; committed figures: --out benchmarks/results
 PairSource = Callable[[torch.device, str, bool, bool], list[tuple[Workload, Workload | None]]]
 
@@ -50,6 +51,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="default: fp32 and bf16 on a GPU; on a CPU bf16 only where it has bf16 instructions; "
                              "auto: bf16 on a GPU with bf16 and on a CPU with AMX, else fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile our models and the references")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES,
+                        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs (GPU only)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights (convolutional models)")
     parser.add_argument("--quick", action="store_true", help="a short pass: small shapes, short blocks, 5 rounds")
     parser.add_argument("--threads", type=POSITIVE_INT,
@@ -90,9 +93,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.variants = args.variants or list(VARIANTS)
     if args.task and args.suite == "backbones":
         parser.error("--task selects tasks; it cannot go with --suite backbones")
+    if args.compile_mode is not None:
+        args.compile = f"inductor:{args.compile_mode}"
     args.rounds = args.rounds or (5 if args.quick else 9)
     args.block_seconds = args.block_seconds or (0.2 if args.quick else 0.5)
     return args
+
+
+def check_compile_mode(mode: str | None, device: torch.device) -> None:
+    """Refuse ``--compile-mode reduce-overhead`` off a GPU: its CUDA graphs do not exist on a CPU."""
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise ValueError(f"--compile-mode reduce-overhead replays CUDA graphs, and the device is {device}; "
+                         "use --device cuda, or --compile (default mode) on the CPU")
 
 
 def default_precisions(device: torch.device) -> list[str]:
@@ -228,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bench.set_threads(args.threads)
         device = pick_device(args.device)
+        check_compile_mode(args.compile_mode, device)
     except (RuntimeError, ValueError) as error:
         print(f"python -m benchmarks: error: {error}", file=sys.stderr)
         return 2

@@ -187,6 +187,21 @@ def test_threads_and_device_options() -> None:
     assert pick_device("cpu") == CPU
 
 
+def test_compile_mode_reaches_torch_compile_and_reduce_overhead_needs_a_gpu(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: calls.append(options) or fn)
+    for flag, expected in ((True, {}), ("eager", {"backend": "eager", "mode": None}),
+                           ("inductor:reduce-overhead", {"backend": "inductor", "mode": "reduce-overhead"})):
+        assert bench.maybe_compile(len, flag) is len and calls.pop() == expected
+    assert bench.maybe_compile(len, False) is len and not calls
+    assert run.parse_args(["--compile-mode", "max-autotune"]).compile == "inductor:max-autotune"
+    assert run.parse_args(["--compile"]).compile is True
+    run.check_compile_mode("reduce-overhead", torch.device("cuda"))
+    run.check_compile_mode("max-autotune", CPU)
+    with pytest.raises(ValueError, match="--compile-mode reduce-overhead replays CUDA graphs.*use --device cuda"):
+        run.check_compile_mode("reduce-overhead", CPU)
+
+
 @pytest.mark.parametrize("has_cuda", [False, True])
 def test_auto_device_follows_cuda_availability(monkeypatch, has_cuda: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)

@@ -68,11 +68,15 @@ def maybe_compile(fn: Callable[..., Any], compile: bool | str) -> Callable[..., 
     """``torch.compile(fn)`` when ``compile`` is set, else ``fn`` (a module or a function).
 
     ``compile`` may be a backend name (``"eager"`` exercises dynamo without code
-    generation, as the tests do); ``True`` means the default inductor backend.
+    generation, as the tests do), or ``"BACKEND:MODE"`` (``"inductor:reduce-overhead"``: CUDA graphs,
+    ``python -m benchmarks --compile-mode``); ``True`` means the default inductor backend and mode.
     """
     if not compile:
         return fn
-    return torch.compile(fn) if compile is True else torch.compile(fn, backend=compile)
+    if compile is True:
+        return torch.compile(fn)
+    backend, _, mode = compile.partition(":")
+    return torch.compile(fn, backend=backend, mode=mode or None)
 
 
 def prepare_model(model: nn.Module, *, compile: bool | str = False, channels_last: bool = False) -> nn.Module:
