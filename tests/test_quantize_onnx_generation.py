@@ -1,5 +1,5 @@
 """`zoo quantize TASK --format onnx` of the two-graph exports (issue 14, int8): text generation (prefill +
-decoder step) and translation (encoder + decoder step), every graph quantized, dynamic and static.
+decoder step), translation and attention ASR (encoder + decoder step), every graph quantized.
 
 The models are test_export_generation's tiny ones (two decoder layers, weights drawn with std 0.4 so
 decoding is not one token repeated): untrained, so int8 texts equal to the fp32 ONNX texts are not
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 import zoo
@@ -25,8 +26,8 @@ from tasks.engine.export import Exported, predict_exported, task_module
 from tasks.engine.onnx_decode import greedy, loop_inputs
 from tasks.engine.quantize_command import calibration_batches, quantize_checkpoint
 from tasks.engine.quantize_onnx import CALIBRATION_STEPS
-from tests.test_export_generation import GENERATORS, PARTS, _built
-from tests.test_task_contract import FIXTURES
+from tests.test_export_generation import GENERATORS, OTHER_HEADS, PARTS, _built
+from tests.test_task_contract import FIXTURES, _train_args
 from zoo.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,3 +99,21 @@ def test_cli_quantizes_a_translation_export_that_predict_runtime_onnx_reads(
     main(["predict", "translation", "--runtime", "onnx", "--checkpoint", str(tmp_path / "int8"), *inputs[:2]])
     printed = capsys.readouterr().out
     assert printed.splitlines() == predict_exported(zoo.get_task("translation"), str(tmp_path / "int8"), inputs[:2])
+
+
+def test_attention_asr_quantizes_both_graphs_and_keeps_its_front_end_float(tmp_path: Path) -> None:
+    task, fixture = zoo.get_task("asr"), FIXTURES["asr"]
+    spec, inputs = fixture.write(tmp_path)
+    torch.manual_seed(0)
+    argv = ["--data", spec, *fixture.argv, *OTHER_HEADS["asr"]]
+    task.build_model(_train_args(task, argv), task.datasets(spec, "train")).eval().save(tmp_path / "model")
+    out = quantize_checkpoint(task, str(tmp_path / "model"), "static", tmp_path / "int8", "onnx", calibration=spec,
+                              batches=1, batch_size=4)
+    sidecar = Exported(out).sidecar
+    assert sidecar["quantization"]["calibration_runs"] == {"encoder": 1, "decoder": CALIBRATION_STEPS}
+    weights = {t.name: numpy_helper.to_array(t).dtype
+               for part in ("encoder", "decoder") for t in onnx.load(str(out / f"{part}.onnx")).graph.initializer}
+    mel = "model.backbone.frontend.mel.mel_scale.fb"      # a buffer of the model, no trained weight
+    assert weights[mel] == np.float32 and not any(name.startswith(f"{mel}_") for name in weights)
+    texts = predict_exported(task, str(out), inputs, max_new_tokens=6)
+    assert len(texts) == len(inputs) and all(isinstance(text, str) for text in texts)
