@@ -7,8 +7,9 @@ The variants are built by the functions behind `zoo export`, `zoo quantize`, `zo
 `zoo train --distill-from` into ``OUT/deploy-cache/<task>/<variant>``, and reused on a rerun (a variant
 counts as built once its ``built.json`` is written). Speed is the model's forward on a collated test
 batch (the ONNX variants run the exported graph under onnxruntime on the same arrays); the metric
-is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A variant
-that cannot be made or measured becomes a row saying why.
+is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A generating
+model (text generation, translation, attention ASR) is timed by its greedy decoding instead, in every
+variant (:mod:`benchmarks.deploy_decode`). A variant that cannot be made or measured becomes a row saying why.
 """
 from __future__ import annotations
 
