@@ -7,8 +7,9 @@ The variants are built by the functions behind `zoo export`, `zoo quantize`, `zo
 `zoo train --distill-from` into ``OUT/deploy-cache/<task>/<variant>``, and reused on a rerun (a variant
 counts as built once its ``built.json`` is written). Speed is the model's forward on a collated test
 batch (the ONNX variants run the exported graph under onnxruntime on the same arrays); the metric
-is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A variant
-that cannot be made or measured becomes a row saying why.
+is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A generating
+model (text generation, translation, attention ASR) is timed by its greedy decoding instead, in every
+variant (:mod:`benchmarks.deploy_decode`). A variant that cannot be made or measured becomes a row saying why.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 import zoo
+from benchmarks.deploy_decode import SPEED, ExportedGenerator, decode_workload, decodes
 from benchmarks.deploy_report import markdown
 from tasks.engine import bench
 from tasks.engine.checkpoints import TRAINER_JSON, TRAINER_TENSORS
@@ -145,9 +147,10 @@ def folder_megabytes(folder: Path) -> float:
 
 
 def load_variant(variant: str, folder: Path, reference: nn.Module) -> nn.Module:
-    """The runnable model of a built variant, on the CPU in eval mode."""
+    """The runnable model of a built variant, on the CPU in eval mode (an export of a generating model
+    generates through its graphs: :mod:`benchmarks.deploy_decode`)."""
     if variant in ONNX_VARIANTS:
-        return ExportedForward(reference, folder).eval()
+        return (ExportedGenerator if decodes(reference) else ExportedForward)(reference, folder).eval()
     return zoo.load(folder, map_location="cpu").eval()
 
 
@@ -180,20 +183,26 @@ def score(task: Task, model: nn.Module, dataset: Any) -> float:
 
 def measure_variant(task: Task, variant: str, folder: Path, fp32: nn.Module, dataset: Any,
                     args: argparse.Namespace) -> dict[str, Any]:
-    """Size, batch-1 and batched speed against fp32 PyTorch, and the metric of one built variant."""
+    """Size, batch-1 and batched speed against fp32 PyTorch, and the metric of one built variant. A
+    generating model's speed is its decoding (:mod:`benchmarks.deploy_decode`), the row says so."""
     model = load_variant(variant, folder, fp32)
+    workload = forward_workload
+    if decodes(fp32):
+        def workload(name: str, runner: nn.Module, batch: dict[str, Any], size: int) -> Workload:
+            return decode_workload(name, runner, batch, size, args.decode_tokens)
     runnable = fp32 if variant in ONNX_VARIANTS else model       # whose collate builds the batches
     row: dict[str, Any] = {"megabytes": folder_megabytes(folder), "folder": str(folder),
                            # float parameters only: an int8 model's weights are buffers, an export's are in its graph
-                           "parameters": bench.parameter_count(model) if variant in FLOAT_VARIANTS else None}
+                           "parameters": bench.parameter_count(model) if variant in FLOAT_VARIANTS else None,
+                           "speed": SPEED.format(tokens=args.decode_tokens) if decodes(fp32) else "forward"}
     with torch.inference_mode():
         for label, size in (("batch1", 1), ("batched", args.deploy_batch)):
             if variant == "fp32":
                 row[label] = None
                 continue
-            base = forward_workload("fp32", fp32, test_batch(task, fp32, dataset, size), size)
-            row[label] = compare(base, forward_workload(variant, model, test_batch(task, runnable, dataset, size),
-                                                        size), args)
+            base = workload("fp32", fp32, test_batch(task, fp32, dataset, size), size)
+            row[label] = compare(base, workload(variant, model, test_batch(task, runnable, dataset, size), size),
+                                 args)
     try:
         row["metric"] = score(task, model, dataset)
     except Exception as error:  # e.g. an export whose outputs are not the head's: the speed still stands

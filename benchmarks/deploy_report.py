@@ -24,6 +24,17 @@ def fp32_latency_ms(rows: list[dict[str, Any]], task: str) -> float | None:
     return 1e3 * steps[len(steps) // 2] if steps else None
 
 
+def _decode_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per speed other than the forward (generating tasks: decoding), naming its tasks."""
+    tasks: dict[str, list[str]] = {}
+    for row in rows:
+        speed = row.get("speed", "forward")
+        if speed != "forward" and row["task"] not in tasks.setdefault(speed, []):
+            tasks[speed].append(row["task"])
+    return [f"Speed of {', '.join(names)}: {speed} (Batch-1 ms: one such generation), every variant alike."
+            for speed, names in tasks.items()]
+
+
 def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[str, Any]) -> str:
     """The suite's table: size, batch-1 latency, speed ratios to fp32 PyTorch and the metric per variant."""
     lines = [
@@ -31,6 +42,7 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[
         f"torch threads; onnxruntime as many), torch {machine['versions'].get('torch')}, commit "
         f"{(machine['commit'] or 'none')[:10]}. Speed: forward of a collated test batch, variant / fp32 PyTorch "
         f"items/s, median of {options['rounds']} interleaved rounds [min-max]; batched = {options['deploy_batch']}.",
+        *_decode_notes(rows),
         "",
         "| Task | Variant | MB | fp32 MB / MB | Batch-1 ms | Batch-1 speed | Batched speed | Metric | vs fp32 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -79,6 +79,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     deploy.add_argument("--finetune-steps", type=POSITIVE_INT, default=50, help="fine-tune steps after pruning (default 50)")
     deploy.add_argument("--distill-steps", type=POSITIVE_INT, default=200, help="training steps of the student (default 200)")
     deploy.add_argument("--deploy-batch", type=POSITIVE_INT, default=8, help="batch of the throughput figure (default 8)")
+    deploy.add_argument("--decode-tokens", type=POSITIVE_INT, default=32,
+                        help="new tokens a generating model decodes per timed step (default 32)")
     args = parser.parse_args(list(argv))
     if args.sweep_length is not None:
         parser.refuse_unknown("sweep", args.sweep_length, length_sweep.SWEEPS)

@@ -265,14 +265,6 @@ def test_onnx_int8_leaves_the_speech_front_end_float(tmp_path: Path, tmp_path_fa
 
 # ---- errors ------------------------------------------------------------------------------------------------
 
-def test_int8_onnx_of_a_decoder_step_export_is_refused_before_tracing(tmp_path_factory: pytest.TempPathFactory,
-                                                                       tmp_path: Path) -> None:
-    _, _, fp32 = _built("translation", tmp_path_factory)
-    with pytest.raises(ZooError, match="encoder and decoder-step graphs.*use --format torch"):
-        quantize_checkpoint(zoo.get_task("translation"), str(fp32), "dynamic", tmp_path / "a", "onnx")
-    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
-
-
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

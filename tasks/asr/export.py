@@ -57,6 +57,9 @@ def greedy_ctc(log_probs: np.ndarray, lengths: np.ndarray, blank: int = BLANK) -
     return [row[k].tolist() for row, k in zip(best, keep)]
 
 
+stepper = Seq2SeqStepper    # the engine's name for it (tasks.engine.export): the seq2seq head's graphs
+
+
 def predict(exported: Exported, inputs: Sequence[str | Path | np.ndarray | torch.Tensor], batch_size: int = 16,
             beams: int = 1, max_new_tokens: int | None = None, sample_rate: int | None = None,
             **options: Any) -> list[str]:

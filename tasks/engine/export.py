@@ -9,6 +9,9 @@ A task exports when it has a module ``tasks/<task>/export.py`` (found by name, l
   each in ``<part>.onnx``, described under the sidecar's ``graphs``);
 - ``predict(exported: Exported, inputs, **options) -> list``: the predictions of ``task.predict`` (same
   format, same decisions) from the exported graph, reading inputs with the task's own preprocessing.
+- ``stepper(exported, inputs, mask, max_new_tokens)`` (several-graph exports): the
+  :class:`~tasks.engine.onnx_decode.Stepper` over its graphs for (B, T) numpy ``inputs``/``mask``, which
+  int8 calibration and the deploy suite drive with the numpy decoding loops.
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)`` and runs under onnxruntime (the ``export``
 extra); ``torch-export`` writes ``torch.export.save``'s ``.pt2``. The sidecar holds the task, format,

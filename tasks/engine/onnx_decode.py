@@ -11,7 +11,7 @@ else the task feeds back (its ``present_<name>`` outputs become the next step's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,6 +57,17 @@ def static_cache(keys: np.ndarray, capacity: int) -> np.ndarray:
     cache = np.zeros((layers, rows, heads, capacity, width), dtype=keys.dtype)
     cache[:, :, :, :steps] = keys
     return cache
+
+
+def loop_inputs(batch: dict[str, Any], keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) ``inputs`` and ``mask`` of a collated batch as numpy, as a stepper starts from them: the
+    batch's mask, all real when it has none (a language model's block of its token stream); only the
+    first ``keep`` positions when given (prompts that leave room for new tokens)."""
+    inputs = batch["inputs"].cpu().numpy()
+    mask = batch["mask"].cpu().numpy() if batch.get("mask") is not None else np.ones(inputs.shape[:2], dtype=bool)
+    if keep is not None:
+        inputs, mask = inputs[:, :max(keep, 1)], mask[:, :max(keep, 1)]
+    return inputs, mask
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 ``--format torch`` (default) writes an int8 model folder (:mod:`zoo.quantized`: int8 Linear layers and
 weight-only int8 embeddings, plain safetensors tensors) that ``zoo.load``, ``zoo eval`` and
 ``zoo predict`` read like any checkpoint; ``--format onnx`` writes an int8 ONNX export folder
-(:mod:`tasks.engine.quantize_onnx`) for ``zoo predict --runtime onnx``, for the tasks that export.
+(:mod:`tasks.engine.quantize_onnx`) for ``zoo predict --runtime onnx``, for the tasks that export;
+each graph of a generating export (prefill or encoder, decoder step) is quantized.
 
 ``static`` measures activation ranges on ``--calibration-batches`` batches of ``--calibration SPEC``
 (a data SPEC as ``--data`` takes: its train split for built-in sets, all of any other), spread over the
@@ -20,7 +21,7 @@ from torch import nn
 
 from tasks.engine.commands import checkpoint_folder
 from tasks.engine.data import parse_spec
-from tasks.engine.export import FILES, task_module
+from tasks.engine.export import task_module
 from tasks.engine.export_command import load_checkpoint, new_folder
 from tasks.engine.flags import POSITIVE_INT
 from zoo.checkpoint import WEIGHTS
@@ -66,9 +67,6 @@ def quantize_checkpoint(task: Any, checkpoint: str, method: str, out: str | Path
     model = load_checkpoint(task, checkpoint, "quantize")
     if model.quantization is not None:
         raise ZooError(f"--checkpoint {checkpoint} is int8 already; quantize the float checkpoint")
-    if fmt == "onnx" and callable(getattr(model.head, "step", None)):
-        raise ZooError(f"--format onnx: the {model.head.zoo_spec['name']} head exports as encoder and decoder-step "
-                       f"graphs, which int8 ONNX does not cover yet; use --format torch (int8 PyTorch) for it")
     chosen = calibration_batches(task, model, data, batches, batch_size) if data is not None else None
     if fmt == "onnx":
         from tasks.engine.quantize_onnx import write_int8_export
@@ -104,8 +102,9 @@ def quantize_parser(task: Any = None) -> ArgumentParser:
     return parser
 
 
-def _megabytes(path: Path) -> str:
-    return f"{path.stat().st_size / 2**20:.2f} MB"
+def _megabytes(paths: list[Path]) -> str:
+    """``a + b 1.23 MB``: the files' names and their size together."""
+    return f"{' + '.join(p.name for p in paths)} {sum(p.stat().st_size for p in paths) / 2**20:.2f} MB"
 
 
 @COMMANDS.register("quantize", parser=quantize_parser)
@@ -114,8 +113,8 @@ def quantize_command(task: Any, argv: list[str]) -> Path:
     args = quantize_parser(task).parse_args(argv)
     out = quantize_checkpoint(task, args.checkpoint, args.method, args.out, args.format, args.calibration,
                               args.calibration_batches, args.batch_size)
-    written = out / (FILES["onnx"] if args.format == "onnx" else WEIGHTS)
+    written = sorted(out.glob("*.onnx")) if args.format == "onnx" else [out / WEIGHTS]   # generation: two graphs
     source = checkpoint_folder(task, args.checkpoint, "quantize") / WEIGHTS
     print(f"quantized {args.checkpoint} ({args.method} int8, {args.format}) to {out}: "
-          f"{WEIGHTS} {_megabytes(source)} -> {written.name} {_megabytes(written)}")
+          f"{_megabytes([source])} -> {_megabytes(written)}")
     return out

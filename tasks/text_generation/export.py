@@ -129,6 +129,9 @@ class LMStepper:
             self.state.reorder(index)
 
 
+stepper = LMStepper     # the engine's name for it (tasks.engine.export)
+
+
 def predict(exported: Exported, inputs: Sequence[str], max_new_tokens: int = 32, stream: bool = False,
             **options: Any) -> list[str]:
     """Continuations of the prompts, as ``TextGenerationTask.predict`` (greedy or beam search)."""

@@ -28,6 +28,9 @@ def graph(model: nn.Module) -> dict[str, Graph]:
     return graphs(model, inputs, mask, {0: "batch", 1: "source_tokens"})
 
 
+stepper = Seq2SeqStepper    # the engine's name for it (tasks.engine.export)
+
+
 def predict(exported: Exported, inputs: Sequence[str], batch_size: int = 32, max_new_tokens: int | None = None,
             **options: Any) -> list[str]:
     """Translations of the texts, as ``TranslationTask.predict`` (greedy or beam search)."""
