@@ -88,15 +88,21 @@ def _slice_channels(state: dict[str, torch.Tensor], prefix: str, gated: bool, ke
     state[f"{prefix}fc2.weight"] = state[f"{prefix}fc2.weight"][:, keep]
 
 
+def structured_applies(model: ZooModel) -> bool:
+    """Whether structured pruning can remove heads and channels: the backbone is one of zoo's own, with
+    transformer blocks (not timm, torchaudio or transformers)."""
+    blocks = list(getattr(getattr(model.backbone, "stack", None), "blocks", []))
+    spec = getattr(model.backbone, "zoo_spec", {})
+    return bool(blocks) and all(isinstance(b, Block) for b in blocks) and "/" not in spec.get("name", "/")
+
+
 def _blocks(model: ZooModel) -> list[Block]:
     """The backbone's zoo blocks; refuses a backbone without them (timm, torchaudio, transformers)."""
-    stack = getattr(model.backbone, "stack", None)
-    blocks = list(getattr(stack, "blocks", []))
-    spec = getattr(model.backbone, "zoo_spec", {})
-    if not blocks or not all(isinstance(b, Block) for b in blocks) or "/" in spec.get("name", "/"):
+    if not structured_applies(model):
+        spec = getattr(model.backbone, "zoo_spec", {})
         raise ZooError(f"backbone {spec.get('name', type(model.backbone).__name__)!r} has no zoo transformer "
                        f"blocks to remove heads or channels from; use --structured none (magnitude pruning)")
-    return blocks
+    return list(model.backbone.stack.blocks)
 
 
 def prune_structured(model: ZooModel, amount: float, heads: bool = True, mlp: bool = True) -> ZooModel:
