@@ -7,18 +7,22 @@ The variants are built by the functions behind `zoo export`, `zoo quantize`, `zo
 `zoo train --distill-from` into ``OUT/deploy-cache/<task>/<variant>``, and reused on a rerun (a variant
 counts as built once its ``built.json`` is written). Speed is the model's forward on a collated test
 batch (the ONNX variants run the exported graph under onnxruntime on the same arrays); the metric
-is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A variant
+is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs (a detection
+export's through the numpy decoding it ships: :class:`ExportedDetector`). Pruning is structured where
+the backbone has zoo transformer blocks, else magnitude pruning with its sparsity in the row. A variant
 that cannot be made or measured becomes a row saying why.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,10 +34,13 @@ from tasks.engine.commands import checkpoint_folder, command_parser, eval_data
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.export import Exported, one_line
 from tasks.engine.export_command import export
+from tasks.detection.export import decode as decode_detections
+from tasks.engine.prune_command import REPORT as PRUNE_REPORT
 from tasks.engine.prune_command import prune
 from tasks.engine.quantize_command import calibration_batches, quantize_checkpoint
 from tasks.engine.task import Task, Workload
 from zoo.errors import ZooError
+from zoo.pruning import structured_applies
 
 DEFAULT_RUNS = Path("runs/demo")        # where `zoo demo` trains every task
 VARIANTS = ("fp32", "onnx", "onnx-int8", "int8", "pruned", "distilled")
@@ -72,6 +79,39 @@ class ExportedForward(nn.Module):
         return outputs
 
 
+class ExportedDetector(ExportedForward):
+    """A detection export as the detector the task's evaluation scores: the graph's ``scores`` (B, N, C)
+    and ``boxes`` (B, N, 4) under onnxruntime, decoded by the numpy post-processor the export ships
+    (:func:`tasks.detection.export.decode`, with the sidecar's ``candidates`` and ``nms_iou``).
+
+    Each image goes through the graph cropped to its own size, with the others of that size (as
+    `zoo predict detection --runtime onnx` runs it: the graph has no padding mask). The evaluation's
+    decoding options pass through, so NMS is per class there, as the head's ``decode`` in `zoo eval`."""
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+        """Per image of ``batch``: its (N_i, C) scores and (N_i, 4) boxes in its pixels."""
+        inputs, sizes = batch["inputs"].cpu().numpy(), [tuple(s) for s in batch["image_sizes"].tolist()]
+        scores: list[np.ndarray] = [np.empty(0)] * len(sizes)
+        boxes: list[np.ndarray] = [np.empty(0)] * len(sizes)
+        for height, width in dict.fromkeys(sizes):
+            rows = [i for i, size in enumerate(sizes) if size == (height, width)]
+            out = self.exported.run(inputs=np.ascontiguousarray(inputs[rows, :, :height, :width]))
+            for k, i in enumerate(rows):
+                scores[i], boxes[i] = out["scores"][k], out["boxes"][k]
+        return {"scores": scores, "boxes": boxes}
+
+    def decode(self, outputs: dict[str, list[np.ndarray]], batch: dict[str, Any], *, score_threshold: float,
+               max_detections: int, class_agnostic: bool = False, **options: Any) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes`` (K, 4) xyxy in the pixels it was fed at, ``scores`` (K,), ``labels`` (K,)."""
+        side = self.exported.sidecar
+        found = []
+        for scores, boxes, size in zip(outputs["scores"], outputs["boxes"], batch["image_sizes"].tolist()):
+            kept = decode_detections(scores, boxes, size, score_threshold, max_detections, side["candidates"],
+                                     side["nms_iou"], class_agnostic)
+            found.append({name: torch.from_numpy(value) for name, value in zip(("boxes", "scores", "labels"), kept)})
+        return found
+
+
 # ---- building the variants ----------------------------------------------------------------------------
 
 def run_folder(task: Task, runs: Path) -> Path:
@@ -96,11 +136,47 @@ def half_width(model: nn.Module) -> dict[str, Any]:
     return args
 
 
+TIMM_WIDTH = re.compile(r"^timm/(?P<family>.+)_(?P<width>\d{3})$")    # timm's width multiplier x100: _100 = 1.0
+
+
+def smaller_timm(name: str) -> str:
+    """The student backbone of a timm backbone named with a width multiplier (``timm/<family>_<NNN>``):
+    the same family's widest variant at most half as wide (``mobilenetv3_small_100`` ->
+    ``mobilenetv3_small_050``), else its narrowest one narrower than the teacher; refused when the
+    name has no width or the family no narrower variant."""
+    import timm
+
+    match = TIMM_WIDTH.match(name)
+    if match is None:
+        raise ZooError(f"backbone {name!r}: no 'dim' argument to halve and no timm width suffix (_100, _075) to "
+                       f"narrow; distil into a smaller backbone with `zoo train --distill-from RUN --backbone NAME`")
+    family, width = match["family"], int(match["width"])
+    widths = sorted(int(n.rsplit("_", 1)[1]) for n in timm.list_models(f"{family}_*")
+                    if re.fullmatch(rf"{re.escape(family)}_\d{{3}}", n))
+    narrower = [w for w in widths if w <= width // 2] or [w for w in widths if w < width][:1]
+    if not narrower:
+        raise ZooError(f"backbone {name!r}: timm has no narrower {family}_* variant (widths {widths}); "
+                       f"distil into a smaller backbone with `zoo train --distill-from RUN --backbone NAME`")
+    return f"timm/{family}_{narrower[-1]:03d}"
+
+
+def student_backbone(teacher: nn.Module) -> list[str]:
+    """The `zoo train` flags of the student's backbone: the teacher's with ``dim`` halved
+    (:func:`half_width`), or for a timm backbone without ``dim`` the narrower variant :func:`smaller_timm`
+    picks."""
+    args = dict(teacher.backbone.zoo_spec.get("args") or {})
+    name = teacher.backbone.zoo_spec["name"]
+    if "dim" not in args and name.startswith("timm/"):
+        return ["--backbone", smaller_timm(name)]
+    return ["--backbone-args", json.dumps(half_width(teacher))]
+
+
 def distill_student(task: Task, run: Path, out: Path, steps: int) -> Path:
-    """A half-width student of ``run`` trained ``steps`` steps against it, with the teacher's own flags."""
+    """A half-size student of ``run`` (:func:`student_backbone`) trained ``steps`` steps against it, with
+    the teacher's own flags."""
     teacher = zoo.load(checkpoint_folder(task, str(run), "bench"))
     flags = ["--config", str(run / "args.json"), "--out", str(out), "--max-steps", str(steps),
-             "--distill-from", str(run), "--backbone-args", json.dumps(half_width(teacher)), "--no-progress"]
+             "--distill-from", str(run), *student_backbone(teacher), "--no-progress"]
     if "--tokenizer" in command_parser("train", task)._option_string_actions:
         flags += ["--tokenizer", str(run)]          # the teacher's token ids, which distillation needs
     return task.command("train", flags)
@@ -128,11 +204,17 @@ def _make(task: Task, run: Path, variant: str, dest: Path, args: argparse.Namesp
     if variant == "int8":
         return quantize_checkpoint(task, str(run), "dynamic", dest / "model")
     if variant == "pruned":
-        return prune(task, str(run), 0.3, dest / "model", finetune_steps=args.finetune_steps, data=data,
-                     device="cpu", progress=False)[0]
+        return prune(task, str(run), 0.3, dest / "model", pruning_structure(task, run),
+                     finetune_steps=args.finetune_steps, data=data, device="cpu", progress=False)[0]
     if variant == "distilled":
         return checkpoint_folder(task, str(distill_student(task, run, dest / "run", args.distill_steps)), "bench")
     raise ValueError(f"unknown variant {variant}")
+
+
+def pruning_structure(task: Task, run: Path) -> str:
+    """``both`` (heads and MLP channels removed) where the run's backbone has zoo transformer blocks, else
+    ``none``: magnitude pruning, whose sparsity the row reports (:func:`variant_note`)."""
+    return "both" if structured_applies(zoo.load(checkpoint_folder(task, str(run), "bench"))) else "none"
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
@@ -144,10 +226,21 @@ def folder_megabytes(folder: Path) -> float:
                if p.is_file() and p.name not in (TRAINER_TENSORS, TRAINER_JSON)) / 1e6
 
 
+def variant_note(variant: str, folder: Path) -> str | None:
+    """What the row says beside the variant's name: how a pruned model was pruned (magnitude: its sparsity)."""
+    if variant != "pruned" or not (folder / PRUNE_REPORT).is_file():
+        return None
+    report = json.loads((folder / PRUNE_REPORT).read_text())
+    if report["sparsity"] is not None:
+        return f"magnitude, sparsity {report['sparsity']:.3f}"
+    return f"structured {report['structured']}"
+
+
 def load_variant(variant: str, folder: Path, reference: nn.Module) -> nn.Module:
     """The runnable model of a built variant, on the CPU in eval mode."""
     if variant in ONNX_VARIANTS:
-        return ExportedForward(reference, folder).eval()
+        wrapper = ExportedDetector if getattr(reference, "task", None) == "detection" else ExportedForward
+        return wrapper(reference, folder).eval()
     return zoo.load(folder, map_location="cpu").eval()
 
 
@@ -184,6 +277,7 @@ def measure_variant(task: Task, variant: str, folder: Path, fp32: nn.Module, dat
     model = load_variant(variant, folder, fp32)
     runnable = fp32 if variant in ONNX_VARIANTS else model       # whose collate builds the batches
     row: dict[str, Any] = {"megabytes": folder_megabytes(folder), "folder": str(folder),
+                           "note": variant_note(variant, folder),
                            # float parameters only: an int8 model's weights are buffers, an export's are in its graph
                            "parameters": bench.parameter_count(model) if variant in FLOAT_VARIANTS else None}
     with torch.inference_mode():
@@ -226,7 +320,7 @@ def task_rows(task: Task, runs: Path, out: Path, args: argparse.Namespace) -> li
 
 
 def _describe(row: dict[str, Any]) -> str:
-    head = f"{row['task']} {row['variant']}: "
+    head = f"{row['task']} {row['variant']}" + (f" ({row['note']})" if row.get("note") else "") + ": "
     if row.get("error"):
         return head + f"not measured: {row['error']}"
     speed = "".join(f", {label} {row[label]['ratio']:.2f}x" for label in ("batch1", "batched") if row[label])
