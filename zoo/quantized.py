@@ -143,8 +143,14 @@ class Int8Conv2d(nn.Module):
         return self.weight_int8.float() * self.weight_scale[:, None, None, None]
 
     def exact_in_float32(self) -> bool:
-        """Whether every sum of int8 products this layer computes stays below 2**24 in magnitude."""
-        return QMAX * int(self.weight_int8.flatten(1).abs().sum(dim=1, dtype=torch.int64).max()) < 2 ** 24
+        """Whether every sum of int8 products this layer computes stays below 2**24 in magnitude (worked out
+        again only when the weights change: a load writes them in place)."""
+        weights = self.weight_int8
+        key = (weights.data_ptr(), weights._version)
+        if getattr(self, "_exact_key", None) != key:
+            self._exact_key = key
+            self._exact = QMAX * int(weights.flatten(1).abs().sum(dim=1, dtype=torch.int64).max()) < 2 ** 24
+        return self._exact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.float()                                                              # (B, I, H, W)
