@@ -28,15 +28,14 @@ from torch import nn
 
 import zoo
 from benchmarks.deploy_report import markdown
+from tasks.detection.export import decode as decode_detections
 from tasks.engine import bench
 from tasks.engine.checkpoints import TRAINER_JSON, TRAINER_TENSORS
 from tasks.engine.commands import checkpoint_folder, command_parser, eval_data
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.export import Exported, one_line
 from tasks.engine.export_command import export
-from tasks.detection.export import decode as decode_detections
-from tasks.engine.prune_command import REPORT as PRUNE_REPORT
-from tasks.engine.prune_command import prune
+from tasks.engine.prune_command import REPORT as PRUNE_REPORT, prune
 from tasks.engine.quantize_command import calibration_batches, quantize_checkpoint
 from tasks.engine.task import Task, Workload
 from zoo.errors import ZooError
@@ -204,17 +203,21 @@ def _make(task: Task, run: Path, variant: str, dest: Path, args: argparse.Namesp
     if variant == "int8":
         return quantize_checkpoint(task, str(run), "dynamic", dest / "model")
     if variant == "pruned":
-        return prune(task, str(run), 0.3, dest / "model", pruning_structure(task, run),
-                     finetune_steps=args.finetune_steps, data=data, device="cpu", progress=False)[0]
+        return prune(task, str(run), 0.3, dest / "model", finetune_steps=args.finetune_steps, data=data,
+                     device="cpu", progress=False, **pruning_options(task, run))[0]
     if variant == "distilled":
         return checkpoint_folder(task, str(distill_student(task, run, dest / "run", args.distill_steps)), "bench")
     raise ValueError(f"unknown variant {variant}")
 
 
-def pruning_structure(task: Task, run: Path) -> str:
-    """``both`` (heads and MLP channels removed) where the run's backbone has zoo transformer blocks, else
-    ``none``: magnitude pruning, whose sparsity the row reports (:func:`variant_note`)."""
-    return "both" if structured_applies(zoo.load(checkpoint_folder(task, str(run), "bench"))) else "none"
+def pruning_options(task: Task, run: Path) -> dict[str, str]:
+    """Structured pruning (heads and MLP channels removed) where the run's backbone has zoo transformer
+    blocks, else magnitude pruning of every layer by the same amount (a global ranking empties the
+    layers of small weights behind batch norms: :func:`zoo.pruning.prune_magnitude`), whose sparsity
+    the row reports (:func:`variant_note`)."""
+    if structured_applies(zoo.load(checkpoint_folder(task, str(run), "bench"))):
+        return {"structured": "both"}
+    return {"structured": "none", "magnitude_scope": "layer"}
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
@@ -227,13 +230,14 @@ def folder_megabytes(folder: Path) -> float:
 
 
 def variant_note(variant: str, folder: Path) -> str | None:
-    """What the row says beside the variant's name: how a pruned model was pruned (magnitude: its sparsity)."""
+    """What the row says beside the variant's name: how a magnitude-pruned model was ranked, its sparsity."""
     if variant != "pruned" or not (folder / PRUNE_REPORT).is_file():
         return None
     report = json.loads((folder / PRUNE_REPORT).read_text())
-    if report["sparsity"] is not None:
-        return f"magnitude, sparsity {report['sparsity']:.3f}"
-    return f"structured {report['structured']}"
+    if report["sparsity"] is None:          # structured: the parameter count says what went
+        return None
+    ranked = "per layer" if report.get("scope") == "layer" else "global"
+    return f"magnitude {ranked}, sparsity {report['sparsity']:.3f}"
 
 
 def load_variant(variant: str, folder: Path, reference: nn.Module) -> nn.Module:

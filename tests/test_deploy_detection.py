@@ -64,14 +64,15 @@ def test_every_detection_variant_is_made_and_scored(runs: tuple[Path, str], tmp_
     int8 = json.loads((Path(rows["int8"]["folder"]) / "config.json").read_text())["quantization"]
     assert len(int8["conv"]) > 50 and int8["linear"] == []          # every conv of backbone and head
     report = json.loads((Path(rows["pruned"]["folder"]) / "prune.json").read_text())
-    assert report["structured"] == "none" and report["sparsity"] == pytest.approx(0.3, abs=0.01)
-    assert rows["pruned"]["note"] == f"magnitude, sparsity {report['sparsity']:.3f}"
+    assert report["structured"] == "none" and report["scope"] == "layer"
+    assert report["sparsity"] == pytest.approx(0.3, abs=0.01)
+    assert rows["pruned"]["note"] == f"magnitude per layer, sparsity {report['sparsity']:.3f}"
     assert rows["pruned"]["parameters"] == fp32["parameters"]       # zeros inside the same matrices
     student = json.loads((Path(rows["distilled"]["folder"]) / "config.json").read_text())
     assert student["backbone"]["name"] == "timm/mobilenetv3_small_050"
     assert rows["distilled"]["parameters"] < fp32["parameters"] / 2
     table = next(tmp_path.glob("deploy-*.md")).read_text()
-    assert "| detection | pruned (magnitude, sparsity 0.300) |" in table
+    assert "| detection | pruned (magnitude per layer, sparsity 0.300) |" in table
 
 
 # ---- the pieces, without a trained run ---------------------------------------------------------------------
