@@ -7,35 +7,42 @@ The variants are built by the functions behind `zoo export`, `zoo quantize`, `zo
 `zoo train --distill-from` into ``OUT/deploy-cache/<task>/<variant>``, and reused on a rerun (a variant
 counts as built once its ``built.json`` is written). Speed is the model's forward on a collated test
 batch (the ONNX variants run the exported graph under onnxruntime on the same arrays); the metric
-is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs. A generating
-model (text generation, translation, attention ASR) is timed by its greedy decoding instead, in every
-variant (:mod:`benchmarks.deploy_decode`). A variant that cannot be made or measured becomes a row saying why.
+is ``task.evaluate`` (what `zoo eval` prints), for ONNX variants over the graph's outputs (a detection
+export's through the numpy decoding it ships: :class:`ExportedDetector`). A generating model (text
+generation, translation, attention ASR) is timed by its greedy decoding instead, in every variant
+(:mod:`benchmarks.deploy_decode`). Pruning is structured where the backbone has zoo transformer blocks,
+else magnitude pruning with its sparsity in the row. A variant that cannot be made or measured becomes a
+row saying why.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 import zoo
 from benchmarks.deploy_decode import SPEED, ExportedGenerator, decode_workload, decodes
 from benchmarks.deploy_report import markdown
+from tasks.detection.export import decode as decode_detections
 from tasks.engine import bench
 from tasks.engine.checkpoints import TRAINER_JSON, TRAINER_TENSORS
 from tasks.engine.commands import checkpoint_folder, command_parser, eval_data
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.export import Exported, one_line
 from tasks.engine.export_command import export
-from tasks.engine.prune_command import prune
+from tasks.engine.prune_command import REPORT as PRUNE_REPORT, prune
 from tasks.engine.quantize_command import calibration_batches, quantize_checkpoint
 from tasks.engine.task import Task, Workload
 from zoo.errors import ZooError
+from zoo.pruning import structured_applies
 
 DEFAULT_RUNS = Path("runs/demo")        # where `zoo demo` trains every task
 VARIANTS = ("fp32", "onnx", "onnx-int8", "int8", "pruned", "distilled")
@@ -74,6 +81,39 @@ class ExportedForward(nn.Module):
         return outputs
 
 
+class ExportedDetector(ExportedForward):
+    """A detection export as the detector the task's evaluation scores: the graph's ``scores`` (B, N, C)
+    and ``boxes`` (B, N, 4) under onnxruntime, decoded by the numpy post-processor the export ships
+    (:func:`tasks.detection.export.decode`, with the sidecar's ``candidates`` and ``nms_iou``).
+
+    Each image goes through the graph cropped to its own size, with the others of that size (as
+    `zoo predict detection --runtime onnx` runs it: the graph has no padding mask). The evaluation's
+    decoding options pass through, so NMS is per class there, as the head's ``decode`` in `zoo eval`."""
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, list[np.ndarray]]:
+        """Per image of ``batch``: its (N_i, C) scores and (N_i, 4) boxes in its pixels."""
+        inputs, sizes = batch["inputs"].cpu().numpy(), [tuple(s) for s in batch["image_sizes"].tolist()]
+        scores: list[np.ndarray] = [np.empty(0)] * len(sizes)
+        boxes: list[np.ndarray] = [np.empty(0)] * len(sizes)
+        for height, width in dict.fromkeys(sizes):
+            rows = [i for i, size in enumerate(sizes) if size == (height, width)]
+            out = self.exported.run(inputs=np.ascontiguousarray(inputs[rows, :, :height, :width]))
+            for k, i in enumerate(rows):
+                scores[i], boxes[i] = out["scores"][k], out["boxes"][k]
+        return {"scores": scores, "boxes": boxes}
+
+    def decode(self, outputs: dict[str, list[np.ndarray]], batch: dict[str, Any], *, score_threshold: float,
+               max_detections: int, class_agnostic: bool = False, **options: Any) -> list[dict[str, torch.Tensor]]:
+        """Per image: ``boxes`` (K, 4) xyxy in the pixels it was fed at, ``scores`` (K,), ``labels`` (K,)."""
+        side = self.exported.sidecar
+        found = []
+        for scores, boxes, size in zip(outputs["scores"], outputs["boxes"], batch["image_sizes"].tolist()):
+            kept = decode_detections(scores, boxes, size, score_threshold, max_detections, side["candidates"],
+                                     side["nms_iou"], class_agnostic)
+            found.append({name: torch.from_numpy(value) for name, value in zip(("boxes", "scores", "labels"), kept)})
+        return found
+
+
 # ---- building the variants ----------------------------------------------------------------------------
 
 def run_folder(task: Task, runs: Path) -> Path:
@@ -85,12 +125,18 @@ def run_folder(task: Task, runs: Path) -> Path:
     return run
 
 
-def half_width(model: nn.Module) -> dict[str, Any]:
-    """The teacher's backbone arguments with ``dim`` halved (heads halved too when they no longer divide it)."""
+def half_size(model: nn.Module) -> dict[str, Any]:
+    """The teacher's backbone arguments for a student of about half its parameters: ``depth`` halved
+    (the blocks hold most of them), or where there is one block, ``dim`` halved (heads halved too when
+    they no longer divide it)."""
     args = dict(model.backbone.zoo_spec.get("args") or {})
+    depth = args.get("depth", getattr(model.backbone, "depth", None))
+    if isinstance(depth, int) and depth >= 2:
+        return {**args, "depth": depth // 2}
     dim = args.get("dim", getattr(model.backbone, "dim", None))
     if not isinstance(dim, int):
-        raise ZooError(f"the {model.backbone.zoo_spec['name']} backbone has no 'dim' argument to halve for a student")
+        raise ZooError(f"the {model.backbone.zoo_spec['name']} backbone has no 'depth' or 'dim' argument to halve "
+                       "for a student")
     args["dim"] = dim // 2
     heads = args.get("heads", getattr(model.backbone, "heads", None))
     if isinstance(heads, int) and args["dim"] % heads:
@@ -98,11 +144,47 @@ def half_width(model: nn.Module) -> dict[str, Any]:
     return args
 
 
+TIMM_WIDTH = re.compile(r"^timm/(?P<family>.+)_(?P<width>\d{3})$")    # timm's width multiplier x100: _100 = 1.0
+
+
+def smaller_timm(name: str) -> str:
+    """The student backbone of a timm backbone named with a width multiplier (``timm/<family>_<NNN>``):
+    the same family's widest variant at most half as wide (``mobilenetv3_small_100`` ->
+    ``mobilenetv3_small_050``), else its narrowest one narrower than the teacher; refused when the
+    name has no width or the family no narrower variant."""
+    import timm
+
+    match = TIMM_WIDTH.match(name)
+    if match is None:
+        raise ZooError(f"backbone {name!r}: no 'dim' argument to halve and no timm width suffix (_100, _075) to "
+                       f"narrow; distil into a smaller backbone with `zoo train --distill-from RUN --backbone NAME`")
+    family, width = match["family"], int(match["width"])
+    widths = sorted(int(n.rsplit("_", 1)[1]) for n in timm.list_models(f"{family}_*")
+                    if re.fullmatch(rf"{re.escape(family)}_\d{{3}}", n))
+    narrower = [w for w in widths if w <= width // 2] or [w for w in widths if w < width][:1]
+    if not narrower:
+        raise ZooError(f"backbone {name!r}: timm has no narrower {family}_* variant (widths {widths}); "
+                       f"distil into a smaller backbone with `zoo train --distill-from RUN --backbone NAME`")
+    return f"timm/{family}_{narrower[-1]:03d}"
+
+
+def student_backbone(teacher: nn.Module) -> list[str]:
+    """The `zoo train` flags of the student's backbone: the teacher's with ``depth`` or ``dim`` halved
+    (:func:`half_size`), or for a timm backbone without ``dim`` the narrower variant :func:`smaller_timm`
+    picks."""
+    args = dict(teacher.backbone.zoo_spec.get("args") or {})
+    name = teacher.backbone.zoo_spec["name"]
+    if "dim" not in args and "depth" not in args and name.startswith("timm/"):
+        return ["--backbone", smaller_timm(name)]
+    return ["--backbone-args", json.dumps(half_size(teacher))]
+
+
 def distill_student(task: Task, run: Path, out: Path, steps: int) -> Path:
-    """A half-width student of ``run`` trained ``steps`` steps against it, with the teacher's own flags."""
+    """A half-size student of ``run`` (:func:`student_backbone`) trained ``steps`` steps against it, with
+    the teacher's own flags."""
     teacher = zoo.load(checkpoint_folder(task, str(run), "bench"))
     flags = ["--config", str(run / "args.json"), "--out", str(out), "--max-steps", str(steps),
-             "--distill-from", str(run), "--backbone-args", json.dumps(half_width(teacher)), "--no-progress"]
+             "--distill-from", str(run), *student_backbone(teacher), "--no-progress"]
     if "--tokenizer" in command_parser("train", task)._option_string_actions:
         flags += ["--tokenizer", str(run)]          # the teacher's token ids, which distillation needs
     return task.command("train", flags)
@@ -131,10 +213,20 @@ def _make(task: Task, run: Path, variant: str, dest: Path, args: argparse.Namesp
         return quantize_checkpoint(task, str(run), "dynamic", dest / "model")
     if variant == "pruned":
         return prune(task, str(run), 0.3, dest / "model", finetune_steps=args.finetune_steps, data=data,
-                     device="cpu", progress=False)[0]
+                     device="cpu", progress=False, **pruning_options(task, run))[0]
     if variant == "distilled":
         return checkpoint_folder(task, str(distill_student(task, run, dest / "run", args.distill_steps)), "bench")
     raise ValueError(f"unknown variant {variant}")
+
+
+def pruning_options(task: Task, run: Path) -> dict[str, str]:
+    """Structured pruning (heads and MLP channels removed) where the run's backbone has zoo transformer
+    blocks, else magnitude pruning of every layer by the same amount (a global ranking empties the
+    layers of small weights behind batch norms: :func:`zoo.pruning.prune_magnitude`), whose sparsity
+    the row reports (:func:`variant_note`)."""
+    if structured_applies(zoo.load(checkpoint_folder(task, str(run), "bench"))):
+        return {"structured": "both"}
+    return {"structured": "none", "magnitude_scope": "layer"}
 
 
 # ---- measuring -----------------------------------------------------------------------------------------
@@ -146,11 +238,25 @@ def folder_megabytes(folder: Path) -> float:
                if p.is_file() and p.name not in (TRAINER_TENSORS, TRAINER_JSON)) / 1e6
 
 
+def variant_note(variant: str, folder: Path) -> str | None:
+    """What the row says beside the variant's name: how a magnitude-pruned model was ranked, its sparsity."""
+    if variant != "pruned" or not (folder / PRUNE_REPORT).is_file():
+        return None
+    report = json.loads((folder / PRUNE_REPORT).read_text())
+    if report["sparsity"] is None:          # structured: the parameter count says what went
+        return None
+    ranked = "per layer" if report.get("scope") == "layer" else "global"
+    return f"magnitude {ranked}, sparsity {report['sparsity']:.3f}"
+
+
 def load_variant(variant: str, folder: Path, reference: nn.Module) -> nn.Module:
     """The runnable model of a built variant, on the CPU in eval mode (an export of a generating model
     generates through its graphs: :mod:`benchmarks.deploy_decode`)."""
     if variant in ONNX_VARIANTS:
-        return (ExportedGenerator if decodes(reference) else ExportedForward)(reference, folder).eval()
+        if decodes(reference):
+            return ExportedGenerator(reference, folder).eval()
+        wrapper = ExportedDetector if getattr(reference, "task", None) == "detection" else ExportedForward
+        return wrapper(reference, folder).eval()
     return zoo.load(folder, map_location="cpu").eval()
 
 
@@ -192,6 +298,7 @@ def measure_variant(task: Task, variant: str, folder: Path, fp32: nn.Module, dat
             return decode_workload(name, runner, batch, size, args.decode_tokens)
     runnable = fp32 if variant in ONNX_VARIANTS else model       # whose collate builds the batches
     row: dict[str, Any] = {"megabytes": folder_megabytes(folder), "folder": str(folder),
+                           "note": variant_note(variant, folder),
                            # float parameters only: an int8 model's weights are buffers, an export's are in its graph
                            "parameters": bench.parameter_count(model) if variant in FLOAT_VARIANTS else None,
                            "speed": SPEED.format(tokens=args.decode_tokens) if decodes(fp32) else "forward"}
@@ -235,7 +342,7 @@ def task_rows(task: Task, runs: Path, out: Path, args: argparse.Namespace) -> li
 
 
 def _describe(row: dict[str, Any]) -> str:
-    head = f"{row['task']} {row['variant']}: "
+    head = f"{row['task']} {row['variant']}" + (f" ({row['note']})" if row.get("note") else "") + ": "
     if row.get("error"):
         return head + f"not measured: {row['error']}"
     speed = "".join(f", {label} {row[label]['ratio']:.2f}x" for label in ("batch1", "batched") if row[label])

@@ -49,7 +49,8 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]], options: dict[
     ]
     base = {r["task"]: r for r in rows if r["variant"] == "fp32" and not r.get("error")}
     for row in rows:
-        name = f"| {row['task']} | {row['variant']} |"
+        note = f" ({row['note']})" if row.get("note") else ""
+        name = f"| {row['task']} | {row['variant']}{note} |"
         if row.get("error"):
             lines.append(f"{name} not made: {row['error'][:160]} | | | | | | |")
             continue

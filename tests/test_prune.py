@@ -14,7 +14,7 @@ from tasks.engine.prune_command import REPORT, prune
 from tests.test_sentiment_task import _reviews, _write_csv
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.pruning import head_scores, kept, prune_model, sparsity
+from zoo.pruning import head_scores, kept, prune_magnitude, prune_model, sparsity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,6 +94,30 @@ def test_magnitude_pruning_reaches_the_amount() -> None:
     assert masks and all(not bool(pruned.get_parameter(n)[~m].any()) for n, m in masks.items())
 
 
+def test_layer_scope_prunes_every_layer_by_the_amount_where_a_global_ranking_empties_one() -> None:
+    def model() -> torch.nn.Module:
+        layers = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 16))
+        order = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():                  # the second layer's weights all smaller than the first's
+            layers[0].weight.copy_(torch.linspace(0.5, 1.0, 256)[order].reshape(16, 16))
+            layers[1].weight.copy_(torch.linspace(-0.01, 0.01, 256)[order].reshape(16, 16))
+        return layers
+
+    def zeros(layers: torch.nn.Module) -> list[float]:
+        return [float((layer.weight == 0).float().mean()) for layer in layers]
+
+    ranked_together, per_layer = model(), model()
+    prune_magnitude(ranked_together, 0.5)
+    prune_magnitude(per_layer, 0.5, "layer")
+    assert zeros(ranked_together) == [0.0, 1.0]
+    assert zeros(per_layer) == [0.5, 0.5]
+    assert sparsity(per_layer) == sparsity(ranked_together) == 0.5
+    kept = per_layer[1].weight != 0                  # the largest half of the small layer's weights
+    assert per_layer[1].weight[kept].abs().min() >= model()[1].weight[~kept].abs().max()
+    with pytest.raises(ZooError, match="--magnitude-scope rows: unknown; use one of global, layer"):
+        prune_magnitude(model(), 0.5, "rows")
+
+
 def test_refusals_are_one_clear_line() -> None:
     model = _text_model()
     with pytest.raises(ZooError, match="--amount 1.0"):
@@ -118,12 +142,13 @@ def _checkpoint(tmp_path: Path) -> tuple[str, Path]:
     return spec, tmp_path / "model"
 
 
-@pytest.mark.parametrize("structured", ["both", "none"])
-def test_prune_command_fine_tunes_and_saves(structured: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("structured", "scope"), [("both", None), ("none", None), ("none", "layer")])
+def test_prune_command_fine_tunes_and_saves(structured: str, scope: str | None, tmp_path: Path) -> None:
     spec, folder = _checkpoint(tmp_path)
     out, report = prune(zoo.get_task("sentiment"), str(folder), 0.5, tmp_path / "pruned", structured,
-                        finetune_steps=2, data=spec, device="cpu", progress=False)
+                        finetune_steps=2, data=spec, device="cpu", progress=False, magnitude_scope=scope)
     saved = json.loads((out / REPORT).read_text())
+    assert saved["scope"] == (None if structured != "none" else scope or "global")
     assert saved["finetune_steps"] == 2 and (out / "finetune" / "metrics.jsonl").is_file()
     model = zoo.load(out)
     if structured == "none":        # the fine-tune kept the zeros
@@ -141,3 +166,8 @@ def test_cli_refuses_bad_flags_in_one_line(tmp_path: Path, capsys: pytest.Captur
         main(["prune", "sentiment", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert err.startswith("zoo: error: --checkpoint") and "\n" not in err
+    with pytest.raises(SystemExit):
+        main(["prune", "sentiment", "--checkpoint", str(tmp_path), "--magnitude-scope", "layer",
+              "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert "--magnitude-scope applies to --structured none" in err and "\n" not in err

@@ -1,7 +1,7 @@
-"""Int8 models: int8 ``nn.Linear`` layers and weight-only int8 embeddings, stored as plain tensors.
+"""Int8 models: int8 ``nn.Linear`` and ``nn.Conv2d`` layers and weight-only int8 embeddings, stored as plain tensors.
 
-:func:`quantize` replaces, in place, every ``nn.Linear`` by an :class:`Int8Linear` and every
-``nn.Embedding`` by an :class:`Int8Embedding`:
+:func:`quantize` replaces, in place, every ``nn.Linear`` by an :class:`Int8Linear`, every ``nn.Conv2d``
+(zero padding) by an :class:`Int8Conv2d` and every ``nn.Embedding`` by an :class:`Int8Embedding`:
 
 - weights are symmetric int8 with one float32 scale per output row (``weight_int8`` (N, K),
   ``weight_scale`` (N,)); a Linear tied to an embedding (the ``lm`` and ``seq2seq`` output projections)
@@ -9,13 +9,17 @@
 - the input of a Linear is quantized to int8 per row (per token) at run time (``dynamic``), or with one
   scale per layer measured on calibration batches (``static``, buffer ``input_scale``); the product is
   int8 x int8 -> int32 (``torch._int_mm``), rescaled to float, plus the float bias;
+- a convolution is the same with one weight scale per output channel and one input scale per sample
+  (``dynamic``) or per layer (``static``); PyTorch has no int8 convolution over plain tensors, so the
+  integer sums are computed exactly in floating point (:meth:`Int8Conv2d.forward`);
 - an embedding looks up its int8 rows and multiplies each by its scale (weight-only int8).
 
 This is the recipe of torchao's ``Int8DynamicActivationInt8WeightConfig`` without its tensor subclasses:
 on disk ``model.safetensors`` holds ``<module>.weight_int8`` (int8), ``<module>.weight_scale`` (float32)
 and, static, ``<module>.input_scale``; ``config.json`` holds the :class:`QuantSpec` under
 ``quantization``. ``zoo.load`` builds the float model from the config, rebuilds the same int8 modules
-(:func:`rebuild`) and loads the stored tensors into them. Norms, convolutions and biases stay float.
+(:func:`rebuild`) and loads the stored tensors into them. Norms, biases, 1-D convolutions and
+convolutions with other padding modes stay float.
 """
 from __future__ import annotations
 
@@ -103,6 +107,74 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, {kind}"
 
 
+class Int8Conv2d(nn.Module):
+    """``nn.Conv2d`` (zero padding) with int8 weights (one scale per output channel) and int8 inputs: one
+    scale per sample at run time (``dynamic``) or a calibrated one per layer (``static``).
+
+    The convolution of the int8 values runs as a float convolution whose every partial sum is an integer
+    below 2**24 in magnitude, hence exact in float32 (and rounded to the integer, in case the backend's
+    algorithm is not a direct sum): the bound is ``127 * max over output channels of sum |weight_int8|``,
+    checked on the weights; a layer past it is computed in float64 (exact to 2**53). Built empty for
+    ``zoo.load`` to fill; :meth:`from_float` quantizes a float Conv2d.
+    """
+
+    def __init__(self, conv: nn.Conv2d, static: bool) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = conv.in_channels, conv.out_channels, conv.groups
+        self.kernel_size, self.stride, self.padding, self.dilation = (conv.kernel_size, conv.stride, conv.padding,
+                                                                      conv.dilation)
+        device = conv.weight.device
+        self.register_buffer("weight_int8", torch.zeros(conv.weight.shape, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(conv.out_channels, device=device))
+        self.register_buffer("input_scale", torch.ones((), device=device) if static else None)
+        self.bias = conv.bias
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, input_scale: torch.Tensor | None = None) -> Int8Conv2d:
+        """``conv`` quantized; ``input_scale`` (a scalar) makes it static. The float bias is kept as is."""
+        module = cls(conv, input_scale is not None)
+        values, module.weight_scale = quantize_rows(conv.weight.flatten(1))      # (O, I/g * kh * kw)
+        module.weight_int8 = values.reshape(conv.weight.shape)
+        if input_scale is not None:
+            module.input_scale.copy_(input_scale.reshape(()))
+        return module
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight (O, I/groups, kh, kw)."""
+        return self.weight_int8.float() * self.weight_scale[:, None, None, None]
+
+    def exact_in_float32(self) -> bool:
+        """Whether every sum of int8 products this layer computes stays below 2**24 in magnitude (worked out
+        again only when the weights change: a load writes them in place)."""
+        weights = self.weight_int8
+        key = (weights.data_ptr(), weights._version)
+        if getattr(self, "_exact_key", None) != key:
+            self._exact_key = key
+            self._exact = QMAX * int(weights.flatten(1).abs().sum(dim=1, dtype=torch.int64).max()) < 2 ** 24
+        return self._exact
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.float()                                                              # (B, I, H, W)
+        if self.input_scale is None:
+            scale = images.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(_TINY) / QMAX   # (B, 1, 1, 1)
+        else:
+            scale = self.input_scale                                                    # (): calibrated
+        values = torch.round(images / scale).clamp_(-QMAX, QMAX)
+        kind = torch.float32 if self.exact_in_float32() else torch.float64
+        sums = F.conv2d(values.to(kind), self.weight_int8.to(kind), None, self.stride, self.padding, self.dilation,
+                        self.groups).round_().float()                                   # (B, O, H', W') integers
+        out = sums * (scale * self.weight_scale[:, None, None])
+        if self.bias is not None:
+            out = out + self.bias[:, None, None]
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        kind = "dynamic" if self.input_scale is None else "static"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}, {kind}")
+
+
 class Int8Embedding(nn.Module):
     """``nn.Embedding`` with int8 rows, one float32 scale each (weight-only int8)."""
 
@@ -135,23 +207,26 @@ class Int8Embedding(nn.Module):
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """What :func:`quantize` replaced: the ``method``, the module paths of the Linears and embeddings, and
-    ``tied``: Linear path -> the embedding path whose int8 table it shares."""
+    """What :func:`quantize` replaced: the ``method``, the module paths of the Linears and embeddings,
+    ``tied``: Linear path -> the embedding path whose int8 table it shares, and the paths of the
+    convolutions (absent from checkpoints quantized before convolutions were: none)."""
 
     method: str
     linear: tuple[str, ...]
     embedding: tuple[str, ...]
     tied: dict[str, str] = field(default_factory=dict)
+    conv: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, value: Any, where: str) -> QuantSpec:
         """The spec stored as JSON at ``where`` (a file and field, for messages), checked."""
         names = ("method", "linear", "embedding", "tied")
-        if not isinstance(value, dict) or set(value) != set(names):
-            raise ZooError(f"{where}: expected an object with {', '.join(names)}; quantize the model again")
+        if not isinstance(value, dict) or not set(names) <= set(value) <= {*names, "conv"}:
+            raise ZooError(f"{where}: expected an object with {', '.join(names)} (and conv); quantize the model again")
         if value["method"] not in METHODS:
             raise ZooError(f"{where}: field 'method' is {value['method']!r}, expected one of {', '.join(METHODS)}")
-        for name in ("linear", "embedding"):
+        value = {"conv": [], **value}
+        for name in ("linear", "embedding", "conv"):
             if not isinstance(value[name], list) or not all(isinstance(n, str) for n in value[name]):
                 raise ZooError(f"{where}: field {name!r} must list module names; quantize the model again")
         tied = value["tied"]
@@ -159,26 +234,29 @@ class QuantSpec:
                                              for k, v in tied.items()):
             raise ZooError(f"{where}: field 'tied' must map listed linears to listed embeddings; "
                            f"quantize the model again")
-        return cls(value["method"], tuple(value["linear"]), tuple(value["embedding"]), dict(tied))
+        return cls(value["method"], tuple(value["linear"]), tuple(value["embedding"]), dict(tied), tuple(value["conv"]))
 
     def to_config(self) -> dict[str, Any]:
         """JSON-able form (what ``config.json`` stores under ``quantization``)."""
         return {"method": self.method, "linear": list(self.linear), "embedding": list(self.embedding),
-                "tied": dict(self.tied)}
+                "tied": dict(self.tied), "conv": list(self.conv)}
 
 
-def _targets(model: nn.Module) -> tuple[dict[str, nn.Linear], dict[str, nn.Embedding]]:
-    """The model's Linears (not those ``nn.MultiheadAttention`` reads the weights of) and embeddings."""
+def _targets(model: nn.Module) -> tuple[dict[str, nn.Linear], dict[str, nn.Embedding], dict[str, nn.Conv2d]]:
+    """The model's Linears (not those ``nn.MultiheadAttention`` reads the weights of), embeddings and plain
+    zero-padded Conv2d layers (subclasses, e.g. timm's ``Conv2dSame``, pad in their own forward: left float)."""
     inside_mha = {f"{name}.{child}".lstrip(".") for name, module in model.named_modules()
                   if isinstance(module, nn.MultiheadAttention) for child, _ in module.named_children()}
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in inside_mha}
     embeddings = {n: m for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
-    return linears, embeddings
+    convs = {n: m for n, m in model.named_modules() if type(m) is nn.Conv2d and m.padding_mode == "zeros"}
+    return linears, embeddings, convs
 
 
-def _input_scales(model: nn.Module, linears: dict[str, nn.Linear],
+def _input_scales(model: nn.Module, linears: dict[str, nn.Module],
                   batches: Iterable[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Per Linear, the largest absolute input over ``batches`` run through ``model`` (eval, no grad) / 127."""
+    """Per layer of ``linears`` (Linears and convolutions), the largest absolute input over ``batches``
+    run through ``model`` (eval, no grad) / 127."""
     peaks = {name: torch.zeros(()) for name in linears}
 
     def recorder(name: str):
@@ -214,9 +292,10 @@ def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
 def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] | None) -> None:
     """Replace the spec's modules: quantized from their float weights when ``scales`` (possibly empty,
     dynamic) is given, else empty int8 modules of the same shapes for a load to fill."""
-    linears, embeddings = _targets(model)
+    linears, embeddings, convs = _targets(model)
     missing = [f"{n!r} is no Linear" for n in spec.linear if n not in linears]
     missing += [f"{n!r} is no embedding" for n in spec.embedding if n not in embeddings]
+    missing += [f"{n!r} is no Conv2d" for n in spec.conv if n not in convs]
     if missing:
         raise ZooError(f"quantized module {missing[0]} of this model; quantize the model again")
     built: dict[str, Int8Embedding] = {}
@@ -239,15 +318,22 @@ def _install(model: nn.Module, spec: QuantSpec, scales: dict[str, torch.Tensor] 
             table = built[spec.tied[name]]
             module.weight_int8, module.weight_scale = table.weight_int8, table.weight_scale   # one tensor, saved once
         _swap(model, linear, module)
+    for name in spec.conv:
+        conv = convs[name]
+        if scales is not None:
+            module = Int8Conv2d.from_float(conv, scales.get(name))
+        else:
+            module = Int8Conv2d(conv, static)
+        _swap(model, conv, module)
 
 
 def quantize(model: nn.Module, method: str = "dynamic",
              calibration: Iterable[dict[str, Any]] | None = None) -> QuantSpec:
     """Quantize ``model`` (a float ZooModel) in place to int8 and record the spec as ``model.quantization``.
 
-    ``method``: ``dynamic`` (inputs of each Linear quantized per token at run time) or ``static`` (one
-    input scale per Linear, the largest absolute input over the ``calibration`` batches, which the model
-    is run on first). Embeddings are weight-only int8 either way.
+    ``method``: ``dynamic`` (inputs of each Linear quantized per token, of each Conv2d per sample, at run
+    time) or ``static`` (one input scale per layer, the largest absolute input over the ``calibration``
+    batches, which the model is run on first). Embeddings are weight-only int8 either way.
 
     >>> spec = zoo.quantize(model)            # then model.save(folder); zoo.load(folder) is int8 again
     """
@@ -259,13 +345,13 @@ def quantize(model: nn.Module, method: str = "dynamic",
         raise ZooError("this model is int8 already; quantize the float checkpoint")
     if getattr(model, "lora", None) is not None:
         raise ZooError("this model has LoRA adapters; merge them first (zoo merge-lora), then quantize")
-    linears, embeddings = _targets(model)
-    if not linears and not embeddings:
-        raise ZooError("this model has no Linear or embedding layer to quantize")
+    linears, embeddings, convs = _targets(model)
+    if not linears and not embeddings and not convs:
+        raise ZooError("this model has no Linear, Conv2d or embedding layer to quantize")
     tables = {id(e.weight): name for name, e in embeddings.items()}
     tied = {name: tables[id(linear.weight)] for name, linear in linears.items() if id(linear.weight) in tables}
-    scales = _input_scales(model, linears, calibration) if method == "static" else {}
-    spec = QuantSpec(method, tuple(linears), tuple(embeddings), tied)
+    scales = _input_scales(model, {**linears, **convs}, calibration) if method == "static" else {}
+    spec = QuantSpec(method, tuple(linears), tuple(embeddings), tied, tuple(convs))
     _install(model, spec, scales)
     model.quantization = spec
     return spec

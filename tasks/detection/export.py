@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import box_convert, nms
+from torchvision.ops import batched_nms, box_convert
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
 from heads.detection_detr import DETRHead
@@ -66,8 +66,12 @@ def _detr_outputs(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_threshold: float, max_detections: int,
-           candidates: int, nms_iou: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image's (N, C) scores and (N, 4) boxes -> (boxes (K, 4), scores (K,), labels (K,)), best first."""
+           candidates: int, nms_iou: float | None, class_agnostic: bool = True
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's (N, C) scores and (N, 4) boxes -> (boxes (K, 4), scores (K,), labels (K,)), best first.
+
+    NMS is class-agnostic (one label per object, as ``zoo predict``) unless ``class_agnostic`` is False:
+    then per class, as the head's ``decode`` in ``zoo eval`` (what COCO AP rewards)."""
     classes = scores.shape[1]
     flat = scores.reshape(-1)
     top = np.argsort(-flat, kind="stable")[:candidates]
@@ -75,8 +79,12 @@ def decode(scores: np.ndarray, boxes: np.ndarray, size: Sequence[int], score_thr
     picked, picked_scores, labels = boxes[top // classes], flat[top], top % classes
     height, width = size
     picked = np.clip(picked, 0, [width, height, width, height]).astype(np.float32)
-    order = (np.arange(len(top)) if nms_iou is None   # ``top`` is best first
-             else nms(torch.from_numpy(picked), torch.as_tensor(picked_scores, dtype=torch.float32), nms_iou).numpy())
+    if nms_iou is None:                                 # ``top`` is best first
+        order = np.arange(len(top))
+    else:
+        groups = torch.zeros(len(top), dtype=torch.long) if class_agnostic else torch.from_numpy(labels)
+        order = batched_nms(torch.from_numpy(picked), torch.as_tensor(picked_scores, dtype=torch.float32), groups,
+                            nms_iou).numpy()
     order = order[:max_detections]
     return picked[order], picked_scores[order], labels[order]
 
