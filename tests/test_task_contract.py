@@ -81,6 +81,15 @@ def _asr(folder: Path) -> tuple[str, list[Any]]:
     return f"manifest:{folder / 'train.jsonl'}", [str(folder / "clip0.wav"), str(folder / "clip3.wav")]
 
 
+def _speech_translation(folder: Path) -> tuple[str, list[Any]]:
+    rows = []
+    for i, text in enumerate(SPOKEN[:4]):
+        noise_clip(folder / f"clip{i}.wav", 0.3 + 0.1 * i, i)
+        rows.append({"audio_filepath": f"clip{i}.wav", "translation": num2words(i + 1, lang="fr")})
+    write_jsonl(folder / "train.jsonl", rows)
+    return f"manifest:{folder / 'train.jsonl'}", [str(folder / "clip0.wav"), str(folder / "clip3.wav")]
+
+
 def _detection(folder: Path) -> tuple[str, list[Any]]:
     annotations = _coco(folder / "scenes", 4, seed=1)
     images = folder / "scenes" / "images"
@@ -96,6 +105,8 @@ FIXTURES: dict[str, Fixture] = {
                                {"max_new_tokens": 4}),
     "image_classification": Fixture(_image_classification, ("--backbone-args", TINY)),
     "asr": Fixture(_asr, ("--backbone-args", json.dumps({"dim": 32, "depth": 1, "heads": 2, "n_mels": 40}),)),
+    "speech_translation": Fixture(_speech_translation, ("--backbone-args", json.dumps(
+        {"dim": 32, "depth": 1, "heads": 2, "n_mels": 40}), "--vocab-size", "30"), {"max_new_tokens": 4}),
     "detection": Fixture(_detection, ("--backbone", "vit_tiny", "--backbone-args", json.dumps(
         {"img_size": 64, "patch_size": 8, "dim": 32, "depth": 1, "heads": 2}), "--head", "fcos",
         "--head-args", '{"dim": 32, "tower_depth": 1}', "--transform", '{"scale_range": [1.0, 1.0], "color_jitter": 0}'),
