@@ -11,3 +11,4 @@ from tasks.text_generation import task as _text_generation  # noqa: F401
 from tasks.image_classification import task as _image_classification  # noqa: F401
 from tasks.asr import task as _asr  # noqa: F401
 from tasks.detection import task as _detection  # noqa: F401
+from tasks.captioning import task as _captioning  # noqa: F401
