@@ -1,5 +1,9 @@
 """Sequence-to-sequence decoder head: a causal stack of the shared block with cross-attention over
-any backbone's ``Features`` (text for translation, audio for attention-based ASR).
+any backbone's ``Features`` (text for translation, audio for attention-based ASR, images for captioning).
+
+The memory the decoder attends to is ``Features.tokens`` (B, S, Dc) with ``Features.mask`` (B, S)
+whatever the modality: a text encoder's token states, a speech encoder's frames, a ViT's class
+token and patch tokens (a ``timm/`` backbone's last feature map flattened to (B, h*w, C)).
 
 Batch contract (docs/design.md): ``targets`` (B, L) token ids *without* BOS/EOS, right-padded, with
 ``target_mask`` (B, L) True on real tokens. The head frames them itself: the decoder reads
@@ -104,7 +108,7 @@ def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing
 class Seq2SeqHead(Head):
     """Token embedding -> RoPE decoder stack (causal self-attention + cross-attention) -> norm -> tied projection."""
 
-    accepts = ("text", "audio")
+    accepts = ("text", "audio", "image")
 
     def __init__(self, context_dim: int, vocab_size: int, dim: int, depth: int, heads: int,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, label_smoothing: float = 0.1,
@@ -197,7 +201,7 @@ class Seq2SeqHead(Head):
         return self.proj(hidden[:, -1]), state
 
 
-@HEADS.register("seq2seq", accepts=("text", "audio"))
+@HEADS.register("seq2seq", accepts=("text", "audio", "image"))
 def seq2seq(backbone: nn.Module, vocab_size: int, dim: int | None = None, depth: int = 4, heads: int = 4,
             mlp_ratio: float = 4.0, dropout: float = 0.0, label_smoothing: float = 0.1,
             share_embedding: bool = False) -> Seq2SeqHead:

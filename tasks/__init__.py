@@ -12,3 +12,4 @@ from tasks.image_classification import task as _image_classification  # noqa: F4
 from tasks.asr import task as _asr  # noqa: F401
 from tasks.speech_translation import task as _speech_translation  # noqa: F401
 from tasks.detection import task as _detection  # noqa: F401
+from tasks.captioning import task as _captioning  # noqa: F401

@@ -292,4 +292,4 @@ def test_predict_offers_generation_flags_only_to_tasks_that_generate(name: str) 
     task = zoo.get_task(name)
     text = COMMANDS.meta("predict")["parser"](task).format_help()
     assert ("--beams" in text and "--top-k" in text) == task.generates
-    assert task.generates == (name in {"text_generation", "translation", "asr", "speech_translation"})
+    assert task.generates == (name in {"text_generation", "translation", "asr", "speech_translation", "captioning"})

@@ -96,6 +96,13 @@ def _detection(folder: Path) -> tuple[str, list[Any]]:
     return f"coco:{annotations}", [str(images / "1.png"), str(images / "2.png")]
 
 
+def _captioning(folder: Path) -> tuple[str, list[Any]]:
+    from tests.test_captioning_data import captioned_folder
+
+    tsv = captioned_folder(folder / "captioned", 8)
+    return f"tsv:{tsv}", [str(tsv.parent / "0.png"), str(tsv.parent / "1.png")]
+
+
 FIXTURES: dict[str, Fixture] = {
     "sentiment": Fixture(_sentiment, ("--backbone-args", TINY, "--vocab-size", "64", "--max-len", "32",
                                       "--token-dropout", "0")),
@@ -111,6 +118,9 @@ FIXTURES: dict[str, Fixture] = {
         {"img_size": 64, "patch_size": 8, "dim": 32, "depth": 1, "heads": 2}), "--head", "fcos",
         "--head-args", '{"dim": 32, "tower_depth": 1}', "--transform", '{"scale_range": [1.0, 1.0], "color_jitter": 0}'),
         {"score_threshold": 0.0}),
+    "captioning": Fixture(_captioning, ("--backbone-args", json.dumps({"dim": 32, "depth": 1, "heads": 2}),
+                                        "--head-args", '{"depth": 1, "heads": 2}', "--vocab-size", "40"),
+                          {"max_new_tokens": 4}),
 }
 TASKS = zoo.list_tasks()
 

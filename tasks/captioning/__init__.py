@@ -1,0 +1,1 @@
+"""Image captioning: an image backbone + the seq2seq decoder head; built-in captions of detection's scenes."""
