@@ -42,6 +42,7 @@ from tasks.engine.prune_command import REPORT as PRUNE_REPORT, prune
 from tasks.engine.quantize_command import calibration_batches, quantize_checkpoint
 from tasks.engine.task import Task, Workload
 from zoo.errors import ZooError
+from zoo.registry import BACKBONES
 from zoo.pruning import structured_applies
 
 DEFAULT_RUNS = Path("runs/demo")        # where `zoo demo` trains every task
@@ -130,15 +131,16 @@ def half_size(model: nn.Module) -> dict[str, Any]:
     (the blocks hold most of them), or where there is one block, ``dim`` halved (heads halved too when
     they no longer divide it)."""
     args = dict(model.backbone.zoo_spec.get("args") or {})
-    depth = args.get("depth", getattr(model.backbone, "depth", None))
+    name = model.backbone.zoo_spec["name"]
+    registered = BACKBONES.meta(name).get("config", {}) if name in BACKBONES else {}    # what args leave out
+    depth = args.get("depth", registered.get("depth"))
     if isinstance(depth, int) and depth >= 2:
         return {**args, "depth": depth // 2}
-    dim = args.get("dim", getattr(model.backbone, "dim", None))
+    dim = args.get("dim", registered.get("dim", getattr(model.backbone, "dim", None)))
     if not isinstance(dim, int):
-        raise ZooError(f"the {model.backbone.zoo_spec['name']} backbone has no 'depth' or 'dim' argument to halve "
-                       "for a student")
+        raise ZooError(f"the {name} backbone has no 'depth' or 'dim' argument to halve for a student")
     args["dim"] = dim // 2
-    heads = args.get("heads", getattr(model.backbone, "heads", None))
+    heads = args.get("heads", registered.get("heads", getattr(model.backbone, "heads", None)))
     if isinstance(heads, int) and args["dim"] % heads:
         args["heads"] = max(1, heads // 2)
     return args

@@ -136,5 +136,8 @@ def test_the_student_flags_halve_depth_or_dim_or_narrow_a_timm_backbone() -> Non
     teacher_blocks = sum(p.numel() for p in deep.backbone.stack.parameters())
     half = zoo.create_model("vit_tiny", "fcos", task="detection", num_classes=2, backbone_args=student, dim=16)
     assert sum(p.numel() for p in half.backbone.stack.parameters()) == teacher_blocks // 2
+    registered = zoo.BACKBONES.meta("text_encoder_tiny")["config"]["depth"]       # arguments that leave depth out
+    text = zoo.create_model("text_encoder_tiny", "classification", num_classes=2, backbone_args=dict(vocab_size=50))
+    assert json.loads(deploy.student_backbone(text)[1]) == dict(vocab_size=50, depth=registered // 2)
     assert deploy.student_backbone(_detector("timm/mobilenetv3_small_100")) == ["--backbone",
                                                                                  "timm/mobilenetv3_small_050"]
