@@ -30,12 +30,11 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, read_utf8
-from tasks.engine.images import probe_image, read_image
+from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image, read_image
 from tasks.engine.records import json_value, numbered_lines, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
-_IMAGE_ERRORS = (OSError, ValueError)   # what the shared decoder raises on missing or broken files
 _HEADERS = (("file", "caption"), ("image", "caption"), ("file_name", "caption"))
 CACHE_LIMIT_BYTES = 1 << 30             # decoded pixels a dataset keeps in memory at most
 _COCO_SPLITS = {"train": "captions_train", "validation": "captions_val", "test": "captions_test"}
@@ -49,7 +48,7 @@ class CaptionedImage:
     captions: tuple[str, ...]
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(SkipsUndecodable, Dataset):
     """Captioned images as sample dicts ``{"image", "captions", "path"}``.
 
     Attributes: ``records``, ``source`` (for messages), ``split``, ``skipped`` (undecodable images)
@@ -70,29 +69,21 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def _read_image(self, position: int) -> torch.Tensor:
+        """The image of ``records[position]`` (3, H, W) uint8, kept in memory while under the cache limit."""
+        image = self._cache.get(position)
+        if image is None:
+            image = read_image(self.records[position].path)
+            if self._cached_bytes + image.numel() <= CACHE_LIMIT_BYTES:
+                self._cache[position] = image
+                self._cached_bytes += image.numel()
+        return image
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         """The sample at ``index``; an image that fails to decode is skipped (warned, counted) for the next."""
-        if not -len(self.records) <= index < len(self.records):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} images")
-        for step in range(len(self.records)):
-            position = (index + step) % len(self.records)
-            if position in self._undecodable:
-                continue
-            record = self.records[position]
-            image = self._cache.get(position)
-            if image is None:
-                try:
-                    image = read_image(record.path)  # (3, H, W) uint8
-                except _IMAGE_ERRORS as err:
-                    self._undecodable.add(position)
-                    self.skipped += 1
-                    warnings.warn(f"{self.source}: skipped an image that cannot be decoded: {err}", stacklevel=2)
-                    continue
-                if self._cached_bytes + image.numel() <= CACHE_LIMIT_BYTES:
-                    self._cache[position] = image
-                    self._cached_bytes += image.numel()
-            return {"image": image, "captions": list(record.captions), "path": str(record.path)}
-        raise ZooError(f"{self.source}: none of its {len(self.records)} images can be decoded")
+        position, image = self.decoded(index)
+        record = self.records[position]
+        return {"image": image, "captions": list(record.captions), "path": str(record.path)}
 
 
 def _finalize(records: list[CaptionedImage], source: str, split: str,
@@ -102,7 +93,7 @@ def _finalize(records: list[CaptionedImage], source: str, split: str,
     for record in records:
         try:
             probe_image(record.path)
-        except _IMAGE_ERRORS as err:
+        except IMAGE_ERRORS as err:
             failures.append(str(err))
             continue
         kept.append(record)

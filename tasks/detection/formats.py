@@ -44,13 +44,12 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
-from tasks.engine.images import probe_image, read_image
+from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image
 from tasks.engine.records import class_names, json_value, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_IMAGE_ERRORS = (OSError, ValueError)  # what the shared decoder raises on missing or broken files
 _SOURCE_SPLIT_NAMES = {"train": ("train",), "validation": ("val", "valid", "validation"), "test": ("test",)}
 
 
@@ -82,7 +81,7 @@ class _Record:
     labels: np.ndarray  # (N,) int64
 
 
-class DetectionDataset(Dataset):
+class DetectionDataset(SkipsUndecodable, Dataset):
     """Annotated images as sample dicts; set ``transform`` (sample dict -> sample dict) to augment.
 
     Attributes: ``classes`` (label id = index), ``source`` (for messages), ``skipped`` (unreadable
@@ -103,29 +102,16 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """The sample at ``index``; an image that fails to decode is skipped (warned, counted) for the next."""
-        if not -len(self.records) <= index < len(self.records):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} images")
-        for step in range(len(self.records)):
-            position = (index + step) % len(self.records)
-            if position in self._undecodable:
-                continue
-            record = self.records[position]
-            try:
-                image = read_image(record.path)
-            except _IMAGE_ERRORS as err:
-                self._undecodable.add(position)
-                self.skipped += 1
-                warnings.warn(f"skipped an image that cannot be decoded: {err}", stacklevel=2)
-                continue
-            sample = {
-                "image": image,
-                "boxes": torch.from_numpy(record.boxes.copy()),
-                "labels": torch.from_numpy(record.labels.copy()),
-                "image_id": record.image_id,
-                "path": str(record.path),
-            }
-            return self.transform(sample) if self.transform is not None else sample
-        raise ZooError(f"{self.source}: none of its {len(self.records)} images can be decoded")
+        position, image = self.decoded(index)
+        record = self.records[position]
+        sample = {
+            "image": image,
+            "boxes": torch.from_numpy(record.boxes.copy()),
+            "labels": torch.from_numpy(record.labels.copy()),
+            "image_id": record.image_id,
+            "path": str(record.path),
+        }
+        return self.transform(sample) if self.transform is not None else sample
 
 
 def _clean_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +131,7 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
     for entry in entries:
         try:
             width, height = probe_image(entry.path)
-        except _IMAGE_ERRORS as err:
+        except IMAGE_ERRORS as err:
             failures.append(str(err))
             continue
         if entry.declared_size not in (None, (width, height)):

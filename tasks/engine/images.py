@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -153,3 +153,39 @@ def decoding(path: str | Path) -> Iterator[None]:
             raise
         except Exception as err:  # Pillow's plugins raise many types on malformed files
             raise ZooError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+IMAGE_ERRORS = (OSError, ValueError)   # what the shared decoder raises on missing or broken files
+
+
+class SkipsUndecodable:
+    """Mixin of an image dataset whose ``records`` have a ``path``: :meth:`decoded` reads the image at an
+    index, or when it cannot be decoded warns once, counts it in ``skipped`` and takes the next one.
+
+    The dataset sets ``records``, ``source``, ``skipped`` and ``_undecodable`` (a set); it may override
+    :meth:`_read_image` (to cache, say)."""
+
+    records: list[Any]
+    source: str
+    skipped: int
+    _undecodable: set[int]
+
+    def _read_image(self, position: int) -> torch.Tensor:
+        return read_image(self.records[position].path)     # (3, H, W) uint8
+
+    def decoded(self, index: int) -> tuple[int, torch.Tensor]:
+        """(position, image) of the first decodable record from ``index`` on (wrapping around)."""
+        if not -len(self.records) <= index < len(self.records):
+            raise IndexError(f"{self.source}: index {index} out of range for {len(self.records)} images")
+        for step in range(len(self.records)):
+            position = (index + step) % len(self.records)
+            if position in self._undecodable:
+                continue
+            try:
+                return position, self._read_image(position)
+            except IMAGE_ERRORS as err:
+                self._undecodable.add(position)
+                self.skipped += 1
+                warnings.warn(f"{self.source}: skipped an image that cannot be decoded: {err}", stacklevel=3)
+        raise ZooError(f"{self.source}: none of its {len(self.records)} images can be decoded")
+
