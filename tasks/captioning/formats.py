@@ -29,9 +29,9 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split, read_utf8
+from tasks.engine.data import file_key, hash_split
 from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image, read_image
-from tasks.engine.records import json_value, numbered_lines, text_field, warn_skipped
+from tasks.engine.records import json_file_object, numbered_lines, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -180,12 +180,7 @@ def _split_files(folder: Path, split: str) -> list[Path]:
 
 def _coco_records(path: Path, options: dict[str, str]) -> list[CaptionedImage]:
     """The captioned images of one COCO captions file; malformed fields raise naming the file and record."""
-    text = read_utf8(path)
-    if not text.strip():
-        raise ZooError(f"{path}: empty file; expected a COCO captions JSON object with images and annotations")
-    data = json_value(text, path)
-    if not isinstance(data, dict):
-        raise ZooError(f"{path}: expected a COCO captions JSON object with images and annotations")
+    data = json_file_object(path, "a COCO captions JSON object with images and annotations")
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")

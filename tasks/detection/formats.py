@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image
-from tasks.engine.records import class_names, json_value, numbered_lines, warn_skipped
+from tasks.engine.records import class_names, json_file_object, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -179,7 +179,7 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
 def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDataset:
     """COCO detection JSON -> dataset; malformed fields raise naming the file and the record."""
     source = f"coco:{path}"
-    data = _load_json(path)
+    data = json_file_object(path, "a COCO JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
@@ -248,16 +248,6 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
         return images_dir / file_name
     beside = json_dir / file_name
     return beside if beside.exists() else json_dir / "images" / file_name
-
-
-def _load_json(path: Path) -> dict:
-    text = read_utf8(path)
-    if not text.strip():
-        raise ZooError(f"{path}: empty file; expected a COCO JSON object with images, annotations and categories")
-    data = json_value(text, path)
-    if not isinstance(data, dict):
-        raise ZooError(f"{path}: expected a COCO JSON object with images, annotations and categories")
-    return data
 
 
 def _get(obj: Any, key: str) -> Any:

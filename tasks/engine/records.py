@@ -77,6 +77,18 @@ def json_value(text: str, path: str | Path, line: int = 1) -> Any:
         raise ZooError(f"{path}:{line + err.lineno - 1}: not valid JSON ({err.msg}, column {err.colno})") from None
 
 
+def json_file_object(path: Path, expected: str) -> dict:
+    """The JSON object a file holds; an empty file, invalid JSON or another JSON value raises naming the
+    file and what was ``expected`` (e.g. "a COCO JSON object with images, annotations and categories")."""
+    text = read_utf8(path)
+    if not text.strip():
+        raise ZooError(f"{path}: empty file; expected {expected}")
+    data = json_value(text, path)
+    if not isinstance(data, dict):
+        raise ZooError(f"{path}: expected {expected}")
+    return data
+
+
 def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tuple[str, dict]]:
     """``(file:line, object)`` of each JSON line of a file, blank lines skipped.
 
