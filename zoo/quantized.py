@@ -58,6 +58,17 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).to(torch.int32)
 
 
+def quantize_input(x: torch.Tensor, input_scale: torch.Tensor | None,
+                   dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integer values in [-127, 127] as floats, shape of ``x``; their scale): one scale per slice over
+    ``dims`` (``dynamic``: the largest magnitude / 127), or the calibrated ``input_scale`` (``static``)."""
+    if input_scale is None:
+        scale = x.abs().amax(dim=dims, keepdim=True).clamp_min_(_TINY).div_(QMAX)
+    else:
+        scale = input_scale                                                             # (): calibrated
+    return torch.div(x, scale).round_().clamp_(-QMAX, QMAX), scale
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear`` with int8 weights (one scale per output row) and int8 inputs (module docstring).
 
@@ -91,12 +102,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # in-place steps after each allocation: on a CPU the new (M, N) buffers, not the int8 kernel, dominated
         rows = x.reshape(-1, self.in_features).float()                                 # (M, K)
-        if self.input_scale is None:
-            scale = rows.abs().amax(dim=-1, keepdim=True).clamp_min_(_TINY).div_(QMAX)   # (M, 1): per token
-        else:
-            scale = self.input_scale                                                    # (): calibrated
-        values = torch.div(rows, scale).round_().clamp_(-QMAX, QMAX).to(torch.int8)
-        out = int8_matmul(values, self.weight_int8.t()).float()                        # (M, N)
+        values, scale = quantize_input(rows, self.input_scale, (-1,))                  # scale (M, 1): per token
+        out = int8_matmul(values.to(torch.int8), self.weight_int8.t()).float()         # (M, N)
         out.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out.add_(self.bias)
@@ -155,12 +162,7 @@ class Int8Conv2d(nn.Module):
         return self._exact
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        images = x.float()                                                              # (B, I, H, W)
-        if self.input_scale is None:
-            scale = images.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(_TINY) / QMAX   # (B, 1, 1, 1)
-        else:
-            scale = self.input_scale                                                    # (): calibrated
-        values = torch.round(images / scale).clamp_(-QMAX, QMAX)
+        values, scale = quantize_input(x.float(), self.input_scale, (1, 2, 3))        # scale (B, 1, 1, 1)
         kind = torch.float32 if self.exact_in_float32() else torch.float64
         sums = F.conv2d(values.to(kind), self.weight_int8.to(kind), None, self.stride, self.padding, self.dilation,
                         self.groups).round_().float()                                   # (B, O, H', W') integers
