@@ -2,8 +2,9 @@
 
 ``CASES`` holds every registered backbone (our own at depth 1 with the reduced arguments of
 ``tests/backbone_configs.py``, and ``transformers`` with a tiny BERT config), the ``timm/`` and
-``torchaudio/`` representatives of ``ADAPTER_ARGS``, and a transformers folder written by
-``save_pretrained`` and loaded by ``zoo.create_model(pretrained=...)``. ``tests/test_backbones.py``
+``torchaudio/`` representatives of ``ADAPTER_ARGS``, and transformers folders written by
+``save_pretrained`` and loaded by ``zoo.create_model(pretrained=...)`` (a wav2vec2 that stays
+wrapped, a GPT-2 converted into our decoder). ``tests/test_backbones.py``
 tests each backbone alone, ``tests/test_head_backbone_matrix.py`` every registered head on it;
 ``fit_table()`` is the README's table of which heads fit which backbones, computed by the same
 ``fits`` those tests use to decide which pairs must work and which must be refused.
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 import zoo
-from tests.backbone_configs import ADAPTER_ARGS, WRAPPED_ARGS, small_args
+from tests.backbone_configs import ADAPTER_ARGS, TEXT_VOCAB, WRAPPED_ARGS, small_args
 from zoo.pretrained import load_pretrained
 from zoo.pretrained.wrapped import FAMILIES
 
@@ -59,6 +60,15 @@ def _write_wav2vec2(folder: Path) -> None:
     transformers.Wav2Vec2Model(config).save_pretrained(folder, safe_serialization=True)
 
 
+def _write_gpt2(folder: Path) -> None:
+    """A tiny random transformers GPT-2 (32 wide, one layer), which ``pretrained=`` converts into our decoder."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=TEXT_VOCAB, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder, safe_serialization=True)
+
+
 def _registered(name: str) -> BackboneCase:
     meta = zoo.BACKBONES.meta(name)
     if "modality" in meta:
@@ -73,9 +83,12 @@ def _adapter(name: str) -> BackboneCase:
     return BackboneCase(name, f"`{prefix}/<name>` (tested: {tested})", PREFIX_MODALITY[prefix], False, name)
 
 
+FOLDERS = [BackboneCase("pretrained-wav2vec2", "`pretrained=` a transformers wav2vec2 folder (stays wrapped)",
+                        "audio", False, folder=_write_wav2vec2),
+           BackboneCase("pretrained-gpt2", "`pretrained=` a transformers GPT-2 folder (converted)", "text", True,
+                        folder=_write_gpt2)]
 CASES: list[BackboneCase] = ([_registered(n) for n in zoo.list_backbones()] + [_adapter(n) for n in ADAPTER_ARGS]
-                             + [BackboneCase("pretrained-wav2vec2", "`pretrained=` a transformers wav2vec2 folder",
-                                             "audio", False, folder=_write_wav2vec2)])
+                             + FOLDERS)
 IDS = [case.id for case in CASES]
 
 

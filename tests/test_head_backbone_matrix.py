@@ -47,8 +47,7 @@ ACCEPTED = [pytest.param(h, c, id=f"{h}-{c.id}") for c in CASES for h in HEADS i
 REFUSED = [pytest.param(h, c, id=f"{h}-{c.id}") for c in CASES for h in HEADS if fits(h, c) != YES]
 
 
-def test_the_cases_hold_every_backbone_and_kind_the_matrix_promises() -> None:
-    assert {c.name for c in CASES} >= set(zoo.list_backbones()), "a registered backbone missing from CASES"
+def test_the_cases_hold_every_kind_and_source_the_matrix_promises() -> None:
     kinds = {c.modality + ("-causal" if c.causal else "") for c in CASES}
     assert kinds >= {"text", "text-causal", "image", "audio"}, kinds
     assert {c.name.split("/")[0] for c in CASES if c.name and "/" in c.name} == {"timm", "torchaudio"}
