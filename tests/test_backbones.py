@@ -1,5 +1,5 @@
 """Every backbone of the one registry loop (``tests/backbone_cases.py``: every registered backbone at
-reduced size, the timm/torchaudio representatives, a transformers folder): it is what its case says,
+reduced size, the timm/torchaudio representatives, transformers folders): it is what its case says,
 forward shapes, gradients reach every parameter, no NaN, padded batch == one by one, save/load.
 Every head on each of them: ``tests/test_head_backbone_matrix.py``."""
 import pytest
