@@ -1,12 +1,15 @@
 """Reduced-size arguments so every registered backbone can be built and run in tests."""
 from __future__ import annotations
 
+TEXT_VOCAB = 50   # every small text backbone's vocabulary
+IMG_SIZE = 32     # the image size every small image backbone is fed
+
 SMALL_ARGS = {
-    "text": dict(vocab_size=50, dim=32, depth=1, heads=2),
-    "image": dict(img_size=32, patch_size=8, dim=32, depth=1, heads=2),
+    "text": dict(vocab_size=TEXT_VOCAB, dim=32, depth=1, heads=2),
+    "image": dict(img_size=IMG_SIZE, patch_size=8, dim=32, depth=1, heads=2),
     "audio": dict(dim=32, depth=1, heads=2),
 }
-TEXT_GPT2 = dict(vocab_size=50, dim=32, depth=1, heads=2, max_len=64)
+TEXT_GPT2 = dict(vocab_size=TEXT_VOCAB, dim=32, depth=1, heads=2, max_len=64)
 
 # Adapters through the prefix resolvers: a few representative names with tiny configurations.
 ADAPTER_ARGS = {
@@ -22,7 +25,7 @@ ADAPTER_ARGS = {
 }
 
 # The wrapped transformers backbone, exercised with a tiny random BERT.
-WRAPPED_ARGS = dict(config=dict(model_type="bert", vocab_size=50, hidden_size=32, num_hidden_layers=1,
+WRAPPED_ARGS = dict(config=dict(model_type="bert", vocab_size=TEXT_VOCAB, hidden_size=32, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
 
 

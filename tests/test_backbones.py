@@ -1,12 +1,13 @@
-"""Every registered backbone (reduced sizes) and representative timm/torchaudio adapters:
-forward shapes, gradients reach every parameter, no NaN, padded batch == one by one, save/load."""
+"""Every backbone of the one registry loop (``tests/backbone_cases.py``: every registered backbone at
+reduced size, the timm/torchaudio representatives, transformers folders): it is what its case says,
+forward shapes, gradients reach every parameter, no NaN, padded batch == one by one, save/load.
+Every head on each of them: ``tests/test_head_backbone_matrix.py``."""
 import pytest
 import torch
 
 import zoo
-from tests.backbone_configs import ADAPTER_ARGS, small_args
-
-NAMES = zoo.list_backbones() + list(ADAPTER_ARGS)
+from tests.backbone_cases import CASES, IDS, build_backbone
+from tests.backbone_configs import small_args
 
 
 def _inputs(modality, lengths):
@@ -24,23 +25,27 @@ def _inputs(modality, lengths):
 
 
 LENGTHS = {"text": [7, 4], "audio": [8000, 5000], "image": [1, 1]}
-# Reference implementations whose padding leaks into real frames, by their own design.
+# Reference implementations whose padding leaks into real frames, by their own design (case ids).
 PADDING_LEAKS = {
     "torchaudio/conformer": "torchaudio's Conformer convolution module does not mask padded frames",
     "torchaudio/wav2vec2_model": "wav2vec2's group-norm feature extractor normalises over padding too",
 }
 
 
-@pytest.fixture(scope="module", params=NAMES)
-def built(request):
-    name = request.param
-    modality = zoo.BACKBONES.meta(name).get("modality") if "/" not in name else None
-    backbone = zoo.create_backbone(name, **small_args(name, modality or ""))
-    return name, backbone
+@pytest.fixture(scope="module", params=CASES, ids=IDS)
+def built(request, tmp_path_factory):
+    case = request.param
+    return case.id, build_backbone(case, tmp_path_factory.mktemp("pretrained")), case
+
+
+def test_is_what_its_case_says(built):
+    name, backbone, case = built
+    assert (backbone.modality, bool(backbone.causal)) == (case.modality, case.causal), name
+    assert isinstance(backbone.padding_sensitive, bool)
 
 
 def test_forward_backward_no_nan(built):
-    name, backbone = built
+    name, backbone, _ = built
     backbone.train()
     inputs, mask = _inputs(backbone.modality, LENGTHS[backbone.modality])
     features = backbone(inputs, mask)
@@ -57,7 +62,7 @@ def test_forward_backward_no_nan(built):
 
 
 def test_padded_batch_equals_one_by_one(built):
-    name, backbone = built
+    name, backbone, _ = built
     if name in PADDING_LEAKS:
         pytest.skip(PADDING_LEAKS[name])
     backbone.eval()
@@ -78,7 +83,7 @@ def test_padded_batch_equals_one_by_one(built):
 
 
 def test_save_load_round_trip(built, tmp_path):
-    name, backbone = built
+    name, backbone, _ = built
     backbone.eval()
     model = zoo.create_model(backbone, zoo.create_head("classification", backbone, num_classes=3))
     inputs, mask = _inputs(backbone.modality, LENGTHS[backbone.modality])
@@ -89,7 +94,7 @@ def test_save_load_round_trip(built, tmp_path):
         assert torch.equal(loaded({"inputs": inputs, "mask": mask})["logits"], expected)
 
 
-ZOO_BUILT = [n for n in zoo.list_backbones() if not n.startswith(("timm/", "torchaudio/")) and n != "transformers"]
+ZOO_BUILT = [case.name for case in CASES if case.zoo_built]
 # Real sizes in one padded batch: text tokens, audio samples, image (height, width) with sizes that
 # are not multiples of the patch (8) and smaller than the padded 32 x 32.
 MIXED = {"text": [7, 4, 1], "audio": [8000, 5000, 3000], "image": [(32, 32), (24, 16), (30, 21)]}

@@ -1,9 +1,11 @@
-"""Every registered head on one tiny backbone of every kind in the registry (timm ``tests/test_models.py`` style).
+"""Every registered head on every backbone of the one registry loop (timm ``tests/test_models.py`` style).
 
-Heads and backbones come from the registries: a head or a backbone kind registered later is
-tested here without editing this file. A *kind* is a (modality, causal) pair of the backbone
-registry (text encoder, causal text decoder, ViT, speech encoder); each is represented by its
-smallest registered backbone, built with the reduced arguments of ``tests/backbone_configs.py``.
+Heads come from the head registry and backbones from ``tests/backbone_cases.py`` (every registered
+backbone at depth 1, the ``timm/`` and ``torchaudio/`` representatives, a transformers folder
+loaded by ``pretrained=``): a head or a backbone registered later is tested here without editing
+this file. A pair the head accepts builds, trains a step, decodes (and generates), and saves and
+loads with identical outputs; a pair it does not accept is refused with a ``ZooError`` naming why.
+The README's table of which heads fit which backbones is ``fit_table()`` of the same module.
 
 What a head needs beyond the inputs is found by asking it: the model runs on a batch holding
 only ``inputs`` and ``mask``, and the first batch key the head looks up and misses names the
@@ -15,13 +17,15 @@ what to add.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import torch
 
 import zoo
-from tests.backbone_configs import small_args
+from tests.backbone_cases import CASES, NEEDS_CAUSAL, YES, BackboneCase, build_model, fit_table, fits
+from tests.backbone_configs import IMG_SIZE, TEXT_VOCAB
 from zoo.errors import ZooError
 from zoo.tokenizer import pad_ids
 
@@ -30,6 +34,7 @@ NUM_CLASSES = 3
 TARGET_IDS = range(4, 10)   # unit ids valid for every vocabulary here: no pad/bos/eos/unk, never the CTC blank
 REQUIRED_ARGS: dict[str, Any] = {"num_classes": NUM_CLASSES, "vocab_size": 40}
 SMALL_HEAD_ARGS: dict[str, Any] = {"dim": 32, "depth": 1, "heads": 2, "tower_depth": 1, "num_queries": 6}
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,38 +42,34 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---- the registries ------------------------------------------------------------------------------------
 
-def _kinds() -> dict[str, str]:
-    """``"<modality>"`` or ``"<modality>-causal"`` -> the smallest registered backbone of that kind."""
-    chosen: dict[str, tuple[int, str]] = {}
-    for name in zoo.list_backbones():
-        meta = zoo.BACKBONES.meta(name)
-        if "modality" not in meta:      # `transformers`: its modality comes from the wrapped model's config
-            continue
-        config = meta.get("config", {})
-        size = config.get("dim", 0) * config.get("depth", 0)
-        kind = meta["modality"] + ("-causal" if meta.get("causal") else "")
-        if kind not in chosen or (size, name) < chosen[kind]:
-            chosen[kind] = (size, name)
-    return {kind: name for kind, (_, name) in sorted(chosen.items())}
-
-
-KINDS = _kinds()
 HEADS = zoo.list_heads()
+ACCEPTED = [pytest.param(h, c, id=f"{h}-{c.id}") for c in CASES for h in HEADS if fits(h, c) == YES]
+REFUSED = [pytest.param(h, c, id=f"{h}-{c.id}") for c in CASES for h in HEADS if fits(h, c) != YES]
 
 
-def _accepts(head: str, kind: str) -> bool:
-    meta = zoo.HEADS.meta(head)
-    backbone = zoo.BACKBONES.meta(KINDS[kind])
-    return backbone["modality"] in meta["accepts"] and (not meta.get("causal") or bool(backbone.get("causal")))
+def test_the_cases_hold_every_kind_and_source_the_matrix_promises() -> None:
+    kinds = {c.modality + ("-causal" if c.causal else "") for c in CASES}
+    assert kinds >= {"text", "text-causal", "image", "audio"}, kinds
+    assert {c.name.split("/")[0] for c in CASES if c.name and "/" in c.name} == {"timm", "torchaudio"}
+    assert any(c.folder is not None for c in CASES), "no pretrained transformers folder"
+    assert all(any(fits(head, c) == YES for c in CASES) for head in HEADS), "a head that accepts no backbone"
 
 
-ACCEPTED = [(h, k) for h in HEADS for k in KINDS if _accepts(h, k)]
-REFUSED = [(h, k) for h in HEADS for k in KINDS if not _accepts(h, k)]
+def test_readme_table_is_the_tested_matrix() -> None:
+    """README "Backbones and heads" holds ``fit_table()``: every cell is a pair tested in this file."""
+    expected = fit_table()
+    lines = README.read_text().splitlines()
+    assert expected[0] in lines, "README lacks the head/backbone table; paste:\n" + "\n".join(expected)
+    start = lines.index(expected[0])
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    assert lines[start:end] == expected, "README head/backbone table is stale; paste:\n" + "\n".join(expected)
 
 
-def test_the_registries_hold_every_kind_the_matrix_promises() -> None:
-    assert set(KINDS) >= {"text", "text-causal", "image", "audio"}, KINDS
-    assert all(any(h == head for h, _ in ACCEPTED) for head in HEADS), "a head that accepts no backbone kind"
+def test_cases_sharing_a_readme_row_fit_the_same_heads() -> None:
+    rows: dict[str, set[tuple[str, ...]]] = {}
+    for case in CASES:
+        rows.setdefault(case.row, set()).add(tuple(fits(head, case) for head in HEADS))
+    assert all(len(cells) == 1 for cells in rows.values()), rows
 
 
 def _head_args(head: str) -> dict[str, Any]:
@@ -87,11 +88,8 @@ def _head_args(head: str) -> dict[str, Any]:
     return args
 
 
-def _model(head: str, kind: str) -> zoo.ZooModel:
-    name = KINDS[kind]
-    torch.manual_seed(0)
-    return zoo.create_model(name, head, backbone_args=small_args(name, zoo.BACKBONES.meta(name)["modality"]),
-                            **_head_args(head))
+def _model(head: str, case: BackboneCase, tmp: Path) -> zoo.ZooModel:
+    return build_model(case, head, tmp, **_head_args(head))
 
 
 # ---- batches ---------------------------------------------------------------------------------------------
@@ -99,8 +97,7 @@ def _model(head: str, kind: str) -> zoo.ZooModel:
 def _text(model: zoo.ZooModel) -> dict[str, torch.Tensor]:
     """Token ids of two lengths; left-padded for a causal backbone (what its generation needs), else right."""
     generator = torch.Generator().manual_seed(1)
-    vocab = model.backbone.embed.num_embeddings
-    rows = [torch.randint(4, vocab, (n,), generator=generator).tolist() for n in (7, 4)]
+    rows = [torch.randint(4, TEXT_VOCAB, (n,), generator=generator).tolist() for n in (7, 4)]
     if model.backbone.causal:
         width = max(map(len, rows))
         inputs = torch.tensor([[0] * (width - len(r)) + r for r in rows])
@@ -111,8 +108,8 @@ def _text(model: zoo.ZooModel) -> dict[str, torch.Tensor]:
 
 
 def _images(model: zoo.ZooModel) -> dict[str, torch.Tensor]:
-    """Images at the backbone's size, the second padded (a 24x32 picture in a 32x32 batch)."""
-    size = model.backbone.cfg.img_size
+    """Images at the backbones' size, the second padded (a 24x32 picture in a 32x32 batch)."""
+    size = IMG_SIZE
     mask = torch.ones(ROWS, size, size, dtype=torch.bool)
     mask[1, 3 * size // 4:] = False
     generator = torch.Generator().manual_seed(2)
@@ -180,9 +177,10 @@ def _batch(model: zoo.ZooModel, head: str) -> dict[str, Any]:
 
 # ---- accepted pairs --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("head, kind", ACCEPTED, ids=[f"{h}-{k}" for h, k in ACCEPTED])
-def test_loss_is_finite_and_gradients_reach_backbone_and_head(head: str, kind: str) -> None:
-    model = _model(head, kind).train()
+@pytest.mark.parametrize("head, case", ACCEPTED)
+def test_a_training_step_is_finite_and_gradients_reach_backbone_and_head(head: str, case: BackboneCase,
+                                                                         tmp_path: Path) -> None:
+    model = _model(head, case, tmp_path).train()
     batch = _batch(model, head)
     losses = model.loss(model(batch), batch)
     assert torch.isfinite(losses["loss"]) and losses["loss"].ndim == 0
@@ -191,14 +189,19 @@ def test_loss_is_finite_and_gradients_reach_backbone_and_head(head: str, kind: s
     def reached(module: torch.nn.Module) -> list[str]:
         return [n for n, p in module.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)]
 
-    assert reached(model.backbone), f"no gradient reaches the {KINDS[kind]} backbone"
+    assert reached(model.backbone), f"no gradient reaches the {case.id} backbone"
     assert reached(model.head), f"no gradient reaches the {head} head"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    name = max(reached(model.backbone), key=lambda n: float(model.backbone.get_parameter(n).grad.abs().max()))
+    before = model.backbone.get_parameter(name).detach().clone()
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    assert not torch.equal(model.backbone.get_parameter(name), before), f"the step left {name} unchanged"
+    assert torch.isfinite(model.loss(model(batch), batch)["loss"]), "the loss after the step is not finite"
 
 
-@pytest.mark.parametrize("head, kind", ACCEPTED, ids=[f"{h}-{k}" for h, k in ACCEPTED])
-def test_decode_generate_and_save_load_round_trip(head: str, kind: str, tmp_path) -> None:
-    model = _model(head, kind).eval()
+@pytest.mark.parametrize("head, case", ACCEPTED)
+def test_decode_generate_and_save_load_round_trip(head: str, case: BackboneCase, tmp_path: Path) -> None:
+    model = _model(head, case, tmp_path).eval()
     batch = _batch(model, head)
     with torch.no_grad():
         outputs = model(batch)
@@ -225,13 +228,9 @@ def test_decode_generate_and_save_load_round_trip(head: str, kind: str, tmp_path
 
 # ---- refused pairs ---------------------------------------------------------------------------------------
 
-def _refusal(head: str, kind: str) -> str:
-    """What a refusal must name: the modality, or ``causal`` when only causality is missing."""
-    modality = zoo.BACKBONES.meta(KINDS[kind])["modality"]
-    return "causal" if modality in zoo.HEADS.meta(head)["accepts"] else modality
-
-
-@pytest.mark.parametrize("head, kind", [pytest.param(h, k, id=f"{h}-{k}") for h, k in REFUSED])
-def test_refuses_backbones_it_does_not_accept_naming_the_modality(head: str, kind: str) -> None:
-    with pytest.raises(ZooError, match=rf"\b{_refusal(head, kind)}\b"):
-        _model(head, kind)
+@pytest.mark.parametrize("head, case", REFUSED)
+def test_refuses_backbones_it_does_not_accept_naming_why(head: str, case: BackboneCase, tmp_path: Path) -> None:
+    """The refusal names the backbone's modality, or ``causal`` when only causality is missing."""
+    reason = "causal" if fits(head, case) == NEEDS_CAUSAL else case.modality
+    with pytest.raises(ZooError, match=rf"\b{reason}\b"):
+        _model(head, case, tmp_path)
