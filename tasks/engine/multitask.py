@@ -41,15 +41,18 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.engine.batching import ordered_chunks
-from tasks.engine.commands import check_train_args, train_args
+from tasks.engine.commands import check_train_args, command_parser, train_args
 from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions
+from tasks.engine.flags import VOCAB_SIZE
 from tasks.engine.task import Metric, Task
+from zoo.cli import ArgumentParser
 from zoo.errors import ZooError
 from zoo.multihead import PARTS, MultiHeadModel
 from zoo.registry import BACKBONES, COMMANDS
 from zoo.tokenizer import Tokenizer
 
+PROG = "zoo multitask"
 SAMPLINGS = ("alternate", "proportional")
 PART = "_part"      # the sample key naming the part a sample of :class:`Parts` comes from
 SAMPLING_HELP = ("alternate: every step takes one batch of every part and sums the weighted losses; "
@@ -239,7 +242,7 @@ class MultiTask(Task):
         group.add_argument("--sampling", choices=SAMPLINGS, default="alternate", help=SAMPLING_HELP)
         group.add_argument("--best", default=None, metavar="TASK/METRIC",
                            help="the part's primary metric that picks best/ (default: the first part's)")
-        group.add_argument("--vocab-size", type=int, default=4096,
+        group.add_argument("--vocab-size", type=VOCAB_SIZE, default=4096,
                            help="the one tokenizer's vocabulary, trained on every part's training texts")
         super().add_arguments(parser)
 
@@ -293,7 +296,14 @@ def _refuse_single_task_flags(args: argparse.Namespace) -> None:
         raise ZooError("--distill-from distils one task's model; a multi-task run does not take it")
 
 
-@COMMANDS.register("multitask")
+def multitask_parser() -> ArgumentParser:
+    """The parser of `zoo multitask`: the shared training flags and the multi-task ones."""
+    parser = command_parser("train", MultiTask())
+    parser.prog = PROG
+    return parser
+
+
+@COMMANDS.register("multitask", parser=multitask_parser)
 def multitask_command(argv: list[str]) -> Path | None:
     """``zoo multitask --part TASK --part TASK ...``: check every flag, then train (``--print-config``:
     print the resolved flags instead; returns None)."""
@@ -301,7 +311,7 @@ def multitask_command(argv: list[str]) -> Path | None:
     from tasks.engine.trainer import train
     from zoo.progress import progress_enabled
 
-    args = train_args(MultiTask(), argv, prog="zoo multitask")
+    args = train_args(MultiTask(), argv, prog=PROG)
     given = vars(args).copy()       # the flags as given (a config file takes them back), before from_args
     task = MultiTask.from_args(args)
     check_train_args(task, args)
