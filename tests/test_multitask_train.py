@@ -184,3 +184,29 @@ def test_proportional_run_logs_the_drawn_part_only(data, tmp_path: Path) -> None
     for row, (part,) in zip(rows, drawn):
         assert row["train_loss"] == pytest.approx(row[f"train_loss/{part}"], rel=1e-5)
     assert "val_text_generation/bits_per_char" in rows[-1] and "val_sentiment/accuracy" in rows[-1]
+
+
+def test_resume_needs_no_flags_again_and_continues_exactly(data, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = ("--sampling", "proportional", "--max-steps", "6", "--checkpoint-every", "3")
+    whole = multitask_command(_argv(data, tmp_path / "whole", *flags))
+    collate_of = MultiTask.make_collate
+
+    def crashing(self, model, train):      # the 4th training batch never comes: the run dies after step-3
+        collate, calls = collate_of(self, model, train), []
+
+        def crash(samples):
+            calls.append(1)
+            if train and len(calls) == 4:
+                raise RuntimeError("crash")
+            return collate(samples)
+        return crash
+
+    monkeypatch.setattr(MultiTask, "make_collate", crashing)
+    with pytest.raises(RuntimeError, match="crash"):
+        multitask_command(_argv(data, tmp_path / "crashed", *flags))
+    monkeypatch.setattr(MultiTask, "make_collate", collate_of)
+    assert resolve_checkpoint(tmp_path / "crashed", "last").name == "step-3" and len(_rows(tmp_path / "crashed")) == 3
+    crashed = multitask_command(["--resume", str(tmp_path / "crashed"), "--no-progress"])
+    keys = ("train_loss", "train_loss/sentiment", "train_loss/text_generation")
+    assert [[r[k] for k in keys] for r in _rows(crashed)] == [[r[k] for k in keys] for r in _rows(whole)]

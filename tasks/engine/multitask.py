@@ -79,8 +79,12 @@ class Parts(Dataset):
         raise IndexError(f"index {index} is past the {len(self)} samples of the parts")
 
 
-def assignments(values: list[str] | None, flag: str, parts: list[str], what: str) -> dict[str, str]:
-    """``TASK=VALUE`` flags as ``{task: value}``; a malformed entry or a task that is no ``--part`` refused."""
+def assignments(values: list[str] | Mapping[str, Any] | None, flag: str, parts: list[str],
+                what: str) -> dict[str, str]:
+    """``TASK=VALUE`` flags (or a resumed run's ``{task: value}``) as ``{task: value}``; a malformed entry or a
+    task that is no ``--part`` refused."""
+    if isinstance(values, Mapping):
+        values = [f"{name}={value}" for name, value in values.items() if value != ""]
     given: dict[str, str] = {}
     for entry in values or []:
         name, sep, value = entry.partition("=")
@@ -236,7 +240,8 @@ class MultiTask(Task):
                            help="a part's training data SPEC (default: builtin; validation: its validation split)")
         group.add_argument("--flags-for", action="append", metavar="TASK=FLAGS",
                            help="a part's own `zoo train TASK` flags, e.g. sentiment='--max-len 64 --head-args "
-                                "{\"pool\":\"mean\"}' (its defaults otherwise)")
+                                "{\"pool\":\"mean\"}' (its defaults otherwise; the shared training flags and "
+                                "--vocab-size are this command's)")
         group.add_argument("--weights", action="append", metavar="TASK=W",
                            help="a part's loss weight (default: 1 each); the loss is the weighted sum of the parts'")
         group.add_argument("--sampling", choices=SAMPLINGS, default="alternate", help=SAMPLING_HELP)
@@ -308,10 +313,12 @@ def multitask_command(argv: list[str]) -> Path | None:
     """``zoo multitask --part TASK --part TASK ...``: check every flag, then train (``--print-config``:
     print the resolved flags instead; returns None)."""
     from tasks.engine.config import dump_config
-    from tasks.engine.trainer import train
+    from tasks.engine.trainer import _resumed_args, _run_folder_of, train
     from zoo.progress import progress_enabled
 
     args = train_args(MultiTask(), argv, prog=PROG)
+    if args.resume:     # the run's args.json fills what is not given again (the trainer merges it so too)
+        args = _resumed_args(MultiTask(), args, _run_folder_of(Path(args.resume)))
     given = vars(args).copy()       # the flags as given (a config file takes them back), before from_args
     task = MultiTask.from_args(args)
     check_train_args(task, args)
