@@ -69,7 +69,9 @@ def _rows(run: Path) -> list[dict]:
     (["--part", "sentiment", "--part", "sentimnt"], "--part sentimnt: unknown task 'sentimnt'; did you mean 'sentiment'"),
     (["--part", "sentiment", "--part", "image_classification"], "sentiment reads text, image_classification reads image"),
     (["--part", "sentiment", "--part", "text_generation", "--backbone", "vit_tiny"],
-     "--backbone vit_tiny is a image backbone"),
+     "--backbone vit_tiny is an image backbone"),
+    (["--part", "sentiment", "--part", "text_generation", "--backbone", "text_decodr_tiny"],
+     "--backbone text_decodr_tiny: unknown backbone"),
     (["--part", "sentiment", "--part", "text_generation"], "--backbone: name the text backbone"),
     (["--best", "sentiment/bleu"], r"--best sentiment/bleu: expected a part's primary metric .*sentiment/accuracy"),
     (["--best", "translation/bleu"], "--best translation/bleu"),
@@ -78,6 +80,7 @@ def _rows(run: Path) -> list[dict]:
     (["--weights", "topic=1"], "'topic' is not a --part"),
     (["--weights", "sentiment=0", "--weights", "text_generation=0"], "--weights are all 0"),
     (["--data-for", "sentiment"], "--data-for sentiment: expected TASK=SPEC"),
+    (["--data-for", "sentiment=reviews.csv"], "--data-for sentiment=reviews.csv: .*FORMAT:PATH"),
     (["--data", "builtin:default"], "--data/--val-data: each part has its own data set"),
     (["--head", "lm"], "--head/--head-args: each part uses its task's head"),
 ])

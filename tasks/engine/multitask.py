@@ -171,16 +171,20 @@ class MultiTask(Task):
         if not args.backbone:
             raise ZooError(f"--backbone: name the {modality} backbone the parts share (every part's head must "
                            f"accept it, e.g. text_decoder_tiny for sentiment + text_generation)")
-        backbone_modality = BACKBONES.meta(args.backbone).get("modality")
+        try:
+            backbone_modality = BACKBONES.meta(args.backbone).get("modality")
+        except KeyError as err:
+            raise ZooError(f"--backbone {args.backbone}: {err.args[0]}") from None
         if backbone_modality != modality:
-            raise ZooError(f"--backbone {args.backbone} is a {backbone_modality} backbone; the parts "
+            article = "an" if str(backbone_modality)[:1] in tuple("aeiou") else "a"
+            raise ZooError(f"--backbone {args.backbone} is {article} {backbone_modality} backbone; the parts "
                            f"({', '.join(parts)}) read {modality}")
         data_for = {name: "builtin" for name in names}
         data_for.update(assignments(args.data_for, "--data-for", names, "SPEC"))
         for name, spec in data_for.items():
             try:
                 parse_spec(spec)
-            except ZooError as err:
+            except ValueError as err:
                 raise ZooError(f"--data-for {name}={spec}: {err}") from None
         flags_for = {name: "" for name in names}
         flags_for.update(assignments(args.flags_for, "--flags-for", names, "FLAGS"))
