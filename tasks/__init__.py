@@ -5,6 +5,7 @@ from tasks.engine import explain_command as _explain  # noqa: F401  (zoo explain
 from tasks.engine import export_command as _export  # noqa: F401  (zoo export)
 from tasks.engine import quantize_command as _quantize  # noqa: F401  (zoo quantize)
 from tasks.engine import prune_command as _prune  # noqa: F401  (zoo prune)
+from tasks.engine import multitask as _multitask  # noqa: F401  (zoo multitask)
 from tasks.sentiment import task as _sentiment  # noqa: F401
 from tasks.translation import task as _translation  # noqa: F401
 from tasks.text_generation import task as _text_generation  # noqa: F401

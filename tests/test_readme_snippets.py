@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 import zoo
 from tasks.engine.checkpoints import write_checkpoint
 from tests.test_task_contract import saved_tiny_model
-from zoo.cli import HANDED_OVER, TASK_COMMANDS, build_parser
+from zoo.cli import HANDED_OVER, OWN_FLAGS, TASK_COMMANDS, build_parser
 from zoo.registry import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +110,9 @@ def parse_error(words: list[str], capsys: pytest.CaptureFixture[str]) -> str | N
     """The one-line error the real parsers give for `zoo WORDS` (the command's, then the task's flags); None if
     they parse. `bench` and `demo` are other programs' parsers and are not checked here."""
     try:
+        if words[0] in OWN_FLAGS:        # `zoo multitask ...`: its own parser reads the whole line
+            COMMANDS.meta(words[0])["parser"]().parse_args(words[1:])
+            return None
         args = build_parser().parse_args(words)
         if args.command in TASK_COMMANDS:
             COMMANDS.meta(args.command)["parser"](zoo.get_task(args.task)).parse_args(args.flags)

@@ -1,9 +1,11 @@
-"""The ``zoo`` command: ``zoo list|data|weights|train|eval|predict|export|explain|bench|demo``, argparse subcommands.
+"""The ``zoo`` command: ``zoo list|data|weights|train|eval|predict|export|explain|multitask|bench|demo``, argparse
+subcommands.
 
 ``list``, ``data`` and ``weights`` run here; ``train``, ``eval`` and ``predict`` take a TASK, looked up in
 the task registry, and hand the rest of the line to ``task.command`` (the task's own flags:
 ``zoo train sentiment --help``); ``bench`` and ``demo`` hand over to ``python -m benchmarks`` and
-``python -m tasks.engine.demo``.
+``python -m tasks.engine.demo``; ``multitask`` hands its whole line to its entry in the command registry
+(it parses its own flags: ``--part TASK`` names the tasks).
 
 Every mistake a user can fix prints one line, ``zoo: error: <what is wrong and the fix>``, with
 a non-zero status and no traceback: argparse's (with a did-you-mean for commands, choices and
@@ -28,6 +30,7 @@ from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
 
 TASK_COMMANDS = ("train", "eval", "predict", "export", "quantize", "prune", "explain")
 HANDED_OVER = {"bench": "benchmarks", "demo": "tasks.engine.demo"}     # command -> module run as a new process
+OWN_FLAGS = ("multitask",)      # commands of the COMMANDS registry that parse their whole line themselves
 _OS_FIXES = {     # what the user can do about an OS error, by errno
     errno.ENOSPC: "no space left on the disk; free some space or write elsewhere (--out)",
     errno.EDQUOT: "the disk quota is used up; free some space or write elsewhere (--out)",
@@ -181,6 +184,8 @@ def build_parser() -> ArgumentParser:
         sub.add_argument("flags", nargs=argparse.REMAINDER, help="the task's flags (`zoo train TASK --help`)")
         sub.set_defaults(run=_task_command)
 
+    commands.add_parser("multitask", help="train one backbone on several tasks at once, a head and a data set "
+                                          "each (`zoo multitask --help`)", add_help=False)
     commands.add_parser("bench", help="the benchmark runner (`zoo bench --help`)", add_help=False)
     commands.add_parser("demo", help="train, evaluate and benchmark every task briefly (`zoo demo --help`)",
                         add_help=False)
@@ -281,9 +286,13 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", HANDED_OVER[argv[0]], *argv[1:]])
     if argv[0] in TASK_COMMANDS and len(argv) > 1 and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
         parser.error(f"put the TASK before the flags: zoo {argv[0]} TASK [flags] (tasks: {', '.join(TASKS.list())})")
-    args = parser.parse_args(argv)
+    if argv[0] in OWN_FLAGS:
+        args = argparse.Namespace(run=lambda _: COMMANDS.get(argv[0])(argv[1:]))
+    else:
+        args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
-        parser.error("give a COMMAND: list, data, weights, train, eval, predict, export, quantize, prune, explain, bench or demo")
+        parser.error("give a COMMAND: list, data, weights, train, eval, predict, export, quantize, prune, explain, "
+                     "multitask, bench or demo")
     try:
         args.run(args)
     except (KeyError, OSError, ValueError) as error:

@@ -6,6 +6,11 @@ head_weights={"ctc": 0.3, "seq2seq": 0.7})`` builds one. Outputs, decodings and 
 logs as ``train_loss/<name>``). ``head_targets={"topic": {"labels": "topic_labels"}}`` lets a head read its
 own target keys: that head sees ``batch["labels"]`` = ``batch["topic_labels"]``. ``config.json`` lists
 the heads under ``heads`` (plus ``head_weights``, ``head_targets``) and the weights are ``heads.<name>.*``.
+
+Several data sets at once (one task per head, :mod:`tasks.engine.multitask`): a batch ``{"parts": {head
+name: that head's own batch}}`` runs the backbone on each part's inputs and only that part's head on
+them; ``loss`` sums the weighted losses of the parts present, and gives ``loss/<name>`` None for a head
+whose part the batch lacks (measured nothing: the trainer leaves it out of the step's mean).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from zoo.model import ZooModel, as_batch, create_head, spec_of
 from zoo.tokenizer import BaseTokenizer
 
 HeadSpec = str | Mapping[str, Any] | nn.Module     # a registry name, {"name", "args"}, or a built head
+PARTS = "parts"     # batch key of per-head batches (several data sets at once)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -133,26 +139,37 @@ class MultiHeadModel(ZooModel):
 
     def forward(self, batch: dict[str, Any] | torch.Tensor,
                 mask: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
-        """The backbone once, then every head on its Features: ``{head name: outputs}``."""
+        """The backbone once, then every head on its Features: ``{head name: outputs}``; for a batch of
+        ``parts``, the backbone on each part and that part's head: ``{part's head name: outputs}``."""
+        if isinstance(batch, dict) and PARTS in batch:
+            return {name: self.heads[self._head_name(name)](self.backbone(part["inputs"], part.get("mask")),
+                                                            self.head_batch(name, part))
+                    for name, part in batch[PARTS].items()}
         batch = as_batch(batch, mask)
         features = self.backbone(batch["inputs"], batch.get("mask"))
         return {name: head(features, self.head_batch(name, batch)) for name, head in self.heads.items()}
 
-    def loss(self, outputs: dict[str, dict[str, torch.Tensor]], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: dict[str, dict[str, torch.Tensor]],
+             batch: dict[str, Any]) -> dict[str, torch.Tensor | None]:
         """``loss`` = sum of ``head_weights[name] * loss/<name>``; each head's own parts as ``<name>/<part>``.
 
         No ``weight`` key: the heads' losses are means over different units (tokens, rows), so the
-        trainer weighs accumulated micro-batches by their rows.
+        trainer weighs accumulated micro-batches by their rows. A batch of ``parts`` scores each head on
+        its own part; a head without one has ``loss/<name>`` None.
         """
-        losses: dict[str, torch.Tensor] = {}
+        parts = batch.get(PARTS) if isinstance(batch, dict) else None
+        losses: dict[str, torch.Tensor | None] = {}
         total: torch.Tensor | float = 0.0
         for name, head in self.heads.items():
+            if parts is not None and name not in parts:
+                losses[f"loss/{name}"] = None
+                continue
             if name not in outputs:
                 raise ZooError(f"loss: no outputs of head {name!r} (outputs has {', '.join(outputs) or 'nothing'})")
-            parts = head.loss(outputs[name], self.head_batch(name, batch))
-            losses[f"loss/{name}"] = parts["loss"]
-            losses.update({f"{name}/{key}": value for key, value in parts.items() if key not in ("loss", "weight")})
-            total = total + self.head_weights[name] * parts["loss"]
+            scored = head.loss(outputs[name], self.head_batch(name, batch if parts is None else parts[name]))
+            losses[f"loss/{name}"] = scored["loss"]
+            losses.update({f"{name}/{key}": value for key, value in scored.items() if key not in ("loss", "weight")})
+            total = total + self.head_weights[name] * scored["loss"]
         return {"loss": total, **losses}
 
     def decode(self, outputs: dict[str, dict[str, torch.Tensor]], **options: Any) -> dict[str, list[Any]]:

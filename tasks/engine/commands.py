@@ -136,15 +136,19 @@ def check_train_args(task: Task, args: argparse.Namespace) -> None:
     if kind != "weights":      # a transformers folder describes its backbone; a weights file takes the factory's
         check_factory_args(BACKBONES, backbone or task.default_backbone, args.backbone_args, "--backbone-args")
     head = args.head or task.default_head
-    check_factory_args(HEADS, task.composite_heads.get(head, head), args.head_args, "--head-args", reserved=("backbone",))
+    if head:        # a multi-task run has a head per part and none of its own
+        check_factory_args(HEADS, task.composite_heads.get(head, head), args.head_args, "--head-args",
+                           reserved=("backbone",))
     if args.precision == "fp16" and pick_device(args.device).type != "cuda":
         raise ZooError("--precision fp16 trains on a CUDA device only (CPUs have no fast fp16 matrix units and "
                        "need no loss scaling); use --precision bf16 or fp32 on the CPU")
 
 
-def train_args(task: Task, argv: list[str]) -> argparse.Namespace:
-    """The parsed flags of `zoo train TASK`: the task's defaults, then a ``--config`` file's values, then ``argv``."""
+def train_args(task: Task, argv: list[str], prog: str | None = None) -> argparse.Namespace:
+    """The parsed flags of `zoo train TASK` (``prog``: the command's name in errors and help when it is
+    another): the task's defaults, then a ``--config`` file's values, then ``argv``."""
     parser = command_parser("train", task)
+    parser.prog = prog or parser.prog
     args = parser.parse_args(argv)
     if args.config:
         parser.set_defaults(**config_defaults(parser, read_config_file(args.config), f"--config {args.config}"))
@@ -167,11 +171,13 @@ def train_command(task: Task, argv: list[str]) -> Path | None:
         return train(task, args)
 
 
-def eval_data(folder: Path, data: str | None, split: str | None) -> tuple[str, str]:
-    """(SPEC, split) to score the model in ``folder`` on: see the module docstring."""
+def eval_data(folder: Path, data: str | None, split: str | None, part: str | None = None) -> tuple[str, str]:
+    """(SPEC, split) to score the model in ``folder`` on: see the module docstring; ``part``: the task whose
+    data set a multi-task run (`zoo multitask`, its ``data_for``) trained this head on."""
     if data is None:
         args_file = folder.parent / "args.json"           # the run folder holding this checkpoint
-        saved = _read_json(args_file).get("data") if args_file.is_file() else None
+        run = _read_json(args_file) if args_file.is_file() else {}
+        saved = (run.get("data_for") or {}).get(part) or run.get("data")
         return saved or "builtin", split or "test"
     return data, split or ("test" if parse_spec(data).is_builtin else "all")
 
@@ -188,7 +194,7 @@ def eval_command(task: Task, argv: list[str]) -> dict[str, Any]:
     """``zoo eval TASK --checkpoint DIR``: the last printed line is one JSON object of metrics."""
     args = command_parser("eval", task).parse_args(argv)
     folder = checkpoint_folder(task, args.checkpoint, "eval")
-    args.data, split = eval_data(folder, args.data, args.split)
+    args.data, split = eval_data(folder, args.data, args.split, task.name)
     parse_spec(args.data)
     device = pick_device(args.device)
     args.precision = resolve_precision(args.precision, device, PRECISIONS)
@@ -226,6 +232,9 @@ def one_head(model: torch.nn.Module, checkpoint: str | Path, head: str | None,
         return model
     if head is None:
         raise ZooError(f"--checkpoint {checkpoint} has several heads ({', '.join(heads)}); pass --head NAME")
+    if task is not None and head != task.name and head in heads and head in TASKS:
+        raise ZooError(f"--head {head}: that head was trained for the {head} task (`zoo multitask`); "
+                       f"name that task instead of {task.name}, or pass --head {task.name}")
     return model.single_head(head)
 
 

@@ -170,6 +170,24 @@ class Task:
         """A new ZooModel for training (builds the tokenizer/labels from ``train_set`` if needed)."""
         raise NotImplementedError
 
+    # ---- a part of a multi-task model (tasks/engine/multitask.py) ---------------------------
+    def texts(self, dataset: Dataset) -> Iterable[str]:
+        """The texts of ``dataset`` a tokenizer learns from (text tasks; a multi-task model trains one
+        tokenizer on every part's)."""
+        raise ZooError(f"{self.name} cannot be a part of a multi-task model: it says no texts to train a "
+                       f"tokenizer on (parts so far: sentiment, text_generation)")
+
+    def head_spec(self, args: argparse.Namespace, train_set: Dataset) -> dict[str, Any]:
+        """``{"name", "args"}`` of the head :meth:`build_model` puts on the backbone (``args``: this
+        task's parsed `zoo train` flags); a multi-task model builds each part's head from it."""
+        raise ZooError(f"{self.name} cannot be a part of a multi-task model: it describes no head spec "
+                       f"(parts so far: sentiment, text_generation)")
+
+    def preprocessing(self, args: argparse.Namespace, backbone: torch.nn.Module) -> dict[str, Any]:
+        """The ``model.preprocessing`` entries this task's collate and evaluation read (none by default);
+        a multi-task model holds every part's."""
+        return {}
+
     # ---- evaluation and prediction -----------------------------------------------------
     eval_batch_size: int = 32           # evaluate()'s batch size when the options give none
 

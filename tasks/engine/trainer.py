@@ -256,21 +256,23 @@ class _Run:
         try:
             while reason is None:
                 started, lr = time.perf_counter(), self._lr()
-                sums, total, items, keys = self._micro_batches(keys)
+                sums, shares, items, keys = self._micro_batches(keys)
                 if self.scaler is not None:
                     self.scaler.unscale_(self.optimizer)       # the norm, the clip and the step see true gradients
                 grad_norm = self.ctx.grad_norm(self.params)
                 bad = ~(torch.isfinite(sums[0]) & torch.isfinite(grad_norm))
                 time_up = args.time_budget is not None and self._elapsed() >= args.time_budget
-                flags = self.ctx.all_reduce_sum(torch.cat([sums, total.reshape(1), grad_norm.reshape(1),
+                flags = self.ctx.all_reduce_sum(torch.cat([sums, shares, grad_norm.reshape(1),
                                                            bad.float().reshape(1),
                                                            torch.tensor([float(time_up)], device=self.device)]))
-                *weighted, total, norm, bad_ranks, up_ranks = flags.tolist()
+                *reduced, norm, bad_ranks, up_ranks = flags.tolist()
+                weighted, counted = reduced[:len(keys)], reduced[len(keys):]
+                total = counted[0]      # the total loss is in every micro-batch: its share is the step's
                 skipped = bad_ranks > 0 or not total > 0
                 # gradients hold DDP's rank mean of sum(share * grad of a micro-batch mean); times
                 # ``scale`` they are the gradient of the mean over all the step's items (tokens)
                 scale = self.ctx.world_size / total if not skipped else 1.0
-                means = [None if skipped else v / total for v in weighted]
+                means = [None if skipped or not c > 0 else v / c for v, c in zip(weighted, counted)]
                 norm = None if skipped else norm / self.ctx.world_size * scale   # every rank: the same norm
                 if skipped:
                     s.skipped, s.consecutive_bad = s.skipped + 1, s.consecutive_bad + 1
@@ -328,9 +330,11 @@ class _Run:
         unscaled; 1 across processes, so every rank weighs alike); :meth:`run` divides the
         gradients by the all-reduced total share, so the step is the one of a single batch of them
         all (tokens: the loss of N micro-batches is the loss of their concatenation).
-        Returns (share-weighted logged losses (K,), total share, items, the logged loss names).
+        A logged part that is None in a micro-batch (a multi-task step without that task's data set) is
+        left out of its mean. Returns (share-weighted logged losses (K,), their shares (K,): the first,
+        of the total loss, is the step's total share; items, the logged loss names).
         """
-        unit = sums = total = None
+        unit = sums = shares = None
         items = 0
         for micro in range(self.args.accumulate):
             batch, n = self.stream.next()
@@ -343,11 +347,13 @@ class _Run:
             loss = losses["loss"] * share
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             keys = keys or ["loss", *sorted(k for k in losses if k not in ("loss", "weight"))]
-            values = torch.stack([torch.as_tensor(losses[k]).detach().float().to(self.device) for k in keys]) * share
+            present = torch.tensor([losses[k] is not None for k in keys], device=self.device).float() * share
+            values = torch.stack([torch.zeros((), device=self.device) if losses[k] is None else
+                                  torch.as_tensor(losses[k]).detach().float().to(self.device) for k in keys]) * present
             sums = values if sums is None else sums + values
-            total = share if total is None else total + share
+            shares = present if shares is None else shares + present
             items += n
-        return sums, total, items, keys
+        return sums, shares, items, keys
 
     # ---- after each step: log, evaluate, save, decide -----------------------------------------
     def _after_step(self, row: dict[str, Any], time_up: bool) -> str | None:

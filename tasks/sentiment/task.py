@@ -91,8 +91,7 @@ class SentimentTask(Task):
 
     def build_model(self, args: argparse.Namespace, train_set: Dataset) -> zoo.ZooModel:
         """Tokenizer + backbone (new, from ``--pretrained``, or the architecture of a zoo checkpoint) + head."""
-        labels = list(train_set.classes)
-        head_args = {**REGULARIZATION, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}
+        head_args = self.head_spec(args, train_set)["args"]
         source = getattr(args, "init_backbone", None)
         if source and source_kind(source) != "zoo":
             model = self._pretrained(args, source, head_args)
@@ -105,14 +104,28 @@ class SentimentTask(Task):
                                      tokenizer=tokenizer, task=self.name, **head_args)
         backbone = model.backbone
         self.check_backbone(backbone, args.backbone or source)
-        max_len = args.max_len
-        if getattr(backbone, "pos_embed", None) is not None:
-            max_len = min(max_len, backbone.pos_embed.num_embeddings)
-        model.preprocessing.update({"max_len": max_len, "eos": bool(backbone.causal),
-                                    "token_dropout": args.token_dropout})
+        model.preprocessing.update(self.preprocessing(args, backbone))
         if getattr(args, "freeze_embedding", False):
             token_embedding(model, "--freeze-embedding").requires_grad_(False)
         return model
+
+    def texts(self, dataset: Dataset) -> list[str]:
+        """Every sample's text."""
+        return [dataset[i]["text"] for i in range(len(dataset))]
+
+    def head_spec(self, args: argparse.Namespace, train_set: Dataset) -> dict[str, Any]:
+        """The classification head (or ``--head``) over the training set's classes, regularised."""
+        labels = list(train_set.classes)
+        return {"name": args.head or self.default_head,
+                "args": {**REGULARIZATION, **(args.head_args or {}), "num_classes": len(labels), "labels": labels}}
+
+    def preprocessing(self, args: argparse.Namespace, backbone: torch.nn.Module) -> dict[str, Any]:
+        """``max_len`` (within a learned-position backbone's positions), ``eos`` (appended for a causal
+        backbone, whose last token then pools the whole text) and ``token_dropout``."""
+        max_len = args.max_len
+        if getattr(backbone, "pos_embed", None) is not None:
+            max_len = min(max_len, backbone.pos_embed.num_embeddings)
+        return {"max_len": max_len, "eos": bool(backbone.causal), "token_dropout": args.token_dropout}
 
     def _pretrained(self, args: argparse.Namespace, source: str, head_args: dict[str, Any]) -> zoo.ZooModel:
         """The model whose backbone ``zoo.create_model(pretrained=source)`` builds, with the source's tokenizer."""
@@ -131,8 +144,7 @@ class SentimentTask(Task):
         return model
 
     def _new(self, args: argparse.Namespace, train_set: Dataset) -> tuple[str, dict, Tokenizer]:
-        texts = (train_set[i]["text"] for i in range(len(train_set)))
-        tokenizer = Tokenizer.train(texts, vocab_size=args.vocab_size)
+        tokenizer = Tokenizer.train(self.texts(train_set), vocab_size=args.vocab_size)
         name = args.backbone or self.default_backbone
         defaults = {"vocab_size": tokenizer.vocab_size, **NEW_BACKBONE, "max_len": args.max_len, **REGULARIZATION}
         return name, self.backbone_args(name, defaults, args.backbone_args), tokenizer

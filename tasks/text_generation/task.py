@@ -97,13 +97,26 @@ class TextGenerationTask(Task):
                 raise ValueError(f"--backbone-args vocab_size={backbone_args['vocab_size']} is smaller than the "
                                  f"tokenizer's {tokenizer.vocab_size} tokens")
             backbone = zoo.create_backbone(args.backbone or self.default_backbone, **backbone_args)
-            head = zoo.create_head(args.head or self.default_head, backbone, **(args.head_args or {}))
+            spec = self.head_spec(args, train_set)
+            head = zoo.create_head(spec["name"], backbone, **spec["args"])
             model = zoo.ZooModel(backbone, head, tokenizer, {}, task=self.name)
-        cfg = getattr(model.backbone, "cfg", None)
+        model.preprocessing.update(self.preprocessing(args, model.backbone))
+        return model
+
+    def texts(self, dataset: TextDataset) -> list[str]:
+        """The documents."""
+        return dataset.texts
+
+    def head_spec(self, args: argparse.Namespace, train_set: Dataset) -> dict[str, Any]:
+        """The LM head (or ``--head``) with ``--head-args``."""
+        return {"name": args.head or self.default_head, "args": dict(args.head_args or {})}
+
+    def preprocessing(self, args: argparse.Namespace, backbone: torch.nn.Module) -> dict[str, Any]:
+        """``block_size``, refused when longer than a learned-position backbone's positions."""
+        cfg = getattr(backbone, "cfg", None)
         if getattr(cfg, "position", None) == "learned" and cfg.max_len < args.block_size:
             raise ValueError(f"--block-size {args.block_size} is longer than the backbone's {cfg.max_len} positions")
-        model.preprocessing["block_size"] = args.block_size
-        return model
+        return {"block_size": args.block_size}
 
     def _pretrained(self, args: argparse.Namespace, source: str) -> zoo.ZooModel:
         """The converted GPT-2 of folder ``source`` + the LM head, tokenizing with its ``tokenizer.json``."""
@@ -126,7 +139,7 @@ class TextGenerationTask(Task):
             return Tokenizer.load(resolve_checkpoint(path) / TOKENIZER_FILE if path.is_dir() else path)
         print(f"training a {args.tokenizer_type} tokenizer of {args.vocab_size} tokens on {train_set.source}",
               flush=True)
-        return Tokenizer.train(train_set.texts, vocab_size=args.vocab_size, model_type=args.tokenizer_type)
+        return Tokenizer.train(self.texts(train_set), vocab_size=args.vocab_size, model_type=args.tokenizer_type)
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: TextBlocks, options: EvalOptions) -> dict[str, float]:
