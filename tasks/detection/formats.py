@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image
-from tasks.engine.records import class_names, json_file_object, numbered_lines, warn_skipped
+from tasks.engine.records import class_names, is_int, json_file_object, json_record, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -179,13 +179,11 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
 def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDataset:
     """COCO detection JSON -> dataset; malformed fields raise naming the file and the record."""
     source = f"coco:{path}"
-    data = json_file_object(path, "a COCO JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
+    data = json_file_object(path, "a COCO JSON object with images, annotations and categories",
+                            ("images", "annotations", "categories"))
     names: dict[int, str] = {}
     for i, category in enumerate(data["categories"]):
-        if not (_is_int(_get(category, "id")) and isinstance(_get(category, "name"), str)):
+        if not (is_int(_get(category, "id")) and isinstance(_get(category, "name"), str)):
             raise ZooError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {category!r}")
         if category["id"] in names:
             raise ZooError(f"{path}: categories[{i}]: duplicate category id {category['id']}")
@@ -196,26 +194,22 @@ def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDatas
     targets: dict[int, tuple[Path, list[list[float]], list[int], list[str]]] = {}
     declared: dict[int, tuple[tuple[int, int] | None, str]] = {}
     for i, image in enumerate(data["images"]):
-        if not (_is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str) and image["file_name"]):
+        if not (is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str) and image["file_name"]):
             raise ZooError(f"{path}: images[{i}] needs an integer 'id' and a string 'file_name', got {image!r}")
         if image["id"] in targets:
             raise ZooError(f"{path}: images[{i}]: duplicate image id {image['id']}")
         sides = [image.get(key) for key in ("width", "height")]
         for key, value in zip(("width", "height"), sides):
-            if value is not None and not (_is_int(value) and value > 0):
+            if value is not None and not (is_int(value) and value > 0):
                 raise ZooError(f"{path}: images[{i}]: field '{key}' must be a positive integer, got {value!r}")
         targets[image["id"]] = (_coco_image_path(path.parent, images_dir, image["file_name"]), [], [], [])
         declared[image["id"]] = (tuple(sides) if None not in sides else None, f"{path}: images[{i}]")
 
     for i, annotation in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}]"
-        if not isinstance(annotation, dict):
-            raise ZooError(f"{where}: expected an object, got {annotation!r}")
-        for key in ("image_id", "category_id", "bbox"):
-            if key not in annotation:
-                raise ZooError(f"{where}: missing the field '{key}'")
+        json_record(annotation, ("image_id", "category_id", "bbox"), where)
         for key in ("image_id", "category_id"):
-            if not _is_int(annotation[key]):
+            if not is_int(annotation[key]):
                 raise ZooError(f"{where}: field '{key}' must be an integer id, got {annotation[key]!r}")
         bbox = annotation["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
@@ -225,7 +219,7 @@ def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDatas
         if annotation["category_id"] not in label_of:
             raise ZooError(f"{where}: field 'category_id' {annotation['category_id']!r} is not an id in 'categories'")
         crowd = annotation.get("iscrowd", 0)
-        if not (_is_int(crowd) and crowd in (0, 1)):
+        if not (is_int(crowd) and crowd in (0, 1)):
             raise ZooError(f"{where}: field 'iscrowd' must be the integer 0 or 1, got {crowd!r}")
         if crowd:
             continue
@@ -252,10 +246,6 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
 
 def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
