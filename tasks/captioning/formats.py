@@ -29,8 +29,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split
-from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image, read_image
+from tasks.engine.data import file_key, hash_split, write_tsv as rows_to_tsv
+from tasks.engine.images import SkipsUndecodable, image_problem, read_image
 from tasks.engine.records import is_int, json_file_object, json_record, numbered_lines, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
@@ -89,14 +89,8 @@ class CaptionDataset(SkipsUndecodable, Dataset):
 def _finalize(records: list[CaptionedImage], source: str, split: str,
               reader: Callable[[str], CaptionDataset]) -> CaptionDataset:
     """Probe each image's header: unreadable ones are skipped (one warning) and counted."""
-    kept, failures = [], []
-    for record in records:
-        try:
-            probe_image(record.path)
-        except IMAGE_ERRORS as err:
-            failures.append(str(err))
-            continue
-        kept.append(record)
+    checked = [(record, image_problem(record.path)) for record in records]
+    kept, failures = [record for record, problem in checked if not problem], [p for _, p in checked if p]
     if failures and not kept:
         raise ZooError(f"{source}: none of its {len(records)} images can be read; first: {failures[0]}")
     skipped = warn_skipped(source, failures, "unreadable image(s)")
@@ -142,10 +136,7 @@ def read_tsv(path: Path, options: dict[str, str], split: str) -> CaptionDataset:
 
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
     """Write ``(file, caption)`` rows as a captions TSV with its header (what :func:`read_tsv` reads)."""
-    for name, caption in rows:
-        if "\t" in name + caption or "\n" in name + caption:
-            raise ValueError(f"a file name or caption holds a tab or a line break: {name!r}, {caption!r}")
-    path.write_text("file\tcaption\n" + "".join(f"{name}\t{caption}\n" for name, caption in rows), encoding="utf-8")
+    rows_to_tsv(path, rows, _HEADERS[0])
 
 
 # ----------------------------------------------------------------------------- COCO captions

@@ -158,6 +158,15 @@ def decoding(path: str | Path) -> Iterator[None]:
 IMAGE_ERRORS = (OSError, ValueError)   # what the shared decoder raises on missing or broken files
 
 
+def image_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a usable image (:func:`probe_image`'s error), or None."""
+    try:
+        probe_image(path)
+    except IMAGE_ERRORS as err:
+        return str(err)
+    return None
+
+
 class SkipsUndecodable:
     """Mixin of an image dataset whose ``records`` have a ``path``: :meth:`decoded` reads the image at an
     index, or when it cannot be decoded warns once, counts it in ``skipped`` and takes the next one.

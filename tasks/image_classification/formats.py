@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
-from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.images import image_problem, load_image, to_rgb
 from tasks.engine.records import nonempty, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
@@ -199,7 +199,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
 def _readable(listed: list[tuple[str, str, str]], classes: list[str], source: str, none: str) -> ImageFiles:
     """The ``(where, path, class name)`` listed whose image passes the cheap check; the others are skipped
     (one warning names them, each after its ``where``) and counted. ``classes`` empty: the sorted names kept."""
-    checked = [(where, path, name, _problem(path)) for where, path, name in listed]
+    checked = [(where, path, name, image_problem(path)) for where, path, name in listed]
     problems = [where + problem for where, _, _, problem in checked if problem]
     kept = [(path, name) for _, path, name, problem in checked if not problem]
     warn_skipped(source, problems, "damaged or non-image file(s)")
@@ -265,15 +265,6 @@ def _files_below(folder: Path, seen_folders: set[tuple[int, int]], seen_files: s
             if not name.startswith(".") and real not in seen_files:
                 seen_files.add(real)
                 yield path
-
-
-def _problem(path: str) -> str | None:
-    """Why ``path`` is not a usable image, or None; cheap: header and chunk checks, no decoding."""
-    try:
-        probe_image(path)
-    except (ValueError, OSError) as err:
-        return str(err)
-    return None
 
 
 _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
