@@ -107,7 +107,8 @@ def debian_package_root(package: str, workdir: Path) -> Path:
     Uses ``apt-get download`` + ``dpkg-deb -x`` (no root, no dependencies pulled in),
     which is what packages like ``r-cran-janeaustenr`` need (installing it pulls in R).
     """
-    if _dpkg_installed(package):
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    if installed.returncode == 0 and "install ok installed" in installed.stdout:
         return Path("/")
     workdir.mkdir(parents=True, exist_ok=True)
     debs = list(workdir.glob(f"{package}_*.deb"))
@@ -123,11 +124,6 @@ def debian_package_root(package: str, workdir: Path) -> Path:
     if not root.exists():
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
     return root
-
-
-def _dpkg_installed(package: str) -> bool:
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
-    return result.returncode == 0 and "install ok installed" in result.stdout
 
 
 def require_program(name: str, package: str) -> str:

@@ -160,7 +160,8 @@ class ImageClassificationTask(Task):
                 backbone = zoo.create_backbone(name, **backbone_args)
             else:
                 name = args.backbone or self.default_backbone
-                size = args.image_size or _default_size(builtin, train_set)
+                size = args.image_size or (BUILTIN_IMAGE_STATS[builtin]["image_size"] if builtin is not None
+                                           else min(MAX_AUTO_SIZE, min(train_set[0]["image"].size)))
                 backbone_args = {**vit_defaults(name, size, is_default=name == self.default_backbone),
                                  **(args.backbone_args or {})}
                 backbone = zoo.create_backbone(name, **backbone_args)
@@ -256,12 +257,6 @@ def _builtin_name(spec: str) -> str | None:
     """The built-in set a data SPEC names ("default" for plain ``builtin``), or None for files."""
     parsed = parse_spec(spec) if spec else None
     return (parsed.path or "default") if parsed is not None and parsed.is_builtin else None
-
-
-def _default_size(builtin: str | None, train_set: Dataset) -> int:
-    if builtin is not None:
-        return BUILTIN_IMAGE_STATS[builtin]["image_size"]
-    return min(MAX_AUTO_SIZE, min(train_set[0]["image"].size))
 
 
 def vit_defaults(name: str, size: int, is_default: bool) -> dict[str, Any]:
