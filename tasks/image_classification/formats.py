@@ -120,10 +120,6 @@ def _csv(spec: DataSpec, split: str) -> ImageFiles:
     return _split_files(read_csv(file, f"{spec} [{split}]", **spec.options), file.parent, spec, split)
 
 
-def _cifar(spec: DataSpec, split: str) -> ImageArrays:
-    return read_cifar(Path(spec.path).expanduser(), spec.format, split, f"{spec} [{split}]")
-
-
 def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
     """A dataset over in-memory images: ``images`` (N, H, W) or (N, H, W, C) uint8 with C in 1, 3, 4;
     ``labels`` (N,) integers indexing ``classes``. Raises ``ValueError`` naming the bad field or index."""
@@ -271,6 +267,6 @@ _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 FORMATS: dict[str, Format] = {
     "imagefolder": Format(_imagefolder),
     "csv": Format(_csv, ("path", "label", "classes")),
-    "cifar10": Format(_cifar),
-    "cifar100": Format(_cifar),
+    **{name: Format(lambda spec, split: read_cifar(Path(spec.path).expanduser(), spec.format, split,
+                                                   f"{spec} [{split}]")) for name in _CIFAR},
 }
