@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from tasks.engine.precision import autocast
 from tasks.engine.task import Workload
 from zoo.progress import progress_bar
 from zoo.tokenizer import Tokenizer
@@ -60,8 +61,7 @@ def run_context(device: torch.device, precision: str, mode: str) -> Iterator[Non
     """The context every step runs in: bf16 autocast for ``bf16``, inference mode for inference."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), \
-            torch.inference_mode(mode == "inference"):
+    with autocast(device.type, precision), torch.inference_mode(mode == "inference"):
         yield
 
 

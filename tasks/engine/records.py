@@ -1,11 +1,5 @@
-"""Records of users' files, with one wording for each error the formats share (naming ``file:line``).
-
-:func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
-:func:`jsonl_rows` JSON lines with named fields (:func:`json_value` parses one); :func:`nonempty` refuses a source without records,
-:func:`text_field` checks one text and
-:func:`class_names` parses ``classes=a,b``; :func:`warn_skipped` reports damaged items left out
-(:func:`readable_texts` the unreadable files of a folder).
-"""
+"""Records of users' files (lines, delimited tables, JSON lines and objects, ``classes=`` lists, skipped
+items), with one wording for each error the formats share, naming ``file:line`` or the record."""
 from __future__ import annotations
 
 import csv
