@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from tasks.engine.bench import maybe_compile, random_tokens, train_step
+from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, train_step
 from tasks.engine.task import Workload
 from zoo.tokenizer import Tokenizer
 
@@ -123,16 +123,12 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
                                                                                     compile))
 
 
-def _decode_name(beams: int) -> str:
-    return "greedy" if beams == 1 else f"beam {beams}"
-
-
 def generate_ours(shape: Shape, device: torch.device, beams: int, batch: int) -> Workload:
     """``model.generate`` of ``new_tokens`` tokens for ``batch`` images."""
     model = _ours(shape, device).eval()
     data = {"inputs": _images(shape, batch, device)}
     step = functools.partial(model.generate, data, max_new_tokens=shape.new_tokens, beams=beams, stop_tokens=())
-    return Workload(f"caption {_decode_name(beams)} (zoo vit + seq2seq)", "images", batch, step, model, "inference",
+    return Workload(f"caption {decode_name(beams)} (zoo vit + seq2seq)", "images", batch, step, model, "inference",
                     batch, shape.describe(batch), functools.partial(generate_ours, shape, device, beams))
 
 
@@ -141,13 +137,9 @@ def generate_reference(shape: Shape, device: torch.device, beams: int, batch: in
     model = _reference(shape, device)
     if model is None:
         return None
-    from transformers import GenerationConfig
-
     model.eval()
-    generation = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens, num_beams=beams,
-                                  do_sample=False, use_cache=True, pad_token_id=Tokenizer.pad_id,
-                                  eos_token_id=Tokenizer.eos_id, decoder_start_token_id=Tokenizer.bos_id)
-    step = functools.partial(model.generate, pixel_values=_images(shape, batch, device), generation_config=generation)
-    return Workload(f"caption {_decode_name(beams)} (transformers VisionEncoderDecoder)", "images", batch, step,
+    step = functools.partial(model.generate, pixel_values=_images(shape, batch, device),
+                             generation_config=exact_generation(shape.new_tokens, beams))
+    return Workload(f"caption {decode_name(beams)} (transformers VisionEncoderDecoder)", "images", batch, step,
                     model, "inference", batch, shape.describe(batch),
                     functools.partial(generate_reference, shape, device, beams))

@@ -42,14 +42,6 @@ def caption_scenes(annotations: Path) -> list[tuple[Path, str]]:
     return captioned
 
 
-def _link(source: Path, target: Path) -> None:
-    """``target`` as a hard link to ``source``, or a copy where links fail (another file system)."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def _read_prepared(folder: Path, split: str) -> CaptionDataset:
     """One split of a prepared set, through the TSV adapter."""
     dataset = read_tsv(folder / split / CAPTIONS_FILE, {}, "all")
@@ -70,7 +62,10 @@ def _builder(name: str) -> Callable[[Path], str]:
             (folder / split / "images").mkdir(parents=True)
             rows = []
             for image, caption in caption_scenes(scenes / split / "annotations.json"):
-                _link(image, folder / split / "images" / image.name)
+                try:        # a hard link to detection's PNG, or a copy where links fail (another file system)
+                    os.link(image, folder / split / "images" / image.name)
+                except OSError:
+                    shutil.copyfile(image, folder / split / "images" / image.name)
                 rows.append((f"images/{image.name}", caption))
             write_tsv(folder / split / CAPTIONS_FILE, rows)
             counts.append(str(len(rows)))

@@ -29,9 +29,9 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from tasks.engine.data import file_key, hash_split
-from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image, read_image
-from tasks.engine.records import json_file_object, numbered_lines, text_field, warn_skipped
+from tasks.engine.data import file_key, hash_split, write_tsv as rows_to_tsv
+from tasks.engine.images import SkipsUndecodable, image_problem, read_image
+from tasks.engine.records import is_int, json_file_object, json_record, numbered_lines, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -89,14 +89,8 @@ class CaptionDataset(SkipsUndecodable, Dataset):
 def _finalize(records: list[CaptionedImage], source: str, split: str,
               reader: Callable[[str], CaptionDataset]) -> CaptionDataset:
     """Probe each image's header: unreadable ones are skipped (one warning) and counted."""
-    kept, failures = [], []
-    for record in records:
-        try:
-            probe_image(record.path)
-        except IMAGE_ERRORS as err:
-            failures.append(str(err))
-            continue
-        kept.append(record)
+    checked = [(record, image_problem(record.path)) for record in records]
+    kept, failures = [record for record, problem in checked if not problem], [p for _, p in checked if p]
     if failures and not kept:
         raise ZooError(f"{source}: none of its {len(records)} images can be read; first: {failures[0]}")
     skipped = warn_skipped(source, failures, "unreadable image(s)")
@@ -142,10 +136,7 @@ def read_tsv(path: Path, options: dict[str, str], split: str) -> CaptionDataset:
 
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
     """Write ``(file, caption)`` rows as a captions TSV with its header (what :func:`read_tsv` reads)."""
-    for name, caption in rows:
-        if "\t" in name + caption or "\n" in name + caption:
-            raise ValueError(f"a file name or caption holds a tab or a line break: {name!r}, {caption!r}")
-    path.write_text("file\tcaption\n" + "".join(f"{name}\t{caption}\n" for name, caption in rows), encoding="utf-8")
+    rows_to_tsv(path, rows, _HEADERS[0])
 
 
 # ----------------------------------------------------------------------------- COCO captions
@@ -180,15 +171,12 @@ def _split_files(folder: Path, split: str) -> list[Path]:
 
 def _coco_records(path: Path, options: dict[str, str]) -> list[CaptionedImage]:
     """The captioned images of one COCO captions file; malformed fields raise naming the file and record."""
-    data = json_file_object(path, "a COCO captions JSON object with images and annotations")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
+    data = json_file_object(path, "a COCO captions JSON object with images and annotations", ("images", "annotations"))
     folders = _image_folders(path, options)
     files: dict[int, Path] = {}
     for i, image in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
-        if not isinstance(image, dict) or not _is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
+        if not isinstance(image, dict) or not is_int(image.get("id")) or not isinstance(image.get("file_name"), str):
             raise ZooError(f"{where} needs an integer 'id' and a string 'file_name', got {image!r}")
         if image["id"] in files:
             raise ZooError(f"{where}: duplicate image id {image['id']}")
@@ -196,12 +184,8 @@ def _coco_records(path: Path, options: dict[str, str]) -> list[CaptionedImage]:
     captions: dict[int, list[str]] = {}
     for i, annotation in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}]"
-        if not isinstance(annotation, dict):
-            raise ZooError(f"{where}: expected an object, got {annotation!r}")
-        for key in ("image_id", "caption"):
-            if key not in annotation:
-                raise ZooError(f"{where}: missing the field '{key}'")
-        if not _is_int(annotation["image_id"]) or annotation["image_id"] not in files:
+        json_record(annotation, ("image_id", "caption"), where)
+        if not is_int(annotation["image_id"]) or annotation["image_id"] not in files:
             raise ZooError(f"{where}: field 'image_id' {annotation['image_id']!r} is not an id in 'images'")
         caption = text_field(annotation, "caption", where).strip()
         captions.setdefault(annotation["image_id"], []).append(" ".join(caption.split()))
@@ -227,10 +211,6 @@ def _find_image(file_name: str, folders: list[Path], where: str) -> Path:
             return folder / file_name
     raise ZooError(f"{where}: image {file_name!r} not found in {', '.join(map(str, folders))}; "
                    f"pass ?images=DIR to name its folder")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _format(reader: Callable[[Path, dict[str, str], str], CaptionDataset]) -> Format:

@@ -57,7 +57,7 @@ def draw(image: torch.Tensor, boxes: torch.Tensor, names: list[str], scores: tor
          label_ids: torch.Tensor, path: Path) -> Path:
     """Write ``image`` (3, H, W) uint8 with its boxes and "label score" captions to ``path`` (PNG)."""
     captions = [f"{name} {float(score):.2f}" for name, score in zip(names, scores)]
-    _save(draw_boxes(image, boxes, captions, label_ids.tolist()), path)
+    Image.fromarray(draw_boxes(image, boxes, captions, label_ids.tolist()).permute(1, 2, 0).numpy()).save(path)
     return path
 
 
@@ -80,7 +80,3 @@ def draw_truth_and_predictions(image: torch.Tensor, truth: tuple[torch.Tensor, t
         pen.text((x + 4, TITLE_PAD // 2), title, fill="black", font=font)
     picture.save(path)
     return path
-
-
-def _save(image: torch.Tensor, path: Path) -> None:
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)

@@ -36,11 +36,6 @@ EVAL_MAX_DETECTIONS = 100
 MAX_WAITING_BATCHES = 8  # same-size grouping holds at most this many batches of samples before running one
 
 
-def is_padding_sensitive(model: torch.nn.Module) -> bool:
-    """True when the model's backbone says padding changes its output (``backbone.padding_sensitive``)."""
-    return bool(getattr(getattr(model, "backbone", None), "padding_sensitive", False))
-
-
 def batches(samples: Iterable[dict], batch_size: int, same_size: bool) -> Iterator[list[tuple[int, dict]]]:
     """``(position, sample)`` batches of at most ``batch_size``; with ``same_size``, each of one image size.
 
@@ -77,13 +72,13 @@ def detect(model: torch.nn.Module, samples: Iterable[dict], collate: Callable[[l
 
     The sample as fed: ``boxes`` and ``labels`` after the collate's transform, ``image_size`` (h, w)
     of the image the model saw (the detections' pixels) and ``sample``, the sample as given.
-    Batches hold one image size only when the model is padding-sensitive (:func:`is_padding_sensitive`).
+    Batches hold one image size only when the model's backbone is ``padding_sensitive``.
     The forward pass runs under ``options``' autocast, the decoding outside it.
     """
     done: dict[int, tuple[dict[str, Any], dict[str, torch.Tensor]]] = {}
     position = 0
     chunks = ((chunk, collate([sample for _, sample in chunk]))
-              for chunk in batches(samples, batch_size, same_size=is_padding_sensitive(model)))
+              for chunk in batches(samples, batch_size, same_size=getattr(model.backbone, "padding_sensitive", False)))
     for (chunk, batch), (outputs, on_device) in run_batches(model, chunks, lambda key: key[1],
                                                             lambda on_device: (model(on_device), on_device), options):
         found = model.decode(outputs, batch=on_device, **decode_options)

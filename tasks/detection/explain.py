@@ -15,8 +15,9 @@ from typing import Any, Sequence
 import torch
 
 import zoo
-from tasks.engine.images import read_image
+from tasks.detection.predict import unlabelled
 from tasks.engine.evaluation import to_device
+from tasks.engine.images import read_image
 from tasks.engine.explain_plots import denormalised, fraction, heading, normalised, output_path, save_image_maps
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY
 
@@ -44,10 +45,7 @@ def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, o
     mean, std = model.preprocessing["mean"], model.preprocessing["std"]
     results = []
     for number, path in enumerate(inputs):
-        image = read_image(path)
-        sample = {"image": image, "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
-                  "image_id": 0, "path": str(path)}
-        batch = to_device(collate([sample]), device)
+        batch = to_device(collate([unlabelled(read_image(path), str(path), 0)]), device)
         found, maps = box_saliency(model, batch, score_threshold, max_boxes)
         height, width = (int(v) for v in batch["image_sizes"][0])
         names = [labels[int(i)] for i in found["labels"]]

@@ -12,7 +12,6 @@ image as it would alone.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,11 +21,11 @@ from torchvision.ops import batched_nms, box_convert
 
 from heads.detection_dense import FCOSHead, distances_to_boxes
 from heads.detection_detr import DETRHead
-from tasks.detection.drawing import draw
-from tasks.detection.predict import _unique, unlabelled
+from tasks.detection.evaluation import batches, to_original_pixels
+from tasks.detection.predict import file_results, unlabelled
 from tasks.detection.transforms import build_detection_transform, collate_detection
 from tasks.engine.export import Exported, Graph, Traced
-from tasks.engine.images import image_stem, read_image
+from tasks.engine.images import read_image
 from zoo.errors import ZooError
 
 TRACED_SIZE = (2, 96, 128)      # batch, height, width: not square, so a ViT traces its position resizing
@@ -97,34 +96,13 @@ def predict(exported: Exported, inputs: Sequence[str], score_threshold: float = 
     transform = build_detection_transform(pre["transform"], train=False)
     images = [read_image(item, f"input {number}") for number, item in enumerate(inputs, 1)]
     fed = [transform(unlabelled(image, item, i)) for i, (image, item) in enumerate(zip(images, inputs))]
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, sample in enumerate(fed):
-        by_size.setdefault(tuple(sample["image"].shape[-2:]), []).append(i)
-    found: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for size, members in by_size.items():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            batch = collate_detection([fed[i] for i in chunk], pre["mean"], pre["std"])
-            result = exported.run(inputs=batch["inputs"].numpy())
-            for row, i in enumerate(chunk):
-                found[i] = decode(result["scores"][row], result["boxes"][row], size, score_threshold, max_detections,
-                                  side["candidates"], side["nms_iou"])
-    folder = Path(out) if out is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    results, used_names = [], set()
-    for i, (image, path) in enumerate(zip(images, inputs)):
-        boxes, scores, labels = found[i]
-        height, width = image.shape[-2:]
-        fed_height, fed_width = fed[i]["image"].shape[-2:]
-        boxes = boxes * np.array([width / fed_width, height / fed_height] * 2, dtype=np.float32)
-        names = [side["labels"][int(k)] for k in labels]
-        result: dict[str, Any] = {
-            "detections": [{"label": name, "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}
-                           for name, score, box in zip(names, scores, boxes)],
-            "width": width, "height": height}
-        if folder is not None:
-            result["drawn"] = str(draw(image, torch.from_numpy(boxes), names, torch.from_numpy(scores),
-                                       torch.from_numpy(labels), _unique(folder, image_stem(path), used_names)))
-        results.append(result)
-    return results
+    found = {}
+    for chunk in batches(fed, batch_size, same_size=True):    # one size a batch: no padding
+        batch = collate_detection([sample for _, sample in chunk], pre["mean"], pre["std"])
+        result = exported.run(inputs=batch["inputs"].numpy())
+        for row, (i, sample) in enumerate(chunk):
+            boxes, scores, labels = decode(result["scores"][row], result["boxes"][row], sample["image"].shape[-2:],
+                                           score_threshold, max_detections, side["candidates"], side["nms_iou"])
+            found[i] = (to_original_pixels(torch.from_numpy(boxes), sample["image"].shape[-2:], tuple(images[i].shape)),
+                        torch.from_numpy(scores), torch.from_numpy(labels))
+    return file_results(images, inputs, [found[i] for i in range(len(images))], side["labels"], out)

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image
-from tasks.engine.records import class_names, json_file_object, numbered_lines, warn_skipped
+from tasks.engine.records import class_names, is_int, json_file_object, json_record, numbered_lines, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -114,14 +114,6 @@ class DetectionDataset(SkipsUndecodable, Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-def _clean_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (keep (N,) bool, boxes clamped to the image (N, 4)): drop non-positive or wholly outside boxes."""
-    positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    clamped = np.clip(boxes, 0, [width, height, width, height])
-    inside = (clamped[:, 2] > clamped[:, 0]) & (clamped[:, 3] > clamped[:, 1])
-    return positive & inside, clamped
-
-
 def _finalize(entries: list[_Entry], classes: list[str], source: str) -> DetectionDataset:
     """Check each entry's image, clean its boxes and build the dataset (warning about what was left out)."""
     records: list[_Record] = []
@@ -142,7 +134,9 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
         if entry.normalized:
             centre, extent = boxes[:, :2], boxes[:, 2:] / 2
             boxes = np.concatenate([centre - extent, centre + extent], axis=1) * [width, height, width, height]
-        keep, boxes = _clean_boxes(boxes, width, height)
+        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = np.clip(boxes, 0, [width, height, width, height])       # partly outside: clamped
+        keep = positive & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])   # wholly outside: dropped
         if not keep.all():
             first_dropped = first_dropped or entry.origins[int(np.flatnonzero(~keep)[0])]
             dropped += int((~keep).sum())
@@ -179,13 +173,11 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
 def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDataset:
     """COCO detection JSON -> dataset; malformed fields raise naming the file and the record."""
     source = f"coco:{path}"
-    data = json_file_object(path, "a COCO JSON object with images, annotations and categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
+    data = json_file_object(path, "a COCO JSON object with images, annotations and categories",
+                            ("images", "annotations", "categories"))
     names: dict[int, str] = {}
     for i, category in enumerate(data["categories"]):
-        if not (_is_int(_get(category, "id")) and isinstance(_get(category, "name"), str)):
+        if not (is_int(_get(category, "id")) and isinstance(_get(category, "name"), str)):
             raise ZooError(f"{path}: categories[{i}] needs an integer 'id' and a string 'name', got {category!r}")
         if category["id"] in names:
             raise ZooError(f"{path}: categories[{i}]: duplicate category id {category['id']}")
@@ -193,53 +185,46 @@ def read_coco(path: Path, options: dict[str, str], split: str) -> DetectionDatas
     label_of = {category_id: label for label, category_id in enumerate(sorted(names))}
 
     images_dir = Path(options["images"]).expanduser() if "images" in options else None
-    targets: dict[int, tuple[Path, list[list[float]], list[int], list[str]]] = {}
-    declared: dict[int, tuple[tuple[int, int] | None, str]] = {}
+    entries: dict[int, _Entry] = {}    # by image id; the annotations fill each entry's lists
     for i, image in enumerate(data["images"]):
-        if not (_is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str) and image["file_name"]):
+        if not (is_int(_get(image, "id")) and isinstance(_get(image, "file_name"), str) and image["file_name"]):
             raise ZooError(f"{path}: images[{i}] needs an integer 'id' and a string 'file_name', got {image!r}")
-        if image["id"] in targets:
+        if image["id"] in entries:
             raise ZooError(f"{path}: images[{i}]: duplicate image id {image['id']}")
         sides = [image.get(key) for key in ("width", "height")]
         for key, value in zip(("width", "height"), sides):
-            if value is not None and not (_is_int(value) and value > 0):
+            if value is not None and not (is_int(value) and value > 0):
                 raise ZooError(f"{path}: images[{i}]: field '{key}' must be a positive integer, got {value!r}")
-        targets[image["id"]] = (_coco_image_path(path.parent, images_dir, image["file_name"]), [], [], [])
-        declared[image["id"]] = (tuple(sides) if None not in sides else None, f"{path}: images[{i}]")
+        entries[image["id"]] = _Entry(_coco_image_path(path.parent, images_dir, image["file_name"]), image["id"],
+                                      [], [], [], declared_size=tuple(sides) if None not in sides else None,
+                                      declared_at=f"{path}: images[{i}]")
 
     for i, annotation in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}]"
-        if not isinstance(annotation, dict):
-            raise ZooError(f"{where}: expected an object, got {annotation!r}")
-        for key in ("image_id", "category_id", "bbox"):
-            if key not in annotation:
-                raise ZooError(f"{where}: missing the field '{key}'")
+        json_record(annotation, ("image_id", "category_id", "bbox"), where)
         for key in ("image_id", "category_id"):
-            if not _is_int(annotation[key]):
+            if not is_int(annotation[key]):
                 raise ZooError(f"{where}: field '{key}' must be an integer id, got {annotation[key]!r}")
         bbox = annotation["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
             raise ZooError(f"{where}: field 'bbox' must be 4 finite numbers [x, y, width, height], got {bbox!r}")
-        if annotation["image_id"] not in targets:
+        if annotation["image_id"] not in entries:
             raise ZooError(f"{where}: field 'image_id' {annotation['image_id']!r} is not an id in 'images'")
         if annotation["category_id"] not in label_of:
             raise ZooError(f"{where}: field 'category_id' {annotation['category_id']!r} is not an id in 'categories'")
         crowd = annotation.get("iscrowd", 0)
-        if not (_is_int(crowd) and crowd in (0, 1)):
+        if not (is_int(crowd) and crowd in (0, 1)):
             raise ZooError(f"{where}: field 'iscrowd' must be the integer 0 or 1, got {crowd!r}")
         if crowd:
             continue
         x, y, w, h = (float(v) for v in bbox)
-        _, boxes, labels, origins = targets[annotation["image_id"]]
-        boxes.append([x, y, x + w, y + h])
-        labels.append(label_of[annotation["category_id"]])
-        origins.append(where)
-
-    entries = [_Entry(image_path, image_id, boxes, labels, origins, declared_size=declared[image_id][0],
-                      declared_at=declared[image_id][1])
-               for image_id, (image_path, boxes, labels, origins) in targets.items()]
+        entry = entries[annotation["image_id"]]
+        entry.boxes.append([x, y, x + w, y + h])
+        entry.labels.append(label_of[annotation["category_id"]])
+        entry.origins.append(where)
     classes = [names[category_id] for category_id in sorted(names)]
-    return _finalize(_pick_split(entries, {}, split, path.parent, source), classes, source)
+    return _finalize(_pick_split(list(entries.values()), {}, split, path.parent, source), classes, source)
 
 
 def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) -> Path:
@@ -252,14 +237,6 @@ def _coco_image_path(json_dir: Path, images_dir: Path | None, file_name: str) ->
 
 def _get(obj: Any, key: str) -> Any:
     return obj.get(key) if isinstance(obj, dict) else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ----------------------------------------------------------------------------- Pascal VOC

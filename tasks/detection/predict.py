@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,24 +31,32 @@ def predict_files(model: torch.nn.Module, paths: Sequence[str | Path | Image.Ima
     """
     images = [read_image(item, f"input {number}") for number, item in enumerate(paths, 1)]
     samples = [unlabelled(image, path, i) for i, (image, path) in enumerate(zip(images, paths))]
+    found = detect(model, samples, collate, batch_size, score_threshold=score_threshold,
+                   max_detections=max_detections, class_agnostic=True)
+    return file_results(images, paths, ((to_original_pixels(d["boxes"].float(), fed["image_size"], tuple(image.shape)),
+                                         d["scores"], d["labels"]) for image, (fed, d) in zip(images, found)),
+                        labels, out)
+
+
+def file_results(images: Sequence[torch.Tensor], paths: Sequence[Any],
+                 found: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], labels: Sequence[str],
+                 out: str | Path | None) -> list[dict[str, Any]]:
+    """Per image (3, H, W) and its detections (boxes (K, 4) in its pixels, scores (K,), label ids (K,)): the
+    ``detections`` rows, ``width``, ``height`` and, with ``out``, the ``drawn`` PNG."""
     folder = Path(out) if out is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     results, used_names = [], set()
-    found = detect(model, samples, collate, batch_size, score_threshold=score_threshold,
-                   max_detections=max_detections, class_agnostic=True)
-    for image, path, (fed, detections) in zip(images, paths, found):
+    for image, path, (boxes, scores, ids) in zip(images, paths, found):
         height, width = image.shape[-2:]
-        boxes = to_original_pixels(detections["boxes"].float(), fed["image_size"], tuple(image.shape))  # (N, 4)
-        names = [labels[int(i)] for i in detections["labels"]]
+        names = [labels[int(i)] for i in ids]
         result: dict[str, Any] = {
             "detections": [{"label": name, "score": round(float(score), 4), "box": [round(float(v), 1) for v in box]}
-                           for name, score, box in zip(names, detections["scores"], boxes)],
+                           for name, score, box in zip(names, scores, boxes)],
             "width": width, "height": height,
         }
         if folder is not None:
-            result["drawn"] = str(draw(image, boxes, names, detections["scores"], detections["labels"],
-                                       _unique(folder, image_stem(path), used_names)))
+            result["drawn"] = str(draw(image, boxes, names, scores, ids, _unique(folder, image_stem(path), used_names)))
         results.append(result)
     return results
 

@@ -100,18 +100,16 @@ class DetectionTask(Task):
         if source and source_kind(source) == "weights":
             model = zoo.create_model(args.backbone, head_name, pretrained=source, backbone_args=args.backbone_args,
                                      task=self.name, **head_args)
-            pre = model.preprocessing
-            model.preprocessing = {"mean": list(pre.get("mean", IMAGENET_MEAN)),
-                                   "std": list(pre.get("std", IMAGENET_STD)), "transform": transform}
-            return model
-        name = args.backbone or self.default_backbone
-        backbone = zoo.create_backbone(name, **self.backbone_args(name, VIT_DEFAULTS, args.backbone_args))
-        self.check_backbone(backbone, name)
-        head = zoo.create_head(head_name, backbone, **head_args)
-        mean = getattr(backbone, "mean", None) or BACKBONES.meta(name).get("mean") or IMAGENET_MEAN
-        std = getattr(backbone, "std", None) or BACKBONES.meta(name).get("std") or IMAGENET_STD
-        preprocessing = {"mean": list(mean), "std": list(std), "transform": transform}
-        return zoo.ZooModel(backbone, head, preprocessing=preprocessing, task=self.name)
+            mean, std = model.preprocessing.get("mean", IMAGENET_MEAN), model.preprocessing.get("std", IMAGENET_STD)
+        else:
+            name = args.backbone or self.default_backbone
+            backbone = zoo.create_backbone(name, **self.backbone_args(name, VIT_DEFAULTS, args.backbone_args))
+            self.check_backbone(backbone, name)
+            model = zoo.ZooModel(backbone, zoo.create_head(head_name, backbone, **head_args), task=self.name)
+            mean = getattr(backbone, "mean", None) or BACKBONES.meta(name).get("mean") or IMAGENET_MEAN
+            std = getattr(backbone, "std", None) or BACKBONES.meta(name).get("std") or IMAGENET_STD
+        model.preprocessing = {"mean": list(mean), "std": list(std), "transform": transform}
+        return model
 
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, options: EvalOptions) -> dict[str, float]:
@@ -138,8 +136,7 @@ class DetectionTask(Task):
         group.add_argument("--batch-size", type=POSITIVE_INT, default=8, help="images per batch")
 
     def predict_options(self, args: argparse.Namespace) -> dict[str, Any]:
-        return dict(out=args.out, score_threshold=args.score_threshold, max_detections=args.max_detections,
-                    batch_size=args.batch_size)
+        return {key: getattr(args, key) for key in ("out", "score_threshold", "max_detections", "batch_size")}
 
     def to_result(self, prediction: dict[str, Any]) -> Detection:
         found = prediction["detections"]

@@ -34,8 +34,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from tasks.engine.precision import autocast
 from tasks.engine.task import Workload
 from zoo.progress import progress_bar
+from zoo.tokenizer import Tokenizer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -59,8 +61,7 @@ def run_context(device: torch.device, precision: str, mode: str) -> Iterator[Non
     """The context every step runs in: bf16 autocast for ``bf16``, inference mode for inference."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), \
-            torch.inference_mode(mode == "inference"):
+    with autocast(device.type, precision), torch.inference_mode(mode == "inference"):
         yield
 
 
@@ -118,6 +119,21 @@ def mode_step(model: nn.Module, mode: str, loss_of: Callable[[], torch.Tensor], 
         return train_step(model, loss_of, fused=fused)
     model.eval()
     return infer
+
+
+def decode_name(beams: int) -> str:
+    """How a generation workload's name says its decoding: "greedy" or "beam K"."""
+    return "greedy" if beams == 1 else f"beam {beams}"
+
+
+def exact_generation(new_tokens: int, beams: int) -> Any:
+    """A transformers ``GenerationConfig`` decoding exactly ``new_tokens`` tokens with our special ids
+    (``min_new_tokens`` holds EOS back), as ours do with ``stop_tokens=()``: the same decoder steps."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, do_sample=False,
+                            use_cache=True, pad_token_id=Tokenizer.pad_id, eos_token_id=Tokenizer.eos_id,
+                            decoder_start_token_id=Tokenizer.bos_id)
 
 
 def random_tokens(rows: int, length: int, vocab: int, device: torch.device, seed: int, low: int = 4) -> torch.Tensor:

@@ -62,7 +62,8 @@ def write_checkpoint(run_dir: Path, step: int, write: Callable[[Path], None], *,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write(tmp)
-        _fsync_tree(tmp)
+        for path in [*sorted(tmp.rglob("*"), reverse=True), tmp]:   # files before the folders holding them
+            _fsync(path)
         shutil.rmtree(final, ignore_errors=True)   # complete, never pointed at: killed between rename and switch
         os.rename(tmp, final)
         _fsync(run_dir)
@@ -202,12 +203,6 @@ def _point(run_dir: Path, name: str, target: str) -> None:
 
 def _pointer_targets(run_dir: Path) -> set[str]:
     return {os.readlink(run_dir / name) for name in POINTERS if (run_dir / name).is_symlink()}
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*"), reverse=True):   # files before the folders holding them
-        _fsync(path)
-    _fsync(folder)
 
 
 def _fsync(path: Path) -> None:

@@ -23,12 +23,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 MAX_WRITTEN_CELLS = 20   # classes up to which every cell shows its fraction; beyond, the colours alone
 
 
-def row_fractions(matrix: torch.Tensor) -> torch.Tensor:
-    """(C, C) counts (rows: true class) -> each row divided by its sum; a class never seen stays 0."""
-    counts = matrix.double()
-    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
-
-
 def write_confusion_matrix(matrix: torch.Tensor, labels: list[str], out: Path, subject: str = "") -> None:
     """``confusion_matrix.json`` ({"labels", "matrix"}, counts) and the :func:`confusion_figure` PNG in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +45,8 @@ def confusion_figure(matrix: torch.Tensor, labels: list[str], subject: str = "")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     names = [f"{name} ({count})" for name, count in zip(labels, matrix.sum(dim=1).tolist())]
-    display = ConfusionMatrixDisplay(row_fractions(matrix).numpy(), display_labels=names).plot(
+    fractions = matrix.double() / matrix.double().sum(dim=1, keepdim=True).clamp(min=1)   # a class never seen: 0
+    display = ConfusionMatrixDisplay(fractions.numpy(), display_labels=names).plot(
         ax=ax, cmap="Blues", include_values=classes <= MAX_WRITTEN_CELLS, values_format=".2f",
         im_kw={"vmin": 0.0, "vmax": 1.0}, text_kw={"fontsize": 9 if classes > 8 else 11})
     if max(map(len, labels), default=0) > 3:   # long names slant to stay apart; digits stay upright

@@ -107,7 +107,8 @@ def debian_package_root(package: str, workdir: Path) -> Path:
     Uses ``apt-get download`` + ``dpkg-deb -x`` (no root, no dependencies pulled in),
     which is what packages like ``r-cran-janeaustenr`` need (installing it pulls in R).
     """
-    if _dpkg_installed(package):
+    installed = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+    if installed.returncode == 0 and "install ok installed" in installed.stdout:
         return Path("/")
     workdir.mkdir(parents=True, exist_ok=True)
     debs = list(workdir.glob(f"{package}_*.deb"))
@@ -123,11 +124,6 @@ def debian_package_root(package: str, workdir: Path) -> Path:
     if not root.exists():
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
     return root
-
-
-def _dpkg_installed(package: str) -> bool:
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
-    return result.returncode == 0 and "install ok installed" in result.stdout
 
 
 def require_program(name: str, package: str) -> str:
@@ -158,14 +154,25 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def decode_utf8(raw: bytes, path: str | Path) -> str:
-    """The UTF-8 text of a file's bytes (a leading BOM dropped).
+def write_tsv(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = ()) -> None:
+    """Write ``header`` (when given) and ``rows`` as tab-separated UTF-8 lines; a field holding a tab or a
+    line break raises, naming the row."""
+    for row in rows:
+        if any(c in field for field in row for c in "\t\n\r"):
+            raise ValueError(f"cannot write {tuple(row)!r} to {path}: a tab or line break inside")
+    lines = [header, *rows] if header else rows
+    Path(path).write_text("".join("\t".join(row) + "\n" for row in lines), encoding="utf-8")
 
-    Bytes that are not UTF-8, and NUL characters (the mark of a UTF-16 or binary file read
-    as UTF-8), raise :class:`ZooError` naming the file, the line and the byte.
-    """
+
+def read_utf8(path: str | Path) -> str:
+    """A whole UTF-8 text file (a leading BOM dropped). A missing file, bytes that are not UTF-8 and NUL
+    characters (the mark of a UTF-16 or binary file read as UTF-8) raise naming the file, line and byte."""
     try:
-        text = raw.decode("utf-8-sig")
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FileNotFoundError(f"{path}: is a folder, not a file") from None
     except UnicodeDecodeError as err:
         line = err.object.count(b"\n", 0, err.start) + 1
         raise ZooError(f"{path}: not UTF-8 (byte 0x{err.object[err.start]:02x} at line {line}); "
@@ -176,17 +183,6 @@ def decode_utf8(raw: bytes, path: str | Path) -> str:
         raise ZooError(f"{path}: NUL character (byte 0x00 at line {line}); is it UTF-16 or binary? "
                        "re-save it as UTF-8 text")
     return text
-
-
-def read_utf8(path: str | Path) -> str:
-    """A whole UTF-8 text file (see :func:`decode_utf8`); a missing file raises naming it."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FileNotFoundError(f"{path}: is a folder, not a file") from None
-    return decode_utf8(raw, path)
 
 
 def split_lines(text: str) -> list[str]:

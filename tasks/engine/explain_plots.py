@@ -27,8 +27,6 @@ TOKEN_FONT = 11              # points, monospace
 CHAR_INCHES = 0.6 * TOKEN_FONT / 72     # width of one monospace character
 DIVERGING, SEQUENTIAL = "RdBu_r", "inferno"
 SIGNS = {True: "red: towards the prediction, blue: against", False: "white: none, red: the most"}
-
-
 TITLE_CHARS = 60             # a longer prediction is shortened in titles (the JSON keeps it whole)
 
 
@@ -92,7 +90,6 @@ def save_token_attributions(tokens: Sequence[str], scores: Sequence[float], titl
     Returns the files written."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
-
     from matplotlib.colors import Normalize
 
     values = np.asarray(scores, dtype=np.float64)
@@ -238,7 +235,6 @@ def normalised(values: np.ndarray) -> np.ndarray:
 def fraction(value: float) -> str:
     """A probability as shown in titles: three digits, or scientific below 0.001."""
     return f"{value:.3f}" if value >= 1e-3 or value == 0 else f"{value:.1e}"
-
 
 
 def denormalised(image: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

@@ -103,9 +103,13 @@ def write_export(task: Any, model: nn.Module, fmt: str, out: Path, optimize: boo
             expected = graph.module(**graph.inputs)
             opset = _trace(graph, list(expected), fmt, out / file, optimize, model)
         described[part] = {"file": file, **_describe(graph, expected)}
-    extra = {key: value for graph in graphs.values() for key, value in graph.extra.items()}
-    layout = described[MAIN] if MAIN in described else {"graphs": described}
-    sidecar = _sidecar(task, model, fmt, opset, layout, extra)
+    layout = described[MAIN] if MAIN in described else {"graphs": described}   # one graph's file, inputs... or each's
+    sidecar = {"task": task.name, "format": fmt, **layout, "zoo_version": zoo.__version__,
+               "torch_version": torch.__version__, "opset": opset,
+               "backbone": model.backbone.zoo_spec["name"], "head": model.head.zoo_spec["name"],
+               "preprocessing": model.preprocessing, "labels": getattr(model.head, "labels", None),
+               "tokenizer": None, "tokenizer_kind": None,
+               **{key: value for graph in graphs.values() for key, value in graph.extra.items()}}
     if model.tokenizer is not None:
         model.tokenizer.save(out / model.tokenizer.file)
         sidecar.update(tokenizer=model.tokenizer.file, tokenizer_kind=model.tokenizer.kind)
@@ -162,16 +166,6 @@ def _describe(graph: Graph, expected: dict[str, torch.Tensor]) -> dict[str, Any]
     return {"inputs": [tensor(n, t) for n, t in graph.inputs.items()],
             "outputs": [tensor(n, t) for n, t in expected.items()],
             "dynamic_axes": {n: {str(a): v for a, v in axes.items()} for n, axes in graph.axes.items()}}
-
-
-def _sidecar(task: Any, model: nn.Module, fmt: str, opset: int | None, layout: dict[str, Any],
-             extra: dict[str, Any]) -> dict[str, Any]:
-    """``layout``: one graph's file, inputs, outputs and dynamic axes, or ``{"graphs": {part: those}}``."""
-    return {"task": task.name, "format": fmt, **layout, "zoo_version": zoo.__version__,
-            "torch_version": torch.__version__, "opset": opset,
-            "backbone": model.backbone.zoo_spec["name"], "head": model.head.zoo_spec["name"],
-            "preprocessing": model.preprocessing, "labels": getattr(model.head, "labels", None),
-            "tokenizer": None, "tokenizer_kind": None, **extra}
 
 
 # ---- running an export ---------------------------------------------------------------------------------

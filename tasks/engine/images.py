@@ -58,7 +58,6 @@ def as_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source:
                    f"uint8 array or a (3, H, W) tensor")
 
 
-
 def read_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> torch.Tensor:
     """An image (a file, decoded as in training, or one in memory: :func:`as_image`) as
     uint8 (3, H, W) RGB.
@@ -68,6 +67,7 @@ def read_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, sourc
     """
     pixels = np.array(as_image(item, source))  # (H, W, 3)
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+
 
 def image_stem(item: str | Path | Image.Image | np.ndarray | torch.Tensor) -> str:
     """The file name without its suffix of an image given by path; ``"image"`` for one given in memory."""
@@ -156,6 +156,15 @@ def decoding(path: str | Path) -> Iterator[None]:
 
 
 IMAGE_ERRORS = (OSError, ValueError)   # what the shared decoder raises on missing or broken files
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a usable image (:func:`probe_image`'s error), or None."""
+    try:
+        probe_image(path)
+    except IMAGE_ERRORS as err:
+        return str(err)
+    return None
 
 
 class SkipsUndecodable:

@@ -18,6 +18,7 @@ from typing import Any
 import zoo
 from tasks.engine.commands import checkpoint_folder, command_parser
 from tasks.engine.data import parse_spec
+from tasks.engine.export_command import new_folder
 from tasks.engine.flags import COUNT, DEVICE_HELP, DEVICES, DROP_FRACTION, POSITIVE
 from tasks.engine.task import Task
 from zoo.cli import ArgumentParser
@@ -47,9 +48,7 @@ def prune(task: Task, checkpoint: str, amount: float, out: str | Path, structure
         raise ZooError(f"--magnitude-scope {magnitude_scope}: unknown; use one of {', '.join(SCOPES)}")
     if not 0.0 <= amount < 1.0:
         raise ZooError(f"--amount {amount}: give the fraction to remove, in [0, 1)")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ZooError(f"--out {out} is not empty; pass a new folder")
+    out = new_folder(out)
     parse_spec(data)
     folder = checkpoint_folder(task, checkpoint, "prune")
     model, report, masks = prune_model(zoo.load(folder), amount, structured, magnitude_scope or "global")

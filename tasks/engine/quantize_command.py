@@ -57,7 +57,10 @@ def quantize_checkpoint(task: Any, checkpoint: str, method: str, out: str | Path
         raise ZooError("--calibration applies to --method static only; drop it or pass --method static")
     if fmt == "onnx":
         task_module(task)       # a task that does not export is refused first
-        _check_onnxruntime()
+        try:
+            import onnxruntime.quantization  # noqa: F401
+        except ImportError:
+            raise ZooError("--format onnx needs onnx and onnxruntime: pip install 'zoo[export]'") from None
     if calibration is not None:
         parse_spec(calibration)
     out = new_folder(out)
@@ -75,13 +78,6 @@ def quantize_checkpoint(task: Any, checkpoint: str, method: str, out: str | Path
     quantize(model, method, chosen)
     model.save(out)
     return out
-
-
-def _check_onnxruntime() -> None:
-    try:
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError:
-        raise ZooError("--format onnx needs onnx and onnxruntime: pip install 'zoo[export]'") from None
 
 
 def quantize_parser(task: Any = None) -> ArgumentParser:

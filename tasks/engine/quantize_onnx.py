@@ -47,11 +47,6 @@ class FeedReader(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def batch_feeds(batches: list[dict[str, Any]], names: list[str]) -> list[Feeds]:
-    """Each batch's tensors named as a single graph's inputs, as numpy."""
-    return [{name: batch[name].cpu().numpy() for name in names} for batch in batches]
-
-
 def decode_feeds(task: Any, exported: Exported, batches: list[dict[str, Any]],
                  steps: int = CALIBRATION_STEPS) -> dict[str, list[Feeds]]:
     """Per graph part, the inputs it ran on while the task's stepper greedily decoded ``steps`` new tokens
@@ -91,9 +86,11 @@ def write_int8_export(task: Any, model: nn.Module, method: str, batches: list[di
         fp32 = write_export(task, model, "onnx", Path(tmp) / "fp32", optimize=True)   # folds the weight transposes
         exported = Exported(fp32)
         layouts = exported.sidecar.get("graphs") or {MAIN: exported.sidecar}
-        if method == "static":
-            feeds = (decode_feeds(task, exported, batches or []) if "graphs" in exported.sidecar
-                     else {MAIN: batch_feeds(batches or [], _input_names(fp32 / exported.sidecar["file"]))})
+        if method == "static" and "graphs" in exported.sidecar:
+            feeds = decode_feeds(task, exported, batches or [])
+        elif method == "static":      # one graph: each batch's tensors named as the inputs it reads (not an unused one)
+            inputs = onnx.load(str(fp32 / exported.sidecar["file"]), load_external_data=False).graph.input
+            feeds = {MAIN: [{i.name: batch[i.name].cpu().numpy() for i in inputs} for batch in batches or []]}
         out.mkdir(parents=True, exist_ok=True)
         for part, layout in layouts.items():
             _quantize_graph(fp32 / layout["file"], out / layout["file"], Path(tmp) / f"plain-{part}.onnx",
@@ -133,11 +130,6 @@ def _untie(graph: onnx.ModelProto) -> None:
                 graph.graph.initializer.append(copy)
                 tables[copy.name] = copy
             node.input[0] = copy.name
-
-
-def _input_names(path: Path) -> list[str]:
-    """The inputs the ONNX graph in ``path`` reads (an input the graph does not use is not among them)."""
-    return [value.name for value in onnx.load(str(path), load_external_data=False).graph.input]
 
 
 def _quantize_graph(source: Path, dest: Path, plain: Path, method: str, fixed: set[str], feeds: list[Feeds]) -> None:

@@ -1,11 +1,5 @@
-"""Records of users' files, with one wording for each error the formats share (naming ``file:line``).
-
-:func:`numbered_lines` reads lines, :func:`table_rows` a delimited file with a header,
-:func:`jsonl_rows` JSON lines with named fields (:func:`json_value` parses one); :func:`nonempty` refuses a source without records,
-:func:`text_field` checks one text and
-:func:`class_names` parses ``classes=a,b``; :func:`warn_skipped` reports damaged items left out
-(:func:`readable_texts` the unreadable files of a folder).
-"""
+"""Records of users' files (lines, delimited tables, JSON lines and objects, ``classes=`` lists, skipped
+items), with one wording for each error the formats share, naming ``file:line`` or the record."""
 from __future__ import annotations
 
 import csv
@@ -77,16 +71,35 @@ def json_value(text: str, path: str | Path, line: int = 1) -> Any:
         raise ZooError(f"{path}:{line + err.lineno - 1}: not valid JSON ({err.msg}, column {err.colno})") from None
 
 
-def json_file_object(path: Path, expected: str) -> dict:
-    """The JSON object a file holds; an empty file, invalid JSON or another JSON value raises naming the
-    file and what was ``expected`` (e.g. "a COCO JSON object with images, annotations and categories")."""
+def json_file_object(path: Path, expected: str, lists: Sequence[str] = ()) -> dict:
+    """The JSON object a file holds, with a list under each key of ``lists``; an empty file, invalid JSON,
+    another JSON value or a missing list raises naming the file and what was ``expected`` (e.g. "a COCO
+    JSON object with images, annotations and categories") or the field."""
     text = read_utf8(path)
     if not text.strip():
         raise ZooError(f"{path}: empty file; expected {expected}")
     data = json_value(text, path)
     if not isinstance(data, dict):
         raise ZooError(f"{path}: expected {expected}")
+    for key in lists:
+        if not isinstance(data.get(key), list):
+            raise ZooError(f"{path}: the top-level field '{key}' is missing or not a list")
     return data
+
+
+def json_record(value: Any, keys: Sequence[str], where: str) -> dict:
+    """``value`` as a JSON object holding ``keys``; another value or a missing key raises naming ``where``."""
+    if not isinstance(value, dict):
+        raise ZooError(f"{where}: expected an object, got {value!r}")
+    for key in keys:
+        if key not in value:
+            raise ZooError(f"{where}: missing the field '{key}'")
+    return value
+
+
+def is_int(value: Any) -> bool:
+    """An integer id, not a bool (JSON's ``true`` is no id)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def jsonl_rows(path: Path, keys: Sequence[str], hint: str = "") -> Iterator[tuple[str, dict]]:

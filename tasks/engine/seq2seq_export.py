@@ -13,8 +13,6 @@ static cache), BOS first, rows reordered together with their context for beam se
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -62,12 +60,6 @@ class DecoderStep(nn.Module):
                 "present_values": torch.stack(cache.values), "present_key_mask": cache.key_mask}
 
 
-def cache_layout(layers: int, heads: int, head_dim: int, capacity: str) -> dict[str, Any]:
-    """The sidecar's ``kv_cache``: shape of the static cache the decoder-step graph reads and writes."""
-    return {"layout": ["layers", "batch", "heads", "capacity", "head_dim"], "layers": layers, "heads": heads,
-            "head_dim": head_dim, "capacity": f"{capacity} (the axis is dynamic)", "position_input": "position"}
-
-
 def graphs(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor,
            input_axes: dict[int, str]) -> dict[str, Graph]:
     """The encoder graph over example backbone ``inputs``/``mask`` (their dynamic ``input_axes``) and the
@@ -91,7 +83,9 @@ def graphs(model: nn.Module, inputs: torch.Tensor, mask: torch.Tensor,
     step_axes = {"tokens": {0: "batch"}, **context_axes, "past_keys": cache_axes, "past_values": cache_axes,
                  "past_key_mask": {0: "batch", 1: "capacity"}, "logits": {0: "batch"}, "present_keys": cache_axes,
                  "present_values": cache_axes, "present_key_mask": {0: "batch", 1: "capacity"}}
-    extra = {"kv_cache": cache_layout(layers, heads, head_dim, "max_new_tokens + 1"), "bos": Tokenizer.bos_id}
+    layout = {"layout": ["layers", "batch", "heads", "capacity", "head_dim"], "layers": layers, "heads": heads,
+              "head_dim": head_dim, "capacity": "max_new_tokens + 1 (the axis is dynamic)", "position_input": "position"}
+    extra = {"kv_cache": layout, "bos": Tokenizer.bos_id}     # the static cache the decoder-step graph reads and writes
     return {"encoder": Graph(Encoder(model), {"inputs": inputs, "mask": mask}, encoder_axes),
             "decoder": Graph(DecoderStep(model), step_inputs, step_axes, extra)}
 

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
-from tasks.engine.images import load_image, probe_image, to_rgb
+from tasks.engine.images import image_problem, load_image, to_rgb
 from tasks.engine.records import nonempty, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
@@ -120,10 +120,6 @@ def _csv(spec: DataSpec, split: str) -> ImageFiles:
     return _split_files(read_csv(file, f"{spec} [{split}]", **spec.options), file.parent, spec, split)
 
 
-def _cifar(spec: DataSpec, split: str) -> ImageArrays:
-    return read_cifar(Path(spec.path).expanduser(), spec.format, split, f"{spec} [{split}]")
-
-
 def from_arrays(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> ImageArrays:
     """A dataset over in-memory images: ``images`` (N, H, W) or (N, H, W, C) uint8 with C in 1, 3, 4;
     ``labels`` (N,) integers indexing ``classes``. Raises ``ValueError`` naming the bad field or index."""
@@ -199,7 +195,7 @@ def read_csv(file: Path, source: str, path: str = "path", label: str = "label", 
 def _readable(listed: list[tuple[str, str, str]], classes: list[str], source: str, none: str) -> ImageFiles:
     """The ``(where, path, class name)`` listed whose image passes the cheap check; the others are skipped
     (one warning names them, each after its ``where``) and counted. ``classes`` empty: the sorted names kept."""
-    checked = [(where, path, name, _problem(path)) for where, path, name in listed]
+    checked = [(where, path, name, image_problem(path)) for where, path, name in listed]
     problems = [where + problem for where, _, _, problem in checked if problem]
     kept = [(path, name) for _, path, name, problem in checked if not problem]
     warn_skipped(source, problems, "damaged or non-image file(s)")
@@ -267,19 +263,10 @@ def _files_below(folder: Path, seen_folders: set[tuple[int, int]], seen_files: s
                 yield path
 
 
-def _problem(path: str) -> str | None:
-    """Why ``path`` is not a usable image, or None; cheap: header and chunk checks, no decoding."""
-    try:
-        probe_image(path)
-    except (ValueError, OSError) as err:
-        return str(err)
-    return None
-
-
 _CIFAR = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 FORMATS: dict[str, Format] = {
     "imagefolder": Format(_imagefolder),
     "csv": Format(_csv, ("path", "label", "classes")),
-    "cifar10": Format(_cifar),
-    "cifar100": Format(_cifar),
+    **{name: Format(lambda spec, split: read_cifar(Path(spec.path).expanduser(), spec.format, split,
+                                                   f"{spec} [{split}]")) for name in _CIFAR},
 }

@@ -146,40 +146,33 @@ class ImageClassificationTask(Task):
                      "num_classes": len(labels), "labels": labels}
         source = getattr(args, "init_backbone", None)
         if source and source_kind(source) == "weights":
-            return self._pretrained(args, source, builtin, head_args)
-        if source:
-            name, backbone_args, transform = _transferred(args, self.default_backbone)
-            backbone = zoo.create_backbone(name, **backbone_args)
+            # the ViT converted from ``source``, transforms at its size and statistics; ``--backbone timm/vit_*``
+            # (with ``--backbone-args``) names the timm model of a bare weights file, for its number of heads
+            model = zoo.create_model(args.backbone, args.head or self.default_head, pretrained=source,
+                                     backbone_args=args.backbone_args, task=self.name, **head_args)
+            pre = model.preprocessing
+            gray = bool(builtin is not None and BUILTIN_IMAGE_STATS[builtin]["grayscale_source"])
+            transform = default_transform_config(args.image_size or model.backbone.cfg.img_size,
+                                                 pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD), gray)
         else:
-            name = args.backbone or self.default_backbone
-            size = args.image_size or _default_size(builtin, train_set)
-            backbone_args = {**vit_defaults(name, size, is_default=name == self.default_backbone),
-                             **(args.backbone_args or {})}
-            backbone = zoo.create_backbone(name, **backbone_args)
-            transform = _new_transform(size, builtin, backbone, "checkpoint_path" in backbone_args)
-        self.check_backbone(backbone, name)
-        if "checkpoint_path" in backbone_args:  # its weights travel in model.safetensors, not the path
-            backbone.zoo_spec["args"] = {k: v for k, v in backbone_args.items() if k != "checkpoint_path"}
+            if source:
+                name, backbone_args, transform = _transferred(args, self.default_backbone)
+                backbone = zoo.create_backbone(name, **backbone_args)
+            else:
+                name = args.backbone or self.default_backbone
+                size = args.image_size or (BUILTIN_IMAGE_STATS[builtin]["image_size"] if builtin is not None
+                                           else min(MAX_AUTO_SIZE, min(train_set[0]["image"].size)))
+                backbone_args = {**vit_defaults(name, size, is_default=name == self.default_backbone),
+                                 **(args.backbone_args or {})}
+                backbone = zoo.create_backbone(name, **backbone_args)
+                transform = _new_transform(size, builtin, backbone, "checkpoint_path" in backbone_args)
+            self.check_backbone(backbone, name)
+            if "checkpoint_path" in backbone_args:  # its weights travel in model.safetensors, not the path
+                backbone.zoo_spec["args"] = {k: v for k, v in backbone_args.items() if k != "checkpoint_path"}
+            model = zoo.ZooModel(backbone, zoo.create_head(args.head or self.default_head, backbone, **head_args),
+                                 task=self.name)
         transform.update(_augment_flags(args, builtin))
         build_transform(transform, train=True)  # a bad flag fails here, naming the field
-        head = zoo.create_head(args.head or self.default_head, backbone, **head_args)
-        return zoo.ZooModel(backbone, head, preprocessing={"transform": transform}, task=self.name)
-
-    def _pretrained(self, args: argparse.Namespace, source: str, builtin: str | None,
-                    head_args: dict[str, Any]) -> zoo.ZooModel:
-        """The ViT converted from ``source`` + the classification head, transforms at its size and statistics.
-
-        ``--backbone timm/vit_*`` (with ``--backbone-args``) names the timm model of a bare weights
-        file, for its number of heads.
-        """
-        model = zoo.create_model(args.backbone, args.head or self.default_head, pretrained=source,
-                                 backbone_args=args.backbone_args, task=self.name, **head_args)
-        pre = model.preprocessing
-        size = args.image_size or model.backbone.cfg.img_size
-        gray = bool(builtin is not None and BUILTIN_IMAGE_STATS[builtin]["grayscale_source"])
-        transform = default_transform_config(size, pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD), gray)
-        transform.update(_augment_flags(args, builtin))
-        build_transform(transform, train=True)
         model.preprocessing = {"transform": transform}
         return model
 
@@ -264,12 +257,6 @@ def _builtin_name(spec: str) -> str | None:
     """The built-in set a data SPEC names ("default" for plain ``builtin``), or None for files."""
     parsed = parse_spec(spec) if spec else None
     return (parsed.path or "default") if parsed is not None and parsed.is_builtin else None
-
-
-def _default_size(builtin: str | None, train_set: Dataset) -> int:
-    if builtin is not None:
-        return BUILTIN_IMAGE_STATS[builtin]["image_size"]
-    return min(MAX_AUTO_SIZE, min(train_set[0]["image"].size))
 
 
 def vit_defaults(name: str, size: int, is_default: bool) -> dict[str, Any]:

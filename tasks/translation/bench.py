@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from tasks.engine.bench import maybe_compile, random_tokens, train_step
+from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, train_step
 from tasks.engine.task import Workload
 from zoo.layers.position import sinusoidal_table
 from zoo.tokenizer import Tokenizer
@@ -137,17 +137,13 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
                     functools.partial(train_reference, shape, device, compile))
 
 
-def _decode_name(beams: int) -> str:
-    return "greedy" if beams == 1 else f"beam {beams}"
-
-
 def generate_ours(shape: Shape, device: torch.device, beams: int, batch: int) -> Workload:
     """``model.generate`` of ``new_tokens`` tokens for ``batch`` sources."""
     model = _ours(shape, device).eval()
     data = {"inputs": random_tokens(batch, shape.source_len, shape.vocab, device, seed=2),
             "mask": torch.ones(batch, shape.source_len, dtype=torch.bool, device=device)}
     step = functools.partial(model.generate, data, max_new_tokens=shape.new_tokens, beams=beams, stop_tokens=())
-    return Workload(f"translate {_decode_name(beams)} (zoo seq2seq)", "sentences", batch, step, model,
+    return Workload(f"translate {decode_name(beams)} (zoo seq2seq)", "sentences", batch, step, model,
                     "inference", batch, shape.describe(batch, True),
                     functools.partial(generate_ours, shape, device, beams))
 
@@ -155,7 +151,7 @@ def generate_ours(shape: Shape, device: torch.device, beams: int, batch: int) ->
 def generate_reference(shape: Shape, device: torch.device, beams: int, batch: int) -> Workload | None:
     """Hugging Face ``MarianMTModel.generate`` with random weights of the same shape; None without transformers."""
     try:
-        from transformers import GenerationConfig, MarianConfig, MarianMTModel
+        from transformers import MarianConfig, MarianMTModel
     except ImportError:
         return None
     config = MarianConfig(vocab_size=shape.vocab, d_model=shape.dim, encoder_layers=shape.encoder_depth,
@@ -167,13 +163,9 @@ def generate_reference(shape: Shape, device: torch.device, beams: int, batch: in
                           forced_eos_token_id=None)
     torch.manual_seed(0)
     model = MarianMTModel(config).to(device).eval()
-    generation = GenerationConfig(max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens,
-                                  num_beams=beams, do_sample=False, use_cache=True,
-                                  pad_token_id=Tokenizer.pad_id, eos_token_id=Tokenizer.eos_id,
-                                  decoder_start_token_id=Tokenizer.bos_id)
     source = random_tokens(batch, shape.source_len, shape.vocab, device, seed=2)
     step = functools.partial(model.generate, input_ids=source, attention_mask=torch.ones_like(source),
-                             generation_config=generation)
-    return Workload(f"translate {_decode_name(beams)} (transformers Marian)", "sentences", batch, step, model,
+                             generation_config=exact_generation(shape.new_tokens, beams))
+    return Workload(f"translate {decode_name(beams)} (transformers Marian)", "sentences", batch, step, model,
                     "inference", batch, shape.describe(batch, True),
                     functools.partial(generate_reference, shape, device, beams))

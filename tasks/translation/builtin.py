@@ -24,7 +24,7 @@ from typing import Callable
 from num2words import num2words
 from pysword.modules import SwordModules
 
-from tasks.engine.data import debian_package_root
+from tasks.engine.data import debian_package_root, write_tsv
 from tasks.engine.sets import BUILTIN_SPLITS, BuiltinSet
 from tasks.translation.formats import SEED, Pair, TranslationDataset, read_tsv
 
@@ -38,7 +38,7 @@ def _prepared(build: Callable[[], dict[str, list[Pair]]]) -> Callable[[Path], st
     def write(folder: Path) -> str:
         splits = build()
         for split, pairs in splits.items():
-            _write_tsv(folder / f"{split}.tsv", pairs)
+            write_tsv(folder / f"{split}.tsv", pairs)
         return " / ".join(f"{len(pairs):,} {split}" for split, pairs in splits.items()) + " pairs"
 
     return write
@@ -51,14 +51,6 @@ def _read_prepared(name: str) -> Callable[[Path, str], TranslationDataset]:
         return TranslationDataset(read_tsv(str(path), {}), f"builtin:{name} [{split}] ({path})")
 
     return read
-
-
-def _write_tsv(path: Path, pairs: list[Pair]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for source, target in pairs:
-            if any(c in source + target for c in "\t\n\r"):
-                raise ValueError(f"cannot write {source!r} / {target!r} to {path}: a tab or line break inside")
-            f.write(f"{source}\t{target}\n")
 
 
 def _build_numbers() -> dict[str, list[Pair]]:
