@@ -102,7 +102,7 @@ def test_builtin_numbers_are_spoken_by_held_out_voices_and_read_back(tmp_path, m
     monkeypatch.setitem(builtin.PLANS, "numbers", builtin.Plan("numbers", (6, 3, 3)))
     TASK.prepare(["numbers"])
     folder = tmp_path / "speech_translation" / "numbers"
-    assert (folder / ".zoo-version").read_text().strip() == TASK.builtin_sets["numbers"].version == "2-asr2-translation2"
+    assert (folder / ".zoo-version").read_text().strip() == TASK.builtin_sets["numbers"].version == "3-asr2-translation2"
     voices, sources = {}, {}
     for split in ("train", "validation", "test"):
         rows = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
