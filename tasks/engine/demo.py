@@ -31,7 +31,7 @@ def run_task(name: str, out: Path, budget: float) -> dict[str, Any]:
 def run_bench(out: Path) -> list[dict[str, Any]]:
     """`python -m benchmarks --quick` into ``out``; its rows (empty when it failed)."""
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--rounds", "5",
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--threads", "1", "--rounds", "3",
                     "--out", str(out)], check=False)
     results = sorted(out.glob("*.json"))
     return json.loads(results[-1].read_text())["rows"] if results else []
@@ -59,7 +59,8 @@ def table(results: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """`zoo demo [--budget SECONDS] [--task NAME ...] [--out DIR] [--no-bench]`."""
     parser = ArgumentParser(prog="zoo demo", description="Train, evaluate and benchmark every task briefly.")
-    parser.add_argument("--budget", type=POSITIVE, default=60.0, help="training seconds per task")
+    parser.add_argument("--budget", type=POSITIVE, default=30.0,
+                        help="training seconds per task (30: eight tasks, setup and benchmark in 15 minutes)")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the benchmark")
     parser.add_argument("--task", nargs="+", help="only these tasks")
     parser.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")
