@@ -97,13 +97,24 @@ def to_original_pixels(boxes: torch.Tensor, fed_size: list[int], original_size: 
     return boxes * torch.tensor([w / fed_w, h / fed_h, w / fed_w, h / fed_h], dtype=boxes.dtype)
 
 
+def coco_evaluator() -> MeanAveragePrecision:
+    """The COCO evaluator (``faster_coco_eval`` backend, xyxy boxes) that scores every detector and baseline."""
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
+
+
+def coco_summary(metric: MeanAveragePrecision) -> dict[str, float]:
+    """``map``, ``map_50``, ``map_75``, ``mar_100`` of the detections ``metric`` was updated with."""
+    result = metric.compute()
+    return {key: float(result[key]) for key in ("map", "map_50", "map_75", "mar_100")}
+
+
 def coco_metrics(model: torch.nn.Module, samples: Iterable[dict], collate: Callable[[list[dict]], dict],
                  batch_size: int, options: EvalOptions, mapping: torch.Tensor) -> dict[str, float]:
     """``map``, ``map_50``, ``map_75``, ``mar_100`` of the model's detections on ``samples``.
 
     Scored in each image's original pixels against its boxes as read (see the module docstring).
     """
-    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
+    metric = coco_evaluator()
     drawings = options.out / DRAWINGS if options.out is not None else None
     for number, (fed, found) in enumerate(detect(model, samples, collate, batch_size, options,
                                                  score_threshold=EVAL_SCORE_THRESHOLD,
@@ -114,8 +125,7 @@ def coco_metrics(model: torch.nn.Module, samples: Iterable[dict], collate: Calla
         metric.update([{**found, "boxes": boxes}], [truth])
         if drawings is not None and number < DRAWN_PER_EVALUATION:
             _draw_sample(drawings, number, sample, truth, {**found, "boxes": boxes}, model.head.labels)
-    result = metric.compute()
-    return {key: float(result[key]) for key in ("map", "map_50", "map_75", "mar_100")}
+    return coco_summary(metric)
 
 
 def _draw_sample(folder: Path, number: int, sample: dict, truth: dict[str, torch.Tensor],

@@ -64,6 +64,14 @@ class Workload:
     factory: Callable[[int], "Workload"] | None = None
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The simplest honest model of a task and its metrics (the keys :meth:`Task.evaluate` returns)."""
+
+    name: str                       # what it is, e.g. "tf-idf + logistic regression"
+    metrics: Mapping[str, Any]
+
+
 class Task:
     """Base class of every task. Subclasses declare the class attributes and override the hooks."""
 
@@ -237,6 +245,20 @@ class Task:
     def command(self, name: str, argv: list[str]) -> Any:
         """Run ``zoo <name> <task> argv`` (train, eval or predict) from Python."""
         return COMMANDS.get(name)(self, argv)
+
+    # ---- baseline -----------------------------------------------------------------------
+    def baseline(self, train: Dataset, test: Dataset) -> Baseline | None:
+        """The task's simplest honest baseline fit on ``train`` and scored on ``test`` by the metric code
+        :meth:`evaluate` uses, so its ``metric.name`` compares directly with a model's (`zoo demo`).
+
+        By default the ``baseline`` module beside the task's own (``tasks/<task>/baseline.py``), imported
+        only now: its ``NAME`` and ``score(train, test) -> dict``; None when the package has none.
+        """
+        module = self.companion("baseline")
+        if module is None:
+            return None
+        found = importlib.import_module(module)
+        return Baseline(found.NAME, found.score(train, test))
 
     # ---- benchmark ----------------------------------------------------------------------
     def bench_workloads(self, device: torch.device, precision: str, quick: bool,
