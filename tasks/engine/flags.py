@@ -69,6 +69,7 @@ NON_NEGATIVE = Range(float, 0)                    # --grad-clip, --weight-decay,
 PROBABILITY = Range(float, 0, 1)                  # --top-p, --hflip, --score-threshold
 DROP_FRACTION = Range(float, 0, 1, high_open=True)    # dropping everything would leave nothing to learn from
 DECAY = Range(float, 0, 1, low_open=True, high_open=True)   # --ema
+LAYER_DECAY = Range(float, 0, 1, low_open=True)   # --layer-decay: 1 leaves every layer at --lr
 VOCAB_SIZE = Range(int, 5)                        # sentencepiece's 4 special pieces (pad, unk, bos, eos) + one
 
 
@@ -99,6 +100,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="items per batch per process")
     g.add_argument("--lr", type=POSITIVE, default=1e-3, help="peak learning rate")
     g.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.01, help="AdamW decay on matrices")
+    g.add_argument("--layer-decay", type=LAYER_DECAY, default=1.0, metavar="RATE",
+                   help="layer-wise lr decay for fine-tuning: the head trains at --lr, backbone block i of L at "
+                        "lr*RATE^(L-i), the embeddings at lr*RATE^(L+1) (zoo backbones; 1: off)")
     g.add_argument("--warmup-steps", type=COUNT, default=None,
                    help="linear warm-up steps (default: 5%% of the planned steps; 20 with only --time-budget)")
     g.add_argument("--max-steps", type=POSITIVE_INT, default=None, help="optimizer steps to train")

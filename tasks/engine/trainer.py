@@ -83,6 +83,7 @@ from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import EXPLANATIONS, RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import TRAIN_PRECISIONS, add_train_arguments
+from tasks.engine.layer_decay import layer_scales
 from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precision
 from tasks.engine.task import Task
 from zoo.errors import ZooError
@@ -119,13 +120,23 @@ def lr_at(step: int, base_lr: float, warmup: int, progress: float, floor: float 
     return base_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; decay on matrices only (not biases, norms, 1-D tensors)."""
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    layer_decay: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; decay on matrices only (not biases, norms, 1-D tensors).
+
+    ``layer_decay`` below 1 splits both groups by depth (:mod:`tasks.engine.layer_decay`): each
+    group's ``lr_scale`` multiplies ``lr`` here and the scheduled lr at every step.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    scales = layer_scales(model, layer_decay) if layer_decay != 1.0 else {id(p): 1.0 for p in params}
+    groups = []
+    for scale in sorted({scales[id(p)] for p in params}):
+        share = [p for p in params if scales[id(p)] == scale]
+        extra = {"lr": lr * scale, "lr_scale": scale} if layer_decay != 1.0 else {}
+        groups += [{"params": [p for p in share if p.ndim >= 2], "weight_decay": weight_decay, **extra},
+                   {"params": [p for p in share if p.ndim < 2], "weight_decay": 0.0, **extra}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95),
                              fused=device.type == "cuda")
 
@@ -226,7 +237,8 @@ class _Run:
         self.ddp = ctx.wrap(self.model, args.strategy)      # before the optimizer: FSDP2 swaps in the shards
         self.sharded = distributed.is_sharded(self.ddp)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
+        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device,
+                                         getattr(args, "layer_decay", 1.0))
         self.scaler = grad_scaler(args.precision, self.device)      # fp16 on CUDA only
         rng = self._restore(resume) if resume is not None else None
         self.saved_step = self.state.step if resume is not None else None
@@ -284,7 +296,7 @@ class _Run:
                     if args.grad_clip > 0:
                         clip_grads_with_norm_(self.params, args.grad_clip, grad_norm * scale)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     if self.scaler is not None:
                         self.scaler.step(self.optimizer)
                     else:
