@@ -167,13 +167,17 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=PROBABILITY, default=1.0, help="nucleus sampling mass")
     g.add_argument("--beams", type=POSITIVE_INT, default=1, help="beam search width (1: greedy or sampling)")
     g.add_argument("--length-penalty", type=float, default=1.0, help="beam scores divided by length**this")
+    g.add_argument("--no-repeat-ngram", dest="no_repeat_ngram_size", type=COUNT, default=0, metavar="N",
+                   help="never repeat an N-gram of the prompt and the generated tokens, in greedy, sampling and beam "
+                        "search (transformers' no_repeat_ngram_size; 0: off)")
     g.add_argument("--seed", type=int, default=None, help="seed of sampling (default: unseeded)")
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """The generation keyword arguments from parsed flags."""
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty, seed=args.seed)
+                top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty, seed=args.seed,
+                no_repeat_ngram_size=args.no_repeat_ngram_size)
 
 
 def factory_keys(registry: Registry, name: str, reserved: tuple[str, ...] = ()) -> list[str] | None:
