@@ -135,7 +135,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--logger", nargs="+", choices=LOGGERS, default=list(DEFAULT_LOGGERS), metavar="NAME",
                    help=f"run logs besides metrics.jsonl: {', '.join(LOGGERS)} (TensorBoard events, metrics.csv)")
     g.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
-                   help="step checkpoints kept besides the ones best/last name")
+                   help="step checkpoints kept besides the ones best/last name (at least --average-last)")
+    g.add_argument("--average-last", type=POSITIVE_INT, default=None, metavar="N",
+                   help="keep the last N step checkpoints (one per evaluation and per --checkpoint-every save) and "
+                        "write RUN/averaged/, their uniform mean, at the end (zoo eval --checkpoint RUN/averaged; "
+                        "--checkpoint RUN stays the best)")
     config = parser.add_argument_group("configuration file (its keys are these flags; flags given here override it)")
     config.add_argument("--config", default=None, metavar="FILE",
                         help="read flag values from a YAML or JSON file (a run's args.json works)")

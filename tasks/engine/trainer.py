@@ -6,6 +6,9 @@ clip, step). Choices worth knowing:
 
 - AdamW, betas (0.9, 0.95); weight decay only on parameters with 2+ dims (matrices and
   embedding tables), never on biases and norm weights.
+- ``--layer-decay RATE`` (fine-tuning) trains block i of a zoo backbone's L at ``RATE^(L-i)``
+  of the lr and its stem at ``RATE^(L+1)``, the head at the lr (:mod:`tasks.engine.layer_decay`);
+  the schedule below scales every parameter group's own lr.
 - Linear warm-up over ``--warmup-steps`` (default: 5% of the plan), then cosine decay to
   10% of ``--lr`` over the planned steps (``--max-steps``, or ``--epochs`` x optimizer steps
   per epoch, the smaller of the two). With only ``--time-budget`` the cosine runs on the
@@ -44,6 +47,8 @@ clip, step). Choices worth knowing:
   seconds, and at the end), what ``--logger`` asks for (TensorBoard events in ``tensorboard/``,
   the CSV mirror ``metrics.csv``: :mod:`tasks.engine.loggers`) and the checkpoints of
   :mod:`tasks.engine.checkpoints` (the newest ``--keep`` step folders besides best/last).
+  ``--average-last N`` keeps at least N step folders and at the end writes ``averaged/``, their
+  mean (:mod:`tasks.engine.averaging`); the summary names what ``zoo eval --checkpoint RUN`` reads (``best``).
 - ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
   :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
   from its checkpoint. Every run prints its trainable and total parameter counts.
@@ -76,6 +81,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from tasks.engine import distributed
+from tasks.engine.averaging import AVERAGED, write_average
 from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharded, load_trainer_state, point_best,
                                       resolve_checkpoint, rng_state, save_sharded, save_trainer_state,
                                       set_rng_state, sharded_folder, write_checkpoint)
@@ -86,6 +92,7 @@ from tasks.engine.flags import TRAIN_PRECISIONS, add_train_arguments
 from tasks.engine.layer_decay import layer_scales
 from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precision
 from tasks.engine.task import Task
+from zoo.checkpoint import complete_steps
 from zoo.errors import ZooError
 from zoo.progress import progress_bar
 
@@ -238,7 +245,7 @@ class _Run:
         self.sharded = distributed.is_sharded(self.ddp)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device,
-                                         getattr(args, "layer_decay", 1.0))
+                                         args.layer_decay)
         self.scaler = grad_scaler(args.precision, self.device)      # fp16 on CUDA only
         rng = self._restore(resume) if resume is not None else None
         self.saved_step = self.state.step if resume is not None else None
@@ -317,8 +324,18 @@ class _Run:
             self.bar.close()
             if self.loggers is not None:
                 self.loggers.close()
+        self._average()
         self._summary(reason)
         return self.out
+
+    def _average(self) -> None:
+        """With ``--average-last N``: rank 0 writes ``averaged/`` from the last N checkpoints; all ranks wait."""
+        if self.args.average_last is None:
+            return
+        if self.ctx.is_main:
+            averaged = write_average(self.out, self.args.average_last, self.state.step)
+            self._print(averaged.describe(self.args.average_last))
+        self.ctx.barrier()
 
     def _log_explanations(self) -> None:
         """Rank 0 of an unsharded run with TensorBoard on: pictures explaining a few validation inputs with
@@ -475,7 +492,7 @@ class _Run:
                     self.model.save(folder)
             save_trainer_state(folder, tensors, info)
 
-        write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
+        write_checkpoint(self.out, s.step, write, best=best, keep=max(self.args.keep, self.args.average_last or 0))
         self.saved_step = s.step
 
     def _save_sharded(self) -> dict[str, torch.Tensor]:
@@ -605,6 +622,11 @@ class _Run:
         best = f"best {metric} {_short(s.best)} at step {s.best_step}" if s.best is not None else "not evaluated"
         self._print(f"{self.task.name}: {reason} at step {s.step} (epoch {self.stream.epoch_fraction:.2f}, "
                     f"{self._elapsed():.1f}s, {self.args.precision}); {best}; {s.skipped} non-finite steps skipped; run folder {self.out}")
+        if self.ctx.is_main and complete_steps(self.out):
+            averaged = (f"; the averaged model: zoo eval --checkpoint {self.out / AVERAGED}"
+                        if self.args.average_last is not None else "")
+            self._print(f"zoo eval --checkpoint {self.out} evaluates its best checkpoint, "
+                        f"{resolve_checkpoint(self.out, 'best').name}{averaged}")
 
 
 class _Stream:
