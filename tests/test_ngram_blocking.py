@@ -11,7 +11,7 @@ import zoo
 from tasks.engine.flags import add_generation_arguments, generation_options
 from tasks.engine.onnx_decode import check_options
 from zoo.errors import ZooError
-from zoo.generation import ban_repeated_ngrams
+from zoo.generation import ban_repeated_ngrams, transformers_options
 
 transformers = pytest.importorskip("transformers")
 
@@ -97,3 +97,10 @@ def test_the_onnx_runtime_refuses_blocking_in_one_line():
     check_options(no_repeat_ngram_size=0)
     with pytest.raises(ZooError, match=r"^--no-repeat-ngram 2 \(n-gram blocking\) needs the PyTorch model"):
         check_options(no_repeat_ngram_size=2)
+
+
+def test_transformers_spelling_reaches_the_blocking(lm):
+    options = transformers_options({"num_beams": 3, "no_repeat_ngram_size": 1, "do_sample": False})
+    assert options == {"beams": 3, "no_repeat_ngram_size": 1, "temperature": 0.0}
+    row = lm.generate({"inputs": torch.tensor([[5, 9, 11]])}, stop_tokens=(), max_new_tokens=12, **options)[0]
+    assert len(set([5, 9, 11] + row)) == 15

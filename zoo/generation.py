@@ -63,7 +63,8 @@ _TRANSFORMERS_NAMES = {"num_beams": "beams"}
 
 
 def transformers_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Generation options with transformers' names mapped to ours: ``num_beams`` -> ``beams``;
+    """Generation options with transformers' names mapped to ours: ``num_beams`` -> ``beams`` (the others,
+    ``max_new_tokens``, ``length_penalty``, ``no_repeat_ngram_size``..., are the same in both);
     ``do_sample=False`` is greedy (temperature 0, as transformers ignores it), ``do_sample=True``
     samples at ``temperature`` (1.0 when not given, transformers' default)."""
     mapped = {_TRANSFORMERS_NAMES.get(name, name): value for name, value in options.items()}
