@@ -1,4 +1,5 @@
-"""Beam search equals transformers' ``generate(num_beams=K, early_stopping=False)`` on a random GPT-2.
+"""Beam search equals transformers' ``generate(num_beams=K, early_stopping=False)`` on a random GPT-2,
+with and without ``no_repeat_ngram_size``.
 
 The GPT-2 is driven through a small step-protocol shim (``init_state`` / ``step`` / ``reorder``
 over its own key-value cache), so both searches see the same next-token scores.
@@ -66,20 +67,21 @@ def gpt2() -> Any:
 
 
 def hf_beam_search(gpt2: Any, prompt: list[int], beams: int, penalty: float, new: int,
-                   early_stopping: bool | str) -> list[int]:
+                   early_stopping: bool | str, ngram: int = 0) -> list[int]:
     """transformers' continuation of ``prompt``, its end-of-text token removed."""
     inputs = torch.tensor([prompt])
     out = gpt2.generate(inputs, attention_mask=torch.ones_like(inputs), num_beams=beams, length_penalty=penalty,
                         early_stopping=early_stopping, do_sample=False, eos_token_id=EOS, pad_token_id=PAD,
-                        max_new_tokens=new, num_return_sequences=1)
+                        max_new_tokens=new, num_return_sequences=1, no_repeat_ngram_size=ngram)
     continuation = out[0, len(prompt):].tolist()
     return continuation[:continuation.index(EOS)] if EOS in continuation else continuation
 
 
-def ours(gpt2: Any, prompt: list[int], beams: int, penalty: float, new: int, exact: bool) -> list[int]:
+def ours(gpt2: Any, prompt: list[int], beams: int, penalty: float, new: int, exact: bool,
+         ngram: int = 0) -> list[int]:
     model = SimpleNamespace(head=GPT2Steps(), gpt2=gpt2)
     return generate(model, {"inputs": torch.tensor([prompt])}, beams=beams, length_penalty=penalty,
-                    stop_tokens=(EOS,), max_new_tokens=new, exact_stop=exact)[0]
+                    stop_tokens=(EOS,), max_new_tokens=new, exact_stop=exact, no_repeat_ngram_size=ngram)[0]
 
 
 def prompts(count: int) -> list[list[int]]:
@@ -109,3 +111,15 @@ def test_exact_stop_equals_transformers_never(gpt2: Any) -> None:
             assert ours(gpt2, prompt, beams, penalty, 12, exact=True) == expected
             changed += expected != hf_beam_search(gpt2, prompt, beams, penalty, 12, early_stopping=False)
     assert changed  # the exact bound finds hypotheses the heuristic stops before
+
+
+def test_beam_search_with_ngram_blocking_equals_transformers(gpt2: Any) -> None:
+    changed = 0
+    for prompt in prompts(10):
+        for penalty in (0.6, 1.0):
+            expected = hf_beam_search(gpt2, prompt, 4, penalty, 16, early_stopping=False, ngram=2)
+            assert ours(gpt2, prompt, 4, penalty, 16, exact=False, ngram=2) == expected
+            grams = [tuple(expected[i:i + 2]) for i in range(len(expected) - 1)]
+            assert len(set(grams)) == len(grams)
+            changed += expected != hf_beam_search(gpt2, prompt, 4, penalty, 16, early_stopping=False)
+    assert changed  # blocking changes some of the searches

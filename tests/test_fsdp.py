@@ -36,7 +36,8 @@ from zoo.errors import ZooError
 VOCAB, LENGTH = 50, 8          # TextTask's token ids are below 50
 BACKBONE_ARGS = {"vocab_size": VOCAB, "dim": 16, "depth": 2, "heads": 2}
 STEPS = 4
-FLAGS = ("--max-steps", STEPS, "--lr", 0.02, "--warmup-steps", 1, "--eval-every", 2, "--logger", "csv")
+FLAGS = ("--max-steps", STEPS, "--lr", 0.02, "--warmup-steps", 1, "--eval-every", 2, "--logger", "csv",
+         "--layer-decay", 0.8, "--average-last", 2)   # lr groups by depth of the sharded blocks; averaged/ on rank 0
 
 
 class LMTask(TextTask):
@@ -129,6 +130,16 @@ def test_consolidated_weights_load_with_zoo_load(runs):
         # summation order moves a weight by up to ~1e-5 per step, so weights get a looser bound
         torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=0, msg=name)
     assert json.loads((runs["two"] / "last" / "config.json").read_text())["backbone"]["name"] == "text_decoder_tiny"
+
+
+def test_the_averaged_model_of_a_sharded_run_is_the_mean_of_its_consolidated_checkpoints(runs):
+    averaged = load_file(str(runs["two"] / "averaged" / "model.safetensors"))
+    steps = [load_file(str(runs["two"] / f"step-{s}" / "model.safetensors")) for s in (2, STEPS)]
+    for name, tensor in averaged.items():
+        torch.testing.assert_close(tensor, (steps[0][name] + steps[1][name]) / 2, msg=name)
+    torch.testing.assert_close(averaged, load_file(str(runs["one"] / "averaged" / "model.safetensors")),
+                               atol=1e-4, rtol=0)
+    zoo.load(runs["two"] / "averaged")
 
 
 def test_resume_after_a_kill_equals_the_uninterrupted_run(runs):

@@ -101,7 +101,7 @@ def test_no_new_tokens_gives_one_empty_row_per_prompt(lm):
 
 
 @pytest.mark.parametrize("option, value", [("max_new_tokens", -1), ("top_p", 1.5), ("top_k", -2),
-                                           ("temperature", -0.1), ("beams", 0)])
+                                           ("temperature", -0.1), ("beams", 0), ("no_repeat_ngram_size", -1)])
 def test_out_of_range_options_name_themselves(lm, option, value):
     with pytest.raises(ZooError, match=rf"generation option {option}={value} is out of range"):
         lm.generate({"inputs": torch.tensor([PROMPTS[0]])}, **{option: value})

@@ -196,7 +196,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     for name in (prefer, *[p for p in POINTERS if p != prefer]):
         if (path / name).exists():
             return (path / name).resolve()
-    complete = _complete_steps(path)
+    complete = complete_steps(path)
     if complete:
         return complete[-1].resolve()
     raise FileNotFoundError(
@@ -204,7 +204,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
     )
 
 
-def _complete_steps(run_dir: Path) -> list[Path]:
+def complete_steps(run_dir: Path) -> list[Path]:
     """``step-N`` folders holding a model (config.json and weights), oldest first."""
     steps = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
     return [p for _, p in steps if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()]

@@ -1,4 +1,5 @@
-"""Generation over the step protocol: greedy, sampling (temperature, top-k, top-p), beam search, streaming.
+"""Generation over the step protocol: greedy, sampling (temperature, top-k, top-p), beam search, streaming;
+n-gram blocking (``no_repeat_ngram_size``) in all of them.
 
 A generating head implements ``init_state(model, batch, use_cache) -> state`` whose
 ``state.start`` (B, T0) holds the tokens fed first (the prompt, or BOS), and
@@ -24,6 +25,11 @@ class GenerationConfig:
     worst kept hypothesis at any length up to ``max_new_tokens`` (transformers'
     ``early_stopping="never"``); by default the live beams are judged at their current length
     (transformers' ``early_stopping=False``).
+
+    ``no_repeat_ngram_size`` N > 0: a token that would repeat an N-gram of the row's tokens gets
+    -inf (:func:`ban_repeated_ngrams`). As in transformers, the tokens are the ones fed first
+    (``state.start``: a language model's prompt, a decoder's BOS) and the generated ones, so a
+    language model does not repeat N-grams of its prompt either.
     """
 
     max_new_tokens: int = 32
@@ -37,6 +43,7 @@ class GenerationConfig:
     use_cache: bool = True
     static_cache: bool = True         # preallocated KV cache written in place; False grows it by cat
     exact_stop: bool = False
+    no_repeat_ngram_size: int = 0     # 0: off
     sync_every: int = 8               # generate(): check on the host every k tokens whether all rows stopped
 
     def __post_init__(self) -> None:
@@ -45,7 +52,8 @@ class GenerationConfig:
                   ("temperature", self.temperature >= 0, "0 (greedy) or more"),
                   ("top_k", self.top_k >= 0, "0 (off) or more"),
                   ("top_p", 0.0 <= self.top_p <= 1.0, "between 0 and 1"),
-                  ("beams", self.beams >= 1, "1 or more")]
+                  ("beams", self.beams >= 1, "1 or more"),
+                  ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, "0 (off) or more")]
         for name, ok, allowed in checks:
             if not ok:
                 raise ZooError(f"generation option {name}={getattr(self, name)!r} is out of range; pass {allowed}")
@@ -55,7 +63,8 @@ _TRANSFORMERS_NAMES = {"num_beams": "beams"}
 
 
 def transformers_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Generation options with transformers' names mapped to ours: ``num_beams`` -> ``beams``;
+    """Generation options with transformers' names mapped to ours: ``num_beams`` -> ``beams`` (the others,
+    ``max_new_tokens``, ``length_penalty``, ``no_repeat_ngram_size``..., are the same in both);
     ``do_sample=False`` is greedy (temperature 0, as transformers ignores it), ``do_sample=True``
     samples at ``temperature`` (1.0 when not given, transformers' default)."""
     mapped = {_TRANSFORMERS_NAMES.get(name, name): value for name, value in options.items()}
@@ -97,6 +106,20 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
+def ban_repeated_ngrams(scores: torch.Tensor, history: torch.Tensor, size: int) -> torch.Tensor:
+    """``scores`` (R, V) with -inf on every token that would complete an n-gram of ``size`` tokens
+    already in its row of ``history`` (R, T), the tokens so far: those following an earlier
+    occurrence of the row's last ``size - 1`` tokens (transformers' ``NoRepeatNGramLogitsProcessor``).
+    ``size`` 0 changes nothing."""
+    if size == 0 or history.shape[1] < size:
+        return scores
+    grams = history.unfold(1, size, 1)  # (R, T - size + 1, size): every n-gram so far
+    tail = history[:, history.shape[1] - size + 1:]  # (R, size - 1): what the next token would extend
+    repeats = (grams[:, :, :-1] == tail[:, None, :]).all(dim=-1)  # (R, T - size + 1)
+    hits = torch.zeros_like(scores).scatter_add_(1, grams[:, :, -1], repeats.to(scores.dtype))  # (R, V)
+    return scores.masked_fill(hits > 0, float("-inf"))
+
+
 def stream(model: Any, batch: dict[str, Any], **options: Any) -> Iterator[list[int | None]]:
     """Yield, per step, each row's new token (None once the row has stopped). Greedy or sampling."""
     cfg = generation_config(model, dict(options))
@@ -119,10 +142,10 @@ def _steps(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
         generator = torch.Generator(device=state.start.device).manual_seed(cfg.seed)
     stops = torch.tensor(cfg.stop_tokens or (-1,), device=state.start.device)
     finished = torch.zeros(state.start.shape[0], dtype=torch.bool, device=state.start.device)
-    tokens = state.start
+    tokens = history = state.start  # history (B, T0 + step - 1): what n-gram blocking looks at
     for step in range(1, cfg.max_new_tokens + 1):
         logits, state = head.step(model, tokens, state)
-        logits = logits.float()
+        logits = ban_repeated_ngrams(logits.float(), history, cfg.no_repeat_ngram_size)
         if cfg.temperature > 0:
             probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(dim=-1)
             chosen = torch.multinomial(probs, 1, generator=generator)[:, 0]
@@ -133,6 +156,8 @@ def _steps(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
         if step % sync_every == 0 and bool(finished.all()):
             return
         tokens = chosen[:, None]
+        if cfg.no_repeat_ngram_size:
+            history = torch.cat([history, tokens], dim=1)
 
 
 def generate(model: Any, batch: dict[str, Any], **options: Any) -> list[list[int]]:
@@ -176,13 +201,15 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
     current length (at ``max_new_tokens`` instead with ``exact_stop`` and a positive penalty:
     an exact bound, since a live score only falls). Returns each source's best finished
     hypothesis, stop token excluded. A ``scorer`` replaces the decoder's log-probabilities by its own
-    per-step scores (it follows the beams through ``start`` and ``advance``).
+    per-step scores (it follows the beams through ``start`` and ``advance``); n-gram blocking
+    then bans on those scores, as transformers bans on the log-probabilities.
     """
     head, beams, steps = model.head, cfg.beams, cfg.max_new_tokens
     state = head.init_state(model, batch, use_cache=cfg.use_cache, static_cache=cfg.static_cache,
                             max_new_tokens=steps)
     sources = state.start.shape[0]
     device = state.start.device
+    prompt = state.start.repeat_interleave(beams, dim=0)  # (S*K, T0): every beam of a source starts alike
     state.reorder(torch.arange(sources, device=device).repeat_interleave(beams))
     if scorer is not None:
         scorer.start(torch.arange(sources, device=device).repeat_interleave(beams))
@@ -202,6 +229,9 @@ def beam_search(model: Any, batch: dict[str, Any], cfg: GenerationConfig,
         logprobs = logits.float().log_softmax(dim=-1)  # (S*K, V)
         if scorer is not None:
             logprobs = scorer.rescore(logprobs)
+        if cfg.no_repeat_ngram_size:   # on the log-probabilities, not renormalised: transformers' order
+            seen = torch.cat([prompt, running[:, :, :length - 1].reshape(sources * beams, -1)], dim=1)  # (S*K, T)
+            logprobs = ban_repeated_ngrams(logprobs, seen, cfg.no_repeat_ngram_size)
         vocab = logprobs.shape[-1]
         candidates = (scores[:, :, None] + logprobs.view(sources, beams, vocab)).view(sources, beams * vocab)
         top_scores, top_index = candidates.topk(min(width, beams * vocab), dim=-1)  # (S, W), best first

@@ -69,6 +69,7 @@ NON_NEGATIVE = Range(float, 0)                    # --grad-clip, --weight-decay,
 PROBABILITY = Range(float, 0, 1)                  # --top-p, --hflip, --score-threshold
 DROP_FRACTION = Range(float, 0, 1, high_open=True)    # dropping everything would leave nothing to learn from
 DECAY = Range(float, 0, 1, low_open=True, high_open=True)   # --ema
+LAYER_DECAY = Range(float, 0, 1, low_open=True)   # --layer-decay: 1 leaves every layer at --lr
 VOCAB_SIZE = Range(int, 5)                        # sentencepiece's 4 special pieces (pad, unk, bos, eos) + one
 
 
@@ -99,6 +100,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="items per batch per process")
     g.add_argument("--lr", type=POSITIVE, default=1e-3, help="peak learning rate")
     g.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.01, help="AdamW decay on matrices")
+    g.add_argument("--layer-decay", type=LAYER_DECAY, default=1.0, metavar="RATE",
+                   help="layer-wise lr decay for fine-tuning: the head trains at --lr, backbone block i of L at "
+                        "lr*RATE^(L-i), the embeddings at lr*RATE^(L+1) (zoo backbones; 1: off)")
     g.add_argument("--warmup-steps", type=COUNT, default=None,
                    help="linear warm-up steps (default: 5%% of the planned steps; 20 with only --time-budget)")
     g.add_argument("--max-steps", type=POSITIVE_INT, default=None, help="optimizer steps to train")
@@ -131,7 +135,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--logger", nargs="+", choices=LOGGERS, default=list(DEFAULT_LOGGERS), metavar="NAME",
                    help=f"run logs besides metrics.jsonl: {', '.join(LOGGERS)} (TensorBoard events, metrics.csv)")
     g.add_argument("--keep", type=POSITIVE_INT, default=2, metavar="N",
-                   help="step checkpoints kept besides the ones best/last name")
+                   help="step checkpoints kept besides the ones best/last name (at least --average-last)")
+    g.add_argument("--average-last", type=POSITIVE_INT, default=None, metavar="N",
+                   help="keep the last N step checkpoints (one per evaluation and per --checkpoint-every save) and "
+                        "write RUN/averaged/, their uniform mean, at the end (zoo eval --checkpoint RUN/averaged; "
+                        "--checkpoint RUN stays the best)")
     config = parser.add_argument_group("configuration file (its keys are these flags; flags given here override it)")
     config.add_argument("--config", default=None, metavar="FILE",
                         help="read flag values from a YAML or JSON file (a run's args.json works)")
@@ -163,13 +171,17 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=PROBABILITY, default=1.0, help="nucleus sampling mass")
     g.add_argument("--beams", type=POSITIVE_INT, default=1, help="beam search width (1: greedy or sampling)")
     g.add_argument("--length-penalty", type=float, default=1.0, help="beam scores divided by length**this")
+    g.add_argument("--no-repeat-ngram", dest="no_repeat_ngram_size", type=COUNT, default=0, metavar="N",
+                   help="never repeat an N-gram of the prompt and the generated tokens, in greedy, sampling and beam "
+                        "search (transformers' no_repeat_ngram_size; 0: off)")
     g.add_argument("--seed", type=int, default=None, help="seed of sampling (default: unseeded)")
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """The generation keyword arguments from parsed flags."""
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty, seed=args.seed)
+                top_p=args.top_p, beams=args.beams, length_penalty=args.length_penalty, seed=args.seed,
+                no_repeat_ngram_size=args.no_repeat_ngram_size)
 
 
 def factory_keys(registry: Registry, name: str, reserved: tuple[str, ...] = ()) -> list[str] | None:

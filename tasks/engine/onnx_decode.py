@@ -82,11 +82,13 @@ def _top(values: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-values, axis=-1, kind="stable")[:, :count]
 
 
-def check_options(temperature: float = 0.0, stream: bool = False, **unused: object) -> None:
-    """Refuse the generation options the numpy loops do not implement (sampling, streaming); the others
-    (``top_k``, ``top_p``, ``seed``) only act when sampling."""
+def check_options(temperature: float = 0.0, stream: bool = False, no_repeat_ngram_size: int = 0,
+                  **unused: object) -> None:
+    """Refuse the generation options the numpy loops do not implement (sampling, streaming, n-gram
+    blocking); the others (``top_k``, ``top_p``, ``seed``) only act when sampling."""
     refuse_option(f"--temperature {temperature} (sampling)", temperature > 0)
     refuse_option("--stream", stream)
+    refuse_option(f"--no-repeat-ngram {no_repeat_ngram_size} (n-gram blocking)", no_repeat_ngram_size > 0)
 
 
 def greedy(stepper: Stepper, max_new_tokens: int, stops: tuple[int, ...]) -> list[list[int]]:

@@ -6,6 +6,9 @@ clip, step). Choices worth knowing:
 
 - AdamW, betas (0.9, 0.95); weight decay only on parameters with 2+ dims (matrices and
   embedding tables), never on biases and norm weights.
+- ``--layer-decay RATE`` (fine-tuning) trains block i of a zoo backbone's L at ``RATE^(L-i)``
+  of the lr and its stem at ``RATE^(L+1)``, the head at the lr (:mod:`tasks.engine.layer_decay`);
+  the schedule below scales every parameter group's own lr.
 - Linear warm-up over ``--warmup-steps`` (default: 5% of the plan), then cosine decay to
   10% of ``--lr`` over the planned steps (``--max-steps``, or ``--epochs`` x optimizer steps
   per epoch, the smaller of the two). With only ``--time-budget`` the cosine runs on the
@@ -44,6 +47,8 @@ clip, step). Choices worth knowing:
   seconds, and at the end), what ``--logger`` asks for (TensorBoard events in ``tensorboard/``,
   the CSV mirror ``metrics.csv``: :mod:`tasks.engine.loggers`) and the checkpoints of
   :mod:`tasks.engine.checkpoints` (the newest ``--keep`` step folders besides best/last).
+  ``--average-last N`` keeps at least N step folders and at the end writes ``averaged/``, their
+  mean (:mod:`tasks.engine.averaging`); the summary names what ``zoo eval --checkpoint RUN`` reads (``best``).
 - ``--lora RANK`` injects peft LoRA adapters into the backbone after it is built (see
   :mod:`zoo.lora`): its base weights freeze, the head trains; a resumed run gets them back
   from its checkpoint. Every run prints its trainable and total parameter counts.
@@ -76,6 +81,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from tasks.engine import distributed
+from tasks.engine.averaging import AVERAGED, write_average
 from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharded, load_trainer_state, point_best,
                                       resolve_checkpoint, rng_state, save_sharded, save_trainer_state,
                                       set_rng_state, sharded_folder, write_checkpoint)
@@ -83,8 +89,10 @@ from tasks.engine.curves import plot_curves, write_atomically
 from tasks.engine.loggers import EXPLANATIONS, RunLoggers
 from tasks.engine.evaluation import EvalOptions, to_device
 from tasks.engine.flags import TRAIN_PRECISIONS, add_train_arguments
+from tasks.engine.layer_decay import layer_scales
 from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precision
 from tasks.engine.task import Task
+from zoo.checkpoint import complete_steps
 from zoo.errors import ZooError
 from zoo.progress import progress_bar
 
@@ -119,13 +127,23 @@ def lr_at(step: int, base_lr: float, warmup: int, progress: float, floor: float 
     return base_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; decay on matrices only (not biases, norms, 1-D tensors)."""
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    layer_decay: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; decay on matrices only (not biases, norms, 1-D tensors).
+
+    ``layer_decay`` below 1 splits both groups by depth (:mod:`tasks.engine.layer_decay`): each
+    group's ``lr_scale`` multiplies ``lr`` here and the scheduled lr at every step.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    scales = layer_scales(model, layer_decay) if layer_decay != 1.0 else {id(p): 1.0 for p in params}
+    groups = []
+    for scale in sorted({scales[id(p)] for p in params}):
+        share = [p for p in params if scales[id(p)] == scale]
+        extra = {"lr": lr * scale, "lr_scale": scale} if layer_decay != 1.0 else {}
+        groups += [{"params": [p for p in share if p.ndim >= 2], "weight_decay": weight_decay, **extra},
+                   {"params": [p for p in share if p.ndim < 2], "weight_decay": 0.0, **extra}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.95),
                              fused=device.type == "cuda")
 
@@ -226,7 +244,8 @@ class _Run:
         self.ddp = ctx.wrap(self.model, args.strategy)      # before the optimizer: FSDP2 swaps in the shards
         self.sharded = distributed.is_sharded(self.ddp)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device)
+        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay, self.device,
+                                         args.layer_decay)
         self.scaler = grad_scaler(args.precision, self.device)      # fp16 on CUDA only
         rng = self._restore(resume) if resume is not None else None
         self.saved_step = self.state.step if resume is not None else None
@@ -284,7 +303,7 @@ class _Run:
                     if args.grad_clip > 0:
                         clip_grads_with_norm_(self.params, args.grad_clip, grad_norm * scale)
                     for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_scale", 1.0)
                     if self.scaler is not None:
                         self.scaler.step(self.optimizer)
                     else:
@@ -305,8 +324,18 @@ class _Run:
             self.bar.close()
             if self.loggers is not None:
                 self.loggers.close()
+        self._average()
         self._summary(reason)
         return self.out
+
+    def _average(self) -> None:
+        """With ``--average-last N``: rank 0 writes ``averaged/`` from the last N checkpoints; all ranks wait."""
+        if self.args.average_last is None:
+            return
+        if self.ctx.is_main:
+            averaged = write_average(self.out, self.args.average_last, self.state.step)
+            self._print(averaged.describe(self.args.average_last))
+        self.ctx.barrier()
 
     def _log_explanations(self) -> None:
         """Rank 0 of an unsharded run with TensorBoard on: pictures explaining a few validation inputs with
@@ -463,7 +492,7 @@ class _Run:
                     self.model.save(folder)
             save_trainer_state(folder, tensors, info)
 
-        write_checkpoint(self.out, s.step, write, best=best, keep=self.args.keep)
+        write_checkpoint(self.out, s.step, write, best=best, keep=max(self.args.keep, self.args.average_last or 0))
         self.saved_step = s.step
 
     def _save_sharded(self) -> dict[str, torch.Tensor]:
@@ -593,6 +622,11 @@ class _Run:
         best = f"best {metric} {_short(s.best)} at step {s.best_step}" if s.best is not None else "not evaluated"
         self._print(f"{self.task.name}: {reason} at step {s.step} (epoch {self.stream.epoch_fraction:.2f}, "
                     f"{self._elapsed():.1f}s, {self.args.precision}); {best}; {s.skipped} non-finite steps skipped; run folder {self.out}")
+        if self.ctx.is_main and complete_steps(self.out):
+            averaged = (f"; the averaged model: zoo eval --checkpoint {self.out / AVERAGED}"
+                        if self.args.average_last is not None else "")
+            self._print(f"zoo eval --checkpoint {self.out} evaluates its best checkpoint, "
+                        f"{resolve_checkpoint(self.out, 'best').name}{averaged}")
 
 
 class _Stream:
