@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from heads.base import Head, SoftOutputs
+from heads.token_loss import IGNORE, smoothed_cross_entropy
 from zoo.features import Features
 from zoo.layers.attention import KVCache, attention_mask
 from zoo.layers.block import BlockConfig
@@ -34,7 +35,6 @@ from zoo.layers.stack import Stack
 from zoo.registry import HEADS
 from zoo.tokenizer import Tokenizer
 
-IGNORE = -100  # label of positions the loss skips
 
 ContextKV = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
 
@@ -88,21 +88,6 @@ def frame_targets(targets: torch.Tensor, target_mask: torch.Tensor) -> tuple[tor
     labels.scatter_(1, lengths[:, None], Tokenizer.eos_id)
     positions = torch.arange(labels.shape[1], device=labels.device)[None]  # (1, L+1)
     return inputs, labels.masked_fill(positions > lengths[:, None], IGNORE)
-
-
-def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(label-smoothed loss, plain NLL), both means over the labels that are not :data:`IGNORE`.
-
-    The same value as ``F.cross_entropy(..., label_smoothing=smoothing)``: ``(1 - e) * nll + e *
-    mean over the vocabulary of -log p``; computed from one log-softmax so the NLL comes free.
-    """
-    logp = logits.float().log_softmax(dim=-1)  # (..., V)
-    valid = labels != IGNORE
-    nll = -logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # (...)
-    uniform = -logp.mean(dim=-1)
-    count = valid.sum().clamp(min=1)
-    nll = (nll * valid).sum() / count
-    return (1.0 - smoothing) * nll + smoothing * (uniform * valid).sum() / count, nll
 
 
 class Seq2SeqHead(Head):
