@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from tasks.engine.batching import ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
+from tasks.engine.images import stored_transform
 from tasks.image_classification.transforms import build_transform
 from tasks.translation.evaluation import scores
 from zoo.errors import ZooError
@@ -35,10 +36,9 @@ def caption_batches(model: torch.nn.Module, count: int, load: Callable[[int], An
     """Captions of ``count`` images, ``load(i)`` giving the i-th (a path, PIL image, uint8 (3, H, W)
     tensor...), in batches of ``batch_size`` under ``options``' precision; ``generation`` goes to
     ``model.generate`` (``beams``, ``temperature``...). ``max_new_tokens`` None: the model's ``max_len``."""
-    if model.tokenizer is None or "transform" not in model.preprocessing:
-        raise ZooError("this model stores no tokenizer or preprocessing['transform']; captioning models come "
-                       "from `zoo train captioning`")
-    transform = build_transform(model.preprocessing["transform"], train=False)
+    if model.tokenizer is None:
+        raise ZooError("this model stores no tokenizer; captioning models come from `zoo train captioning`")
+    transform = build_transform(stored_transform(model, "captioning"), train=False)
     budget = max_new_tokens or int(model.preprocessing.get("max_len", 64))
 
     def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
