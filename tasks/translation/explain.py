@@ -30,10 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beams", type=POSITIVE_INT, default=1, help="beam search width of the translation")
 
 
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"beams": args.beams}
-
-
 @torch.no_grad()
 def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, out: Path,
                    beams: int = 1) -> list[dict[str, Any]]:
