@@ -10,7 +10,7 @@ from heads.joint_decoding import joint_generate
 from tasks.asr.audio import SAMPLE_RATE, collate_audio
 from tasks.asr.formats import normalize_text
 from tasks.asr.units import ids_to_text
-from tasks.engine.batching import in_input_order, length_sorted_batches
+from tasks.engine.batching import length_sorted_batches
 from tasks.engine.evaluation import EvalOptions, run_batches
 from zoo.errors import ZooError
 from zoo.multihead import MultiHeadModel
@@ -56,8 +56,12 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
             return model.generate(batch, beams=beams, max_new_tokens=budget, **generation)
         return model.head.decode(model(batch), beams=beams)
 
-    units = run_batches(model, length_sorted_batches(lengths, batch_size), batch_of, decode, options)
-    return in_input_order(len(lengths), ((ids, [ids_to_text(writer, row) for row in rows]) for ids, rows in units))
+    texts = [""] * len(lengths)
+    for batch_ids, rows in run_batches(model, length_sorted_batches(lengths, batch_size),
+                                       batch_of, decode, options):
+        for i, ids in zip(batch_ids, rows):
+            texts[i] = ids_to_text(writer, ids)
+    return texts
 
 
 def error_rates(hypotheses: list[str], references: list[str]) -> dict[str, float]:

@@ -1,12 +1,9 @@
-"""Batches of similar lengths: shuffled buckets for training (as fairseq and ESPnet batch), sorted for evaluation,
-and their results put back in input order."""
+"""Batches of similar lengths: shuffled buckets for training (as fairseq and ESPnet batch), sorted for evaluation."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Sequence
 
 import torch
-
-T = TypeVar("T")
 
 
 def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
@@ -39,13 +36,3 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 def ordered_chunks(order: list[int], batch_size: int) -> list[list[int]]:
     """``order`` cut into consecutive batches of ``batch_size`` indices (the last may be shorter)."""
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def in_input_order(count: int, batches: Iterable[tuple[Sequence[int], Sequence[T]]]) -> list[T]:
-    """The values of ``(indices, values)`` batches (e.g. ``run_batches``' over length-sorted batches) placed
-    back at their indices: a list of ``count``, each index given once."""
-    ordered: list[Any] = [None] * count
-    for indices, values in batches:
-        for i, value in zip(indices, values):
-            ordered[i] = value
-    return ordered
