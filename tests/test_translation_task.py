@@ -74,7 +74,7 @@ def test_scores_use_sacrebleu_scales():
     assert perfect == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "exact_match": 1.0}
     partial = scores(["un deux trois cinq", "six"], ["un deux trois quatre", "cinq"])
     assert 0 < partial["bleu"] < 100 and 0 < partial["chrf"] < 100 and partial["exact_match"] == 0.0
-    with pytest.raises(ValueError, match="2 translations for 1"):
+    with pytest.raises(ValueError, match="2 hypotheses for 1"):
         scores(["a", "b"], ["a"])
 
 

@@ -29,16 +29,12 @@ from zoo.errors import ZooError
 
 IG_STEPS = 64   # CTC scores bend more along the path than a classifier's logit: twice the default steps
 
-__all__ = ["METHODS", "add_arguments", "options", "explain_inputs", "transcript_log_prob"]
+__all__ = ["METHODS", "add_arguments", "explain_inputs", "transcript_log_prob"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--beams``: the beam width of the transcript that is explained."""
     parser.add_argument("--beams", type=POSITIVE_INT, default=1, help="beam search width of the transcript")
-
-
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"beams": args.beams}
 
 
 def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, out: Path,

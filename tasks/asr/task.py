@@ -61,6 +61,7 @@ class AsrTask(Task):
     quick_set = "digits"
     explain_field = "path"
     generates = True
+    text_result = Transcription
     train_defaults = dict(batch_size=16, lr=3e-3, warmup_steps=100, time_budget=900.0, eval_every=300, ema=0.999)
     head_defaults = HEAD_DEFAULTS
     composite_heads = {HYBRID: "seq2seq"}
@@ -164,9 +165,6 @@ class AsrTask(Task):
     def uses_all_heads(self, model: torch.nn.Module) -> bool:
         """A hybrid model's ``ctc`` and ``seq2seq`` heads decode together."""
         return set(getattr(model, "heads", {})) == {"ctc", "seq2seq"}
-
-    def to_result(self, prediction: str) -> Transcription:
-        return Transcription(prediction)
 
     def decoded_samples(self, model: torch.nn.Module, dataset: Dataset, count: int = 3) -> list[str]:
         """The first ``count`` utterances: greedy transcript and reference."""

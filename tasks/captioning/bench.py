@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, train_step
+from heads.seq2seq import frame_targets
+from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, seq2seq_pairs, train_step
 from tasks.engine.task import Workload
 from zoo.tokenizer import Tokenizer
 
@@ -51,11 +52,8 @@ def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool = False) -> list[tuple[Workload, Workload | None]]:
     """(ours, reference) pairs: training, greedy captioning, beam-4 captioning."""
     shape = QUICK if quick else FULL
-    pairs = [(train_ours(shape, device, compile, shape.batch), train_reference(shape, device, compile, shape.batch))]
-    for beams in (1, 4):
-        pairs.append((generate_ours(shape, device, beams, shape.batch),
-                      generate_reference(shape, device, beams, shape.batch)))
-    return pairs
+    return seq2seq_pairs((train_ours, train_reference), (generate_ours, generate_reference), shape, device, compile,
+                         shape.batch)
 
 
 def _ours(shape: Shape, device: torch.device) -> zoo.ZooModel:
@@ -110,9 +108,7 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
     net = maybe_compile(model, compile)
     images = _images(shape, batch, device)
     targets = random_tokens(batch, shape.target_len, shape.vocab, device, seed=1)
-    labels = torch.cat([targets, torch.full((batch, 1), Tokenizer.eos_id, device=device)], dim=1)  # (B, L+1)
-    bos = torch.full((batch, 1), Tokenizer.bos_id, device=device)
-    decoder_inputs = torch.cat([bos, targets], dim=1)  # (B, L+1)
+    decoder_inputs, labels = frame_targets(targets, torch.ones_like(targets, dtype=torch.bool))  # (B, L+1), as ours
 
     def loss() -> torch.Tensor:
         logits = net(pixel_values=images, decoder_input_ids=decoder_inputs).logits.float()

@@ -2,9 +2,9 @@
 nearest-neighbour baseline every captioning result is read against.
 
 BLEU and chrF are sacrebleu's corpus scores (0-100) against every reference caption of each image
-(images with fewer references than others leave the missing streams empty, which sacrebleu
-allows). CIDEr is not reported: no maintained package providing it is installed here
-(``pycocoevalcap`` is not), and a home-grown one would not be comparable.
+(translation's :func:`~tasks.translation.evaluation.scores`, several references a hypothesis). CIDEr
+is not reported: no maintained package providing it is installed here (``pycocoevalcap`` is not),
+and a home-grown one would not be comparable.
 
 The baseline captions each image with the first caption of the training image closest in pixels:
 every image shrunk (area-averaged) to a ``THUMB`` x ``THUMB`` RGB thumbnail, Euclidean distance
@@ -13,16 +13,17 @@ more memory and compare noise). It needs no model, only the training split of th
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import sacrebleu
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from tasks.engine.batching import ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
+from tasks.engine.images import stored_transform
 from tasks.image_classification.transforms import build_transform
+from tasks.translation.evaluation import scores
 from zoo.errors import ZooError
 
 THUMB = 32
@@ -35,10 +36,9 @@ def caption_batches(model: torch.nn.Module, count: int, load: Callable[[int], An
     """Captions of ``count`` images, ``load(i)`` giving the i-th (a path, PIL image, uint8 (3, H, W)
     tensor...), in batches of ``batch_size`` under ``options``' precision; ``generation`` goes to
     ``model.generate`` (``beams``, ``temperature``...). ``max_new_tokens`` None: the model's ``max_len``."""
-    if model.tokenizer is None or "transform" not in model.preprocessing:
-        raise ZooError("this model stores no tokenizer or preprocessing['transform']; captioning models come "
-                       "from `zoo train captioning`")
-    transform = build_transform(model.preprocessing["transform"], train=False)
+    if model.tokenizer is None:
+        raise ZooError("this model stores no tokenizer; captioning models come from `zoo train captioning`")
+    transform = build_transform(stored_transform(model, "captioning"), train=False)
     budget = max_new_tokens or int(model.preprocessing.get("max_len", 64))
 
     def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
@@ -65,21 +65,6 @@ def caption_dataset(model: torch.nn.Module, dataset: Dataset, batch_size: int, o
         return sample["image"]
 
     return caption_batches(model, len(dataset), load, batch_size, options, **generation), references
-
-
-def scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Corpus ``bleu`` and ``chrf`` (sacrebleu, 0-100) against every reference, and ``exact_match`` (the
-    fraction of hypotheses equal to one of their references)."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} captions for {len(references)} images")
-    if not references or not all(references):
-        raise ValueError("no captioned images to evaluate" if not references else "an image without references")
-    depth = max(len(refs) for refs in references)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
-    exact = sum(h.strip() in {r.strip() for r in refs} for h, refs in zip(hypotheses, references))
-    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), streams).score,
-            "chrf": sacrebleu.corpus_chrf(list(hypotheses), streams).score,
-            "exact_match": exact / len(references)}
 
 
 def thumbnails(dataset: Dataset, side: int = THUMB) -> tuple[torch.Tensor, list[list[str]]]:

@@ -25,13 +25,14 @@ from torch.utils.data import Dataset
 
 import zoo
 from tasks.captioning.builtin import BUILTIN_SETS
-from tasks.captioning.evaluation import baseline_scores, caption_batches, caption_dataset, scores
+from tasks.captioning.evaluation import baseline_scores, caption_batches, caption_dataset
 from tasks.captioning.formats import FORMATS
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.flags import POSITIVE_INT, VOCAB_SIZE
-from tasks.engine.images import as_image
+from tasks.engine.images import as_image, stored_transform
 from tasks.engine.task import Metric, Task
 from tasks.image_classification.transforms import build_transform, default_transform_config
+from tasks.translation.evaluation import scores
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
 from zoo.errors import ZooError
 from zoo.registry import BACKBONES
@@ -67,7 +68,7 @@ class CaptioningTask(Task):
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Samples -> ``{"inputs": (B, 3, S, S), "targets"/"target_mask": (B, L)}``: in training one of each
         image's references at random, else its first."""
-        transform = build_transform(_transform_config(model), train=False)
+        transform = build_transform(stored_transform(model, self.name), train=False)
         tokenizer, max_len = model.tokenizer, int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
 
         def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -145,11 +146,3 @@ class CaptioningTask(Task):
     def format_prediction(self, item: Any, prediction: str) -> str:
         """The image, a tab and its caption."""
         return f"{item}\t{prediction}"
-
-
-def _transform_config(model: torch.nn.Module) -> dict[str, Any]:
-    config = getattr(model, "preprocessing", {}).get("transform")
-    if config is None:
-        raise ZooError("this model stores no preprocessing['transform']; captioning models come from "
-                       "`zoo train captioning`")
-    return config

@@ -31,10 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-boxes", type=POSITIVE_INT, default=4, help="explain at most this many boxes per image")
 
 
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"score_threshold": args.score_threshold, "max_boxes": args.max_boxes}
-
-
 def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, out: Path,
                    score_threshold: float = 0.3, max_boxes: int = 4) -> list[dict[str, Any]]:
     """Per image file: ``prediction`` (the best box's label, "nothing" without one), ``score`` (its score),

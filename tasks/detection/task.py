@@ -36,6 +36,7 @@ from tasks.detection.predict import predict_files
 from tasks.detection.transforms import DEFAULT_CONFIG, build_detection_transform, collate_detection
 from tasks.engine.evaluation import EvalOptions, label_mapping
 from tasks.engine.flags import POSITIVE_INT, PROBABILITY, json_object
+from tasks.engine.images import stored_transform
 from tasks.engine.pretrained import source_kind
 from tasks.engine.task import Metric, Task
 from zoo.backbones.vision import IMAGENET_MEAN, IMAGENET_STD
@@ -70,10 +71,7 @@ class DetectionTask(Task):
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Box-aware transform of each sample (augmenting when ``train``), then pad + normalise."""
         pre = model.preprocessing
-        if "transform" not in pre:
-            raise ValueError("this model stores no preprocessing['transform']; detection models trained with "
-                             "`zoo train detection` do")
-        transform = build_detection_transform(pre["transform"], train)
+        transform = build_detection_transform(stored_transform(model, self.name), train)
 
         def collate(samples: list[dict]) -> dict[str, Any]:
             return collate_detection([transform(s) for s in samples], pre["mean"], pre["std"])

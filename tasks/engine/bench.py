@@ -136,6 +136,18 @@ def exact_generation(new_tokens: int, beams: int) -> Any:
                             decoder_start_token_id=Tokenizer.bos_id)
 
 
+def seq2seq_pairs(train: Sequence[Callable[..., Workload | None]], generate: Sequence[Callable[..., Workload | None]],
+                  shape: Any, device: torch.device, compile: bool | str,
+                  generate_batch: int) -> list[tuple[Workload, Workload | None]]:
+    """An encoder-decoder task's (ours, reference) pairs: one training step on ``shape.batch`` inputs, then
+    greedy and beam-4 generation for ``generate_batch``. ``train`` and ``generate`` are the (ours, reference)
+    builders: ``train[i](shape, device, compile, batch)``, ``generate[i](shape, device, beams, batch)``."""
+    pairs = [tuple(build(shape, device, compile, shape.batch) for build in train)]
+    for beams in (1, 4):
+        pairs.append(tuple(build(shape, device, beams, generate_batch) for build in generate))
+    return pairs
+
+
 def random_tokens(rows: int, length: int, vocab: int, device: torch.device, seed: int, low: int = 4) -> torch.Tensor:
     """(rows, length) token ids drawn from ``low``..``vocab - 1`` (past the special ids) with ``seed``."""
     generator = torch.Generator().manual_seed(seed)

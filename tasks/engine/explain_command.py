@@ -1,7 +1,8 @@
 """`zoo explain TASK --checkpoint DIR INPUT... [--method M] [--out DIR]`: why the model predicted what it did.
 
 Each task's ``tasks/<task>/explain.py`` (found by :meth:`Task.companion`) declares ``METHODS`` (the first
-is the default), optionally ``add_arguments(parser)`` / ``options(args)`` for its own flags, and
+is the default), optionally ``add_arguments(parser)`` for its own flags (their values reach it as
+keywords named by their dests), and
 ``explain_inputs(model, inputs, method, out, **options) -> list[dict]``: per input its ``prediction``,
 ``score`` (with ``score_name``), ``method`` and the ``files`` written (pictures titled with all three).
 Flags, the method and input files are checked before the model is loaded.
@@ -79,8 +80,8 @@ def explain_command(task: Any, argv: list[str]) -> list[dict[str, Any]]:
     inputs = list(args.inputs) + (read_input_file(args.input_file) if args.input_file else [])
     if not inputs:
         parser.error("give at least one INPUT or --input-file")
-    module = explain_module(task)
-    options = module.options(args) if hasattr(module, "options") else {}
+    shared = {action.dest for action in explain_parser()._actions}
+    options = {dest: value for dest, value in vars(args).items() if dest not in shared}   # the task's own flags
     results = explain(task, args.checkpoint, inputs, args.method, args.out, args.device, **options)
     for item, result in zip(inputs, results):
         if args.json:

@@ -60,6 +60,14 @@ class Graph:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class ModelPart(nn.Module):
+    """A module computing part of ``model`` (its ``forward``: what one exported graph runs, e.g. the encoder)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+
 class Traced(nn.Module):
     """A ZooModel as ``forward(inputs, mask=None) -> {name: tensor}``: ``outputs`` picks (or computes)
     the exported tensors from the model's output dict."""

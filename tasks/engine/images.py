@@ -6,6 +6,7 @@ onto white, palette / gray+alpha / CMYK / 16-bit / float modes converted by :fun
 returns the size :func:`load_image` will give. Both raise ``FileNotFoundError`` for a missing
 file and :class:`~zoo.errors.ZooError` naming the file for a damaged one, a non-image, or one
 over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, never changed here).
+:func:`stored_transform` is the transform config an image model keeps in its ``preprocessing``.
 """
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ def load_image(path: str | Path) -> Image.Image:
     """Decode one image file as RGB (EXIF rotation applied, transparency on white, modes as :func:`to_rgb`)."""
     with decoding(path), Image.open(path) as image:
         return to_rgb(ImageOps.exif_transpose(image))
+
+
+def stored_transform(model: torch.nn.Module, task: str) -> dict[str, Any]:
+    """The image transform config ``model`` was trained with (``preprocessing["transform"]``); a ZooError
+    naming `zoo train TASK` when the model stores none (it was not built by an image task)."""
+    config = getattr(model, "preprocessing", {}).get("transform")
+    if config is None:
+        raise ZooError(f"this model stores no preprocessing['transform']; {task} models come from `zoo train {task}`")
+    return config
 
 
 def as_image(item: str | Path | Image.Image | np.ndarray | torch.Tensor, source: str = "image") -> Image.Image:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.engine.export import Exported, Graph
+from tasks.engine.export import Exported, Graph, ModelPart
 from tasks.engine.onnx_decode import StepState
 from zoo.layers.attention import KVCache
 from zoo.tokenizer import Tokenizer
@@ -26,12 +26,8 @@ ROW_AXES = {"keys": 1, "values": 1, "key_mask": 0, "context_keys": 1, "context_v
 TRACED_CAPACITY = 5
 
 
-class Encoder(nn.Module):
+class Encoder(ModelPart):
     """The backbone once per source and every decoder layer's cross-attention keys/values."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.model.backbone(inputs, mask)

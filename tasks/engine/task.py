@@ -81,6 +81,7 @@ class Task:
     default_head: str = ""
     metric: Metric = Metric("loss", higher_is_better=False)
     generates: bool = False             # predictions are decoded sequences (generation flags apply)
+    text_result: type[Result] = Generation   # the typed result of a generating task's text (to_result)
     train_defaults: ClassVar[Mapping[str, Any]] = {}            # `zoo train` flag defaults of this task
     head_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}   # head name -> its default arguments
     # `--head` names the task builds from several registry heads -> the registry head its --head-args configure
@@ -231,9 +232,10 @@ class Task:
 
     def to_result(self, prediction: Any) -> Result:
         """One of :meth:`predict`'s outputs as a typed result of :mod:`zoo.results` (what ``zoo.pipeline``
-        returns): by default a :class:`~zoo.results.Generation` when the task :attr:`generates`."""
+        returns): by default its :attr:`text_result` (a :class:`~zoo.results.Generation` unless the task
+        says another) when the task :attr:`generates`."""
         if self.generates:
-            return Generation(str(prediction))
+            return self.text_result(str(prediction))
         raise NotImplementedError(f"task {self.name!r} gives no typed result; override Task.to_result")
 
     def format_prediction(self, item: Any, prediction: Any) -> str:

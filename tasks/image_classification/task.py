@@ -41,7 +41,7 @@ from tasks.engine.confusion import CONFUSION_PNG
 from tasks.engine.data import parse_spec
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.flags import NON_NEGATIVE, POSITIVE_INT, PROBABILITY, Range
-from tasks.engine.images import as_image, image_stem
+from tasks.engine.images import as_image, image_stem, stored_transform
 from tasks.engine.precision import has_bf16_units
 from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
@@ -107,7 +107,7 @@ class ImageClassificationTask(Task):
         The pipelines come from ``model.preprocessing["transform"]``; MixUp/CutMix (train only)
         mix whole batches when the config turns them on.
         """
-        config = transform_config(model)
+        config = stored_transform(model, self.name)
         transform = build_transform(config, train)
         mix = mixup_cutmix(config, len(model.head.labels)) if train else None
 
@@ -197,7 +197,7 @@ class ImageClassificationTask(Task):
         (``explain_method`` "auto": attention rollout for our ViT, gradient saliency otherwise),
         titled with the label, its probability and the method, named in ``"explanation"``.
         """
-        config = transform_config(model)
+        config = stored_transform(model, self.name)
         transform = build_transform(config, train=False)
 
         def batch_of(chunk: list[int]) -> dict[str, torch.Tensor]:
@@ -241,16 +241,6 @@ class ImageClassificationTask(Task):
         ranked = ", ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in prediction["top"])
         explained = f"  [{prediction['explanation']}]" if "explanation" in prediction else ""
         return f"{item}: {ranked}{explained}"
-
-
-def transform_config(model: torch.nn.Module) -> dict:
-    """The transform config a model was trained with; raises when the model was not built by this task."""
-    config = getattr(model, "preprocessing", {}).get("transform")
-    if config is None:
-        raise ValueError("this model stores no preprocessing['transform']; train it with `zoo train "
-                         "image_classification` or set model.preprocessing['transform'] = "
-                         "transforms.default_transform_config(IMAGE_SIZE)")
-    return config
 
 
 def _builtin_name(spec: str) -> str | None:

@@ -37,6 +37,7 @@ class SpeechTranslationTask(AsrTask):
     name = "speech_translation"
     default_head = "seq2seq"
     metric = Metric("bleu", higher_is_better=True)
+    text_result = Translation
     formats = FORMATS
     builtin_sets = BUILTIN_SETS
     quick_set = "numbers"
@@ -62,9 +63,6 @@ class SpeechTranslationTask(AsrTask):
         """Translations of the first ``count`` utterances of ``dataset`` (ASR's decoding)."""
         return transcribe(model, lambda i: dataset[i]["audio"], dataset.lengths[:count], batch_size=batch_size,
                           **options)
-
-    def to_result(self, prediction: str) -> Translation:
-        return Translation(prediction)
 
 
 def references(dataset: Dataset) -> list[str]:

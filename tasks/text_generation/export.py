@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.engine.export import Exported, Graph
+from tasks.engine.export import Exported, Graph, ModelPart
 from tasks.engine.onnx_decode import StepState, decode, static_cache
 from zoo.texts import continuation, position_limit, prompt_ids
 from zoo.layers.attention import KVCache
@@ -30,12 +30,8 @@ TRACED_CAPACITY = 9
 ROW_AXES = {"keys": 1, "values": 1, "key_mask": 0, "next_position": 0}
 
 
-class Prefill(nn.Module):
+class Prefill(ModelPart):
     """The prompt through the causal backbone into a fresh cache: last logits, stacked keys/values."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         cache = self.model.backbone.new_cache()
@@ -44,12 +40,8 @@ class Prefill(nn.Module):
                 "present_values": torch.stack(cache.values), "present_next_position": cache.next_position}
 
 
-class DecoderStep(nn.Module):
+class DecoderStep(ModelPart):
     """One token through the backbone over a static cache given as tensors (copied, then written in place)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, tokens: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor,
                 past_values: torch.Tensor, past_key_mask: torch.Tensor,

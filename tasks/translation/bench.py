@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, train_step
+from heads.seq2seq import frame_targets
+from tasks.engine.bench import decode_name, exact_generation, maybe_compile, random_tokens, seq2seq_pairs, train_step
 from tasks.engine.task import Workload
 from zoo.layers.position import sinusoidal_table
 from zoo.tokenizer import Tokenizer
@@ -65,11 +66,8 @@ def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool = False) -> list[tuple[Workload, Workload | None]]:
     """(ours, reference) pairs: training, greedy translation, beam-4 translation."""
     shape = QUICK if quick else FULL
-    pairs = [(train_ours(shape, device, compile, shape.batch), train_reference(shape, device, compile, shape.batch))]
-    for beams in (1, 4):
-        pairs.append((generate_ours(shape, device, beams, shape.generate_batch),
-                      generate_reference(shape, device, beams, shape.generate_batch)))
-    return pairs
+    return seq2seq_pairs((train_ours, train_reference), (generate_ours, generate_reference), shape, device, compile,
+                         shape.generate_batch)
 
 
 def _ours(shape: Shape, device: torch.device) -> zoo.ZooModel:
@@ -124,9 +122,7 @@ def train_reference(shape: Shape, device: torch.device, compile: bool, batch: in
     net = maybe_compile(model, compile)
     source = random_tokens(batch, shape.source_len, shape.vocab, device, seed=0)
     targets = random_tokens(batch, shape.target_len, shape.vocab, device, seed=1)
-    bos = torch.full((batch, 1), Tokenizer.bos_id, device=device)
-    eos = torch.full((batch, 1), Tokenizer.eos_id, device=device)
-    target_in, labels = torch.cat([bos, targets], dim=1), torch.cat([targets, eos], dim=1)  # (B, T+1)
+    target_in, labels = frame_targets(targets, torch.ones_like(targets, dtype=torch.bool))  # (B, T+1), as our head
 
     def loss() -> torch.Tensor:
         logits = net(source, target_in).float()

@@ -50,13 +50,18 @@ def source_batches(sources: Sequence[str], source_tok: BaseTokenizer, max_len: i
     return ordered_chunks(order, batch_size), batch_of
 
 
-def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus ``bleu`` and ``chrf`` (sacrebleu, 0-100) and ``exact_match`` (fraction in [0, 1])."""
+def scores(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """Corpus ``bleu`` and ``chrf`` (sacrebleu, 0-100) and ``exact_match`` (the fraction of hypotheses equal
+    to one of their references, in [0, 1]); each hypothesis has one reference (a string) or several (a
+    list: captions; a hypothesis with fewer references than others leaves the missing streams empty, which
+    sacrebleu allows)."""
     if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} translations for {len(references)} references")
-    if not references:
-        raise ValueError("no sentence pairs to evaluate")
-    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / len(references)
-    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
-            "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score,
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    several = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
+    if not several or not all(several):
+        raise ValueError("no hypotheses to score" if not several else "a hypothesis without references")
+    streams = [[refs[k] if k < len(refs) else None for refs in several] for k in range(max(map(len, several)))]
+    exact = sum(h.strip() in {r.strip() for r in refs} for h, refs in zip(hypotheses, several)) / len(several)
+    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), streams).score,
+            "chrf": sacrebleu.corpus_chrf(list(hypotheses), streams).score,
             "exact_match": exact}

@@ -19,7 +19,7 @@ from tasks.engine.attention_maps import recorded_attention
 from tasks.engine.explain_plots import fraction, heading, output_path, save_matrix, token_labels
 from tasks.engine.flags import POSITIVE_INT
 from tasks.translation.vocab import DEFAULT_MAX_LEN, tokenizers
-from zoo.texts import output_budget
+from zoo.texts import encode_sources, output_budget
 from zoo.tokenizer import pad_ids
 
 METHODS = ("cross_attention",)
@@ -28,10 +28,6 @@ METHODS = ("cross_attention",)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--beams``: the beam width of the translation that is explained."""
     parser.add_argument("--beams", type=POSITIVE_INT, default=1, help="beam search width of the translation")
-
-
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"beams": args.beams}
 
 
 @torch.no_grad()
@@ -43,10 +39,7 @@ def explain_inputs(model: torch.nn.Module, inputs: Sequence[str], method: str, o
     max_len = int(model.preprocessing.get("max_len", DEFAULT_MAX_LEN))
     device = next(model.parameters()).device
     results = []
-    for number, text in enumerate(inputs):
-        if not text.strip():
-            raise ValueError(f"input {number + 1} is an empty text; there is nothing to translate")
-        source = source_tok.encode(text)[:max_len]
+    for number, (text, source) in enumerate(zip(inputs, encode_sources(source_tok, inputs, max_len))):
         ids, mask = (t.to(device) for t in pad_ids([source], source_tok.pad_id))           # (1, S)
         generated = model.generate({"inputs": ids, "mask": mask}, beams=beams,
                                    max_new_tokens=output_budget(len(source), max_len))[0]

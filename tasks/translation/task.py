@@ -54,6 +54,7 @@ class TranslationTask(Task):
     quick_set = "numbers"
     explain_field = "source"
     generates = True
+    text_result = Translation
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> PairCollate:
@@ -145,9 +146,6 @@ class TranslationTask(Task):
         translations = self.predict(model, [source for source, _ in pairs])
         return [f"{source}\n-> {hypothesis}\n(reference: {target})"
                 for (source, target), hypothesis in zip(pairs, translations)]
-
-    def to_result(self, prediction: str) -> Translation:
-        return Translation(prediction)
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """``--max-new-tokens`` defaults to a budget sized from each batch's sources."""
