@@ -21,6 +21,8 @@ from tasks.image_classification.builtin import BUILTIN_SETS
 from tasks.image_classification.formats import FORMATS, ImageArrays
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import metrics
+from tasks.image_classification.recipes import apply_recipe
+from tasks.image_classification.task import vit_defaults
 
 TASK = zoo.get_task("image_classification")
 TINY_VIT = json.dumps({"dim": 32, "depth": 1, "heads": 2})
@@ -90,6 +92,50 @@ def test_builtin_defaults_size_the_vit_for_the_data(tmp_path):
     transform = model.preprocessing["transform"]
     assert transform["grayscale_source"] and transform["mean"] == [0.3049] * 3 and transform["hflip"] == 0.0
     assert model.head.labels == [str(d) for d in range(10)] and model.head.pooling == "cls"
+
+
+def test_recipe_small_data_sets_exactly_its_values(tmp_path):
+    args = _args("--data", f"imagefolder:{_folder(tmp_path / 'images')}", "--recipe", "small-data",
+                 "--backbone-args", TINY_VIT)
+    model = TASK.build_model(args, TASK.datasets(args.data, "train"))
+    cfg, transform = model.backbone.cfg, model.preprocessing["transform"]
+    assert (cfg.stem, cfg.drop_path, cfg.lsa, cfg.patch_size) == ("conv", 0.1, False, 4)   # 16 px: 4 x 4 patches
+    assert (transform["augment"], transform["mixup_alpha"], transform["cutmix_alpha"]) == ("trivial", 0.8, 1.0)
+    assert model.head.label_smoothing == 0.1
+    # what args.json stores: the recipe's values merged into the flags
+    assert (args.augment, args.mixup, args.cutmix) == ("trivial", 0.8, 1.0)
+    assert args.backbone_args == {"stem": "conv", "drop_path": 0.1, **json.loads(TINY_VIT)}
+    assert args.head_args == {"label_smoothing": 0.1}
+
+
+def test_flags_given_override_the_recipe(tmp_path):
+    backbone_args = json.dumps({**json.loads(TINY_VIT), "drop_path": 0.0, "stem": "spt"})
+    model = _model(_folder(tmp_path / "images"), "--recipe", "small-data", "--augment", "rand", "--mixup", "0",
+                   "--backbone-args", backbone_args, "--head-args", '{"label_smoothing": 0.0}')
+    transform = model.preprocessing["transform"]
+    assert (model.backbone.cfg.stem, model.backbone.cfg.drop_path) == ("spt", 0.0)
+    assert (transform["augment"], transform["mixup_alpha"], transform["cutmix_alpha"]) == ("rand", 0.0, 1.0)
+    assert model.head.label_smoothing == 0.0
+
+
+def test_without_a_recipe_nothing_changes(tmp_path):
+    model = _model(_folder(tmp_path / "images"), "--backbone-args", TINY_VIT)
+    transform = model.preprocessing["transform"]
+    assert (model.backbone.cfg.stem, model.backbone.cfg.drop_path) == ("patch", 0.0)
+    assert (transform["mixup_alpha"], transform["cutmix_alpha"]) == (0.0, 0.0)
+
+
+def test_recipe_leaves_a_backbone_without_those_fields_alone():
+    args = argparse.Namespace(recipe="small-data", augment=None, mixup=None, cutmix=2.0, backbone_args=None,
+                              head_args=None)
+    apply_recipe(args, None)   # a timm backbone or one transferred from a checkpoint
+    assert args.backbone_args is None and (args.augment, args.mixup, args.cutmix) == ("trivial", 0.8, 2.0)
+
+
+@pytest.mark.parametrize("stem, size, patch", [("patch", 28, 7), ("conv", 28, 4), ("spt", 28, 7), ("conv", 8, 2),
+                                               ("spt", 6, 2), ("conv", 224, 16)])
+def test_vit_defaults_give_each_stem_a_patch_it_can_use(stem, size, patch):
+    assert vit_defaults("vit_tiny", size, is_default=True, stem=stem)["patch_size"] == patch
 
 
 @pytest.mark.parametrize("backbone, backbone_args", [("vit_tiny", TINY_VIT),
