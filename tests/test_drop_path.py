@@ -3,6 +3,7 @@ linear rates over a Stack, and a rate-0 block equal bit for bit to the block wit
 import pytest
 import torch
 
+import zoo
 from zoo.layers.block import Block, BlockConfig
 from zoo.layers.drop_path import DropPath
 from zoo.layers.stack import Stack, drop_path_rates
@@ -60,3 +61,11 @@ def test_a_dropped_sample_passes_through_the_block_unchanged():
     plain = Block(BlockConfig(16, 2))
     plain.load_state_dict(block.state_dict())
     assert torch.equal(block.eval()(x), plain.eval()(x))   # eval: every branch is kept
+
+
+@pytest.mark.parametrize("name, args", [("vit_tiny", dict(img_size=16, patch_size=4, dim=16, heads=2)),
+                                        ("text_encoder_tiny", dict(vocab_size=50, dim=16, heads=2)),
+                                        ("speech_encoder_tiny", dict(dim=16, heads=2))])
+def test_backbone_configs_pass_drop_path_to_their_stack(name, args):
+    backbone = zoo.create_backbone(name, depth=3, drop_path=0.2, **args)
+    assert [block.drop_path.rate for block in backbone.stack.blocks] == pytest.approx([0.0, 0.1, 0.2])
