@@ -63,9 +63,9 @@ def test_a_dropped_sample_passes_through_the_block_unchanged():
     assert torch.equal(block.eval()(x), plain.eval()(x))   # eval: every branch is kept
 
 
-@pytest.mark.parametrize("name, args", [("vit_tiny", dict(img_size=16, patch_size=4, dim=16, heads=2)),
-                                        ("text_encoder_tiny", dict(vocab_size=50, dim=16, heads=2)),
-                                        ("speech_encoder_tiny", dict(dim=16, heads=2))])
+@pytest.mark.parametrize("name, args", [("vit_tiny", {"img_size": 16, "patch_size": 4, "dim": 16, "heads": 2}),
+                                        ("text_encoder_tiny", {"vocab_size": 50, "dim": 16, "heads": 2}),
+                                        ("speech_encoder_tiny", {"dim": 16, "heads": 2})])
 def test_backbone_configs_pass_drop_path_to_their_stack(name, args):
     backbone = zoo.create_backbone(name, depth=3, drop_path=0.2, **args)
     assert [block.drop_path.rate for block in backbone.stack.blocks] == pytest.approx([0.0, 0.1, 0.2])

@@ -9,7 +9,7 @@ from zoo.backbones.vision import VisionTransformer, ViTConfig
 from zoo.errors import ZooError
 from zoo.stems import ConvStem, ShiftedPatchEmbed
 
-SMALL = dict(img_size=16, patch_size=4, dim=32, depth=2, heads=2)
+SMALL = {"img_size": 16, "patch_size": 4, "dim": 32, "depth": 2, "heads": 2}
 
 
 @pytest.mark.parametrize("patch", [2, 4, 8])
@@ -45,7 +45,7 @@ def test_shifted_patches_are_the_image_and_its_four_diagonal_half_patch_shifts()
     torch.testing.assert_close(captured["patches"][0], expected)
 
 
-@pytest.mark.parametrize("options", [dict(stem="conv"), dict(stem="spt"), dict(lsa=True), dict(drop_path=0.2)])
+@pytest.mark.parametrize("options", [{"stem": "conv"}, {"stem": "spt"}, {"lsa": True}, {"drop_path": 0.2}])
 def test_each_option_runs_and_trains(options):
     torch.manual_seed(0)
     backbone = VisionTransformer(ViTConfig(**SMALL, **options)).train()

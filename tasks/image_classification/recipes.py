@@ -7,8 +7,9 @@ The values end up in ``args``, so the run's ``args.json`` records what the recip
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,10 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # small data sets from scratch: early convolutions, stochastic depth, TrivialAugment, MixUp/CutMix, smoothing
-    "small-data": Recipe(flags=dict(augment="trivial", mixup=0.8, cutmix=1.0),
-                         backbone_args=dict(stem="conv", drop_path=0.1),
-                         head_args=dict(label_smoothing=0.1)),
+    # Chosen by validation top-1 in one-minute runs on digits (same seed and budget, one thread): the conv stem
+    # was the one option that paid. Drop path, TrivialAugment and MixUp/CutMix each cost accuracy at a few
+    # epochs, so they stay flags for longer runs (``--augment``, ``--mixup``, ``--cutmix``, ``drop_path``).
+    "small-data": Recipe(backbone_args={"stem": "conv"}, head_args={"label_smoothing": 0.1}),
 }
 
 

@@ -138,8 +138,8 @@ class ImageClassificationTask(Task):
         group.add_argument("--cutmix", type=NON_NEGATIVE, default=None, metavar="ALPHA",
                            help="CutMix alpha (default 0: off)")
         group.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                           help="a bundle of defaults; small-data: conv stem and drop path 0.1 (our ViTs), "
-                                "TrivialAugment, MixUp 0.8 / CutMix 1.0, label smoothing 0.1 (flags given win)")
+                           help="a bundle of defaults under the flags given; small-data: the conv stem on our "
+                                "ViTs and label smoothing 0.1")
         super().add_arguments(parser)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")    # --device auto's kind
         parser.set_defaults(precision="bf16" if has_bf16_units(device) else "fp32")   # asked when parsing

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.features import Features
 from zoo.layers.attention import attention_mask
 from zoo.layers.block import BlockConfig
 from zoo.layers.norm import make_norm
 from zoo.layers.stack import Stack
-from zoo.errors import ZooError
 from zoo.registry import BACKBONES
 from zoo.stems import ConvStem, PatchEmbed, ShiftedPatchEmbed
 
@@ -170,5 +170,5 @@ _register("vit_tiny", dict(dim=192, depth=12, heads=3))
 _register("vit_small", dict(dim=384, depth=12, heads=6))
 _register("vit_base", dict(dim=768, depth=12, heads=12))
 # small-data variants (Xiao et al. 2021; Lee et al. 2021): the vit_tiny shape with their stems and attention
-_register("vit_tiny_conv", dict(dim=192, depth=12, heads=3, stem="conv"))
-_register("vit_tiny_spt_lsa", dict(dim=192, depth=12, heads=3, stem="spt", lsa=True))
+_register("vit_tiny_conv", {"dim": 192, "depth": 12, "heads": 3, "stem": "conv"})
+_register("vit_tiny_spt_lsa", {"dim": 192, "depth": 12, "heads": 3, "stem": "spt", "lsa": True})
