@@ -45,6 +45,7 @@ from tasks.engine.images import as_image, image_stem
 from tasks.engine.precision import has_bf16_units
 from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
+from tasks.image_classification.batched import batched_train_transform
 from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS, BUILTIN_SETS
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import TOP_K, classify, metrics
@@ -105,15 +106,21 @@ class ImageClassificationTask(Task):
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Samples -> ``{"inputs": (B, 3, S, S) float, "labels": (B,) long or (B, C) soft}``.
 
-        The pipelines come from ``model.preprocessing["transform"]``; MixUp/CutMix (train only)
-        mix whole batches when the config turns them on.
+        The pipelines come from ``model.preprocessing["transform"]``; training batches of same-size PIL
+        images without a per-image policy take the batched pipeline (``batched``); MixUp/CutMix (train
+        only) mix whole batches when the config turns them on.
         """
         config = transform_config(model)
         transform = build_transform(config, train)
+        batched = batched_train_transform(config) if train else None
         mix = mixup_cutmix(config, len(model.head.labels)) if train else None
 
         def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-            images = torch.stack([transform(sample["image"]) for sample in samples])  # (B, 3, S, S)
+            pictures = [sample["image"] for sample in samples]
+            if batched is not None and _same_size_pictures(pictures):
+                images = batched(pictures)  # (B, 3, S, S)
+            else:
+                images = torch.stack([transform(picture) for picture in pictures])  # (B, 3, S, S)
             labels = torch.tensor([sample["label"] for sample in samples], dtype=torch.long)
             if mix is not None:
                 images, labels = mix(images, labels)  # labels become (B, C) soft targets
@@ -260,6 +267,12 @@ def transform_config(model: torch.nn.Module) -> dict:
                          "image_classification` or set model.preprocessing['transform'] = "
                          "transforms.default_transform_config(IMAGE_SIZE)")
     return config
+
+
+def _same_size_pictures(pictures: list[Any]) -> bool:
+    """Whether ``pictures`` are RGB PIL images of one size (what the batched pipeline stacks)."""
+    first = pictures[0]
+    return all(isinstance(p, Image.Image) and p.mode == "RGB" and p.size == first.size for p in pictures)
 
 
 def _builtin_name(spec: str) -> str | None:
