@@ -105,3 +105,49 @@ def test_rope_rotates_channel_pairs_and_depends_only_on_relative_position() -> N
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), rotated, atol=5e-2)
     strided = torch.randn(2, 5, 3, 3, 8)[:, :, 1].transpose(1, 2)  # a non-contiguous slice, as q from fused qkv
     assert torch.allclose(rope(strided, positions), rope(strided.contiguous(), positions), atol=1e-6)
+
+
+def reference_locality_attention(layer, x, key_mask=None):
+    """Brute-force LSA: softmax(QK^T * temperature) V over every key but the query's own position."""
+    batch, steps, dim = x.shape
+    q, k, v = layer.qkv(x).view(batch, steps, 3, layer.heads, layer.head_dim).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) * layer.temperature  # (B, nh, T, T)
+    allowed = ~torch.eye(steps, dtype=torch.bool).expand(batch, 1, steps, steps)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :]
+    out = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+    return layer.proj(out.transpose(1, 2).reshape(batch, steps, dim))
+
+
+def test_locality_self_attention_matches_brute_force_with_padding():
+    torch.manual_seed(0)
+    layer = Attention(32, 4, lsa=True).eval()
+    assert layer.temperature.item() == pytest.approx(8 ** -0.5)
+    with torch.no_grad():
+        layer.temperature.fill_(0.7)   # a learned value, not the default scale
+    x = torch.randn(3, 6, 32)
+    key_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], dtype=torch.bool)
+    mask, _ = attention_mask(key_mask, 6, causal=False)
+    torch.testing.assert_close(layer(x, mask=mask)[key_mask], reference_locality_attention(layer, x, key_mask)[key_mask],
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer(x), reference_locality_attention(layer, x), atol=1e-5, rtol=1e-5)
+
+
+def test_locality_temperature_learns_and_a_lone_token_stays_finite():
+    layer = Attention(16, 2, lsa=True)
+    layer(torch.randn(2, 5, 16)).sum().backward()
+    assert layer.temperature.grad is not None and layer.temperature.grad != 0
+    token = torch.randn(1, 1, 16)
+    alone = layer.eval()(token)   # no other key: it keeps its own, and padding does not reach it
+    assert torch.isfinite(alone).all()
+    mask, _ = attention_mask(torch.tensor([[1, 0, 0]], dtype=torch.bool), 3, causal=False)
+    padded = layer(torch.cat([token, torch.randn(1, 2, 16)], dim=1), mask=mask)  # (1, 3, 16)
+    torch.testing.assert_close(padded[:, :1], alone)
+
+
+def test_locality_self_attention_refuses_cross_causal_and_cache():
+    with pytest.raises(ValueError, match="lsa"):
+        Attention(16, 2, cross=True, lsa=True)
+    layer = Attention(16, 2, lsa=True)
+    with pytest.raises(ValueError, match="encoders"):
+        layer(torch.randn(1, 3, 16), is_causal=True)

@@ -21,6 +21,8 @@ from tasks.image_classification.builtin import BUILTIN_SETS
 from tasks.image_classification.formats import FORMATS, ImageArrays
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import metrics
+from tasks.image_classification.recipes import RECIPES, Recipe, apply_recipe
+from tasks.image_classification.task import vit_defaults
 
 TASK = zoo.get_task("image_classification")
 TINY_VIT = json.dumps({"dim": 32, "depth": 1, "heads": 2})
@@ -90,6 +92,50 @@ def test_builtin_defaults_size_the_vit_for_the_data(tmp_path):
     transform = model.preprocessing["transform"]
     assert transform["grayscale_source"] and transform["mean"] == [0.3049] * 3 and transform["hflip"] == 0.0
     assert model.head.labels == [str(d) for d in range(10)] and model.head.pooling == "cls"
+
+
+def test_recipe_small_data_sets_exactly_its_values(tmp_path):
+    args = _args("--data", f"imagefolder:{_folder(tmp_path / 'images')}", "--recipe", "small-data",
+                 "--backbone-args", TINY_VIT)
+    plain = _model(tmp_path / "images", "--backbone-args", TINY_VIT)
+    model = TASK.build_model(args, TASK.datasets(args.data, "train"))
+    cfg = model.backbone.cfg
+    assert (cfg.stem, cfg.drop_path, cfg.lsa, cfg.patch_size) == ("conv", 0.0, False, 4)   # 16 px: 4 x 4 patches
+    assert model.head.label_smoothing == 0.1
+    assert model.preprocessing == plain.preprocessing   # the data pipeline is the one without a recipe
+    # what args.json stores: the recipe's values merged into the flags
+    assert args.backbone_args == {"stem": "conv", **json.loads(TINY_VIT)}
+    assert args.head_args == {"label_smoothing": 0.1}
+
+
+def test_flags_given_override_the_recipe(tmp_path):
+    backbone_args = json.dumps({**json.loads(TINY_VIT), "stem": "spt"})
+    model = _model(_folder(tmp_path / "images"), "--recipe", "small-data", "--backbone-args", backbone_args,
+                   "--head-args", '{"label_smoothing": 0.0}')
+    assert model.backbone.cfg.stem == "spt" and model.head.label_smoothing == 0.0
+
+
+def test_without_a_recipe_nothing_changes(tmp_path):
+    model = _model(_folder(tmp_path / "images"), "--backbone-args", TINY_VIT)
+    transform = model.preprocessing["transform"]
+    assert (model.backbone.cfg.stem, model.backbone.cfg.drop_path) == ("patch", 0.0)
+    assert (transform["mixup_alpha"], transform["cutmix_alpha"]) == (0.0, 0.0)
+
+
+def test_recipe_fills_only_unset_flags_and_leaves_a_backbone_without_its_fields_alone(monkeypatch):
+    recipe = Recipe(flags={"augment": "trivial", "mixup": 0.8}, backbone_args={"stem": "conv"})
+    monkeypatch.setitem(RECIPES, "test", recipe)
+    args = argparse.Namespace(recipe="test", augment=None, mixup=0.0, backbone_args=None, head_args=None)
+    apply_recipe(args, None)   # a timm backbone or one transferred from a checkpoint
+    assert args.backbone_args is None and (args.augment, args.mixup) == ("trivial", 0.0)
+    apply_recipe(args, {"stem": "patch", "dim": 192})
+    assert args.backbone_args == {"stem": "conv"}
+
+
+@pytest.mark.parametrize("stem, size, patch", [("patch", 28, 7), ("conv", 28, 4), ("spt", 28, 7), ("conv", 8, 2),
+                                               ("spt", 6, 2), ("conv", 224, 16)])
+def test_vit_defaults_give_each_stem_a_patch_it_can_use(stem, size, patch):
+    assert vit_defaults("vit_tiny", size, is_default=True, stem=stem)["patch_size"] == patch
 
 
 @pytest.mark.parametrize("backbone, backbone_args", [("vit_tiny", TINY_VIT),

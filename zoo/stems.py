@@ -1,10 +1,18 @@
-"""Input stems: token embedding, patch embedding and the audio front end (log-mel + 4x subsampling)."""
+"""Input stems: patch embeddings (plain, convolutional, shifted-patch) and the audio front end (log-mel + 4x subsampling).
+
+Every image stem maps (B, C, H, W) images to ((B, N, D) tokens, (H/p, W/p) grid) and takes
+``region``, (B, H, W) bool True on the pixels of each image's whole patches, or None (all real):
+stems whose outputs see neighbouring patches zero everything outside it, so a padded batch gives
+each image the tokens it gets alone.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+
+from zoo.errors import ZooError
 
 
 class PatchEmbed(nn.Module):
@@ -15,10 +23,78 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def forward(self, images: torch.Tensor, region: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``region`` plays no part: a patch sees only its own pixels."""
         x = self.proj(images)  # (B, D, H/p, W/p)
         grid = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), grid  # (B, N, D)
+
+
+def _whole_patches(images: torch.Tensor, region: torch.Tensor | None, patch_size: int) -> torch.Tensor:
+    """``images`` cut to whole patches (B, C, H//p*p, W//p*p), zero outside ``region`` when given."""
+    height, width = images.shape[2] // patch_size * patch_size, images.shape[3] // patch_size * patch_size
+    images = images[:, :, :height, :width]
+    if region is not None:
+        images = images * region[:, None, :height, :width].to(images.dtype)
+    return images
+
+
+class ConvStem(nn.Module):
+    """Early convolutions (Xiao et al. 2021): log2(p) 3x3 stride-2 conv + BatchNorm + GELU layers, channels
+    doubling up to ``dim``, then a 1x1 projection to ``dim``; total stride ``patch_size`` (a power of 2).
+
+    Between layers, pixels outside ``region`` are zeroed again, so padding never reaches a real patch.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        layers = patch_size.bit_length() - 1
+        if patch_size < 2 or patch_size != 1 << layers:
+            raise ZooError(f"stem 'conv' needs a patch_size that is a power of 2 (2, 4, 8, 16...), got {patch_size}; "
+                           "set --backbone-args '{\"patch_size\": ...}' or use stem 'patch'")
+        self.patch_size = patch_size
+        widths = [max(8, dim >> (layers - 1 - i)) for i in range(layers)]
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+            for c_in, c_out in zip([in_chans, *widths[:-1]], widths))
+        self.proj = nn.Conv2d(widths[-1], dim, kernel_size=1)
+
+    def forward(self, images: torch.Tensor, region: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = _whole_patches(images, region, self.patch_size)  # (B, C, H', W')
+        keep = None if region is None else region[:, None, : x.shape[2], : x.shape[3]].to(x.dtype)  # (B, 1, H', W')
+        for conv in self.convs:
+            x = conv(x if keep is None else x * keep)  # (B, c, H'/2, W'/2)
+            keep = None if keep is None else keep[:, :, ::2, ::2]
+        x = self.proj(x)  # (B, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])  # (B, N, D)
+
+
+class ShiftedPatchEmbed(nn.Module):
+    """Shifted patch tokenization (Lee et al. 2021): the image and its four diagonal half-patch shifts
+    (zero-filled) stacked on channels, cut into p x p patches, LayerNorm, then a linear to ``dim``."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        if patch_size < 2:
+            raise ZooError(f"stem 'spt' shifts by half a patch and needs patch_size >= 2, got {patch_size}")
+        self.patch_size, self.shift = patch_size, patch_size // 2
+        features = 5 * in_chans * patch_size * patch_size
+        self.norm = nn.LayerNorm(features)
+        self.proj = nn.Linear(features, dim)
+
+    def forward(self, images: torch.Tensor, region: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = _whole_patches(images, region, self.patch_size)  # (B, C, H', W')
+        batch, chans, height, width = x.shape
+        s, p = self.shift, self.patch_size
+        padded = F.pad(x, (s, s, s, s))  # (B, C, H' + 2s, W' + 2s)
+        # content moved by (dy, dx): out[y, x] = in[y - dy, x - dx]
+        shifted = [padded[:, :, s - dy: s - dy + height, s - dx: s - dx + width] for dy, dx in
+                   ((-s, -s), (-s, s), (s, -s), (s, s))]
+        x = torch.cat([x, *shifted], dim=1)  # (B, 5C, H', W')
+        grid = (height // p, width // p)
+        patches = x.reshape(batch, 5 * chans, grid[0], p, grid[1], p).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(batch, grid[0] * grid[1], 5 * chans * p * p)  # (B, N, 5C*p*p)
+        return self.proj(self.norm(patches)), grid  # (B, N, D)
 
 
 class LogMel(nn.Module):

@@ -52,7 +52,9 @@ def attention_weights(attn: nn.Module, x: torch.Tensor, *, mask: torch.Tensor | 
         q, k = qkv[0], qkv[1]                                                                # (B, nh, T, hs)
         if rope is not None:
             q, k = rope(q, positions), rope(k, positions)
-    scores = q @ k.transpose(-2, -1) * attn.head_dim ** -0.5                                 # (B, nh, Tq, Tk)
+    scores = q @ k.transpose(-2, -1) * attn.score_scale()                                    # (B, nh, Tq, Tk)
+    if attn.lsa:
+        mask = attn.locality_mask(mask, steps, scores.device)
     if is_causal:
         keep = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~keep, float("-inf"))

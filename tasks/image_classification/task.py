@@ -45,11 +45,13 @@ from tasks.engine.images import as_image, image_stem, stored_transform
 from tasks.engine.precision import has_bf16_units
 from tasks.engine.pretrained import source_kind, zoo_backbone
 from tasks.engine.task import Metric, Task
+from tasks.image_classification.batched import batched_train_transform
 from tasks.image_classification.builtin import BUILTIN_IMAGE_STATS, BUILTIN_SETS
 from tasks.image_classification.cache import in_memory
 from tasks.image_classification.evaluation import TOP_K, classify, metrics
 from tasks.image_classification.explain import explain, save_overlay
 from tasks.image_classification.formats import FORMATS, LabelledImages, align_classes
+from tasks.image_classification.recipes import RECIPES, apply_recipe
 from tasks.image_classification.transforms import (AUGMENTS, IMAGENET_MEAN, IMAGENET_STD, build_transform,
                                                    default_transform_config, mixup_cutmix)
 from zoo.registry import BACKBONES
@@ -104,15 +106,21 @@ class ImageClassificationTask(Task):
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
         """Samples -> ``{"inputs": (B, 3, S, S) float, "labels": (B,) long or (B, C) soft}``.
 
-        The pipelines come from ``model.preprocessing["transform"]``; MixUp/CutMix (train only)
-        mix whole batches when the config turns them on.
+        The pipelines come from ``model.preprocessing["transform"]``; training batches of same-size PIL
+        images without a per-image policy take the batched pipeline (``batched``); MixUp/CutMix (train
+        only) mix whole batches when the config turns them on.
         """
         config = stored_transform(model, self.name)
         transform = build_transform(config, train)
+        batched = batched_train_transform(config) if train else None
         mix = mixup_cutmix(config, len(model.head.labels)) if train else None
 
         def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-            images = torch.stack([transform(sample["image"]) for sample in samples])  # (B, 3, S, S)
+            pictures = [sample["image"] for sample in samples]
+            if batched is not None and _same_size_pictures(pictures):
+                images = batched(pictures)  # (B, 3, S, S)
+            else:
+                images = torch.stack([transform(picture) for picture in pictures])  # (B, 3, S, S)
             labels = torch.tensor([sample["label"] for sample in samples], dtype=torch.long)
             if mix is not None:
                 images, labels = mix(images, labels)  # labels become (B, C) soft targets
@@ -132,8 +140,13 @@ class ImageClassificationTask(Task):
         group.add_argument("--crop-scale", type=CROP_SCALE, default=None, metavar="MIN",
                            help="random resized crops keep MIN..1 of the area (1: no cropping; default: "
                                 "1 on the built-in sets, 0.7 for other images up to 64 px, else 0.08)")
-        group.add_argument("--mixup", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="MixUp alpha (0: off)")
-        group.add_argument("--cutmix", type=NON_NEGATIVE, default=0.0, metavar="ALPHA", help="CutMix alpha (0: off)")
+        group.add_argument("--mixup", type=NON_NEGATIVE, default=None, metavar="ALPHA",
+                           help="MixUp alpha (default 0: off)")
+        group.add_argument("--cutmix", type=NON_NEGATIVE, default=None, metavar="ALPHA",
+                           help="CutMix alpha (default 0: off)")
+        group.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                           help="a bundle of defaults under the flags given; small-data: the conv stem on our "
+                                "ViTs and label smoothing 0.1")
         super().add_arguments(parser)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")    # --device auto's kind
         parser.set_defaults(precision="bf16" if has_bf16_units(device) else "fp32")   # asked when parsing
@@ -142,9 +155,11 @@ class ImageClassificationTask(Task):
         """Backbone (new, or the architecture of ``--init-backbone``) + classification head + transforms."""
         labels = list(train_set.classes)
         builtin = _builtin_name(getattr(args, "data", "") or "")
+        source = getattr(args, "init_backbone", None)
+        new_backbone = args.backbone or self.default_backbone
+        apply_recipe(args, None if source else BACKBONES.meta(new_backbone).get("config"))
         head_args = {**self.head_args(args.head or self.default_head, args.head_args),
                      "num_classes": len(labels), "labels": labels}
-        source = getattr(args, "init_backbone", None)
         if source and source_kind(source) == "weights":
             # the ViT converted from ``source``, transforms at its size and statistics; ``--backbone timm/vit_*``
             # (with ``--backbone-args``) names the timm model of a bare weights file, for its number of heads
@@ -159,10 +174,11 @@ class ImageClassificationTask(Task):
                 name, backbone_args, transform = _transferred(args, self.default_backbone)
                 backbone = zoo.create_backbone(name, **backbone_args)
             else:
-                name = args.backbone or self.default_backbone
+                name = new_backbone
                 size = args.image_size or (BUILTIN_IMAGE_STATS[builtin]["image_size"] if builtin is not None
                                            else min(MAX_AUTO_SIZE, min(train_set[0]["image"].size)))
-                backbone_args = {**vit_defaults(name, size, is_default=name == self.default_backbone),
+                stem = {**BACKBONES.meta(name).get("config", {}), **(args.backbone_args or {})}.get("stem", "patch")
+                backbone_args = {**vit_defaults(name, size, is_default=name == self.default_backbone, stem=stem),
                                  **(args.backbone_args or {})}
                 backbone = zoo.create_backbone(name, **backbone_args)
                 transform = _new_transform(size, builtin, backbone, "checkpoint_path" in backbone_args)
@@ -243,19 +259,31 @@ class ImageClassificationTask(Task):
         return f"{item}: {ranked}{explained}"
 
 
+def _same_size_pictures(pictures: list[Any]) -> bool:
+    """Whether ``pictures`` are RGB PIL images of one size (what the batched pipeline stacks)."""
+    first = pictures[0]
+    return all(isinstance(p, Image.Image) and p.mode == "RGB" and p.size == first.size for p in pictures)
+
+
 def _builtin_name(spec: str) -> str | None:
     """The built-in set a data SPEC names ("default" for plain ``builtin``), or None for files."""
     parsed = parse_spec(spec) if spec else None
     return (parsed.path or "default") if parsed is not None and parsed.is_builtin else None
 
 
-def vit_defaults(name: str, size: int, is_default: bool) -> dict[str, Any]:
-    """``img_size``/``patch_size`` for our ViTs (+ :data:`SMALL_VIT` for the default on small images)."""
+def vit_defaults(name: str, size: int, is_default: bool, stem: str = "patch") -> dict[str, Any]:
+    """``img_size``/``patch_size`` for our ViTs (+ :data:`SMALL_VIT` for the default on small images).
+
+    A ``conv`` or ``spt`` stem gets at least 2-pixel patches, a ``conv`` one a power of 2 (7 -> 4 on
+    Fashion-MNIST: a 7 x 7 grid instead of 4 x 4)."""
     if "patch_size" not in BACKBONES.meta(name).get("config", {}):
         return {}
     if size > SMALL_IMAGE:
         return {"img_size": size, "patch_size": LARGE_PATCH}
-    return {"img_size": size, "patch_size": max(1, size // SMALL_GRID), **(SMALL_VIT if is_default else {})}
+    patch = max(1, size // SMALL_GRID)
+    if stem != "patch":
+        patch = max(2, 1 << (patch.bit_length() - 1) if stem == "conv" else patch)
+    return {"img_size": size, "patch_size": patch, **(SMALL_VIT if is_default else {})}
 
 
 def _new_transform(size: int, builtin: str | None, backbone: torch.nn.Module, pretrained: bool) -> dict:

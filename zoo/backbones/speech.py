@@ -37,6 +37,7 @@ class SpeechConfig:
     time_ratio: float = 0.05
     layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
     layer_mlp: tuple[int, ...] | None = None     # per-layer feed-forward widths of a pruned model
+    drop_path: float = 0.0       # stochastic depth of the last block (0 at the first, linear between)
 
 
 class SpeechEncoder(nn.Module):
@@ -53,7 +54,7 @@ class SpeechEncoder(nn.Module):
         self.subsample = ConvSubsampling(cfg.n_mels, cfg.dim)
         self.rope = RotaryEmbedding(cfg.dim // cfg.heads)
         block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, dropout=cfg.dropout,
-                            conformer=cfg.conformer, conv_kernel=cfg.conv_kernel)
+                            conformer=cfg.conformer, conv_kernel=cfg.conv_kernel, drop_path=cfg.drop_path)
         self.stack = Stack(block, cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = nn.LayerNorm(cfg.dim)
 

@@ -34,6 +34,7 @@ class TextConfig:
     bias: bool = True
     layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
     layer_mlp: tuple[int, ...] | None = None     # per-layer MLP hidden widths of a pruned model
+    drop_path: float = 0.0       # stochastic depth of the last block (0 at the first, linear between)
 
 
 class TextTransformer(nn.Module):
@@ -49,7 +50,7 @@ class TextTransformer(nn.Module):
         self.pos_embed = nn.Embedding(cfg.max_len, cfg.dim) if cfg.position == "learned" else None
         self.rope = RotaryEmbedding(cfg.dim // cfg.heads) if cfg.position == "rope" else None
         block = BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.mlp, cfg.norm, cfg.norm_eps, bias=cfg.bias,
-                            dropout=cfg.dropout)
+                            dropout=cfg.dropout, drop_path=cfg.drop_path)
         self.stack = Stack(block, cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)

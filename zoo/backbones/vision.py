@@ -7,16 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.features import Features
 from zoo.layers.attention import attention_mask
 from zoo.layers.block import BlockConfig
 from zoo.layers.norm import make_norm
 from zoo.layers.stack import Stack
 from zoo.registry import BACKBONES
-from zoo.stems import PatchEmbed
+from zoo.stems import ConvStem, PatchEmbed, ShiftedPatchEmbed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+STEMS: dict[str, type[nn.Module]] = {"patch": PatchEmbed, "conv": ConvStem, "spt": ShiftedPatchEmbed}
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ class ViTConfig:
     pyramid_levels: int = 3      # maps at strides p, 2p, 4p
     layer_heads: tuple[int, ...] | None = None   # per-layer head counts of a pruned model (None: ``heads``)
     layer_mlp: tuple[int, ...] | None = None     # per-layer MLP hidden widths of a pruned model
+    stem: str = "patch"          # "patch" (timm's) | "conv" (early convolutions) | "spt" (shifted patches)
+    drop_path: float = 0.0       # stochastic depth of the last block (0 at the first, linear between)
+    lsa: bool = False            # locality self-attention in every block
 
 
 class VisionTransformer(nn.Module):
@@ -43,6 +48,8 @@ class VisionTransformer(nn.Module):
 
     ``Features.tokens`` is (B, 1 + N, D) with the class token first; ``Features.maps`` are
     the last layer's patch tokens as a (B, D, H/p, W/p) map and its 2x, 4x max-pooled copies.
+    ``cfg.stem`` picks the patch embedding (:data:`STEMS`); the small-data options (conv or shifted-patch
+    stem, drop path, locality self-attention) are off by default, which is timm's layout.
     Inputs of another size than ``img_size`` get bicubically resized position embeddings; in a
     padded batch each image gets those of its own size, so its features do not depend on the batch.
     """
@@ -54,12 +61,16 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.cfg, self.dim = cfg, cfg.dim
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.dim)
+        if cfg.stem not in STEMS:
+            raise ZooError(f"ViT stem must be one of {sorted(STEMS)}, got {cfg.stem!r}; set --backbone-args "
+                           "'{\"stem\": \"conv\"}' or leave it out")
+        self.patch_embed = STEMS[cfg.stem](cfg.patch_size, cfg.in_chans, cfg.dim)
         grid = cfg.img_size // cfg.patch_size
         prefix = 1 if cfg.class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, prefix + grid * grid, cfg.dim) * 0.02)
-        self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, norm_eps=cfg.norm_eps, dropout=cfg.dropout),
+        self.stack = Stack(BlockConfig(cfg.dim, cfg.heads, cfg.mlp_ratio, norm_eps=cfg.norm_eps, dropout=cfg.dropout,
+                                       drop_path=cfg.drop_path, lsa=cfg.lsa),
                            cfg.depth, cfg.layer_heads, cfg.layer_mlp)
         self.norm = make_norm("layer", cfg.dim, cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
@@ -97,18 +108,20 @@ class VisionTransformer(nn.Module):
         Images are top-left aligned in the padded batch; a patch is real when all its pixels are
         (the patches a lone image of that size would have); padded patches are masked out.
         """
-        x, grid = self.patch_embed(inputs)  # (B, N, D)
-        token_mask = None
-        if mask is None:
-            x = x + self._positions(grid)
-        else:
-            p = self.cfg.patch_size
+        p = self.cfg.patch_size
+        grid = (inputs.shape[2] // p, inputs.shape[3] // p)
+        token_mask = region = None
+        if mask is not None:
             cells = mask[:, : grid[0] * p, : grid[1] * p].reshape(mask.shape[0], grid[0], p, grid[1], p)
             patch_mask = cells.all(dim=4).all(dim=2)  # (B, H/p, W/p): patches made of real pixels only
             rows, cols = patch_mask.any(dim=2).sum(dim=1), patch_mask.any(dim=1).sum(dim=1)  # (B,) real patches
             grids = torch.stack([rows, cols], dim=1)  # (B, 2)
-            x = x + self._padded_positions(grids, grid)
+            pixel_rows = torch.arange(mask.shape[1], device=mask.device)[None, :, None] < (rows * p)[:, None, None]
+            pixel_cols = torch.arange(mask.shape[2], device=mask.device)[None, None, :] < (cols * p)[:, None, None]
+            region = pixel_rows & pixel_cols  # (B, H, W): the pixels of each image's real patches
             token_mask = patch_mask.flatten(1)  # (B, N)
+        x, grid = self.patch_embed(inputs, region)  # (B, N, D)
+        x = x + (self._positions(grid) if mask is None else self._padded_positions(grids, grid))
         if self.cls_token is not None:
             prefix_pos = self.pos_embed[:, :1]
             x = torch.cat([(self.cls_token + prefix_pos).expand(x.shape[0], -1, -1), x], dim=1)
@@ -156,3 +169,6 @@ def _register(name: str, defaults: dict) -> None:
 _register("vit_tiny", dict(dim=192, depth=12, heads=3))
 _register("vit_small", dict(dim=384, depth=12, heads=6))
 _register("vit_base", dict(dim=768, depth=12, heads=12))
+# small-data variants (Xiao et al. 2021; Lee et al. 2021): the vit_tiny shape with their stems and attention
+_register("vit_tiny_conv", {"dim": 192, "depth": 12, "heads": 3, "stem": "conv"})
+_register("vit_tiny_spt_lsa", {"dim": 192, "depth": 12, "heads": 3, "stem": "spt", "lsa": True})

@@ -137,15 +137,21 @@ class Attention(nn.Module):
     by renaming); cross-attention has ``q`` and a fused ``kv`` over the context dimension.
     ``head_dim`` (default ``dim // heads``) lets a pruned layer keep fewer heads of the original
     width: the projections then map ``dim`` to ``heads * head_dim`` and back.
+
+    ``lsa`` (locality self-attention, Lee et al. 2021, for small-data ViTs) learns the softmax
+    temperature (``temperature``, initialised to ``1 / sqrt(head_dim)``) and masks the diagonal, so
+    no token attends to itself; it is for encoders (no causal mask, no KV cache).
     """
 
     def __init__(self, dim: int, heads: int, *, cross: bool = False, context_dim: int | None = None,
-                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None) -> None:
+                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None, lsa: bool = False) -> None:
         super().__init__()
         if head_dim is None and dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         if heads < 1:
             raise ValueError(f"an attention layer needs at least one head, got {heads}")
+        if lsa and cross:
+            raise ValueError("locality self-attention (lsa) is self-attention; cross-attention cannot use it")
         self.heads, self.head_dim, self.cross = heads, head_dim or dim // heads, cross
         inner = heads * self.head_dim
         if cross:
@@ -155,6 +161,26 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, 3 * inner, bias=bias)
         self.proj = nn.Linear(inner, dim, bias=bias)
         self.dropout = dropout
+        self.lsa = lsa
+        if lsa:
+            self.temperature = nn.Parameter(torch.tensor(self.head_dim ** -0.5))
+
+    def score_scale(self) -> torch.Tensor | float:
+        """What ``q @ k^T`` is multiplied by before the softmax: the learned temperature under LSA."""
+        return self.temperature if self.lsa else self.head_dim ** -0.5
+
+    def locality_mask(self, mask: torch.Tensor | None, steps: int, device: torch.device) -> torch.Tensor:
+        """``mask`` (bool True = attend, or additive; None: all) without the diagonal: (.., T, T).
+
+        A row left with no key (a lone real token) keeps ``mask``'s row, so its output stays finite.
+        """
+        off_diagonal = ~torch.eye(steps, dtype=torch.bool, device=device)  # (T, T)
+        if mask is None:
+            return off_diagonal if steps > 1 else ~off_diagonal
+        if mask.dtype != torch.bool:
+            return mask.masked_fill(~off_diagonal, float("-inf"))
+        local = mask & off_diagonal
+        return local | (mask & ~local.any(dim=-1, keepdim=True))
 
     def _split(self, x: torch.Tensor, parts: int) -> list[torch.Tensor]:
         batch, steps, _ = x.shape
@@ -182,6 +208,13 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.update(layer, k, v)
         drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=is_causal)
+        scale = None
+        if self.lsa:
+            if is_causal or cache is not None:
+                raise ValueError("locality self-attention (lsa) is for encoders: no causal mask, no KV cache")
+            # SDPA takes a float scale: the learned temperature multiplies the queries instead
+            q, scale, mask = q * self.temperature.to(q.dtype), 1.0, self.locality_mask(mask, steps, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=is_causal,
+                                             scale=scale)
         out = out.transpose(1, 2).reshape(batch, steps, self.heads * self.head_dim)  # (B, T, nh * hs)
         return self.proj(out)

@@ -1,7 +1,8 @@
 """The one pre-norm transformer block every backbone and decoder head uses.
 
-Options: cross-attention (decoders), and the Conformer layout (macaron half-step
-feed-forwards around attention and a convolution module, then a final norm).
+Options: cross-attention (decoders), the Conformer layout (macaron half-step
+feed-forwards around attention and a convolution module, then a final norm), stochastic depth
+on every residual branch and locality self-attention (small-data ViTs).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from zoo.layers.attention import Attention, KVCache
+from zoo.layers.drop_path import DropPath
 from zoo.layers.mlp import MLP
 from zoo.layers.norm import make_norm
 from zoo.layers.position import RotaryEmbedding
@@ -32,6 +34,8 @@ class BlockConfig:
     context_dim: int | None = None
     conformer: bool = False      # macaron FFNs + convolution module
     conv_kernel: int = 15
+    drop_path: float = 0.0       # per-sample residual-branch drop rate (a Stack spreads it over depth)
+    lsa: bool = False            # locality self-attention: learnable temperature + no attention to itself
 
 
 class ConvModule(nn.Module):
@@ -73,7 +77,8 @@ class Block(nn.Module):
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.norm1 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         head_dim = cfg.dim // cfg.heads if heads is not None else None
-        self.attn = Attention(cfg.dim, heads or cfg.heads, bias=cfg.bias, dropout=cfg.dropout, head_dim=head_dim)
+        self.attn = Attention(cfg.dim, heads or cfg.heads, bias=cfg.bias, dropout=cfg.dropout, head_dim=head_dim,
+                              lsa=cfg.lsa)
         if cfg.cross:
             self.norm_cross = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
             self.cross_attn = Attention(cfg.dim, cfg.heads, cross=True, context_dim=cfg.context_dim,
@@ -87,6 +92,7 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg.dim, hidden, cfg.mlp, cfg.dropout, cfg.bias, mlp_width)
         self.drop = nn.Dropout(cfg.dropout)
+        self.drop_path = DropPath(cfg.drop_path)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None, is_causal: bool = False,
                 pad_mask: torch.Tensor | None = None, rope: RotaryEmbedding | None = None,
@@ -96,12 +102,13 @@ class Block(nn.Module):
         """x: (B, T, D) -> (B, T, D). ``mask``/``context_mask`` are SDPA masks; ``pad_mask`` (B, T)."""
         conformer = self.cfg.conformer
         if conformer:
-            x = x + 0.5 * self.ff1(self.norm_ff1(x))
-        x = x + self.drop(self.attn(self.norm1(x), mask=mask, is_causal=is_causal, rope=rope,
-                                    positions=positions, cache=cache, layer=layer))
+            x = x + self.drop_path(0.5 * self.ff1(self.norm_ff1(x)))
+        x = x + self.drop_path(self.drop(self.attn(self.norm1(x), mask=mask, is_causal=is_causal, rope=rope,
+                                                   positions=positions, cache=cache, layer=layer)))
         if self.cfg.cross:
-            x = x + self.drop(self.cross_attn(self.norm_cross(x), mask=context_mask, context_kv=context_kv))
+            x = x + self.drop_path(self.drop(self.cross_attn(self.norm_cross(x), mask=context_mask,
+                                                             context_kv=context_kv)))
         if conformer:
-            x = x + self.conv(self.norm_conv(x), pad_mask)
-        x = x + (0.5 if conformer else 1.0) * self.mlp(self.norm2(x))
+            x = x + self.drop_path(self.conv(self.norm_conv(x), pad_mask))
+        x = x + self.drop_path((0.5 if conformer else 1.0) * self.mlp(self.norm2(x)))
         return self.norm_out(x) if conformer else x
