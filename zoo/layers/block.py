@@ -110,5 +110,6 @@ class Block(nn.Module):
                                                              context_kv=context_kv)))
         if conformer:
             x = x + self.drop_path(self.conv(self.norm_conv(x), pad_mask))
-        x = x + self.drop_path((0.5 if conformer else 1.0) * self.mlp(self.norm2(x)))
+        mlp = self.mlp(self.norm2(x))
+        x = x + self.drop_path(0.5 * mlp if conformer else mlp)  # no `1.0 *`: a full pass per block
         return self.norm_out(x) if conformer else x
