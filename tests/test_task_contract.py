@@ -233,3 +233,14 @@ def test_bench_pairs_match_units_and_items_and_do_real_work(name: str) -> None:
             if workload is not None and id(workload) not in stepped:  # a reference shared by several rows: once
                 stepped.add(id(workload))
                 _does_real_work(workload)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_demo_flags_parse_and_build_a_model(name: str, tmp_path: Path) -> None:
+    """`zoo demo` appends ``task.demo_args`` to `zoo train`: the task's parser takes them and a model builds
+    from them (on the tiny fixture, whose flags they override)."""
+    task, fixture = zoo.get_task(name), _fixture(name)
+    spec, _ = fixture.write(tmp_path)
+    args = _train_args(task, ["--data", spec, *fixture.argv, *task.demo_args])
+    model = task.build_model(args, task.datasets(spec, "train"))
+    assert isinstance(model, zoo.ZooModel)

@@ -66,6 +66,9 @@ class AsrTask(Task):
     head_defaults = HEAD_DEFAULTS
     composite_heads = {HYBRID: "seq2seq"}
     bucket_batches = 20
+    # the demo's 30 s: a 2-block encoder without augmentation at a higher peak, warmed up in 10 steps
+    demo_args = ("--warmup-steps", "10", "--lr", "5e-3", "--speed-perturb", "1",
+                 "--backbone-args", '{"depth": 2, "spec_augment": false}')
 
     # ---- data -------------------------------------------------------------------------
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
