@@ -86,6 +86,8 @@ class ImageClassificationTask(Task):
     quick_set = "digits"
     evaluation_pictures = (CONFUSION_PNG,)
     train_defaults = dict(batch_size=128, lr=3e-3, weight_decay=0.05, warmup_steps=100, eval_every=1000)
+    # the demo's digits run: the small-data recipe beats logistic regression on pixels (0.956) in 60 s
+    demo_args = ("--time-budget", "60", "--recipe", "small-data", "--warmup-steps", "20")
     head_defaults = {"classification": dict(label_smoothing=0.1)}
 
     # ---- data -------------------------------------------------------------------------
