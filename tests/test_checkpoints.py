@@ -171,7 +171,7 @@ def test_config_shapes_that_differ_from_the_weights_name_the_tensor_and_both_sha
 
 @pytest.mark.parametrize("part, change, message", [
     ("backbone", {"dimm": 32}, "field 'backbone': backbone 'text_encoder_tiny' has no argument 'dimm'; "
-                               "valid arguments: bias, causal, depth, dim, dropout"),
+                               "valid arguments: bias, causal, depth, dim, drop_path, dropout"),
     ("head", {"num_clases": 3}, "field 'head': head 'classification' has no argument 'num_clases'; "
                                 "valid arguments: dropout, label_smoothing, labels, num_classes, pool"),
     ("backbone", {"dim": "32"}, "field 'backbone': backbone 'text_encoder_tiny': argument 'dim' is '32' (str), "

@@ -44,7 +44,7 @@ def test_builtin_metadata_filters():
     assert set(zoo.list_backbones(modality="audio")) >= {"speech_encoder_tiny", "speech_encoder_small"}
     causal = zoo.list_backbones(causal=True)
     assert "text_decoder_tiny" in causal and "text_encoder_tiny" not in causal
-    assert zoo.list_backbones("vit_*") == ["vit_base", "vit_small", "vit_tiny"]
+    assert zoo.list_backbones("vit_*") == ["vit_base", "vit_small", "vit_tiny", "vit_tiny_conv", "vit_tiny_spt_lsa"]
 
 
 def test_prefix_resolvers_list_and_create():
