@@ -60,7 +60,7 @@ class ConvStem(nn.Module):
         self.proj = nn.Conv2d(widths[-1], dim, kernel_size=1)
 
     def forward(self, images: torch.Tensor, region: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = _whole_patches(images, region, self.patch_size)  # (B, C, H', W')
+        x = _whole_patches(images, None, self.patch_size)  # (B, C, H', W'); the loop below applies ``region``
         keep = None if region is None else region[:, None, : x.shape[2], : x.shape[3]].to(x.dtype)  # (B, 1, H', W')
         for conv in self.convs:
             x = conv(x if keep is None else x * keep)  # (B, c, H'/2, W'/2)
