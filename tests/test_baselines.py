@@ -222,3 +222,23 @@ def test_the_demo_table_shows_the_baseline_and_whether_the_model_beats_it() -> N
     assert "| 0.1000 | error: no boxes | - |" in lines[5]
     assert "| out of memory | - | - |" in lines[6]
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_the_demo_trains_each_task_with_the_seed_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """`zoo demo --seed N` (the README's table is the median of seeds 0, 1, 2) reaches `zoo train` as `--seed N`."""
+    from tasks.engine import demo
+
+    task = zoo.get_task("sentiment")
+    calls: list[tuple[str, list[str]]] = []
+
+    def command(name: str, argv: list[str]) -> dict:
+        calls.append((name, argv))
+        return {"accuracy": 0.5, "n": 2}
+
+    monkeypatch.setattr(task, "command", command)
+    monkeypatch.setattr(demo.zoo, "get_task", lambda name: task)
+    result = demo.run_task("sentiment", tmp_path, 5.0, seed=2)
+    train_argv = calls[0][1]
+    assert calls[0][0] == "train" and train_argv[train_argv.index("--seed") + 1] == "2"
+    assert train_argv[train_argv.index("--out") + 1] == str(tmp_path / "sentiment")
+    assert result["value"] == 0.5 and calls[1][0] == "eval"

@@ -19,13 +19,13 @@ from zoo.cli import ArgumentParser
 BASELINE_FAILURES = (ValueError, OSError, RuntimeError, ImportError)
 
 
-def run_task(name: str, out: Path, budget: float) -> dict[str, Any]:
-    """Train ``name`` for ``budget`` seconds on its quick set, then evaluate the test split."""
+def run_task(name: str, out: Path, budget: float, seed: int = 0) -> dict[str, Any]:
+    """Train ``name`` for ``budget`` seconds (``seed``) on its quick set, then evaluate the test split."""
     task = zoo.get_task(name)
     run_dir = out / name
     started = time.perf_counter()
     task.command("train", ["--data", task.quick_data, "--time-budget", str(budget), "--out", str(run_dir),
-                           "--no-progress", *task.demo_args])
+                           "--seed", str(seed), "--no-progress", *task.demo_args])
     trained = time.perf_counter() - started
     metrics = task.command("eval", ["--checkpoint", str(run_dir), "--data", task.quick_data])
     return {"task": name, "data": task.quick_data, "metric": task.metric.name,
@@ -96,12 +96,13 @@ def table(results: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`zoo demo [--budget SECONDS] [--task NAME ...] [--out DIR] [--no-baseline] [--no-bench]`."""
+    """`zoo demo [--budget SECONDS] [--task NAME ...] [--seed N] [--out DIR] [--no-baseline] [--no-bench]`."""
     parser = ArgumentParser(prog="zoo demo", description="Train, evaluate, score a baseline for and benchmark every task briefly.")
     parser.add_argument("--budget", type=POSITIVE, default=30.0,
                         help="training seconds per task (30: eight tasks, setup and benchmark in 15 minutes)")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs and the benchmark")
     parser.add_argument("--task", nargs="+", help="only these tasks")
+    parser.add_argument("--seed", type=int, default=0, help="every task's training seed (the README's table: 0, 1, 2)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip each task's baseline (fit on the quick set's train split, scored on its test split)")
     parser.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.task or zoo.list_tasks():
         print(f"\n=== {name}: training for {args.budget:.0f} s on its quick built-in set ===", flush=True)
         try:
-            result = run_task(name, args.out, args.budget)
+            result = run_task(name, args.out, args.budget, args.seed)
         except Exception as err:  # one task failing must not hide the others' results
             print(f"{name}: demo failed: {err}", file=sys.stderr)
             results.append({"task": name, "data": "-", "metric": "error", "value": str(err)[:60]})
