@@ -143,8 +143,27 @@ def markdown(machine: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{_side(ours, row['unit'])} | {_side(ref, row['unit'])} | {ratio} | {1e3 * ours['step_s']:.1f} ms | "
             f"{ours['peak_memory_bytes'] / 2 ** 20:.0f} MiB | {_si(ours['flops_per_item'])} | "
             f"{_si(ours['flops_per_s'])} | {_percent(ours['matmul_fraction'])} | {_mfu(ours)} |")
+    lines.extend(_below_aim_lines(rows))
     lines.extend(_sweep_lines(rows))
     return "\n".join(lines) + "\n"
+
+
+def below_aim(row: dict[str, Any]) -> bool:
+    """Whether a measured pair's ratio is under its ``aim`` (rows without a ratio or an aim are not)."""
+    return row.get("ratio") is not None and row.get("aim") is not None and row["ratio"] < row["aim"]
+
+
+def why_below(row: dict[str, Any]) -> str:
+    """What the row says of its two sides: how they differ in kind, or that they do the same work."""
+    return row.get("differs") or "same work on both sides"
+
+
+def _below_aim_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per row under its aim: the ratio, the aim and why (the pair's ``differs``)."""
+    lines = [f"- {row['task']}: {row['ours']['name']} vs {row['reference']['name']} [{row['mode']}, "
+             f"{row['precision']}, batch {row['batch_size']}]: {row['ratio']:.2f}x, aim {row['aim']:.2f}x; "
+             f"{why_below(row)}" for row in rows if below_aim(row)]
+    return ["", "Rows below their aim:", *lines] if lines else []
 
 
 def _mfu(side: dict[str, Any]) -> str:

@@ -177,6 +177,7 @@ def measure_pair(ours: Workload, reference: Workload | None, matmul: Workload, d
         "mode": ours.mode, "unit": ours.unit, "batch_size": ours.batch_size,
         "ours": sides[0], "reference": sides[1] if reference is not None else None,
         "ratio": ratio, "ratio_min": low, "ratio_max": high, "ratios": ratios, "rounds": args.rounds,
+        "aim": ours.aim, "differs": ours.differs or (reference.differs if reference is not None else ""),
         "matmul": {"name": matmul.name, "flops_per_s": statistics.median(rounds.of(matmul_index))},
     }
 
@@ -205,6 +206,8 @@ def _describe(row: dict[str, Any]) -> str:
         text += f"; {100 * ours['matmul_fraction']:.0f}% of matmul FLOP/s"
     if ours["mfu"] is not None:
         text += f"; MFU {100 * ours['mfu']:.1f}% (of the {ours['mfu_peak']} peak)"
+    if report.below_aim(row):
+        text += f"; below its {row['aim']:.2f}x aim ({report.why_below(row)})"
     return text
 
 

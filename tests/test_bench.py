@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import flops, report, run
 from tasks.engine import bench, precision
 from tasks.engine.device import pick_device
-from tasks.engine.task import Workload
+from tasks.engine.task import AIM, Workload
 from zoo.errors import ZooError
 
 CPU = torch.device("cpu")
@@ -106,7 +107,7 @@ PEAK_SCRIPT = """
 import sys, time, torch
 from tasks.engine import bench
 from tasks.engine.device import pick_device
-from tasks.engine.task import Workload
+from tasks.engine.task import AIM, Workload
 from zoo.errors import ZooError
 if sys.argv[1] == "sampled":  # the fallback for kernels that ignore a VmHWM reset
     bench._host_memory().kind = "sampled"
@@ -350,6 +351,33 @@ def test_runner_writes_rows_json_markdown_and_chart(tmp_path, monkeypatch) -> No
     assert result["machine"]["cpu"] and result["machine"]["versions"]["torch"]
     table = next(tmp_path.glob("*.md")).read_text()
     assert "| toy | inference | fp32 | zoo tiny" in table and "sweep toy zoo tiny" in table
+
+
+def test_rows_below_their_aim_are_listed_with_how_the_two_sides_differ(tmp_path, monkeypatch) -> None:
+    """Each pair carries its aim (1.05x unless the workload says) and what differs in kind; the runner's
+    table ends with every row under its aim and why, and leaves out rows that meet theirs."""
+    def pairs(device: torch.device, precision: str, quick: bool, compile: bool) -> list:
+        same = linear_workload(8, "zoo same")
+        return [(same, linear_workload(8, "ref same")),                            # the same work: about 1x
+                (replace(linear_workload(8, "zoo other"), aim=1000.0, differs="different block"),
+                 linear_workload(8, "ref other")),
+                (replace(linear_workload(8, "zoo easy"), aim=0.01), linear_workload(8, "ref easy"))]
+
+    monkeypatch.setattr(run, "has_bf16_units", lambda device: False)
+    monkeypatch.setattr(run, "sources", lambda args: [("tasks", "toy", pairs)])
+    monkeypatch.setattr(flops, "matmul_size", lambda device, quick: 64)
+    assert run.main(["--quick", "--rounds", "3", "--block-seconds", "0.005", "--warmup", "1",
+                     "--out", str(tmp_path)]) == 0
+    same, other, easy = report.read_json(next(tmp_path.glob("*.json")))["rows"]
+    assert (same["aim"], same["differs"]) == (AIM, "") and AIM == 1.05
+    assert (other["aim"], other["differs"], easy["aim"]) == (1000.0, "different block", 0.01)
+    table = next(tmp_path.glob("*.md")).read_text()
+    listed = table.split("Rows below their aim:")[1].splitlines()
+    assert any(line.startswith("- toy: zoo other vs ref other") and "aim 1000.00x; different block" in line
+               for line in listed)
+    assert not any("zoo easy" in line for line in listed)
+    assert report.below_aim(same) == (same["ratio"] < 1.05)
+    assert report.why_below(same) == "same work on both sides"
 
 
 def test_gpus_always_get_both_precisions(monkeypatch) -> None:

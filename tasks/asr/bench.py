@@ -20,7 +20,7 @@ forward passes of both sides with ``torch.compile``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -54,6 +54,12 @@ def shape(device: torch.device, quick: bool) -> Shape:
     return Shape(2, 2.0, 1, 1.0) if quick else Shape(16, 4.0, 2, 4.0)
 
 
+# how our speech encoder's blocks differ from torchaudio's Conformer of the same size (what the rows say)
+CONFORMER_DIFFERS = ("same size, different block: ours rotates queries and keys (RoPE) and uses GELU; torchaudio's "
+                     "Conformer has no position encoding in attention and uses SiLU")
+WAV2VEC2_DIFFERS = "different model: our small Conformer-style encoder against wav2vec2_base's 95M parameters"
+
+
 def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool | str = False) -> list[tuple[Workload, Workload | None]]:
     """(ours, reference) pairs: encoder train/inference vs torchaudio Conformer, front end, whole
@@ -61,14 +67,17 @@ def workloads(device: torch.device, precision: str, quick: bool,
     size = shape(device, quick)
     pairs: list[tuple[Workload, Workload | None]] = []
     for mode in ("train", "inference"):
-        pairs.append((encoder_workload("ours", mode, device, compile, size.seconds, size.batch),
+        pairs.append((replace(encoder_workload("ours", mode, device, compile, size.seconds, size.batch),
+                              differs=CONFORMER_DIFFERS),
                       encoder_workload("conformer", mode, device, compile, size.seconds, size.batch)))
     pairs.append((frontend_workload(device, compile, size.seconds, size.batch), None))
     for mode in ("train", "inference"):
         reference = None
         if mode == "inference" or not quick or device.type == "cuda":
             reference = whole_workload("wav2vec2", mode, device, compile, size.full_seconds, size.full_batch)
-        pairs.append((whole_workload("ours", mode, device, compile, size.full_seconds, size.full_batch), reference))
+        ours = replace(whole_workload("ours", mode, device, compile, size.full_seconds, size.full_batch),
+                       differs=WAV2VEC2_DIFFERS)
+        pairs.append((ours, reference))
     return pairs
 
 

@@ -42,6 +42,9 @@ class Metric:
         return new > old if self.higher_is_better else new < old
 
 
+AIM = 1.05  # what a benchmark pair aims at unless it says otherwise: ours at least 1.05x the reference
+
+
 @dataclass
 class Workload:
     """One benchmark workload: ``step()`` does one batch of work on ``items`` items of ``unit``.
@@ -50,7 +53,9 @@ class Workload:
     each call in bf16 autocast when asked and in ``torch.inference_mode()`` for inference
     workloads, so a step does neither itself. ``model`` is the module whose parameters are
     counted (and converted to channels_last when asked). ``factory(batch_size)`` (optional)
-    builds the same workload at another batch size, for the batch-size sweep.
+    builds the same workload at another batch size, for the batch-size sweep. ``aim`` is the
+    ratio (ours / reference) the pair aims at, and ``differs`` says how the two sides differ in
+    kind ("" when they do the same work); the runner lists every row below its aim with it.
     """
 
     name: str
@@ -62,6 +67,8 @@ class Workload:
     batch_size: int = 1
     config: str = ""                # shapes, for the table
     factory: Callable[[int], "Workload"] | None = None
+    aim: float = AIM
+    differs: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torch import nn
 
 import zoo
 from heads.seq2seq import IGNORE, frame_targets
-from tasks.asr.bench import ENCODER, _model, _waves, shape_text
+from tasks.asr.bench import CONFORMER_DIFFERS, ENCODER, _model, _waves, shape_text
 from tasks.asr.task import BACKBONE_DEFAULTS, HEAD_DEFAULTS
 from tasks.engine.bench import maybe_compile, random_tokens, train_step
 from tasks.engine.task import Workload
@@ -59,8 +59,10 @@ def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool | str = False) -> list[tuple[Workload, Workload | None]]:
     """(ours, reference) pairs: training and greedy translation, each against Conformer + TransformerDecoder."""
     size = shape(device, quick)
-    return [(train_workload("ours", device, compile, size), train_workload("reference", device, compile, size)),
-            (greedy_workload("ours", device, size), greedy_workload("reference", device, size))]
+    return [(replace(train_workload("ours", device, compile, size), differs=CONFORMER_DIFFERS),
+             train_workload("reference", device, compile, size)),
+            (replace(greedy_workload("ours", device, size), differs=CONFORMER_DIFFERS),
+             greedy_workload("reference", device, size))]
 
 
 class ConformerTransformer(nn.Module):
