@@ -10,7 +10,7 @@ from heads.joint_decoding import joint_generate
 from tasks.asr.audio import SAMPLE_RATE, collate_audio
 from tasks.asr.formats import normalize_text
 from tasks.asr.units import ids_to_text
-from tasks.engine.batching import length_sorted_batches
+from tasks.engine.batching import in_order, length_sorted_batches
 from tasks.engine.evaluation import EvalOptions, run_batches
 from zoo.errors import ZooError
 from zoo.multihead import MultiHeadModel
@@ -48,20 +48,15 @@ def transcribe(model: torch.nn.Module, load: Callable[[int], torch.Tensor], leng
         return {"inputs": batch["inputs"], "mask": batch["mask"]}
 
     def decode(batch: dict[str, torch.Tensor]) -> list[list[int]]:
+        budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])   # attention decoding's new units
         if hybrid and weight is not None:
-            budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])
             return joint_generate(model, batch, weight, beams=beams, max_new_tokens=budget, **generation)
         if hasattr(model.head, "init_state"):
-            budget = max_new_tokens or unit_budget(batch["inputs"].shape[1])
             return model.generate(batch, beams=beams, max_new_tokens=budget, **generation)
         return model.head.decode(model(batch), beams=beams)
 
-    texts = [""] * len(lengths)
-    for batch_ids, rows in run_batches(model, length_sorted_batches(lengths, batch_size),
-                                       batch_of, decode, options):
-        for i, ids in zip(batch_ids, rows):
-            texts[i] = ids_to_text(writer, ids)
-    return texts
+    rows = in_order(run_batches(model, length_sorted_batches(lengths, batch_size), batch_of, decode, options))
+    return [ids_to_text(writer, ids) for ids in rows]
 
 
 def error_rates(hypotheses: list[str], references: list[str]) -> dict[str, float]:

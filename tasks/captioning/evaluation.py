@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from tasks.engine.batching import ordered_chunks
+from tasks.engine.batching import in_order, ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
 from tasks.engine.images import stored_transform
 from tasks.image_classification.transforms import build_transform
@@ -47,11 +47,7 @@ def caption_batches(model: torch.nn.Module, count: int, load: Callable[[int], An
     def generate(batch: dict[str, torch.Tensor]) -> list[str]:
         return [model.tokenizer.decode(ids) for ids in model.generate(batch, max_new_tokens=budget, **generation)]
 
-    results = [""] * count
-    for rows, texts in run_batches(model, ordered_chunks(list(range(count)), batch_size), batch_of, generate, options):
-        for i, text in zip(rows, texts):
-            results[i] = text
-    return results
+    return in_order(run_batches(model, ordered_chunks(list(range(count)), batch_size), batch_of, generate, options))
 
 
 def caption_dataset(model: torch.nn.Module, dataset: Dataset, batch_size: int, options: EvalOptions = EvalOptions(),

@@ -1,7 +1,7 @@
 """Batches of similar lengths: shuffled buckets for training (as fairseq and ESPnet batch), sorted for evaluation."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -36,3 +36,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 def ordered_chunks(order: list[int], batch_size: int) -> list[list[int]]:
     """``order`` cut into consecutive batches of ``batch_size`` indices (the last may be shorter)."""
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def in_order(batches: Iterable[tuple[Sequence[int], Iterable[Any]]]) -> list[Any]:
+    """The outputs of batches of sample indices, ``(indices, their outputs)`` each, back in index order."""
+    placed = {i: output for rows, outputs in batches for i, output in zip(rows, outputs)}
+    return [placed[i] for i in range(len(placed))]

@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 import sacrebleu
 import torch
 
-from tasks.engine.batching import ordered_chunks
+from tasks.engine.batching import in_order, ordered_chunks
 from tasks.engine.evaluation import EvalOptions, run_batches
 from zoo.texts import DEFAULT_MAX_LEN, encode_sources, tokenizers, translate_batch
 from zoo.tokenizer import BaseTokenizer, pad_ids
@@ -28,11 +28,7 @@ def translate(model: torch.nn.Module, sources: Sequence[str], batch_size: int = 
     def generate(batch: dict[str, torch.Tensor]) -> list[str]:
         return translate_batch(model, batch, max_new_tokens, **generation)
 
-    results: list[str] = [""] * len(sources)
-    for rows, texts in run_batches(model, chunks, batch_of, generate, options):
-        for i, text in zip(rows, texts):
-            results[i] = text
-    return results
+    return in_order(run_batches(model, chunks, batch_of, generate, options))
 
 
 def source_batches(sources: Sequence[str], source_tok: BaseTokenizer, max_len: int, batch_size: int,
