@@ -98,9 +98,6 @@ def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool | str = False) -> list[tuple[Workload, Workload | None]]:
     """The task's (ours, reference) pairs on ``device``; precision is applied by the harness."""
     size = batches(device, quick)
-    pairs: list[tuple[Workload, Workload | None]] = []
-    for ours_name, timm_name in PAIRS:
-        for mode, batch in (("inference", size.inference), ("train", size.train)):
-            pairs.append(vit_pair(ours_name, timm_name, mode, batch, device, compile))
-    pairs.append((builtin_workload(size.builtin_train, device, compile), None))
-    return pairs
+    pairs = [vit_pair(ours_name, timm_name, mode, batch, device, compile) for ours_name, timm_name in PAIRS
+             for mode, batch in (("inference", size.inference), ("train", size.train))]
+    return [*pairs, (builtin_workload(size.builtin_train, device, compile), None)]

@@ -46,11 +46,8 @@ def workloads(device: torch.device, precision: str, quick: bool,
               compile: bool = False) -> list[tuple[Workload, Workload | None]]:
     """(ours, reference) for training and for inference; ``quick`` uses shorter, smaller batches."""
     shape, batch_size = QUICK if quick else FULL
-    pairs = []
-    for mode in ("train", "inference"):
-        pairs.append((_ours(shape, mode, device, compile, batch_size),
-                      _reference(shape, mode, device, compile, batch_size)))
-    return pairs
+    return [(_ours(shape, mode, device, compile, batch_size), _reference(shape, mode, device, compile, batch_size))
+            for mode in ("train", "inference")]
 
 
 def batch(shape: Shape, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -90,15 +90,12 @@ def workloads(device: torch.device, precision: str, quick: bool,
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     ours = _ours(shape, device, dtype, compile)
     reference = _reference(shape, device, dtype, compile)
-    pairs: list[tuple[Workload, Workload | None]] = []
-    for batch in BATCHES:
-        pairs.append((prefill(ours, shape, device, batch),
-                      prefill(reference, shape, device, batch, True) if reference is not None else None))
-    for use_cache in (True, False):
-        for batch in BATCHES:
-            pairs.append((decode(ours, shape, device, use_cache, compile, batch),
-                          decode(reference, shape, device, use_cache, compile, batch, True) if reference is not None
-                          else None))
+    pairs: list[tuple[Workload, Workload | None]] = [
+        (prefill(ours, shape, device, batch),
+         prefill(reference, shape, device, batch, True) if reference is not None else None) for batch in BATCHES]
+    pairs += [(decode(ours, shape, device, use_cache, compile, batch),
+               decode(reference, shape, device, use_cache, compile, batch, True) if reference is not None else None)
+              for use_cache in (True, False) for batch in BATCHES]
     if device.type == "cpu" and precision == "fp32" and reference is not None:
         pairs.append((replace(decode(int8_copy(ours), shape, device, True, compile, 1, variant=INT8), aim=INT8_AIM),
                       decode(reference, shape, device, True, compile, 1, True)))
