@@ -42,11 +42,8 @@ def three_way_split(count: int, fraction: float = HELD_OUT, seed: int = SEED) ->
 def _build_austen(out: Path) -> str:
     """Write each novel's chapters as ``<novel>-chNNN.txt`` into ``train/``, ``validation/``, ``test/``."""
     novels = austen_novels()
-    chapters: dict[str, str] = {}       # "emma-ch001" -> text; "-ch000" is the title page
-    for name, lines in sorted(novels.items()):
-        for number, text in enumerate(split_chapters(lines)):
-            if text:
-                chapters[f"{name}-ch{number:03d}"] = text
+    chapters = {f"{name}-ch{number:03d}": text for name, lines in sorted(novels.items())   # "emma-ch001" -> text;
+                for number, text in enumerate(split_chapters(lines)) if text}                 # "-ch000": the title page
     held = [key for key in chapters if not key.endswith("-ch000")]
     if not held:
         raise ValueError(f"{AUSTEN_PACKAGE}: no chapter headings found in {', '.join(novels)}")
