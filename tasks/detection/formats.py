@@ -162,9 +162,7 @@ def _pick_split(entries: list[_Entry], named: dict[str, list[_Entry]], split: st
     def key(entry: _Entry) -> str:
         return file_key(entry.path, root)
 
-    if named:
-        return named_split(split, entries, named, key, source)
-    return hash_split(entries, split, key, source)
+    return named_split(split, entries, named, key, source) if named else hash_split(entries, split, key, source)
 
 
 # ----------------------------------------------------------------------------- COCO

@@ -344,9 +344,7 @@ def time_block(workload: Workload, device: torch.device, precision: str, steps: 
 
 def steps_for(step_s: float, target_s: float, max_steps: int = 1000) -> int:
     """Steps per timed block so that one block lasts about ``target_s`` seconds."""
-    if step_s <= 0:
-        return max_steps
-    return max(1, min(max_steps, math.ceil(target_s / step_s)))
+    return max_steps if step_s <= 0 else max(1, min(max_steps, math.ceil(target_s / step_s)))
 
 
 @dataclass

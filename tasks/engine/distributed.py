@@ -74,9 +74,7 @@ class Dist:
 
     def no_sync(self, wrapped: torch.nn.Module, skip: bool) -> ContextManager:
         """Skip DDP's gradient all-reduce for an accumulation micro-batch when ``skip``."""
-        if skip and isinstance(wrapped, DistributedDataParallel):
-            return wrapped.no_sync()
-        return nullcontext()
+        return wrapped.no_sync() if skip and isinstance(wrapped, DistributedDataParallel) else nullcontext()
 
     def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over ranks (in place; identity in a single process)."""

@@ -67,6 +67,4 @@ def autocast(device_type: str, precision: str) -> AbstractContextManager:
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A loss scaler when training fp16 on CUDA; None otherwise (fp32, bf16, or any CPU run)."""
-    if precision == "fp16" and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
+    return torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None

@@ -234,9 +234,7 @@ def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArra
 
 def _sorted_names(names: list[str]) -> list[str]:
     """Class names sorted as numbers when they all are numbers ("2" < "10"), else as text."""
-    if names and all(name.isdigit() for name in names):
-        return sorted(names, key=int)
-    return sorted(names)
+    return sorted(names, key=int) if names and all(name.isdigit() for name in names) else sorted(names)
 
 
 def _files_below(folder: Path, seen_folders: set[tuple[int, int]], seen_files: set[str]) -> Iterator[str]:

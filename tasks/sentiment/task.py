@@ -97,10 +97,7 @@ class SentimentTask(Task):
         if source and source_kind(source) != "zoo":
             model = self._pretrained(args, source, head_args)
         else:
-            if source:
-                name, backbone_args, tokenizer = self._transferred(args)
-            else:
-                name, backbone_args, tokenizer = self._new(args, train_set)
+            name, backbone_args, tokenizer = self._transferred(args) if source else self._new(args, train_set)
             model = zoo.create_model(name, args.head or self.default_head, backbone_args=backbone_args,
                                      tokenizer=tokenizer, task=self.name, **head_args)
         backbone = model.backbone
