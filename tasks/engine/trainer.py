@@ -425,12 +425,10 @@ class _Run:
             self.plotted = time.perf_counter()
         if evaluate and self.ctx.is_main:
             self.loggers.flush()
-        if self.planned is None:     # the bar counts seconds of the time budget
-            self.bar.update(round(min(self._elapsed(), args.time_budget), 1) - self.bar.n)
-            self.bar.set_postfix(step=s.step, loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
-        else:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
+        timed = self.planned is None     # the bar counts seconds of the time budget
+        self.bar.update(round(min(self._elapsed(), args.time_budget), 1) - self.bar.n if timed else 1)
+        self.bar.set_postfix(**({"step": s.step} if timed else {}), loss=_short(row["train_loss"]),
+                             lr=f"{row['lr']:.2e}", refresh=False)
         return reason
 
     def _evaluate(self) -> dict[str, Any]:
@@ -452,10 +450,9 @@ class _Run:
                     self.loggers.evaluation(self.state.step, self.task.evaluation_pictures,
                                             self.task.decoded_samples(self.model, self.val_set))
             self.model.train()
-        if self.ctx.is_main:
-            if self.task.metric.name not in metrics:
-                raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
-                               f"metric {self.task.metric.name!r}")
+        if self.ctx.is_main and self.task.metric.name not in metrics:
+            raise KeyError(f"{self.task.name}.evaluate returned {sorted(metrics)} without the primary "
+                           f"metric {self.task.metric.name!r}")
         return self.ctx.broadcast(metrics)
 
     # ---- checkpoints and resume --------------------------------------------------------------
