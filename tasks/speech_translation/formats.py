@@ -22,8 +22,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tasks.asr.formats import SEED, SpeechDataset, _Entry
-from tasks.engine.data import DataSpec, file_key, hash_split
+from tasks.asr.formats import SpeechDataset, _Entry, _hashed
+from tasks.engine.data import DataSpec
 from tasks.engine.records import jsonl_rows, nonempty, table_rows, text_field
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
@@ -61,20 +61,14 @@ def tsv_entries(path: Path) -> list[_Entry]:
     return nonempty(entries, f"{path}: no utterances (only a header)")
 
 
-def _hashed(entries: list[_Entry], path: Path, spec: DataSpec, split: str) -> SpeechDataset:
-    """``split`` of a source read whole, by a seeded hash of each audio file's path inside its folder."""
-    chosen = hash_split(entries, split, key=lambda e: file_key(e.path, path.parent), source=f"--data {spec}", seed=SEED)
-    return SpeechDataset(chosen, f"{spec} ({split})")
-
-
 def _manifest(spec: DataSpec, split: str) -> SpeechDataset:
     path = Path(spec.path).expanduser()
-    return _hashed(manifest_entries(path, spec.options.get("target", TARGET_FIELD)), path, spec, split)
+    return _hashed(manifest_entries(path, spec.options.get("target", TARGET_FIELD)), 0, path, spec, split)
 
 
 def _tsv(spec: DataSpec, split: str) -> SpeechDataset:
     path = Path(spec.path).expanduser()
-    return _hashed(tsv_entries(path), path, spec, split)
+    return _hashed(tsv_entries(path), 0, path, spec, split)
 
 
 FORMATS: dict[str, Format] = {
