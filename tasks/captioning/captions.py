@@ -63,11 +63,8 @@ def describe(boxes: Sequence[Sequence[float]], labels: Sequence[str], width: int
         raise ValueError(f"{len(boxes)} boxes for {len(labels)} labels")
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
-    placed = []
-    for box, label in zip(boxes, labels):
-        row, column = cell(box, width, height)
-        placed.append(((row, column, (box[0] + box[2]) / 2, (box[1] + box[3]) / 2), label))
-    placed.sort(key=lambda item: item[0])
+    placed = sorted((((*cell(box, width, height), (box[0] + box[2]) / 2, (box[1] + box[3]) / 2), label)
+                     for box, label in zip(boxes, labels)), key=lambda item: item[0])
     phrases = [f"{item_noun(label)} {where(key[0], key[1])}" for key, label in placed]
     if not phrases:
         items = "nothing"

@@ -58,7 +58,8 @@ def graph(model: nn.Module) -> dict[str, Graph]:
     """The prefill and decoder-step graphs; batch, prompt length and cache capacity dynamic."""
     backbone = model.backbone
     layers, heads = len(backbone.stack.blocks), backbone.cfg.heads
-    inputs, mask = _traced_prompts(model)
+    vocab = backbone.cfg.vocab_size     # left-padded example prompts of two lengths, ids below the vocabulary size
+    inputs, mask = pad_ids([[i % vocab for i in row] for row in TRACED_PROMPTS], 0, left_pad=True)
     with torch.no_grad():
         prefilled = Prefill(model)(inputs, mask)
     rows, steps = inputs.shape
@@ -81,12 +82,6 @@ def graph(model: nn.Module) -> dict[str, Graph]:
     extra = {"kv_cache": cache, "max_positions": position_limit(model)}
     return {"prefill": Graph(Prefill(model), {"inputs": inputs, "mask": mask}, prefill_axes),
             "decoder": Graph(DecoderStep(model), step_inputs, step_axes, extra)}
-
-
-def _traced_prompts(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded example prompts of two lengths (ids below the vocabulary size)."""
-    vocab = model.backbone.cfg.vocab_size
-    return pad_ids([[i % vocab for i in row] for row in TRACED_PROMPTS], 0, left_pad=True)
 
 
 def _padded(keys: torch.Tensor) -> torch.Tensor:
