@@ -65,16 +65,14 @@ def workloads(device: torch.device, precision: str, quick: bool,
     """(ours, reference) pairs: encoder train/inference vs torchaudio Conformer, front end, whole
     model train/inference vs wav2vec2_base."""
     size = shape(device, quick)
-    pairs: list[tuple[Workload, Workload | None]] = []
-    for mode in ("train", "inference"):
-        pairs.append((replace(encoder_workload("ours", mode, device, compile, size.seconds, size.batch),
-                              differs=CONFORMER_DIFFERS),
-                      encoder_workload("conformer", mode, device, compile, size.seconds, size.batch)))
+    pairs: list[tuple[Workload, Workload | None]] = [
+        (replace(encoder_workload("ours", mode, device, compile, size.seconds, size.batch), differs=CONFORMER_DIFFERS),
+         encoder_workload("conformer", mode, device, compile, size.seconds, size.batch))
+        for mode in ("train", "inference")]
     pairs.append((frontend_workload(device, compile, size.seconds, size.batch), None))
     for mode in ("train", "inference"):
-        reference = None
-        if mode == "inference" or not quick or device.type == "cuda":
-            reference = whole_workload("wav2vec2", mode, device, compile, size.full_seconds, size.full_batch)
+        reference = (whole_workload("wav2vec2", mode, device, compile, size.full_seconds, size.full_batch)
+                     if mode == "inference" or not quick or device.type == "cuda" else None)
         ours = replace(whole_workload("ours", mode, device, compile, size.full_seconds, size.full_batch),
                        differs=WAV2VEC2_DIFFERS)
         pairs.append((ours, reference))
