@@ -48,9 +48,8 @@ def workloads(device: torch.device, precision: str, quick: bool,
     for shape in QUICK if quick else FULL:
         for mode in ("train", "inference"):
             reference = torchvision_fcos(shape, mode, device, compile, shape.batch)
-            for backbone in BACKBONES:
-                for head in ("fcos", "detr"):
-                    pairs.append((ours(shape, mode, backbone, head, device, compile, shape.batch), reference))
+            pairs += [(ours(shape, mode, backbone, head, device, compile, shape.batch), reference)
+                      for backbone in BACKBONES for head in ("fcos", "detr")]
     return pairs
 
 
