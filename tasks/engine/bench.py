@@ -161,9 +161,7 @@ def parameter_count(model: nn.Module | None) -> int:
 
 def parameter_bytes(model: nn.Module | None) -> int:
     """Bytes held by the parameters and buffers (0 without a model)."""
-    if model is None:
-        return 0
-    tensors = [*model.parameters(), *model.buffers()]
+    tensors = (*model.parameters(), *model.buffers()) if model is not None else ()
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
