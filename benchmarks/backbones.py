@@ -111,11 +111,11 @@ def speech_pairs(device: torch.device, batch: int, seconds: float,
 
     blocks = f"{seconds:g} s clips, {frames} log-mel frames, dim {cfg.dim}, {cfg.depth} layers"
     return [
-        (forward_workload(f"zoo {SPEECH_NAME} blocks", "audio seconds", seconds,
-                          maybe_compile(ours.encode_features, compile), log_mel, batch, ours, blocks),
-         replace(forward_workload("torchaudio Conformer", "audio seconds", seconds,
-                                  maybe_compile(theirs, compile), log_mel, batch, theirs, blocks),
-                 differs=CONFORMER_DIFFERS)),
+        (replace(forward_workload(f"zoo {SPEECH_NAME} blocks", "audio seconds", seconds,
+                                  maybe_compile(ours.encode_features, compile), log_mel, batch, ours, blocks),
+                 differs=CONFORMER_DIFFERS),
+         forward_workload("torchaudio Conformer", "audio seconds", seconds,
+                          maybe_compile(theirs, compile), log_mel, batch, theirs, blocks)),
         (forward_workload(f"zoo {SPEECH_NAME} log-mel front end", "audio seconds", seconds,
                           maybe_compile(ours.frontend, compile), waves, batch, ours.frontend,
                           f"{seconds:g} s at {cfg.sample_rate} Hz, {cfg.n_mels} mels"),

@@ -26,7 +26,7 @@ from benchmarks.flops import count_flops
 from tasks.engine.bench import run_context
 from tasks.engine.data import write_jsonl
 from tasks.engine.evaluation import EvalOptions
-from tasks.engine.task import Task, Workload
+from tasks.engine.task import AIM, Task, Workload
 from tasks.engine.trainer import add_train_arguments
 from tests.test_asr_task import TEXTS as SPOKEN, noise_clip
 from tests.test_detection_task import _coco
@@ -229,6 +229,8 @@ def test_bench_pairs_match_units_and_items_and_do_real_work(name: str) -> None:
             assert reference.unit == ours.unit and reference.mode == ours.mode, (ours.name, reference.name)
             if ours.unit != "GB":   # bandwidth rows compare rates of different amounts of bytes by design
                 assert reference.items == ours.items, (ours.name, reference.name)
+            # the runner reads a pair's aim and how its sides differ from our side only
+            assert (reference.aim, reference.differs) == (AIM, ""), (ours.name, reference.name)
         for workload in (ours, reference):
             if workload is not None and id(workload) not in stepped:  # a reference shared by several rows: once
                 stepped.add(id(workload))

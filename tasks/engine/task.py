@@ -55,7 +55,8 @@ class Workload:
     counted (and converted to channels_last when asked). ``factory(batch_size)`` (optional)
     builds the same workload at another batch size, for the batch-size sweep. ``aim`` is the
     ratio (ours / reference) the pair aims at, and ``differs`` says how the two sides differ in
-    kind ("" when they do the same work); the runner lists every row below its aim with it.
+    kind ("" when they do the same work); both are read from our side of a pair, and the runner
+    lists every row below its aim with them.
     """
 
     name: str
