@@ -425,10 +425,12 @@ class _Run:
             self.plotted = time.perf_counter()
         if evaluate and self.ctx.is_main:
             self.loggers.flush()
-        timed = self.planned is None     # the bar counts seconds of the time budget
-        self.bar.update(round(min(self._elapsed(), args.time_budget), 1) - self.bar.n if timed else 1)
-        self.bar.set_postfix(**({"step": s.step} if timed else {}), loss=_short(row["train_loss"]),
-                             lr=f"{row['lr']:.2e}", refresh=False)
+        if self.planned is None:     # the bar counts seconds of the time budget
+            self.bar.update(round(min(self._elapsed(), args.time_budget), 1) - self.bar.n)
+            self.bar.set_postfix(step=s.step, loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
+        else:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=_short(row["train_loss"]), lr=f"{row['lr']:.2e}", refresh=False)
         return reason
 
     def _evaluate(self) -> dict[str, Any]:
