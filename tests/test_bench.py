@@ -107,7 +107,7 @@ PEAK_SCRIPT = """
 import sys, time, torch
 from tasks.engine import bench
 from tasks.engine.device import pick_device
-from tasks.engine.task import AIM, Workload
+from tasks.engine.task import Workload
 from zoo.errors import ZooError
 if sys.argv[1] == "sampled":  # the fallback for kernels that ignore a VmHWM reset
     bench._host_memory().kind = "sampled"
