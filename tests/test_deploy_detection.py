@@ -47,7 +47,9 @@ def test_the_onnx_export_scores_the_metrics_of_the_pytorch_model(runs: tuple[Pat
     dataset = task.for_model(task.datasets(spec, "all"), model)
     expected = task.evaluate(model, dataset, EvalOptions(progress=False))
     assert 0.1 < expected["map"] < 0.9 and 0.1 < expected["map_75"] < 0.9   # neither all right nor all wrong
-    assert task.evaluate(onnx, dataset, EvalOptions(progress=False)) == expected
+    # onnxruntime's kernels round differently from PyTorch's, and by CPU (AVX-512, AMX): a near tie of two
+    # scores may swap, which moves mAP by about 1e-6 (seen on an AMX Xeon); a wrong export moves it by tenths
+    assert task.evaluate(onnx, dataset, EvalOptions(progress=False)) == pytest.approx(expected, abs=1e-3)
 
 
 @pytest.mark.slow     # builds all six variants: an export, its int8, int8 PyTorch, a fine-tune, a distillation
@@ -58,7 +60,7 @@ def test_every_detection_variant_is_made_and_scored(runs: tuple[Path, str], tmp_
     assert set(rows) == set(deploy.VARIANTS) and not any(r.get("error") or r.get("metric_error") for r in rows.values())
     fp32 = rows["fp32"]
     assert fp32["metric"] > 0.5
-    assert rows["onnx"]["metric"] == fp32["metric"]
+    assert rows["onnx"]["metric"] == pytest.approx(fp32["metric"], abs=1e-3)   # kernels' rounding, as above
     assert 0.0 <= rows["onnx-int8"]["metric"] <= 1.0
     assert rows["int8"]["megabytes"] < fp32["megabytes"] / 2 and abs(rows["int8"]["metric"] - fp32["metric"]) < 0.2
     int8 = json.loads((Path(rows["int8"]["folder"]) / "config.json").read_text())["quantization"]
