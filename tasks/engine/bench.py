@@ -199,13 +199,7 @@ class _HostMemory:
         gc.collect()
         if not self._reset():
             return False
-        return self._status_bytes("VmHWM") - self._status_bytes("VmRSS") < 32_000_000
-
-    def _status_bytes(self, key: str) -> int:
-        for line in self.status.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024  # the file reports kB
-        raise KeyError(key)
+        return _proc_bytes(self.status, "VmHWM") - _proc_bytes(self.status, "VmRSS") < 32_000_000
 
     def _resident_bytes(self) -> int:
         return int(self.statm.read_text().split()[1]) * resource.getpagesize()
@@ -216,9 +210,9 @@ class _HostMemory:
         result: dict[str, int] = {}
         if self.kind == "vmhwm":
             self._reset()
-            start = self._status_bytes("VmRSS")
+            start = _proc_bytes(self.status, "VmRSS")
             yield result
-            result["bytes"] = max(0, self._status_bytes("VmHWM") - start)
+            result["bytes"] = max(0, _proc_bytes(self.status, "VmHWM") - start)
         elif self.kind == "sampled":
             start = self._resident_bytes()
             highest = [start]
@@ -273,15 +267,20 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, int | str]]:
         result.update(bytes=host["bytes"], kind="rss_peak")
 
 
+def _proc_bytes(path: Path, key: str) -> int:
+    """The ``KEY: N kB`` field of a ``/proc`` file (``/proc/self/status``, ``/proc/meminfo``) in bytes."""
+    for line in path.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024  # the file reports kB
+    raise KeyError(key)
+
+
 def available_host_memory() -> int | None:
     """``MemAvailable`` from ``/proc/meminfo`` in bytes, or None where it cannot be read."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        return _proc_bytes(Path("/proc/meminfo"), "MemAvailable")
+    except (OSError, KeyError):
         return None
-    return None
 
 
 # ---- timing --------------------------------------------------------------------------------------
