@@ -305,15 +305,13 @@ def warm_up(workload: Workload, device: torch.device, precision: str, steps: int
     steps = max(1, steps)
     measured = 0 if device.type == "cpu" else steps - 1
     before = cuda_allocated(device)
-    memory: dict[str, int | str] = {}
-    held, step_s = 0, 0.0
-    for index in range(steps):
-        if index == measured:
-            held = cuda_allocated(device) - before   # state kept since the first step (0 on the CPU)
-            with peak_memory(device) as memory:
-                step_s = time_block(workload, device, precision, 1)
-        else:
-            step_s = time_block(workload, device, precision, 1)
+    for _ in range(measured):
+        time_block(workload, device, precision, 1)
+    held = cuda_allocated(device) - before   # state kept since the first step (0 on the CPU)
+    with peak_memory(device) as memory:
+        step_s = time_block(workload, device, precision, 1)
+    for _ in range(measured + 1, steps):
+        step_s = time_block(workload, device, precision, 1)
     return WarmUp(step_s, int(memory["bytes"]) + held + parameter_bytes(workload.model), str(memory["kind"]))
 
 
