@@ -194,8 +194,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _point(run_dir: Path, name: str, target: str) -> None:
     tmp = run_dir / f".{name}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+    tmp.unlink(missing_ok=True)     # a dangling link too
     os.symlink(target, tmp)
     os.replace(tmp, run_dir / name)
     _fsync(run_dir)
