@@ -20,7 +20,7 @@ import torch
 import zoo
 from tasks.engine.checkpoints import checkpoint_step, resolve_checkpoint
 from tasks.engine.config import config_defaults, dump_config, read_config_file
-from tasks.engine.data import parse_spec, read_utf8, split_lines
+from tasks.engine.data import SPLIT_NAMES, parse_spec, read_utf8, split_lines
 from tasks.engine.device import pick_device
 from tasks.engine.evaluation import EvalOptions
 from tasks.engine.loggers import check_loggers
@@ -34,9 +34,6 @@ from zoo.cli import ArgumentParser, did_you_mean
 from zoo.errors import ZooError
 from zoo.progress import progress_enabled
 from zoo.registry import BACKBONES, COMMANDS, HEADS, TASKS
-
-SPLITS = ("train", "validation", "test", "all")
-
 
 HEAD_HELP = "the head to use, by name, of a model with several heads (zoo.multihead)"
 
@@ -54,7 +51,7 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
         g.add_argument("--data", default=None, metavar="SPEC",
                        help="data SPEC (default: the run's own --data, read from its args.json; else builtin)")
-        g.add_argument("--split", default=None, choices=SPLITS,
+        g.add_argument("--split", default=None, choices=SPLIT_NAMES,
                        help="default: test for the run's own data and built-in sets, all of any other SPEC")
         g.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="items scored together")
         g.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
