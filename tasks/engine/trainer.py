@@ -581,15 +581,14 @@ class _Run:
     def _restore_unsharded(self, tensors: dict[str, torch.Tensor]) -> None:
         """Raw weights (under EMA) and the optimizer state of a checkpoint without ``dcp/``."""
         own = self.model.state_dict(keep_vars=True)
+        slots: dict[int, dict[str, torch.Tensor]] = {}
         with torch.no_grad():
             for key, value in tensors.items():
                 if key.startswith("model."):
                     own[key[len("model."):]].copy_(value)
-        slots: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                slots.setdefault(int(index), {})[name] = value
+                elif key.startswith("optim."):
+                    _, index, name = key.split(".", 2)
+                    slots.setdefault(int(index), {})[name] = value
         optimizer_state = self.optimizer.state_dict()
         optimizer_state["state"] = slots
         self.optimizer.load_state_dict(optimizer_state)
