@@ -18,12 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tasks.engine.checkpoints import (
-    SHARDED,
-    TRAINER_JSON,
-    TRAINER_TENSORS,
-    checkpoint_step,
-)
+from tasks.engine.checkpoints import SHARDED, TRAINER_JSON, TRAINER_TENSORS, checkpoint_step
 from zoo.checkpoint import complete_steps
 from zoo.errors import ZooError
 
