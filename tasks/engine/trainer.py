@@ -724,15 +724,13 @@ def _training_bar(planned: int | None, budget: float | None, state: TrainState, 
 
 def _planned_steps(args: argparse.Namespace, batches_per_epoch: int) -> int | None:
     """Optimizer steps the schedule plans for; None when only a time budget bounds the run."""
-    plans = []
-    if args.max_steps is not None:
-        plans.append(args.max_steps)
+    plans = [] if args.max_steps is None else [args.max_steps]
     epochs = args.epochs
     if epochs is None and args.max_steps is None and args.time_budget is None:
         epochs = 1
     if epochs is not None:
         plans.append(max(1, int(epochs * batches_per_epoch) // args.accumulate))
-    return min(plans) if plans else None
+    return min(plans, default=None)
 
 
 def _resumed_args(task: Task, args: argparse.Namespace, run_dir: Path) -> argparse.Namespace:
