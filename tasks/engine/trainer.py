@@ -80,6 +80,7 @@ from torch.nn.utils import clip_grads_with_norm_
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
+import zoo
 from tasks.engine import distributed
 from tasks.engine.averaging import AVERAGED, write_average
 from tasks.engine.checkpoints import (SHARDED, consolidated_weights, load_sharded, load_trainer_state, point_best,
@@ -94,6 +95,7 @@ from tasks.engine.precision import AUTO, autocast, grad_scaler, resolve_precisio
 from tasks.engine.task import Task
 from zoo.checkpoint import complete_steps
 from zoo.errors import ZooError
+from zoo.lora import add_lora, parameter_counts, resolve_targets
 from zoo.progress import progress_bar
 
 __all__ = ["EMA", "TrainState", "add_train_arguments", "build_optimizer", "lr_at", "resolve_checkpoint", "train"]
@@ -508,8 +510,6 @@ class _Run:
         if given is not None:
             model = given
         elif resume is not None:
-            import zoo
-
             model = zoo.load(resume)
         else:
             model = self.task.build_model(self.args, self.train_set)
@@ -541,8 +541,6 @@ class _Run:
 
     def _lora(self, model: torch.nn.Module) -> None:
         """Inject ``--lora`` adapters (a resumed LoRA run has them from its checkpoint); print what trains."""
-        from zoo.lora import add_lora, parameter_counts, resolve_targets
-
         args = self.args
         if args.lora is not None and getattr(model, "lora", None) is None:
             if args.freeze_backbone:
