@@ -44,8 +44,6 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
                             description=_description(command, task))
     if command == "train":
         add_train_arguments(parser)
-        if task is not None:
-            task.add_arguments(parser)
     elif command == "eval":
         g = parser.add_argument_group("evaluation")
         g.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (its best) or model folder")
@@ -60,8 +58,6 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--out", default=None, help="folder for the task's evaluation files (confusion matrix...)")
         g.add_argument("--head", metavar="NAME", help=HEAD_HELP)
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
-        if task is not None:
-            task.add_arguments(parser)
     elif command == "predict":
         g = parser.add_argument_group("prediction")
         g.add_argument("inputs", nargs="*", metavar="INPUT", help="texts or file paths")
@@ -75,10 +71,12 @@ def command_parser(command: str, task: Task | None = None) -> ArgumentParser:
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
         if task is None or task.generates:      # only tasks that decode sequences take --beams, --top-k...
             add_generation_arguments(parser)
-        if task is not None:
-            task.add_predict_arguments(parser)
     else:
         raise ValueError(f"unknown command {command!r}; expected train, eval or predict")
+    if task is not None and command == "predict":
+        task.add_predict_arguments(parser)
+    elif task is not None:
+        task.add_arguments(parser)
     return parser
 
 
