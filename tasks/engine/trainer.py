@@ -162,11 +162,10 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
         saved = model.state_dict(keep_vars=True)
-        buffers = [name for name, _ in model.named_buffers() if name in saved]   # persistent ones only
         self.tracked: dict[str, torch.Tensor] = {
             **{name: p for name, p in model.named_parameters() if p.requires_grad},
-            **{name: saved[name] for name in buffers}}
-        self.shadow = {name: t.detach().clone() for name, t in self.tracked.items()}
+            **{name: saved[name] for name, _ in model.named_buffers() if name in saved}}   # persistent buffers only
+        self.shadow = self.raw()
 
     @torch.no_grad()
     def update(self, step: int) -> None:
