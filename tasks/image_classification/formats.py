@@ -33,13 +33,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from tasks.engine.data import TWO_WAY, DataSpec, file_key, hash_split
+from tasks.engine.data import SPLIT_NAMES, TWO_WAY, DataSpec, file_key, hash_split
 from tasks.engine.images import image_problem, load_image, to_rgb
 from tasks.engine.records import nonempty, table_rows, text_field, warn_skipped
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
-
-SPLITS = ("train", "validation", "test")
 
 
 class LabelledImages(Dataset):
@@ -208,7 +206,7 @@ def _readable(listed: list[tuple[str, str, str]], classes: list[str], source: st
 
 def read_cifar(folder: Path, variant: str, split: str, source: str) -> ImageArrays:
     """A CIFAR-10/100 python-pickle folder through torchvision (``download=False``), split as the module docstring says."""
-    if split not in (*SPLITS, "all"):
+    if split not in SPLIT_NAMES:
         raise ZooError(f"unknown split {split!r}; expected train, validation, test or all")
     reader = _CIFAR[variant]
     root = folder.parent if folder.name == reader.base_folder else folder
