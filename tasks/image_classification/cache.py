@@ -38,6 +38,4 @@ def in_memory(dataset: LabelledImages, limit_bytes: int = CACHE_LIMIT_BYTES) -> 
         return dataset
     images = np.stack([np.asarray(sample["image"]) for sample in samples])  # (N, H, W, 3) uint8
     labels = np.array([sample["label"] for sample in samples], dtype=np.int64)
-    cached = ImageArrays(images, labels, dataset.classes, dataset.source)
-    cached.skipped = dataset.skipped
-    return cached
+    return ImageArrays(images, labels, dataset.classes, dataset.source, dataset.skipped)

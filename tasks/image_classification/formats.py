@@ -90,8 +90,9 @@ class ImageFiles(LabelledImages):
 class ImageArrays(LabelledImages):
     """Images held in memory: ``images`` (N, H, W) or (N, H, W, C) uint8, C in 1, 3, 4."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str) -> None:
-        super().__init__(labels, classes, source)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str,
+                 skipped: int = 0) -> None:
+        super().__init__(labels, classes, source, skipped)
         self.images = images
 
     def __getitem__(self, index: int) -> dict:
