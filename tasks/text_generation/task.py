@@ -144,8 +144,7 @@ class TextGenerationTask(Task):
     # ---- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: TextBlocks, options: EvalOptions) -> dict[str, float]:
         """``loss``, ``perplexity``, ``bits_per_char`` (+ ``tokens``, ``characters``) on every block."""
-        _layout(model)
-        blocks = dataset.blocks(model.tokenizer, int(model.preprocessing["block_size"]))
+        blocks = dataset.blocks(*_layout(model))
         return evaluate_blocks(model, blocks, dataset.texts, options.batch_size or self.eval_batch_size, options)
 
     def predict(self, model: torch.nn.Module, inputs: Sequence[str], stream: bool = False,
