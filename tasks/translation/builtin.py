@@ -17,6 +17,7 @@ import html
 import random
 import re
 import tempfile
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -143,11 +144,8 @@ def _split_by_chapter(pairs: dict[VerseKey, Pair], fraction: float) -> dict[str,
     A source verse that also occurs in a held-out chapter is left out of the earlier split of
     train < validation < test, so no source sentence is in two splits.
     """
-    chapters = list(dict.fromkeys(key[:2] for key in pairs))  # canonical order
-    sizes = {chapter: 0 for chapter in chapters}
-    for key in pairs:
-        sizes[key[:2]] += 1
-    order = chapters[:]
+    sizes = Counter(key[:2] for key in pairs)  # verses per chapter, the chapters in canonical order
+    order = list(sizes)
     random.Random(SEED).shuffle(order)
     target = fraction * len(pairs)
     assignment, counts = {}, {"validation": 0, "test": 0}
