@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from tasks.engine.batching import ordered_chunks
+from tasks.engine.batching import length_sorted_batches
 from tasks.engine.confusion import write_confusion_matrix
 from tasks.engine.evaluation import EvalOptions, run_batches
 
@@ -20,9 +20,8 @@ from tasks.engine.evaluation import EvalOptions, run_batches
 def classify(model: torch.nn.Module, samples: list[dict], collate: Callable[[list[dict]], dict],
              batch_size: int, options: EvalOptions = EvalOptions()) -> torch.Tensor:
     """(N, C) float logits of ``samples`` in their order, batched by similar length."""
-    order = sorted(range(len(samples)), key=lambda i: len(samples[i]["text"]))
     logits = torch.empty(len(samples), len(model.head.labels))
-    for chunk, scores in run_batches(model, ordered_chunks(order, batch_size),
+    for chunk, scores in run_batches(model, length_sorted_batches([len(s["text"]) for s in samples], batch_size),
                                      lambda chunk: collate([samples[i] for i in chunk]),
                                      lambda batch: model(batch)["logits"].float().cpu(), options):
         logits[chunk] = scores
