@@ -6,7 +6,7 @@ from typing import Any, Callable, Sequence
 import sacrebleu
 import torch
 
-from tasks.engine.batching import in_order, ordered_chunks
+from tasks.engine.batching import in_order, length_sorted_batches
 from tasks.engine.evaluation import EvalOptions, run_batches
 from zoo.texts import DEFAULT_MAX_LEN, encode_sources, tokenizers, translate_batch
 from zoo.tokenizer import BaseTokenizer, pad_ids
@@ -36,14 +36,12 @@ def source_batches(sources: Sequence[str], source_tok: BaseTokenizer, max_len: i
     """(batches of source indices, shortest sources first; ``batch_of(indices) -> {"inputs", "mask"}`` (B, S)):
     each source cut to ``max_len`` tokens (:func:`zoo.texts.encode_sources`)."""
     encoded = encode_sources(source_tok, sources, max_len)
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]))
-    pad_id = source_tok.pad_id
 
     def batch_of(rows: list[int]) -> dict[str, torch.Tensor]:
-        inputs, mask = pad_ids([encoded[i] for i in rows], pad_id)
+        inputs, mask = pad_ids([encoded[i] for i in rows], source_tok.pad_id)
         return {"inputs": inputs, "mask": mask}
 
-    return ordered_chunks(order, batch_size), batch_of
+    return length_sorted_batches([len(ids) for ids in encoded], batch_size), batch_of
 
 
 def scores(hypotheses: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
