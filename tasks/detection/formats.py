@@ -45,7 +45,8 @@ from torch.utils.data import Dataset
 
 from tasks.engine.data import file_key, hash_split, named_split, read_utf8
 from tasks.engine.images import IMAGE_ERRORS, SkipsUndecodable, probe_image
-from tasks.engine.records import class_names, is_int, json_file_object, json_record, numbered_lines, warn_skipped
+from tasks.engine.records import (class_names, is_int, json_file_object, json_record, nonempty, numbered_lines,
+                                  warn_skipped)
 from tasks.engine.sets import Format
 from zoo.errors import ZooError
 
@@ -379,10 +380,8 @@ def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
         return class_names(options["classes"], f"yolo:{root}")
     listing = root / "classes.txt"
     if listing.is_file():
-        names = [line.strip() for _, line in numbered_lines(listing, blank=False)]
-        if names:
-            return names
-        raise ZooError(f"{listing}: no class names (expected one name per line)")
+        return nonempty([line.strip() for _, line in numbered_lines(listing, blank=False)],
+                        f"{listing}: no class names (expected one name per line)")
     config = root / "data.yaml"
     if config.is_file():
         import yaml
