@@ -99,10 +99,9 @@ class ImageClassificationTask(Task):
         """The first ``count`` images, written into ``folder`` as ``validation-I.png`` (samples held in memory
         have no file `zoo explain` could read)."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i in range(min(count, len(dataset))):
-            paths.append(str(folder / f"validation-{i}.png"))
-            as_image(dataset[i]["image"], f"validation sample {i}").save(paths[-1])
+        paths = [str(folder / f"validation-{i}.png") for i in range(min(count, len(dataset)))]
+        for i, path in enumerate(paths):
+            as_image(dataset[i]["image"], f"validation sample {i}").save(path)
         return paths
 
     def make_collate(self, model: torch.nn.Module, train: bool) -> Callable[[list[dict]], dict]:
