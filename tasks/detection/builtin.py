@@ -99,10 +99,8 @@ def _item_pool(fashion: dict[str, tuple[np.ndarray, np.ndarray]], split: str) ->
     return "test", np.arange(half) if split == "validation" else np.arange(half, len(fashion["test"][1]))
 
 
-def _write_scenes(
-    folder: Path, recipe: _Recipe, split: str, split_index: int,
-    fashion: dict[str, tuple[np.ndarray, np.ndarray]], backgrounds: dict[str, Image.Image],
-) -> None:
+def _write_scenes(folder: Path, recipe: _Recipe, split: str, split_index: int,
+                  fashion: dict[str, tuple[np.ndarray, np.ndarray]], backgrounds: dict[str, Image.Image]) -> None:
     """Write one split's scenes as PNGs plus a COCO ``annotations.json`` (with provenance fields)."""
     rng = np.random.default_rng([recipe.seed, split_index])
     part, pool = _item_pool(fashion, split)
@@ -139,9 +137,8 @@ def _write_scenes(
     (folder / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
 
 
-def _background_crop(
-    background: Image.Image, region: tuple[float, float, float, float], size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list[int]]:
+def _background_crop(background: Image.Image, region: tuple[float, float, float, float], size: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
     """A random square crop inside ``region`` of the background, resized to (size, size, 3) uint8, and [x, y, w, h]."""
     width, height = background.size
     x0, y0, x1, y1 = int(region[0] * width), int(region[1] * height), int(region[2] * width), int(region[3] * height)
@@ -152,9 +149,8 @@ def _background_crop(
     return scene, [x, y, side, side]
 
 
-def _paste_item(
-    scene: np.ndarray, item: np.ndarray, placed: list[list[int]], recipe: _Recipe, rng: np.random.Generator
-) -> tuple[list[int], int] | None:
+def _paste_item(scene: np.ndarray, item: np.ndarray, placed: list[list[int]], recipe: _Recipe,
+                rng: np.random.Generator) -> tuple[list[int], int] | None:
     """Blend one tinted item (28, 28) into ``scene`` (S, S, 3) in place at a random scale and place.
 
     Returns (the tight xyxy box of its pixels, its pixel count), or None when no place overlaps

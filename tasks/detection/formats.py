@@ -149,11 +149,8 @@ def _finalize(entries: list[_Entry], classes: list[str], source: str) -> Detecti
     if rejected:
         warnings.warn(f"{source}: dropped {len(rejected)} box(es) while reading (first: {rejected[0]})", stacklevel=3)
     if dropped:
-        warnings.warn(
-            f"{source}: dropped {dropped} box(es) with non-positive width/height or wholly outside the image "
-            f"(first: {first_dropped})",
-            stacklevel=3,
-        )
+        warnings.warn(f"{source}: dropped {dropped} box(es) with non-positive width/height or wholly outside the "
+                      f"image (first: {first_dropped})", stacklevel=3)
     return DetectionDataset(records, classes, source, len(failures), dropped + len(rejected))
 
 
@@ -396,9 +393,8 @@ def _yolo_classes(root: Path, options: dict[str, str]) -> list[str]:
         if not isinstance(names, list) or not names:
             raise ZooError(f"{config}: field 'names' must be a non-empty list or an {{0: name, 1: ...}} mapping")
         return [str(name) for name in names]
-    raise ZooError(
-        f"yolo:{root}: no class names; write classes.txt (one per line) or data.yaml with 'names', or pass ?classes=a,b"
-    )
+    raise ZooError(f"yolo:{root}: no class names; write classes.txt (one per line) or data.yaml with 'names', "
+                   "or pass ?classes=a,b")
 
 
 def _format(reader: Callable[[Path, dict[str, str], str], DetectionDataset], options: tuple[str, ...]) -> Format:

@@ -38,9 +38,8 @@ class DetectionTransform:
         image = sample["image"]  # (3, H, W) uint8
         wrapped = dict(sample)
         wrapped["image"] = tv_tensors.Image(image)
-        wrapped["boxes"] = tv_tensors.BoundingBoxes(
-            sample["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]), clamping_mode="hard"
-        )
+        wrapped["boxes"] = tv_tensors.BoundingBoxes(sample["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]),
+                                                    clamping_mode="hard")
         out = self.pipeline(wrapped)
         out["image"] = out["image"].as_subclass(torch.Tensor)  # (3, H', W') uint8
         out["boxes"] = out["boxes"].as_subclass(torch.Tensor).float()  # (N', 4)
@@ -83,9 +82,8 @@ def build_detection_transform(config: dict[str, Any] | None, train: bool) -> Det
     return DetectionTransform(v2.Compose(steps or [v2.Identity()]), cfg)
 
 
-def collate_detection(
-    samples: list[dict[str, Any]], normalize_mean: list[float], normalize_std: list[float]
-) -> dict[str, Any]:
+def collate_detection(samples: list[dict[str, Any]], normalize_mean: list[float],
+                      normalize_std: list[float]) -> dict[str, Any]:
     """Batch sample dicts of different sizes: normalise, pad bottom/right with zeros, keep a pixel mask.
 
     Returns ``inputs`` (B, 3, Hmax, Wmax) float, ``mask`` (B, Hmax, Wmax) bool (True = real
