@@ -27,12 +27,9 @@ CONFIG_KEYS = frozenset({
 })
 
 
-def default_transform_config(
-    image_size: int,
-    mean: tuple[float, ...] | list[float] = IMAGENET_MEAN,
-    std: tuple[float, ...] | list[float] = IMAGENET_STD,
-    grayscale_source: bool = False,
-) -> dict:
+def default_transform_config(image_size: int, mean: tuple[float, ...] | list[float] = IMAGENET_MEAN,
+                             std: tuple[float, ...] | list[float] = IMAGENET_STD,
+                             grayscale_source: bool = False) -> dict:
     """Sensible preprocessing for square inputs of ``image_size`` pixels, as a JSON-ready dict.
 
     ``mean``/``std`` have 1 or 3 values (one value is used for all three channels).
