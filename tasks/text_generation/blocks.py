@@ -33,11 +33,9 @@ def pack_blocks(docs: Sequence[Sequence[int]], block_size: int, eos_id: int) -> 
     stream = torch.tensor(list(ids), dtype=torch.long)  # (L,)
     n_blocks = (stream.numel() - 1) // block_size
     if n_blocks < 1:
-        raise ValueError(
-            f"too few tokens to pack one block: {len(docs)} documents give {stream.numel()} tokens "
-            f"(with an end-of-text token after each), and one block of {block_size} needs {block_size + 1}; "
-            "use more text or a smaller block size"
-        )
+        raise ValueError(f"too few tokens to pack one block: {len(docs)} documents give {stream.numel()} tokens "
+                         f"(with an end-of-text token after each), and one block of {block_size} needs "
+                         f"{block_size + 1}; use more text or a smaller block size")
     stream = stream[: n_blocks * block_size + 1]  # (N * block_size + 1,)
     return stream.unfold(0, block_size + 1, block_size).contiguous()  # (N, block_size + 1)
 
