@@ -91,10 +91,8 @@ def _read_pairs(paths: str, options: dict[str, str]) -> list[Pair]:
             short, long, rest = (files[0], files[1], tgt_lines) if src_item is None else (files[1], files[0], src_lines)
             number = (tgt_item or src_item)[0]
             total = number + sum(1 for _ in rest)
-            raise ZooError(
-                f"{short} ends after line {number - 1} but {long} goes on to line {total}: "
-                f"line {number} of {long} has no counterpart; the two files of pairs: must have the same number of lines"
-            )
+            raise ZooError(f"{short} ends after line {number - 1} but {long} goes on to line {total}: line {number} "
+                           f"of {long} has no counterpart; the two files of pairs: must have the same number of lines")
         number = src_item[0]
         for file, text in zip(files, (src_item[1], tgt_item[1])):
             if not text.strip():
